@@ -1,0 +1,42 @@
+"""The wire between supervisor and workers: messages, framing, versioning.
+
+Imports neither `supervisor` nor `workers`; both sides import it.
+"""
+
+from protocol.errors import ProtocolError
+from protocol.framing import MAX_FRAME_BYTES, FrameDecoder, decode_payload, encode
+from protocol.messages import (
+    COMPLETED,
+    FAILED,
+    GRACEFUL,
+    IMMEDIATE,
+    INTERRUPTED,
+    MODES,
+    PROGRAMMATIC,
+    PROTOCOL_VERSION,
+    RUNNING,
+    SOURCES,
+    STATUSES,
+    SYSTEM,
+    USER,
+    Ack,
+    CheckpointSaved,
+    CycleDone,
+    Error,
+    Event,
+    Heartbeat,
+    Interrupt,
+    Message,
+    Ready,
+    Start,
+    Stopped,
+    from_wire,
+)
+
+__all__ = [
+    "COMPLETED", "FAILED", "GRACEFUL", "IMMEDIATE", "INTERRUPTED", "MODES", "PROGRAMMATIC",
+    "PROTOCOL_VERSION", "RUNNING", "SOURCES", "STATUSES", "SYSTEM", "USER",
+    "Ack", "CheckpointSaved", "CycleDone", "Error", "Event", "FrameDecoder", "Heartbeat",
+    "Interrupt", "MAX_FRAME_BYTES", "Message", "ProtocolError", "Ready", "Start", "Stopped",
+    "decode_payload", "encode", "from_wire",
+]

@@ -1,0 +1,234 @@
+"""The messages between a supervisor and its workers, as plain data.
+
+Every message is a frozen dataclass whose fields are msgpack-native types
+(str, int, float, bool, None, list, dict), so a message is its own wire
+schema: `to_wire` turns it into a map, `from_wire` rebuilds it and rejects
+anything that does not match exactly. Nothing here knows about processes,
+sockets or files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Union
+
+from protocol.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+# Interrupt vocabulary, shared with the reference example's metrics log.
+GRACEFUL = "GRACEFUL"
+IMMEDIATE = "IMMEDIATE"
+MODES = (GRACEFUL, IMMEDIATE)
+USER = "USER"
+SYSTEM = "SYSTEM"
+PROGRAMMATIC = "PROGRAMMATIC"
+SOURCES = (USER, SYSTEM, PROGRAMMATIC)
+
+# Agent status words, shared by checkpoints, events and the CLI.
+RUNNING = "running"
+INTERRUPTED = "interrupted"
+COMPLETED = "completed"
+FAILED = "failed"
+STATUSES = (RUNNING, INTERRUPTED, COMPLETED, FAILED)
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base class: subclasses set `type` and declare their fields."""
+
+    type: ClassVar[str] = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["v"] = PROTOCOL_VERSION
+        data["type"] = self.type
+        return data
+
+
+# --- supervisor -> worker -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start(Message):
+    """The child spec a worker runs: plain data, so any engine can carry it."""
+
+    type: ClassVar[str] = "start"
+    agent: str
+    spec: dict
+
+
+@dataclass(frozen=True)
+class Interrupt(Message):
+    """Stop request: GRACEFUL finishes the cycle, IMMEDIATE cancels it."""
+
+    type: ClassVar[str] = "interrupt"
+    interrupt_id: int
+    mode: str
+    source: str
+    message: str
+    issued_at: float
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ProtocolError(f"interrupt mode must be one of {MODES}, got {self.mode!r}")
+        if self.source not in SOURCES:
+            raise ProtocolError(f"interrupt source must be one of {SOURCES}, got {self.source!r}")
+
+
+# --- worker -> supervisor -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """The worker has seen an interrupt and is acting on it."""
+
+    type: ClassVar[str] = "ack"
+    interrupt_id: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Ready(Message):
+    """The worker has loaded its state and is about to run (or is done)."""
+
+    type: ClassVar[str] = "ready"
+    agent: str
+    pid: int
+    cycle: int
+    max_cycles: int
+    status: str
+    resumed: bool
+    checkpoint_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CycleDone(Message):
+    """One LLM call finished and its reply joined the conversation."""
+
+    type: ClassVar[str] = "cycle_done"
+    cycle: int
+    duration_ms: float
+    reply: str
+    tokens: Optional[dict] = None
+    cost_usd: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Message):
+    """A checkpoint is durable on disk (renamed and the folder fsynced)."""
+
+    type: ClassVar[str] = "checkpoint_saved"
+    checkpoint_id: str
+    cycle: int
+    status: str
+    bytes: int
+    duration_ms: float
+    durable_at: float
+
+
+@dataclass(frozen=True)
+class Stopped(Message):
+    """The worker's last word before it exits."""
+
+    type: ClassVar[str] = "stopped"
+    status: str
+    cycle: int
+    checkpoint_id: Optional[str]
+    budget_spent_usd: float
+    interrupt_id: Optional[int] = None
+    durable_at: Optional[float] = None
+    total_interrupts: int = 0
+    graceful_interrupts: int = 0
+    immediate_interrupts: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    """Something went wrong in the worker; `fatal` means it is exiting."""
+
+    type: ClassVar[str] = "error"
+    kind: str
+    message: str
+    fatal: bool = False
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """Liveness: sent periodically while a worker is alive."""
+
+    type: ClassVar[str] = "heartbeat"
+    sent_at: float
+
+
+@dataclass(frozen=True)
+class Event(Message):
+    """A named event for the supervisor's stream (e.g. checkpoint_corrupt)."""
+
+    type: ClassVar[str] = "event"
+    event: str
+    level: str = "info"
+    fields: dict = field(default_factory=dict)
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.type: cls
+    for cls in (Start, Interrupt, Ack, Ready, CycleDone, CheckpointSaved, Stopped, Error, Heartbeat, Event)
+}
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether `value` fits a field annotation (the small set messages use)."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation in (str, dict, list):
+        return isinstance(value, annotation)
+    return False
+
+
+_HINTS: dict[type[Message], dict[str, Any]] = {cls: typing.get_type_hints(cls) for cls in MESSAGE_TYPES.values()}
+
+
+def from_wire(data: Any) -> Message:
+    """Rebuild a message from a decoded map, rejecting anything off-schema."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"a message must be a map, got {type(data).__name__}")
+    version = data.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})")
+    kind = data.get("type")
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    hints = _HINTS[cls]
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("v", "type"):
+            continue
+        if key not in fields_:
+            raise ProtocolError(f"{kind}: unknown field {key!r}")
+        if not _accepts(hints[key], value):
+            raise ProtocolError(f"{kind}.{key}: wrong type {type(value).__name__}")
+        kwargs[key] = float(value) if hints[key] is float else value
+    missing = [
+        name
+        for name, f in fields_.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ProtocolError(f"{kind}: missing field(s) {', '.join(missing)}")
+    return cls(**kwargs)
