@@ -1,0 +1,480 @@
+"""Tests for supervisor.config: a good config loads exactly, every bad one is one clear line."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import yaml
+
+from supervisor.config import (
+    AgentConfig,
+    CheckpointConfig,
+    ConfigError,
+    LLMConfig,
+    ShutdownConfig,
+    TeamConfig,
+    load_config,
+    parse_duration,
+)
+
+FULL = """\
+team: research
+storage: state/research
+llm:
+  provider: scripted
+  latency: 250ms
+  cost_per_reply: 0.01
+  system_prompt: Be brief.
+checkpoint: {every: 2, keep: 5, compress: false}
+shutdown: {graceful_timeout: 1m, immediate_timeout: "1.5"}
+agents:
+  - name: counter-a
+    task: Count from 1 to 50, five numbers per cycle.
+    max_cycles: 10
+    llm: {latency: 0.5}
+  - name: counter_b
+    task: Count backwards.
+    max_cycles: 3
+    llm: {system_prompt: Count carefully., cost_per_reply: 0}
+"""
+
+# The smallest valid config, as data; bad cases below are edits of it.
+BASE: dict[str, Any] = {
+    "team": "research",
+    "storage": "state",
+    "llm": {"provider": "scripted", "latency": 0.1},
+    "checkpoint": {"every": 1, "keep": 20, "compress": True},
+    "shutdown": {"graceful_timeout": 30, "immediate_timeout": 2},
+    "agents": [
+        {"name": "counter-a", "task": "Count.", "max_cycles": 10},
+        {"name": "counter-b", "task": "Count.", "max_cycles": 10, "llm": {"latency": "1s"}},
+    ],
+}
+
+DELETE = object()
+
+
+def edited(*changes: tuple[str, Any]) -> str:
+    """BASE as YAML with ("agents.1.max_cycles", value) edits; DELETE removes a key."""
+    data = copy.deepcopy(BASE)
+    for path, value in changes:
+        *parents, last = path.split(".")
+        node: Any = data
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(last)] = value
+        elif value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "team.yaml") -> Path:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(path: Path | str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value
+
+
+# ---- valid configs ----------------------------------------------------------
+
+
+def test_full_config_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "configs").mkdir()
+    path = write(tmp_path / "configs", FULL)
+    config = load_config(path)
+
+    assert config.team == "research"
+    assert config.source == path.absolute()
+    assert config.storage == (tmp_path / "configs" / "state" / "research").resolve()
+    assert config.storage.is_absolute()
+    assert config.llm == LLMConfig(provider="scripted", latency=0.25, cost_per_reply=0.01, system_prompt="Be brief.")
+    assert config.checkpoint == CheckpointConfig(every=2, keep=5, compress=False)
+    assert config.shutdown == ShutdownConfig(graceful_timeout=60.0, immediate_timeout=1.5)
+
+    a, b = config.agents
+    assert (a.name, a.task, a.max_cycles) == ("counter-a", "Count from 1 to 50, five numbers per cycle.", 10)
+    # Per-agent overrides are laid over the team's llm block key by key.
+    assert a.llm == LLMConfig(provider="scripted", latency=0.5, cost_per_reply=0.01, system_prompt="Be brief.")
+    assert b.llm == LLMConfig(provider="scripted", latency=0.25, cost_per_reply=0.0, system_prompt="Count carefully.")
+
+
+def test_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "team: t\nstorage: s\nagents:\n  - {name: a, task: do it, max_cycles: 1}\n")
+    config = load_config(path)
+    assert config.llm == LLMConfig()
+    assert config.llm.provider == "scripted"
+    assert config.llm.latency == 0.2
+    assert config.llm.cost_per_reply == 0.0
+    assert config.llm.system_prompt == "You are a careful agent working on a long task, one step per cycle."
+    assert config.checkpoint == CheckpointConfig(every=1, keep=20, compress=True)
+    assert config.shutdown == ShutdownConfig(graceful_timeout=30.0, immediate_timeout=2.0)
+    assert config.agents[0].llm == LLMConfig()
+
+
+def test_relative_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages name the file as the user typed it; `source` is absolute."""
+    (tmp_path / "configs").mkdir()
+    write(tmp_path / "configs", FULL)
+    monkeypatch.chdir(tmp_path)
+    config = load_config("configs/team.yaml")
+    assert config.source == tmp_path / "configs" / "team.yaml"
+    assert config.storage == (tmp_path / "configs" / "state" / "research").resolve()
+
+    write(tmp_path / "configs", edited(("agents.1.max_cycles", 0)))
+    assert str(load_error("configs/team.yaml")) == "configs/team.yaml: agents[1].max_cycles: must be >= 1 (got 0)"
+
+
+def test_storage_home_and_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = load_config(write(tmp_path, edited(("storage", "~/runs"))))
+    assert config.storage == (tmp_path / "home" / "runs").resolve()
+    config = load_config(write(tmp_path, edited(("storage", str(tmp_path / "abs" / ".." / "x")))))
+    assert config.storage == (tmp_path / "x").resolve()
+
+
+def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL))
+    spec = config.agent_spec("counter-a")
+    assert spec == {
+        "agent": "counter-a",
+        "task": "Count from 1 to 50, five numbers per cycle.",
+        "max_cycles": 10,
+        "storage": str((tmp_path / "state" / "research").resolve()),
+        "llm": {"provider": "scripted", "latency": 0.5, "cost_per_reply": 0.01, "system_prompt": "Be brief."},
+        "checkpoint": {"every": 2, "keep": 5, "compress": False},
+    }
+    assert msgpack.unpackb(msgpack.packb(spec)) == spec
+    with pytest.raises(KeyError, match="no agent 'nobody'"):
+        config.agent_spec("nobody")
+
+
+def test_from_mapping_without_a_file(tmp_path: Path) -> None:
+    data = yaml.safe_load(edited())
+    config = TeamConfig.from_mapping(data, source=Path("embedded.yaml"), base_dir=tmp_path)
+    assert config.storage == (tmp_path / "state").resolve()
+    assert config.source == Path("embedded.yaml").absolute()
+    assert [a.name for a in config.agents] == ["counter-a", "counter-b"]
+    assert config.agents[1].llm.latency == 1.0
+
+    data["agents"][0]["max_cycles"] = True
+    with pytest.raises(ConfigError) as info:
+        TeamConfig.from_mapping(data, source=Path("embedded.yaml"), base_dir=tmp_path)
+    assert str(info.value) == "embedded.yaml: agents[0].max_cycles: must be an integer (got true)"
+    assert (info.value.source, info.value.field) == ("embedded.yaml", "agents[0].max_cycles")
+
+
+def test_models_are_frozen(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL))
+    with pytest.raises(Exception):
+        config.llm.latency = 3.0  # type: ignore[misc]
+    with pytest.raises(Exception):
+        config.agents[0].max_cycles = 3  # type: ignore[misc]
+    assert isinstance(config.agents[0], AgentConfig)
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    text = (
+        "team: t\nstorage: s\nagents:\n"
+        "  - &first {name: a, task: Count., max_cycles: 4}\n"
+        "  - <<: *first\n    name: b\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert [(a.name, a.max_cycles) for a in config.agents] == [("a", 4), ("b", 4)]
+
+
+def test_config_error_pickles() -> None:
+    err = ConfigError("x.yaml", "agents[0].name", "required")
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) == "x.yaml: agents[0].name: required"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (0, 0.0),
+        (2, 2.0),
+        (0.25, 0.25),
+        ("30", 30.0),
+        ("0.5", 0.5),
+        ("30s", 30.0),
+        ("250ms", 0.25),
+        ("2m", 120.0),
+        ("1.5h", 5400.0),
+        (" 10 s ", 10.0),
+        (".5s", 0.5),
+    ],
+)
+def test_parse_duration(value: object, seconds: float) -> None:
+    assert parse_duration(value) == pytest.approx(seconds)
+    assert isinstance(parse_duration(value), float)
+
+
+@pytest.mark.parametrize(
+    ("value", "phrase"),
+    [
+        ("soon", "invalid duration 'soon' (use seconds or e.g. 30s, 2m)"),
+        ("", "invalid duration ''"),
+        ("5d", "invalid duration '5d'"),
+        ("30S", "invalid duration '30S'"),
+        ("nan", "finite"),
+        ("inf", "finite"),
+        (float("inf"), "finite"),
+        (True, "invalid duration true"),
+        (None, "invalid duration null"),
+        ([1], "invalid duration a list"),
+        (-1, "must not be negative (got -1)"),
+        ("-2s", "must not be negative (got '-2s')"),
+        (10**400, "too large"),
+    ],
+)
+def test_parse_duration_rejects(value: object, phrase: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration(value)
+    assert phrase in str(info.value)
+
+
+# ---- bad configs --------------------------------------------------------------
+
+LONG = "x" * 65
+
+BAD: list[Any] = [
+    # top level and file shape
+    pytest.param("", None, "empty", id="empty-file"),
+    pytest.param("# only a comment\n", None, "empty", id="comments-only"),
+    pytest.param("- a\n- b\n", None, "top level must be a mapping", id="top-level-list"),
+    pytest.param("just text\n", None, "top level must be a mapping", id="top-level-scalar"),
+    pytest.param("team: t\nstorage: [s\nagents: []\n", None, "YAML syntax error at line 3, column", id="yaml-syntax"),
+    pytest.param("team: t\n  storage: s\n", None, "YAML syntax error at line 2, column 10", id="yaml-bad-indent"),
+    pytest.param("team: t\nstorage: s\nagents: []\nteam: u\n", None, "line 4: duplicate key 'team'", id="dup-key-top"),
+    pytest.param(
+        "team: t\nstorage: s\nagents:\n  - name: a\n    task: x\n    max_cycles: 1\n    task: y\n",
+        None,
+        "line 7: duplicate key 'task' (first on line 5)",
+        id="dup-key-nested",
+    ),
+    pytest.param(b"team: t\nstorage: \xff\xfe\n", None, "line 2: not valid UTF-8", id="not-utf8"),
+    pytest.param("team: t\nstorage: \x07\n", None, "line 2: unacceptable character", id="control-char"),
+    pytest.param("a: !!python/object/apply:os.system [ls]\n", None, "YAML syntax error at line 1", id="unsafe-tag"),
+    # team
+    pytest.param(edited(("team", DELETE)), "team", "required", id="team-missing"),
+    pytest.param(edited(("team", "Research Team")), "team", "invalid name 'Research Team'", id="team-pattern"),
+    pytest.param(edited(("team", "-lead")), "team", "invalid name", id="team-leading-dash"),
+    pytest.param(edited(("team", LONG)), "team", "at most 64 characters", id="team-too-long"),
+    pytest.param(edited(("team", 5)), "team", "must be a string (got 5)", id="team-int"),
+    pytest.param(edited(("team", None)), "team", "must be a string (got nothing)", id="team-null"),
+    # storage
+    pytest.param(edited(("storage", DELETE)), "storage", "required", id="storage-missing"),
+    pytest.param(edited(("storage", "")), "storage", "must not be empty", id="storage-empty"),
+    pytest.param(edited(("storage", 3)), "storage", "must be a path (got 3)", id="storage-int"),
+    # unknown keys
+    pytest.param(edited(("version", 2)), "version", "unknown key", id="unknown-top"),
+    pytest.param(edited(("source", "x.yaml")), "source", "unknown key", id="source-is-not-a-key"),
+    pytest.param(
+        edited(("agents", DELETE), ("agent", BASE["agents"])), "agent", "did you mean 'agents'", id="typo-top"
+    ),
+    pytest.param(edited(("llm.temprature", 0.5)), "llm.temprature", "unknown key", id="unknown-llm"),
+    pytest.param(edited(("checkpoint.every_n", 1)), "checkpoint.every_n", "unknown key", id="unknown-checkpoint"),
+    pytest.param(edited(("shutdown.grace", 1)), "shutdown.grace", "unknown key", id="unknown-shutdown"),
+    pytest.param(edited(("agents.0.role", "x")), "agents[0].role", "unknown key", id="unknown-agent"),
+    pytest.param(
+        edited(("agents.1.max_cycle", 3), ("agents.1.max_cycles", DELETE)),
+        "agents[1].max_cycle",
+        "did you mean 'max_cycles'",
+        id="typo-before-missing",
+    ),
+    pytest.param("team: t\nstorage: s\nllm: {1: x}\nagents: []\n", "llm.1", "unknown key", id="non-string-key"),
+    # llm
+    pytest.param(edited(("llm", "scripted")), "llm", "must be a mapping (got the string 'scripted')", id="llm-scalar"),
+    pytest.param(
+        edited(("llm.provider", "ollama")),
+        "llm.provider",
+        "provider 'ollama' is not available in this version (only 'scripted')",
+        id="provider-ollama",
+    ),
+    pytest.param(
+        edited(("llm.provider", "embedded")),
+        "llm.provider",
+        "provider 'embedded' is not available in this version (only 'scripted')",
+        id="provider-embedded",
+    ),
+    pytest.param(
+        edited(("llm.provider", "openai")),
+        "llm.provider",
+        "must be one of scripted, ollama, embedded",
+        id="provider-unknown",
+    ),
+    pytest.param(
+        edited(("llm.latency", "soon")),
+        "llm.latency",
+        "invalid duration 'soon' (use seconds or e.g. 30s, 2m)",
+        id="latency-bad",
+    ),
+    pytest.param(edited(("llm.latency", -0.5)), "llm.latency", "must not be negative (got -0.5)", id="latency-negative"),
+    pytest.param(edited(("llm.latency", True)), "llm.latency", "invalid duration true", id="latency-bool"),
+    pytest.param(
+        edited(("llm.cost_per_reply", -1)), "llm.cost_per_reply", "must be >= 0 (got -1)", id="cost-negative"
+    ),
+    pytest.param(
+        edited(("llm.cost_per_reply", "0.1")), "llm.cost_per_reply", "must be a number", id="cost-string"
+    ),
+    pytest.param(edited(("llm.cost_per_reply", float("nan"))), "llm.cost_per_reply", "finite", id="cost-nan"),
+    pytest.param(edited(("llm.system_prompt", 7)), "llm.system_prompt", "must be a string", id="prompt-int"),
+    # checkpoint
+    pytest.param(edited(("checkpoint", [1])), "checkpoint", "must be a mapping", id="checkpoint-list"),
+    pytest.param(
+        edited(("checkpoint.every", 0)), "checkpoint.every", "must be >= 1 (got 0)", id="checkpoint-every-zero"
+    ),
+    pytest.param(edited(("checkpoint.keep", "20")), "checkpoint.keep", "must be an integer", id="keep-string"),
+    pytest.param(edited(("checkpoint.keep", 0)), "checkpoint.keep", "must be >= 1", id="keep-zero"),
+    pytest.param(edited(("checkpoint.compress", "yes")), "checkpoint.compress", "true or false", id="compress-str"),
+    pytest.param(edited(("checkpoint.compress", 1)), "checkpoint.compress", "true or false", id="compress-int"),
+    # shutdown
+    pytest.param(
+        edited(("shutdown.graceful_timeout", 0)), "shutdown.graceful_timeout", "must be > 0 (got 0)", id="grace-zero"
+    ),
+    pytest.param(
+        edited(("shutdown.immediate_timeout", "2 minutes")),
+        "shutdown.immediate_timeout",
+        "invalid duration '2 minutes'",
+        id="immediate-bad",
+    ),
+    pytest.param(
+        edited(("shutdown.graceful_timeout", "-1m")),
+        "shutdown.graceful_timeout",
+        "must not be negative (got '-1m')",
+        id="grace-negative",
+    ),
+    # agents
+    pytest.param(edited(("agents", DELETE)), "agents", "required", id="agents-missing"),
+    pytest.param(edited(("agents", [])), "agents", "at least one agent", id="agents-empty"),
+    pytest.param(edited(("agents", {"name": "a"})), "agents", "must be a list", id="agents-mapping"),
+    pytest.param(edited(("agents.0", "counter")), "agents[0]", "must be a mapping", id="agent-scalar"),
+    pytest.param(edited(("agents.1.max_cycles", 0)), "agents[1].max_cycles", "must be >= 1 (got 0)", id="cycles-0"),
+    pytest.param(
+        edited(("agents.0.max_cycles", True)), "agents[0].max_cycles", "must be an integer (got true)", id="cycles-bool"
+    ),
+    pytest.param(
+        edited(("agents.0.max_cycles", "10")),
+        "agents[0].max_cycles",
+        "must be an integer (got the string '10')",
+        id="cycles-string",
+    ),
+    pytest.param(edited(("agents.0.max_cycles", 2.5)), "agents[0].max_cycles", "integer", id="cycles-float"),
+    pytest.param(
+        edited(("agents.0.max_cycles", 1_000_001)), "agents[0].max_cycles", "must be <= 1000000", id="cycles-too-many"
+    ),
+    pytest.param(edited(("agents.0.max_cycles", DELETE)), "agents[0].max_cycles", "required", id="cycles-missing"),
+    pytest.param(edited(("agents.0.task", DELETE)), "agents[0].task", "required", id="task-missing"),
+    pytest.param(edited(("agents.0.task", "")), "agents[0].task", "must not be empty", id="task-empty"),
+    pytest.param(edited(("agents.0.task", "  ")), "agents[0].task", "must not be empty", id="task-blank"),
+    pytest.param(edited(("agents.1.name", DELETE)), "agents[1].name", "required", id="name-missing"),
+    pytest.param(edited(("agents.1.name", "Counter B")), "agents[1].name", "invalid name", id="name-pattern"),
+    pytest.param(edited(("agents.1.name", LONG)), "agents[1].name", "at most 64", id="name-too-long"),
+    pytest.param(
+        edited(("agents.1.name", "counter-a")),
+        "agents[1].name",
+        "duplicate agent name 'counter-a' (also agents[0])",
+        id="name-duplicate",
+    ),
+    pytest.param(
+        edited(("agents.0.llm", "fast")), "agents[0].llm", "must be a mapping", id="agent-llm-scalar"
+    ),
+    pytest.param(
+        edited(("agents.1.llm.latency", "soon")),
+        "agents[1].llm.latency",
+        "invalid duration 'soon'",
+        id="agent-llm-latency",
+    ),
+    pytest.param(
+        edited(("agents.0.llm.latency", -1)), "agents[0].llm.latency", "must not be negative", id="agent-llm-negative"
+    ),
+    pytest.param(
+        edited(("agents.1.llm.temprature", 0.1)), "agents[1].llm.temprature", "unknown key", id="agent-llm-unknown"
+    ),
+    pytest.param(
+        edited(("agents.1.llm.provider", "ollama")),
+        "agents[1].llm.provider",
+        "provider 'ollama' is not available",
+        id="agent-llm-provider",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "field", "phrase"), BAD)
+def test_bad_config(tmp_path: Path, text: str | bytes, field: str | None, phrase: str) -> None:
+    path = write(tmp_path, text)
+    err = load_error(path)
+    message = str(err)
+    assert "\n" not in message and "\r" not in message
+    assert message.startswith(f"{path}: ")
+    assert err.field == field
+    if field is not None:
+        assert message.startswith(f"{path}: {field}: "), message
+    assert phrase in message, message
+
+
+def test_duplicate_agent_names_third(tmp_path: Path) -> None:
+    agents = BASE["agents"] + [{"name": "counter-a", "task": "x", "max_cycles": 1}]
+    err = load_error(write(tmp_path, edited(("agents", agents))))
+    assert str(err).endswith("agents[2].name: duplicate agent name 'counter-a' (also agents[0])")
+
+
+def test_bad_team_llm_is_reported_once_at_its_own_key(tmp_path: Path) -> None:
+    """Agents inherit the team llm; its error must not be blamed on an agent, even if agents come first."""
+    text = (
+        "team: t\nstorage: s\n"
+        "agents:\n  - {name: a, task: x, max_cycles: 1}\n"
+        "llm: {latency: soon}\n"
+    )
+    err = load_error(write(tmp_path, text))
+    assert err.field == "llm.latency"
+
+
+def test_first_error_in_file_order(tmp_path: Path) -> None:
+    text = "team: t\nstorage: s\ncheckpoint: {every: 0}\nllm: {latency: soon}\nagents: []\n"
+    assert load_error(write(tmp_path, text)).field == "checkpoint.every"
+    text = "team: t\nstorage: s\nllm: {latency: soon}\ncheckpoint: {every: 0}\nagents: []\n"
+    assert load_error(write(tmp_path, text)).field == "llm.latency"
+
+
+def test_file_missing(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    assert str(load_error(path)) == f"{path}: cannot read: No such file or directory"
+
+
+def test_file_is_a_directory(tmp_path: Path) -> None:
+    err = load_error(tmp_path)
+    assert str(err).startswith(f"{tmp_path}: cannot read: ")
+    assert "directory" in str(err).lower()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
+def test_file_unreadable(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    path.chmod(0)
+    try:
+        assert str(load_error(path)) == f"{path}: cannot read: Permission denied"
+    finally:
+        path.chmod(0o600)
+
+
+def test_message_whitespace_collapsed(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, edited(("team", "bad\nname\t here"))))
+    assert "\n" not in str(err) and "\t" not in str(err)
