@@ -1,0 +1,477 @@
+"""The supervisor's loop: one `select` over every pipe, exit sentinel and signal.
+
+Shaped after gunicorn's arbiter: signal handlers only queue, a self-pipe wakes
+the loop, and small methods handle one signal, one message or one exit each.
+The two-stage stop is a small state machine: the first SIGINT/SIGTERM sends a
+GRACEFUL interrupt to every worker and arms `graceful_timeout`; a second one
+(or that timeout) sends IMMEDIATE and arms `immediate_timeout`; when that runs
+out, what is left is killed, process group and all.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from protocol import (
+    COMPLETED,
+    FAILED,
+    GRACEFUL,
+    IMMEDIATE,
+    INTERRUPTED,
+    SYSTEM,
+    USER,
+    Ack,
+    CheckpointSaved,
+    CycleDone,
+    Error,
+    Event,
+    Heartbeat,
+    Interrupt,
+    Message,
+    ProtocolError,
+    Ready,
+    Start,
+    Stopped,
+)
+from supervisor.config import TeamConfig
+from supervisor.console import Console
+from supervisor.events import EventLog
+from supervisor.process import WORKER_ENTRY, WorkerProcess
+from supervisor.signals import SignalQueue
+
+REAP_GRACE = 5.0  # seconds to wait for the kernel after SIGKILL before giving up on a pid
+RESERVED_FIELDS = frozenset({"timestamp", "level", "event", "agent_id"})
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class AgentRecord:
+    """The supervisor's view of one agent during a run."""
+
+    name: str
+    max_cycles: int
+    cycle: int = 0
+    status: str = "starting"
+    checkpoint_id: Optional[str] = None
+    budget_spent_usd: float = 0.0
+    worker: Optional[WorkerProcess] = None
+    pid: Optional[int] = None
+    stopped: Optional[Stopped] = None
+    failure: Optional[str] = None
+    killed_by_us: bool = False
+    last_heartbeat: float = 0.0
+    exited: bool = False
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "agent": self.name,
+            "status": self.status,
+            "cycle": self.cycle,
+            "max_cycles": self.max_cycles,
+            "checkpoint_id": self.checkpoint_id,
+            "budget_spent_usd": self.budget_spent_usd,
+        }
+
+
+@dataclass
+class IssuedInterrupt:
+    message: Interrupt
+    timestamp: str
+    reached: set[str] = field(default_factory=set)
+
+
+class Arbiter:
+    def __init__(
+        self,
+        config: TeamConfig,
+        log: EventLog,
+        console: Console,
+        resumed: dict[str, int],
+        entry: str = WORKER_ENTRY,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.console = console
+        self.resumed = resumed
+        self.entry = entry
+        self.agents = {a.name: AgentRecord(name=a.name, max_cycles=a.max_cycles) for a in config.agents}
+        self.selector = selectors.DefaultSelector()
+        self.signals = SignalQueue()
+        self.mode: Optional[str] = None
+        self.interrupts: dict[int, IssuedInterrupt] = {}
+        self.forced = False
+        self.deadline: Optional[float] = None
+        self.kill_deadline: Optional[float] = None
+        self.reap_deadline: Optional[float] = None
+        self.started_at = time.monotonic()
+
+    # ---- the run ------------------------------------------------------------
+
+    def run(self) -> int:
+        self.signals.install()
+        self.selector.register(self.signals.fileno(), selectors.EVENT_READ, ("signal", None))
+        try:
+            self.log.emit(
+                "supervisor_started",
+                agent_id=self.config.team,
+                team=self.config.team,
+                pid=os.getpid(),
+                agents=list(self.agents),
+                resumed=sorted(self.resumed),
+            )
+            for agent in self.config.agents:
+                self._start(agent.name)
+            while self._live():
+                self._tick()
+            return self._finish()
+        finally:
+            self._kill_all()  # nothing outlives the loop, even on an internal error
+            self.signals.restore()
+            self.selector.close()
+
+    def _start(self, name: str) -> None:
+        record = self.agents[name]
+        try:
+            worker = WorkerProcess.start(name, self.entry)
+        except Exception as exc:  # cannot fork: out of memory, pid limit
+            record.status = FAILED
+            record.failure = f"could not start worker: {exc}"
+            record.exited = True
+            self.log.emit("worker_error", level="error", agent_id=name, kind="start", message=record.failure, fatal=True)
+            return
+        record.worker = worker
+        record.pid = worker.pid
+        record.last_heartbeat = time.monotonic()
+        self.selector.register(worker.sock, selectors.EVENT_READ, ("pipe", record))
+        self.selector.register(worker.sentinel, selectors.EVENT_READ, ("exit", record))
+        worker.send(Start(agent=name, spec=self.config.agent_spec(name)))
+        if self.mode is not None:
+            for issued in self.interrupts.values():
+                worker.send(issued.message)
+        self._watch_writes(record)
+
+    def _live(self) -> bool:
+        return any(not r.exited for r in self.agents.values())
+
+    def _tick(self) -> None:
+        for key, mask in self.selector.select(self._timeout()):
+            kind, record = key.data
+            if kind == "signal":
+                for signum in self.signals.drain():
+                    self._on_signal(signum)
+            elif kind == "pipe":
+                if mask & selectors.EVENT_WRITE:
+                    record.worker.flush()
+                if mask & selectors.EVENT_READ:
+                    self._read(record)
+                self._watch_writes(record)
+            elif kind == "exit":
+                self._reap(record)
+        self._check_deadlines()
+
+    def _timeout(self) -> Optional[float]:
+        deadlines = [d for d in (self.deadline, self.kill_deadline, self.reap_deadline) if d is not None]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    # ---- signals and interrupts --------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        source = USER if signum == signal.SIGINT else SYSTEM
+        what = "Ctrl+C" if signum == signal.SIGINT else "SIGTERM"
+        if self.mode is None:
+            message = (
+                "User requested graceful shutdown (Ctrl+C)"
+                if source == USER
+                else "SIGTERM received (e.g. docker stop): graceful shutdown"
+            )
+            self.console.interrupt_notice(GRACEFUL, source, f"{what} detected")
+            self.interrupt(GRACEFUL, source, message)
+        elif self.mode == GRACEFUL:
+            message = (
+                "User requested immediate shutdown (double Ctrl+C)"
+                if source == USER
+                else "Second SIGTERM received: immediate shutdown"
+            )
+            self.console.interrupt_notice(IMMEDIATE, source, f"Second {what}")
+            self.interrupt(IMMEDIATE, source, message)
+        else:
+            self.console.line(f"🛑 {what} again: killing what is left now.")
+            self._kill_all()
+
+    def interrupt(self, mode: str, source: str, message: str) -> None:
+        """Send one interrupt to every worker still running; arm the next deadline."""
+        if self.mode == IMMEDIATE or (self.mode == GRACEFUL and mode == GRACEFUL):
+            return
+        self.mode = mode
+        issued_at = time.time()
+        msg = Interrupt(interrupt_id=len(self.interrupts) + 1, mode=mode, source=source, message=message, issued_at=issued_at)
+        self.interrupts[msg.interrupt_id] = IssuedInterrupt(message=msg, timestamp=_iso(issued_at))
+        self.log.emit(
+            "interrupt_initiated",
+            agent_id=self.config.team,
+            source=source,
+            mode=mode,
+            message=message,
+            interrupt_id=msg.interrupt_id,
+        )
+        running = [r for r in self.agents.values() if r.worker is not None and not r.exited and r.stopped is None]
+        for record in running:
+            record.worker.send(msg)
+            self._watch_writes(record)
+        shutdown = self.config.shutdown
+        if mode == GRACEFUL:
+            self.deadline = time.monotonic() + shutdown.graceful_timeout
+        else:
+            self.forced = self.forced or bool(running)
+            self.deadline = None
+            self.kill_deadline = time.monotonic() + shutdown.immediate_timeout
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            self.deadline = None
+            timeout = self.config.shutdown.graceful_timeout
+            self.console.line(f"⏱️  Graceful timeout ({timeout:g}s) ran out: stopping immediately.")
+            self.interrupt(IMMEDIATE, SYSTEM, f"Graceful shutdown timed out after {timeout:g}s")
+        if self.kill_deadline is not None and now >= self.kill_deadline:
+            self.kill_deadline = None
+            self._kill_all()
+        if self.reap_deadline is not None and now >= self.reap_deadline:
+            self.reap_deadline = None
+            for record in self.agents.values():
+                if not record.exited:  # the kernel never reported it: say so rather than hang
+                    record.failure = "did not exit after SIGKILL"
+                    self._reap(record)
+
+    def _kill_all(self) -> None:
+        for record in self.agents.values():
+            if record.worker is not None and not record.exited:
+                record.killed_by_us = True
+                record.worker.kill_tree()
+        # SIGKILL cannot be ignored; give the kernel a bounded moment to report the exits.
+        if self._live() and self.reap_deadline is None:
+            self.reap_deadline = time.monotonic() + REAP_GRACE
+
+    # ---- worker messages -------------------------------------------------------
+
+    def _watch_writes(self, record: AgentRecord) -> None:
+        worker = record.worker
+        if worker is None or not worker.pipe_open:
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.outbox else 0)
+        self.selector.modify(worker.sock, events, ("pipe", record))
+
+    def _read(self, record: AgentRecord) -> None:
+        worker = record.worker
+        try:
+            messages = worker.receive()
+        except ProtocolError as exc:
+            self._protocol_failure(record, str(exc))
+            return
+        for message in messages:
+            self._dispatch(record, message)
+        if not worker.pipe_open:
+            self.selector.unregister(worker.sock)
+
+    def _protocol_failure(self, record: AgentRecord, problem: str) -> None:
+        """A worker that breaks the protocol cannot be trusted: stop it, keep its checkpoints."""
+        self.log.emit("protocol_error", level="error", agent_id=record.name, error=problem)
+        record.failure = f"protocol error: {problem}"
+        worker = record.worker
+        if worker.pipe_open:
+            worker.pipe_open = False
+            self.selector.unregister(worker.sock)
+        worker.kill_tree()
+
+    def _dispatch(self, record: AgentRecord, message: Message) -> None:
+        name = record.name
+        record.last_heartbeat = time.monotonic()
+        if isinstance(message, Heartbeat):
+            return
+        if isinstance(message, CycleDone):
+            record.cycle = message.cycle
+            record.budget_spent_usd += message.cost_usd or 0.0
+            fields: dict[str, Any] = {"cycle": message.cycle, "max_cycles": record.max_cycles, "duration_ms": round(message.duration_ms, 3)}
+            if message.tokens is not None:
+                fields["tokens"] = message.tokens
+            if message.cost_usd is not None:
+                fields["cost_usd"] = message.cost_usd
+            self.log.emit("cycle_completed", agent_id=name, **fields, reply=message.reply)
+        elif isinstance(message, CheckpointSaved):
+            record.checkpoint_id = message.checkpoint_id
+            self.log.emit(
+                "checkpoint_saved",
+                agent_id=name,
+                checkpoint_id=message.checkpoint_id,
+                cycle=message.cycle,
+                status=message.status,
+                bytes=message.bytes,
+                duration_ms=round(message.duration_ms, 3),
+            )
+        elif isinstance(message, Ready):
+            record.cycle = message.cycle
+            record.status = message.status
+            record.checkpoint_id = message.checkpoint_id
+            record.pid = message.pid
+            self.log.emit(
+                "worker_started",
+                agent_id=name,
+                pid=message.pid,
+                cycle=message.cycle,
+                max_cycles=message.max_cycles,
+                resumed=message.resumed,
+                startup_ms=round((time.monotonic() - record.worker.started_at) * 1000.0, 3),
+            )
+        elif isinstance(message, Ack):
+            self._on_ack(record, message)
+        elif isinstance(message, Stopped):
+            self._on_stopped(record, message)
+        elif isinstance(message, Error):
+            if message.fatal:
+                record.failure = f"{message.kind}: {message.message}"
+            self.log.emit("worker_error", level="error", agent_id=name, kind=message.kind, message=message.message, fatal=message.fatal)
+        elif isinstance(message, Event):
+            fields = {k: v for k, v in message.fields.items() if k not in RESERVED_FIELDS}
+            level = message.level if message.level in ("debug", "info", "warning", "error") else "info"
+            self.log.emit(message.event, level=level, agent_id=name, **fields)
+        else:  # Start or Interrupt travel the other way only
+            self._protocol_failure(record, f"unexpected {message.type} message from worker")
+
+    def _on_ack(self, record: AgentRecord, ack: Ack) -> None:
+        issued = self.interrupts.get(ack.interrupt_id)
+        if issued is None or record.name in issued.reached:
+            return
+        issued.reached.add(record.name)
+        msg = issued.message
+        self.log.emit(
+            "interrupt_initiated",
+            agent_id=record.name,
+            source=msg.source,
+            mode=msg.mode,
+            message=msg.message,
+            interrupt_id=msg.interrupt_id,
+            ack_ms=round((time.time() - msg.issued_at) * 1000.0, 3),
+        )
+
+    def _on_stopped(self, record: AgentRecord, stopped: Stopped) -> None:
+        record.stopped = stopped
+        record.status = stopped.status
+        record.cycle = stopped.cycle
+        record.checkpoint_id = stopped.checkpoint_id
+        record.budget_spent_usd = stopped.budget_spent_usd
+        if stopped.status == FAILED:
+            record.failure = record.failure or stopped.reason
+        issued = self.interrupts.get(stopped.interrupt_id) if stopped.interrupt_id is not None else None
+        if issued is not None:
+            msg = issued.message
+            latency = ((stopped.durable_at or time.time()) - msg.issued_at) * 1000.0
+            self.log.emit(
+                "interrupt_completed",
+                agent_id=record.name,
+                checkpoint_id=stopped.checkpoint_id,
+                cycle=stopped.cycle,
+                latency_ms=round(max(latency, 0.0), 3),
+                mode=msg.mode,
+                source=msg.source,
+                total_interrupts=stopped.total_interrupts,
+                graceful_interrupts=stopped.graceful_interrupts,
+                immediate_interrupts=stopped.immediate_interrupts,
+            )
+
+    # ---- exits -------------------------------------------------------------------
+
+    def _reap(self, record: AgentRecord) -> None:
+        worker = record.worker
+        if worker.pipe_open:  # the last words may still sit in the pipe
+            self._read(record)
+        self.selector.unregister(worker.sentinel)
+        if worker.pipe_open:
+            worker.pipe_open = False
+            self.selector.unregister(worker.sock)
+        exitcode = worker.exitcode()
+        record.exited = True
+        if record.stopped is not None and record.failure is None:
+            status = record.stopped.status
+            reason = record.stopped.reason or status
+        elif record.killed_by_us and record.failure is None:
+            status = INTERRUPTED
+            reason = "killed after the immediate timeout"
+        else:
+            status = FAILED
+            reason = record.failure or _describe_exit(exitcode)
+        record.status = status
+        if status == FAILED:
+            record.failure = reason
+        self.log.emit(
+            "worker_exited",
+            level="error" if status == FAILED else "info",
+            agent_id=record.name,
+            pid=worker.pid,
+            exitcode=exitcode,
+            status=status,
+            reason=reason,
+        )
+        worker.close()
+
+    # ---- the end -------------------------------------------------------------------
+
+    def _finish(self) -> int:
+        records = list(self.agents.values())
+        if any(r.status == FAILED for r in records):
+            status, code = FAILED, 3
+        elif self.forced:
+            status, code = INTERRUPTED, 1
+        elif all(r.status == COMPLETED for r in records):
+            status, code = COMPLETED, 0
+        else:
+            status, code = INTERRUPTED, 0
+        counts = {
+            "total": len(self.interrupts),
+            "graceful": sum(1 for i in self.interrupts.values() if i.message.mode == GRACEFUL),
+            "immediate": sum(1 for i in self.interrupts.values() if i.message.mode == IMMEDIATE),
+        }
+        self.log.emit(
+            "supervisor_stopped",
+            level="error" if status == FAILED else "info",
+            agent_id=self.config.team,
+            status=status,
+            exit_code=code,
+            duration_s=round(time.monotonic() - self.started_at, 3),
+            failed=[r.name for r in records if r.status == FAILED],
+            **{f"{k}_interrupts": v for k, v in counts.items()},
+        )
+        first = self.interrupts.get(1)
+        last = self.interrupts[max(self.interrupts)] if self.interrupts else None
+        shown = None
+        if last is not None:
+            shown = {**_public(last.message), "timestamp": (first or last).timestamp}
+        self.console.outcome(status, shown)
+        self.console.statistics(status, [r.row() for r in records], counts, str(self.config.storage))
+        return code
+
+
+def _public(msg: Interrupt) -> dict[str, Any]:
+    return {"mode": msg.mode, "source": msg.source, "message": msg.message}
+
+
+def _describe_exit(exitcode: Optional[int]) -> str:
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode} without reporting"
+

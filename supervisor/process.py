@@ -1,0 +1,148 @@
+"""Worker processes as the supervisor sees them: a pid, a pipe, a sentinel.
+
+Workers are started from a `multiprocess` forkserver whose preload names the
+worker modules explicitly (on Python 3.11 the forkserver's preload of
+`__main__` does nothing, CPython gh-126631). A forkserver child starts in
+about a millisecond, inherits none of the supervisor's descriptors (so every
+worker's pipe reaches EOF the moment the supervisor dies), and, unlike a plain
+fork, is safe whatever threads the supervisor has. The supervisor refers to
+the worker only by its entry point's dotted name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from protocol import FrameDecoder, Message, ProtocolError, encode
+
+WORKER_ENTRY = "workers.entry:run_worker"
+WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "workers.checkpoints", "workers.providers.scripted"]
+
+_context: Any = None
+
+
+def worker_context() -> Any:
+    """The forkserver context, started once, with SIGINT/SIGTERM ignored in it."""
+    global _context
+    if _context is None:
+        import multiprocess
+        from multiprocess import forkserver
+
+        from supervisor.signals import signals_ignored
+
+        ctx = multiprocess.get_context("forkserver")
+        ctx.set_forkserver_preload(WORKER_PRELOAD)
+        with signals_ignored():
+            forkserver.ensure_running()
+        _context = ctx
+    return _context
+
+
+def _resolve_entry(entry: str) -> Any:
+    import importlib
+
+    module, _, name = entry.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class WorkerProcess:
+    """One running worker: its process, its end of the pipe, and what it said."""
+
+    name: str
+    process: Any
+    sock: socket.socket
+    started_at: float
+    decoder: FrameDecoder = field(default_factory=FrameDecoder)
+    outbox: bytearray = field(default_factory=bytearray)
+    pipe_open: bool = True
+
+    @classmethod
+    def start(cls, name: str, entry: str = WORKER_ENTRY) -> "WorkerProcess":
+        ctx = worker_context()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        process = ctx.Process(target=_resolve_entry(entry), args=(theirs, os.getpid()), name=f"agent-{name}", daemon=False)
+        started_at = time.monotonic()
+        try:
+            process.start()
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return cls(name=name, process=process, sock=ours, started_at=started_at)
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    @property
+    def sentinel(self) -> int:
+        return int(self.process.sentinel)
+
+    def send(self, message: Message) -> None:
+        """Queue a frame and write what the socket takes now; the rest waits."""
+        if not self.pipe_open:
+            return
+        self.outbox += encode(message)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.outbox and self.pipe_open:
+            try:
+                sent = self.sock.send(self.outbox)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.pipe_open = False
+                self.outbox.clear()
+                return
+            del self.outbox[:sent]
+
+    def receive(self) -> list[Message]:
+        """Everything readable now. Raises ProtocolError for a broken stream."""
+        messages: list[Message] = []
+        while self.pipe_open:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.pipe_open = False
+                self.decoder.close()  # raises if the stream ended inside a frame
+                break
+            messages.extend(self.decoder.feed(data))
+        return messages
+
+    def exitcode(self) -> Optional[int]:
+        return self.process.exitcode
+
+    def kill_tree(self) -> None:
+        """SIGKILL the worker's whole process group (it leads its own session)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            os.kill(self.pid, signal.SIGKILL)  # it may not have left our group yet
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        try:
+            self.process.join(0)
+            self.process.close()
+        except (ValueError, AssertionError, OSError):
+            pass
+
+
+__all__ = ["WORKER_ENTRY", "WorkerProcess", "ProtocolError", "worker_context"]

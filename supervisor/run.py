@@ -1,0 +1,132 @@
+"""The `run` command: prepare storage, take the team's lock, run the arbiter.
+
+Everything that can go wrong before a worker starts is found here and turned
+into a one-line `SupervisorError` with the contract's exit code.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Optional
+
+from supervisor.config import TeamConfig
+
+LOCK_FILE = ".supervisor.lock"
+ARCHIVE_DIR = "archive"
+
+
+class SupervisorError(Exception):
+    """A one-line error for the user, with the exit code it maps to."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def prepare_storage(storage: Path) -> None:
+    """Create the storage folder (0700, parents too) or explain why not (exit 3)."""
+    try:
+        storage.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.access(storage, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as exc:
+        raise SupervisorError(f"storage {storage}: cannot use it: {exc.strerror or exc}", 3) from exc
+    if not storage.is_dir():
+        raise SupervisorError(f"storage {storage}: exists and is not a folder", 3)
+
+
+class StorageLock:
+    """One run per storage folder: a second one would interleave checkpoints."""
+
+    def __init__(self, storage: Path) -> None:
+        self.path = storage / LOCK_FILE
+        self.fd: Optional[int] = None
+
+    def acquire(self, team: str) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SupervisorError(
+                f"storage {self.path.parent}: team {team!r} is already running there (pid {holder}); stop it first", 2
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _state_entries(storage: Path) -> Iterator[Path]:
+    for entry in sorted(storage.iterdir()):
+        if entry.name not in (ARCHIVE_DIR, LOCK_FILE):
+            yield entry
+
+
+def archive_state(storage: Path) -> Optional[Path]:
+    """`--fresh`: move the old state under archive/<UTC stamp>/, never delete it."""
+    entries = list(_state_entries(storage))
+    if not entries:
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = storage / ARCHIVE_DIR / stamp
+    target.mkdir(mode=0o700, parents=True)
+    os.chmod(storage / ARCHIVE_DIR, 0o700)
+    for entry in entries:
+        shutil.move(str(entry), str(target / entry.name))
+    return target
+
+
+def resumable_agents(config: TeamConfig) -> dict[str, int]:
+    """Agents with checkpoints on disk and the cycle of their latest, by name only."""
+    from workers.checkpoints import CheckpointStore
+
+    found: dict[str, int] = {}
+    for agent in config.agents:
+        infos = CheckpointStore(config.storage, agent.name).list()
+        if infos:
+            found[agent.name] = max(info.cycle for info in infos)
+    return found
+
+
+def run_team(config: TeamConfig, *, fresh: bool = False, console=None) -> int:
+    """Run the team to completion or interruption; returns the exit code."""
+    from supervisor.arbiter import Arbiter
+    from supervisor.console import Console
+    from supervisor.events import EventLog
+
+    prepare_storage(config.storage)
+    lock = StorageLock(config.storage)
+    lock.acquire(config.team)
+    try:
+        console = console or Console()
+        if fresh:
+            moved = archive_state(config.storage)
+            if moved is not None:
+                console.line(f"🗄️  Previous state archived to {moved}")
+        resumed = resumable_agents(config)
+        console.banner(config.team, str(config.storage), _describe_llm(config), len(config.agents), resumed)
+        log = EventLog(config.storage, sinks=[console])
+        try:
+            return Arbiter(config, log, console, resumed).run()
+        finally:
+            log.close()
+    finally:
+        lock.release()
+
+
+def _describe_llm(config: TeamConfig) -> str:
+    llm = config.llm
+    if llm.provider == "scripted":
+        return f"scripted (deterministic, {llm.latency:g}s per reply)"
+    return llm.provider

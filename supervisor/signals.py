@@ -1,0 +1,79 @@
+"""Signal capture for the supervisor's loop: a queue plus a self-pipe wake-up.
+
+Handlers do nothing but remember the signal number; the kernel-level wake-up
+fd makes the loop's `select` return, and the loop handles the queue in
+ordinary code. Previous handlers are restored on exit, so embedding programs
+get their own behaviour back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections import deque
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, Iterator, Optional
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class SignalQueue:
+    def __init__(self, signals: tuple[int, ...] = HANDLED) -> None:
+        self.signals = signals
+        self.pending: deque[int] = deque()
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._previous: dict[int, Any] = {}
+        self._previous_wakeup: Optional[int] = None
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        self.pending.append(signum)
+
+    def install(self) -> None:
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        self._previous_wakeup = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+
+    def drain(self) -> list[int]:
+        """Empty the wake-up pipe and return the signals received, in order."""
+        try:
+            while self._reader.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        received = list(self.pending)
+        self.pending.clear()
+        return received
+
+    def restore(self) -> None:
+        if self._previous_wakeup is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            self._previous_wakeup = None
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+        self._reader.close()
+        self._writer.close()
+
+
+@contextmanager
+def signals_ignored(signals: tuple[int, ...] = HANDLED) -> Iterator[None]:
+    """Ignore `signals` while starting helper processes.
+
+    A process exec'd while SIGINT is ignored keeps ignoring it (CPython installs
+    its KeyboardInterrupt handler only when SIGINT is at its default), so the
+    forkserver and every worker forked from it never see the terminal's Ctrl+C,
+    not even in the instant before a worker sets up its own handlers.
+    """
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

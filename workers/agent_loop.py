@@ -1,0 +1,312 @@
+"""The agent loop inside one worker: cycles, checkpoints, and interrupts.
+
+One cycle is one LLM call on the agent's conversation, run as an asyncio task
+so that an IMMEDIATE interrupt cancels it at once. A cycle's reply and the
+cycle counter enter the conversation together and reach disk together, in one
+atomic checkpoint: that is what makes resume exactly-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from protocol import (
+    COMPLETED,
+    FAILED,
+    GRACEFUL,
+    IMMEDIATE,
+    INTERRUPTED,
+    RUNNING,
+    Ack,
+    CheckpointSaved,
+    CycleDone,
+    Error,
+    Event,
+    Heartbeat,
+    Interrupt,
+    Message,
+    Ready,
+    Start,
+    Stopped,
+)
+from workers.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
+from workers.link import SupervisorLink
+from workers.providers import Provider, ProviderError, make_provider
+
+START_TIMEOUT = 30.0
+REPLY_PREVIEW_CHARS = 500
+
+EXIT_OK = 0
+EXIT_FAILED = 3
+
+
+@dataclass
+class Conversation:
+    """What a checkpoint holds: the messages and how many cycles produced them."""
+
+    cycle: int
+    messages: list[dict]
+    budget_spent_usd: float = 0.0
+    status: str = RUNNING
+
+    @classmethod
+    def fresh(cls, system_prompt: str, task: str) -> "Conversation":
+        return cls(cycle=0, messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": task}])
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> "Conversation":
+        return cls(
+            cycle=checkpoint.cycle,
+            messages=list(checkpoint.messages),
+            budget_spent_usd=checkpoint.budget_spent_usd,
+            status=checkpoint.status,
+        )
+
+
+@dataclass
+class InterruptState:
+    """What the worker has been asked to do, and how often this run."""
+
+    graceful: Optional[Interrupt] = None
+    immediate: Optional[Interrupt] = None
+    supervisor_lost: Optional[str] = None
+    counts: dict[str, int] = field(default_factory=lambda: {GRACEFUL: 0, IMMEDIATE: 0})
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.graceful is not None or self.must_stop_now
+
+    @property
+    def must_stop_now(self) -> bool:
+        return self.immediate is not None or self.supervisor_lost is not None
+
+    @property
+    def latest(self) -> Optional[Interrupt]:
+        return self.immediate or self.graceful
+
+
+class AgentWorker:
+    """Runs one agent's spec to completion or interruption, talking over `link`."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.link: Optional[SupervisorLink] = None
+        self.interrupts = InterruptState()
+        self._started: asyncio.Future[Start] = asyncio.get_running_loop().create_future()
+        self._cycle_task: Optional[asyncio.Task[Any]] = None
+        self._last_saved: Optional[tuple[int, str, str, float]] = None  # cycle, status, id, durable_at
+
+    # ---- incoming messages (called from the link, never blocks) -----------
+
+    def _on_message(self, message: Message) -> None:
+        if isinstance(message, Start) and not self._started.done():
+            self._started.set_result(message)
+        elif isinstance(message, Interrupt):
+            self._on_interrupt(message)
+        else:
+            self._send(Error(kind="protocol", message=f"unexpected {message.type} message from supervisor"))
+
+    def _on_interrupt(self, interrupt: Interrupt) -> None:
+        self._send(Ack(interrupt_id=interrupt.interrupt_id, received_at=time.time()))
+        self.interrupts.counts[interrupt.mode] += 1
+        if interrupt.mode == IMMEDIATE:
+            self.interrupts.immediate = self.interrupts.immediate or interrupt
+            self._cancel_cycle()
+        elif self.interrupts.graceful is None:
+            self.interrupts.graceful = interrupt
+
+    def _on_lost(self, reason: str) -> None:
+        self.interrupts.supervisor_lost = reason
+        self._cancel_cycle()
+        if not self._started.done():
+            self._started.cancel()
+
+    def _cancel_cycle(self) -> None:
+        if self._cycle_task is not None and not self._cycle_task.done():
+            self._cycle_task.cancel()
+
+    def _send(self, message: Message) -> None:
+        if self.link is not None:
+            self.link.send(message)
+
+    # ---- the run ------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.link = await SupervisorLink.open(self._sock, self._on_message, self._on_lost)
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            try:
+                start = await asyncio.wait_for(self._started, START_TIMEOUT)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                return EXIT_FAILED
+            return await self._run_agent(start)
+        finally:
+            heartbeat.cancel()
+            await self.link.close()
+
+    async def _heartbeat(self, interval: float = 1.0) -> None:
+        while True:
+            self._send(Heartbeat(sent_at=time.time()))
+            await asyncio.sleep(interval)
+
+    async def _run_agent(self, start: Start) -> int:
+        spec = start.spec
+        agent = start.agent
+        store = CheckpointStore(spec["storage"], agent, keep=spec["checkpoint"]["keep"], compress=spec["checkpoint"]["compress"])
+        try:
+            store.open_for_writing()
+        except OSError as exc:
+            return self._fail("storage", f"cannot use checkpoint folder {store.directory}: {exc}", 0, None, 0.0)
+        checkpoint = store.load_latest(on_corrupt=self._report_corrupt)
+        llm = spec["llm"]
+        if checkpoint is not None:
+            convo = Conversation.from_checkpoint(checkpoint)
+            self._last_saved = (checkpoint.cycle, checkpoint.status, checkpoint.checkpoint_id, 0.0)
+        else:
+            convo = Conversation.fresh(llm.get("system_prompt", ""), spec["task"])
+        max_cycles = int(spec["max_cycles"])
+        done = convo.cycle >= max_cycles
+        self._send(
+            Ready(
+                agent=agent,
+                pid=os.getpid(),
+                cycle=convo.cycle,
+                max_cycles=max_cycles,
+                status=COMPLETED if done else RUNNING,
+                resumed=checkpoint is not None,
+                checkpoint_id=checkpoint.checkpoint_id if checkpoint else None,
+            )
+        )
+        if done:
+            if convo.status != COMPLETED:
+                self._save(store, convo, COMPLETED)
+            self._report_stopped(convo, COMPLETED, reason="already complete")
+            return EXIT_OK
+        try:
+            provider = make_provider(llm)
+        except ProviderError as exc:
+            return self._fail("provider", str(exc), convo.cycle, store, convo.budget_spent_usd)
+        try:
+            return await self._cycles(store, provider, convo, max_cycles, int(spec["checkpoint"]["every"]))
+        finally:
+            await provider.aclose()
+
+    async def _cycles(self, store: CheckpointStore, provider: Provider, convo: Conversation, max_cycles: int, every: int) -> int:
+        while convo.cycle < max_cycles and not self.interrupts.stop_requested:
+            cycle = convo.cycle + 1
+            prompt = [] if cycle == 1 else [{"role": "user", "content": f"Continue: cycle {cycle} of {max_cycles}."}]
+            began = time.monotonic()
+            self._cycle_task = asyncio.create_task(provider.chat(convo.messages + prompt, cycle=cycle))
+            try:
+                reply = await self._cycle_task
+            except asyncio.CancelledError:
+                if self.interrupts.must_stop_now:
+                    break  # the in-flight call is dropped; the last durable checkpoint stays the truth
+                raise
+            except ProviderError as exc:
+                return self._fail("provider", str(exc), convo.cycle, store, convo.budget_spent_usd)
+            finally:
+                self._cycle_task = None
+            if self.interrupts.must_stop_now:
+                break
+            convo.messages.extend(prompt + [{"role": "assistant", "content": reply.content}])
+            convo.cycle = cycle
+            convo.budget_spent_usd += reply.cost_usd
+            self._send(
+                CycleDone(
+                    cycle=cycle,
+                    duration_ms=(time.monotonic() - began) * 1000.0,
+                    reply=reply.content[:REPLY_PREVIEW_CHARS],
+                    tokens=reply.tokens,
+                    cost_usd=reply.cost_usd,
+                )
+            )
+            finished = cycle >= max_cycles
+            if finished or self.interrupts.graceful is not None or cycle % every == 0:
+                status = COMPLETED if finished else INTERRUPTED if self.interrupts.graceful else RUNNING
+                if not self._save_or_fail(store, convo, status):
+                    return EXIT_FAILED
+
+        if self.interrupts.must_stop_now:
+            self._report_stopped(self._durable_conversation(convo), INTERRUPTED, reason=self._stop_reason())
+            return EXIT_OK
+        final = COMPLETED if convo.cycle >= max_cycles else INTERRUPTED
+        if self._last_saved is None or self._last_saved[:2] != (convo.cycle, final):
+            if not self._save_or_fail(store, convo, final):
+                return EXIT_FAILED
+        self._report_stopped(convo, final, reason=self._stop_reason() if final == INTERRUPTED else "")
+        return EXIT_OK
+
+    # ---- checkpoints and reports -------------------------------------------
+
+    def _save(self, store: CheckpointStore, convo: Conversation, status: str) -> None:
+        result = store.save(cycle=convo.cycle, status=status, messages=convo.messages, budget_spent_usd=convo.budget_spent_usd)
+        convo.status = status
+        self._last_saved = (convo.cycle, status, result.checkpoint_id, result.durable_at)
+        self._send(
+            CheckpointSaved(
+                checkpoint_id=result.checkpoint_id,
+                cycle=convo.cycle,
+                status=status,
+                bytes=result.bytes,
+                duration_ms=result.duration_ms,
+                durable_at=result.durable_at,
+            )
+        )
+
+    def _save_or_fail(self, store: CheckpointStore, convo: Conversation, status: str) -> bool:
+        try:
+            self._save(store, convo, status)
+            return True
+        except (CheckpointWriteError, OSError) as exc:
+            durable = self._last_saved[0] if self._last_saved else 0
+            self._fail("storage", str(exc), durable, None, convo.budget_spent_usd)
+            return False
+
+    def _durable_conversation(self, convo: Conversation) -> Conversation:
+        """After an immediate stop only what is on disk counts."""
+        cycle = self._last_saved[0] if self._last_saved else 0
+        return Conversation(cycle=cycle, messages=[], budget_spent_usd=convo.budget_spent_usd)
+
+    def _report_corrupt(self, checkpoint_id: str, reason: str) -> None:
+        self._send(Event(event="checkpoint_corrupt", level="warning", fields={"checkpoint_id": checkpoint_id, "error": reason}))
+
+    def _stop_reason(self) -> str:
+        if self.interrupts.supervisor_lost:
+            return self.interrupts.supervisor_lost
+        latest = self.interrupts.latest
+        return latest.message if latest else ""
+
+    def _report_stopped(self, convo: Conversation, status: str, reason: str) -> None:
+        latest = self.interrupts.latest
+        saved_id = self._last_saved[2] if self._last_saved else None
+        durable_at = self._last_saved[3] if self._last_saved else None
+        if self.interrupts.must_stop_now:
+            durable_at = time.time()  # nothing new is written: the stop itself is the moment state is final
+        counts = self.interrupts.counts
+        self._send(
+            Stopped(
+                status=status,
+                cycle=convo.cycle,
+                checkpoint_id=saved_id,
+                budget_spent_usd=convo.budget_spent_usd,
+                interrupt_id=latest.interrupt_id if latest else None,
+                durable_at=durable_at if latest else None,
+                total_interrupts=counts[GRACEFUL] + counts[IMMEDIATE],
+                graceful_interrupts=counts[GRACEFUL],
+                immediate_interrupts=counts[IMMEDIATE],
+                reason=reason,
+            )
+        )
+
+    def _fail(self, kind: str, message: str, cycle: int, store: Optional[CheckpointStore], spent: float) -> int:
+        """End the agent as failed; the last durable checkpoint is left as it is."""
+        self._send(Error(kind=kind, message=message, fatal=True))
+        saved_id = self._last_saved[2] if self._last_saved else None
+        self._send(Stopped(status=FAILED, cycle=cycle, checkpoint_id=saved_id, budget_spent_usd=spent, reason=message))
+        return EXIT_FAILED

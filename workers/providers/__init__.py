@@ -1,0 +1,20 @@
+"""LLM providers: one `chat` coroutine per cycle, cancellable at any await."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.providers.base import Provider, ProviderError, Reply
+
+
+def make_provider(llm: dict[str, Any]) -> Provider:
+    """The provider named by an agent's merged `llm` config."""
+    kind = llm.get("provider", "scripted")
+    if kind == "scripted":
+        from workers.providers.scripted import ScriptedProvider
+
+        return ScriptedProvider(latency=float(llm.get("latency", 0.2)), cost_per_reply=float(llm.get("cost_per_reply", 0.0)))
+    raise ProviderError(f"provider {kind!r} is not available in this version")
+
+
+__all__ = ["Provider", "ProviderError", "Reply", "make_provider"]

@@ -1,0 +1,32 @@
+"""A deterministic stand-in for an LLM, for tests, demos and dry runs.
+
+The reply of cycle k begins with `cycle k:` (the contract), and the rest is a
+pure function of k, so exactly-once can be checked by reading a conversation.
+The wait is an `asyncio.sleep`, so an IMMEDIATE interrupt cancels it mid-reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from workers.providers.base import Reply
+
+
+def scripted_reply(cycle: int) -> str:
+    """Cycle k counts the five numbers 5k-4 .. 5k, like the reference example."""
+    first = 5 * (cycle - 1) + 1
+    numbers = ", ".join(str(n) for n in range(first, first + 5))
+    return f"cycle {cycle}: counting from {first} to {first + 4}... {numbers}"
+
+
+class ScriptedProvider:
+    def __init__(self, latency: float = 0.2, cost_per_reply: float = 0.0) -> None:
+        self.latency = latency
+        self.cost_per_reply = cost_per_reply
+
+    async def chat(self, messages: list[dict], *, cycle: int) -> Reply:
+        await asyncio.sleep(self.latency)
+        return Reply(content=scripted_reply(cycle), tokens=None, cost_usd=self.cost_per_reply)
+
+    async def aclose(self) -> None:
+        return None
