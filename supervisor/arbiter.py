@@ -112,6 +112,7 @@ class Arbiter:
         self.deadline: Optional[float] = None
         self.kill_deadline: Optional[float] = None
         self.reap_deadline: Optional[float] = None
+        self._watched_pipes: set[Any] = set()
         self.started_at = time.monotonic()
 
     # ---- the run ------------------------------------------------------------
@@ -152,6 +153,7 @@ class Arbiter:
         record.pid = worker.pid
         record.last_heartbeat = time.monotonic()
         self.selector.register(worker.sock, selectors.EVENT_READ, ("pipe", record))
+        self._watched_pipes.add(worker.sock)
         self.selector.register(worker.sentinel, selectors.EVENT_READ, ("exit", record))
         worker.send(Start(agent=name, spec=self.config.agent_spec(name)))
         if self.mode is not None:
@@ -267,7 +269,7 @@ class Arbiter:
 
     def _watch_writes(self, record: AgentRecord) -> None:
         worker = record.worker
-        if worker is None or not worker.pipe_open:
+        if worker is None or worker.sock not in self._watched_pipes:
             return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.outbox else 0)
         self.selector.modify(worker.sock, events, ("pipe", record))
@@ -280,19 +282,26 @@ class Arbiter:
             self._protocol_failure(record, str(exc))
             return
         for message in messages:
+            if record.failure and record.failure.startswith("protocol error"):
+                break  # nothing more from a worker that broke the protocol is believed
             self._dispatch(record, message)
         if not worker.pipe_open:
+            self._close_pipe(record)
+
+    def _close_pipe(self, record: AgentRecord) -> None:
+        """Stop watching a worker's pipe; safe to call more than once."""
+        worker = record.worker
+        worker.pipe_open = False
+        if worker.sock in self._watched_pipes:
+            self._watched_pipes.discard(worker.sock)
             self.selector.unregister(worker.sock)
 
     def _protocol_failure(self, record: AgentRecord, problem: str) -> None:
         """A worker that breaks the protocol cannot be trusted: stop it, keep its checkpoints."""
         self.log.emit("protocol_error", level="error", agent_id=record.name, error=problem)
         record.failure = f"protocol error: {problem}"
-        worker = record.worker
-        if worker.pipe_open:
-            worker.pipe_open = False
-            self.selector.unregister(worker.sock)
-        worker.kill_tree()
+        self._close_pipe(record)
+        record.worker.kill_tree()
 
     def _dispatch(self, record: AgentRecord, message: Message) -> None:
         name = record.name
@@ -396,9 +405,7 @@ class Arbiter:
         if worker.pipe_open:  # the last words may still sit in the pipe
             self._read(record)
         self.selector.unregister(worker.sentinel)
-        if worker.pipe_open:
-            worker.pipe_open = False
-            self.selector.unregister(worker.sock)
+        self._close_pipe(record)
         exitcode = worker.exitcode()
         record.exited = True
         if record.stopped is not None and record.failure is None:
@@ -457,7 +464,7 @@ class Arbiter:
         if last is not None:
             shown = {**_public(last.message), "timestamp": (first or last).timestamp}
         self.console.outcome(status, shown)
-        self.console.statistics(status, [r.row() for r in records], counts, str(self.config.storage))
+        self.console.statistics(status, [r.row() for r in records], counts, str(self.config.storage), str(self.config.source))
         return code
 
 

@@ -81,7 +81,9 @@ class Console:
         elif status == "failed":
             self._print("", "❌ The run ended with failed agents; see the statistics and events.jsonl.")
 
-    def statistics(self, status: str, rows: list[dict[str, Any]], interrupts: dict[str, int], storage: str) -> None:
+    def statistics(
+        self, status: str, rows: list[dict[str, Any]], interrupts: dict[str, int], storage: str, config: str = "CONFIG"
+    ) -> None:
         width = max([len(row["agent"]) for row in rows] + [5])
         lines = [
             "",
@@ -109,7 +111,7 @@ class Console:
             "",
             f"📊 Interrupt metrics log: {storage}/interrupt_metrics.jsonl",
             f"   View detailed metrics: cat {storage}/interrupt_metrics.jsonl",
-            f"   All events: python -m supervisor logs CONFIG   (or {storage}/events.jsonl)",
+            f"   All events: python -m supervisor logs {config}",
         ]
         self._print(*lines)
 

@@ -1,0 +1,280 @@
+"""Drive the real supervisor as a user would: a config file, a process, signals.
+
+`Team` writes a config into a temp folder and reads what the run leaves
+behind (events, checkpoints). `Run` is one `python -m supervisor` process,
+optionally on a pseudo-terminal so that Ctrl+C is a real ^C typed into a
+real terminal (the kernel then sends SIGINT to the foreground group).
+Waiting is always for an event in events.jsonl, bounded by a generous
+timeout that only exists to turn a hang into a failure.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import psutil
+import yaml
+
+from workers.checkpoints import Checkpoint, CheckpointStore
+from workers.providers.scripted import scripted_reply
+
+HANG = 60.0  # seconds: only ever reached when something is broken
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Team:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        agents: int = 3,
+        latency: float = 0.2,
+        max_cycles: int = 5,
+        every: int = 1,
+        keep: int = 20,
+        graceful_timeout: float = 30,
+        immediate_timeout: float = 2,
+        name: str = "test-team",
+    ) -> None:
+        self.root = root
+        self.config = root / "team.yaml"
+        self.storage = root / "state"
+        self.names = [f"agent-{chr(ord('a') + i)}" for i in range(agents)]
+        self.runs: list[Run] = []
+        self.data: dict[str, Any] = {
+            "team": name,
+            "storage": "state",
+            "llm": {"provider": "scripted", "latency": latency},
+            "checkpoint": {"every": every, "keep": keep, "compress": True},
+            "shutdown": {"graceful_timeout": graceful_timeout, "immediate_timeout": immediate_timeout},
+            "agents": [{"name": n, "task": f"Count, as {n}.", "max_cycles": max_cycles} for n in self.names],
+        }
+        self.write()
+
+    def write(self) -> None:
+        self.config.write_text(yaml.safe_dump(self.data, sort_keys=False))
+
+    def set_latency(self, latency: float) -> None:
+        self.data["llm"]["latency"] = latency
+        self.write()
+
+    @property
+    def team(self) -> str:
+        return str(self.data["team"])
+
+    @property
+    def max_cycles(self) -> int:
+        return int(self.data["agents"][0]["max_cycles"])
+
+    # ---- what a run leaves behind -------------------------------------------
+
+    def events(self, file: str = "events.jsonl") -> list[dict[str, Any]]:
+        path = self.storage / file
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def store(self, agent: str) -> CheckpointStore:
+        return CheckpointStore(self.storage, agent)
+
+    def latest(self, agent: str) -> Optional[Checkpoint]:
+        return self.store(agent).load_latest()
+
+    def assert_exactly_once(self, agent: str, cycles: Optional[int] = None) -> Checkpoint:
+        """One assistant reply per cycle, in order, nothing lost, nothing twice."""
+        checkpoint = self.latest(agent)
+        assert checkpoint is not None, f"{agent} has no valid checkpoint"
+        replies = [m["content"] for m in checkpoint.messages if m["role"] == "assistant"]
+        expected = cycles if cycles is not None else checkpoint.cycle
+        assert checkpoint.cycle == expected
+        assert replies == [scripted_reply(k) for k in range(1, expected + 1)]
+        return checkpoint
+
+    # ---- runs ----------------------------------------------------------------
+
+    def start(self, *extra: str, terminal: bool = False) -> "Run":
+        run = Run(self, [sys.executable, "-m", "supervisor", str(self.config), *extra], terminal=terminal)
+        self.runs.append(run)
+        return run
+
+    def cleanup(self) -> None:
+        """Kill whatever a failed test left running."""
+        for run in self.runs:
+            if run.proc.poll() is None:
+                run.kill()
+
+    def run(self, *extra: str, timeout: float = HANG) -> "Run":
+        run = self.start(*extra)
+        run.wait(timeout)
+        return run
+
+
+class Run:
+    def __init__(self, team: Team, argv: list[str], *, terminal: bool) -> None:
+        self.team = team
+        self.terminal = terminal
+        self._chunks: list[bytes] = []
+        self._events_seen = len(team.events())
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+        if terminal:
+            self.master, slave = os.openpty()
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+                preexec_fn=_take_terminal,
+                env=env,
+                cwd=team.root,
+            )
+            os.close(slave)
+            self._reader = threading.Thread(target=self._drain_terminal, daemon=True)
+        else:
+            self.master = -1
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=team.root
+            )
+            self._reader = threading.Thread(target=self._drain_pipe, daemon=True)
+        self._reader.start()
+        self.started_at = time.monotonic()
+
+    def _drain_terminal(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO once the last process holding the terminal is gone
+                return
+            if not data:
+                return
+            self._chunks.append(data)
+
+    def _drain_pipe(self) -> None:
+        assert self.proc.stdout is not None
+        for data in iter(lambda: self.proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            self._chunks.append(data)
+
+    @property
+    def output(self) -> str:
+        return b"".join(self._chunks).decode("utf-8", "replace")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    # ---- driving -------------------------------------------------------------
+
+    def ctrl_c(self) -> None:
+        """A real ^C on the terminal when there is one, else SIGINT."""
+        if self.terminal:
+            os.write(self.master, b"\x03")
+        else:
+            os.kill(self.pid, signal.SIGINT)
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def new_events(self) -> list[dict[str, Any]]:
+        """Events written by this run (the file keeps every run's)."""
+        return self.team.events()[self._events_seen :]
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], Any], what: str, timeout: float = HANG) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate(self.new_events())
+            if result:
+                return result
+            if self.proc.poll() is not None:
+                result = predicate(self.new_events())
+                if result:
+                    return result
+                raise AssertionError(f"supervisor exited ({self.proc.returncode}) before {what}:\n{self.output}")
+            time.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output}")
+
+    def wait_all_started(self) -> dict[str, int]:
+        names = set(self.team.names)
+
+        def started(events: list[dict[str, Any]]) -> dict[str, int]:
+            pids = {e["agent_id"]: e["pid"] for e in events if e["event"] == "worker_started"}
+            return pids if set(pids) == names else {}
+
+        return self.wait_for(started, "every worker_started")
+
+    def wait_cycles(self, count: int, agent: Optional[str] = None) -> None:
+        def enough(events: list[dict[str, Any]]) -> bool:
+            done = [e for e in events if e["event"] == "cycle_completed" and agent in (None, e["agent_id"])]
+            return len(done) >= count
+
+        self.wait_for(enough, f"{count} cycle_completed")
+
+    def wait(self, timeout: float = HANG) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"supervisor did not exit within {timeout}s:\n{self.output}")
+        self._reader.join(5)
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
+        return code
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self) -> None:
+        for proc in self.descendants():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        try:
+            self.proc.kill()
+            self.proc.wait(5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def _take_terminal() -> None:
+    """In the child, after setsid: make the pty our controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def gone(pids: list[int]) -> bool:
+    """Every pid has exited (a zombie waiting for init to reap it counts as gone)."""
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+def wait_gone(pids: list[int], timeout: float) -> float:
+    """Seconds until every pid is gone; raises if they outlive `timeout`."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if gone(pids):
+            return time.monotonic() - began
+        time.sleep(0.005)
+    alive = [p for p in pids if not gone([p])]
+    raise AssertionError(f"processes {alive} still alive after {timeout}s")
+
+
+def by_event(events: list[dict[str, Any]], name: str, agent: Optional[str] = None) -> list[dict[str, Any]]:
+    return [e for e in events if e["event"] == name and agent in (None, e.get("agent_id"))]

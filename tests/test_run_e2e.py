@@ -1,0 +1,231 @@
+"""The product end to end: real supervisor processes, real workers, real signals.
+
+Ctrl+C is typed into a real pseudo-terminal; SIGTERM and SIGKILL are sent with
+os.kill. Every assertion is on what a user or operator sees afterwards: exit
+codes, the console, events.jsonl, interrupt_metrics.jsonl and the checkpoints.
+"""
+
+from __future__ import annotations
+
+import gzip
+import signal
+import time
+
+import psutil
+import pytest
+
+from harness import HANG, by_event, wait_gone
+
+SEED_INITIATED = {"timestamp", "event", "source", "mode", "message", "agent_id"}
+SEED_COMPLETED = {"timestamp", "event", "checkpoint_id", "agent_id", "total_interrupts", "graceful_interrupts", "immediate_interrupts"}
+
+
+def test_a_team_completes_and_a_rerun_resumes_to_nothing(make_team):
+    team = make_team(latency=0.05, max_cycles=3)
+    first = team.run()
+    assert first.proc.returncode == 0, first.output
+    assert "NEW SESSION" in first.output and "Team completed successfully" in first.output
+    events = first.new_events()
+    assert len(by_event(events, "cycle_completed")) == 9
+    assert by_event(events, "supervisor_stopped")[0]["status"] == "completed"
+    for name in team.names:
+        assert team.assert_exactly_once(name, 3).status == "completed"
+
+    again = team.run()
+    assert again.proc.returncode == 0, again.output
+    assert "EXISTING CHECKPOINTS FOUND" in again.output
+    assert by_event(again.new_events(), "cycle_completed") == []
+    for event in by_event(again.new_events(), "worker_started"):
+        assert event["cycle"] == 3 and event["resumed"] is True
+
+
+def test_one_ctrl_c_stops_gracefully_and_the_next_run_resumes(make_team):
+    team = make_team(latency=0.3, max_cycles=6)
+    run = team.start(terminal=True)
+    run.wait_all_started()
+    run.wait_cycles(3)
+    run.ctrl_c()
+    assert run.wait() == 0, run.output
+    out = run.output
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    assert "Initiating graceful shutdown" in out and "Press Ctrl+C again for immediate shutdown" in out
+    assert "Status: interrupted" in out
+
+    events = run.new_events()
+    stopped_at: dict[str, int] = {}
+    for name in team.names:
+        cycles = [e["cycle"] for e in by_event(events, "cycle_completed", name)]
+        checkpoint = team.latest(name)
+        # The in-flight cycle was finished and saved, nothing after it was started.
+        assert checkpoint is not None and checkpoint.status == "interrupted"
+        assert checkpoint.cycle == cycles[-1] < team.max_cycles
+        stopped_at[name] = checkpoint.cycle
+        team.assert_exactly_once(name)
+
+    metrics = team.events("interrupt_metrics.jsonl")
+    assert [m["event"] for m in metrics].count("interrupt_initiated") == 1 + len(team.names)
+    completed = by_event(metrics, "interrupt_completed")
+    assert sorted(m["agent_id"] for m in completed) == team.names
+    for line in metrics:
+        assert line["source"] == "USER" if line["event"] == "interrupt_initiated" else True
+        assert (SEED_INITIATED if line["event"] == "interrupt_initiated" else SEED_COMPLETED) <= set(line)
+    for line in completed:
+        assert (line["total_interrupts"], line["graceful_interrupts"], line["immediate_interrupts"]) == (1, 1, 0)
+        assert (team.storage / line["agent_id"] / line["checkpoint_id"]).exists()
+        assert line["latency_ms"] >= 0
+    # interrupt_metrics.jsonl holds the very same lines as events.jsonl
+    assert all(m in team.events() for m in metrics)
+
+    resumed = team.start(terminal=True)
+    assert resumed.wait() == 0, resumed.output
+    assert "EXISTING CHECKPOINTS FOUND" in resumed.output
+    for name in team.names:
+        first_cycle = by_event(resumed.new_events(), "cycle_completed", name)[0]["cycle"]
+        assert first_cycle == stopped_at[name] + 1
+        assert team.assert_exactly_once(name, team.max_cycles).status == "completed"
+
+
+def test_two_ctrl_c_cancel_in_flight_calls_and_keep_checkpoints_valid(make_team):
+    team = make_team(latency=0.1, max_cycles=50, immediate_timeout=2)
+    warmup = team.start()
+    warmup.wait_cycles(6)
+    warmup.ctrl_c()
+    assert warmup.wait() == 0, warmup.output
+    saved = {name: team.latest(name).cycle for name in team.names}
+
+    team.set_latency(60.0)  # every reply of the next run is in flight when we interrupt
+    run = team.start(terminal=True)
+    pids = list(run.wait_all_started().values())
+    run.ctrl_c()
+    run.wait_for(lambda ev: len(by_event(ev, "interrupt_initiated")) == 1 + len(team.names), "every ack")
+    pressed = time.monotonic()
+    run.ctrl_c()
+    assert run.wait() == 1, run.output
+    assert time.monotonic() - pressed < 2 + 3  # immediate_timeout plus generous slack: no hang
+    wait_gone(pids, 2)
+    out = run.output
+    assert "Traceback" not in out and "Immediate shutdown" in out
+
+    events = run.new_events()
+    assert by_event(events, "cycle_completed") == []  # the in-flight calls were cancelled, not finished
+    assert by_event(events, "supervisor_stopped")[0]["exit_code"] == 1
+    for name in team.names:
+        assert team.latest(name).cycle == saved[name]
+        team.assert_exactly_once(name)
+        for info in team.store(name).list():
+            team.store(name).verify(info.checkpoint_id)
+    completed = by_event(events, "interrupt_completed")
+    assert {e["mode"] for e in completed} == {"IMMEDIATE"}
+    assert all(e["immediate_interrupts"] == 1 and e["total_interrupts"] == 2 for e in completed)
+
+
+def test_sigterm_is_graceful_with_source_system(make_team):
+    team = make_team(latency=0.2, max_cycles=40)
+    run = team.start()
+    run.wait_cycles(3)
+    run.signal(signal.SIGTERM)
+    assert run.wait() == 0, run.output
+    metrics = team.events("interrupt_metrics.jsonl")
+    assert {m["source"] for m in by_event(metrics, "interrupt_initiated")} == {"SYSTEM"}
+    assert {m["mode"] for m in metrics if "mode" in m} == {"GRACEFUL"}
+    for name in team.names:
+        assert team.latest(name).status == "interrupted"
+        team.assert_exactly_once(name)
+
+
+def test_a_second_sigterm_is_immediate(make_team):
+    team = make_team(latency=30.0, max_cycles=5)
+    run = team.start()
+    pids = list(run.wait_all_started().values())
+    run.signal(signal.SIGTERM)
+    run.wait_for(lambda ev: by_event(ev, "interrupt_initiated"), "the first interrupt")
+    run.signal(signal.SIGTERM)
+    assert run.wait() == 1, run.output
+    wait_gone(pids, 2)
+    modes = [(m["mode"], m["source"]) for m in by_event(team.events("interrupt_metrics.jsonl"), "interrupt_initiated", team.team)]
+    assert modes == [("GRACEFUL", "SYSTEM"), ("IMMEDIATE", "SYSTEM")]
+
+
+def test_graceful_timeout_escalates_to_immediate(make_team):
+    team = make_team(latency=30.0, max_cycles=5, graceful_timeout=0.5, immediate_timeout=1)
+    run = team.start()
+    run.wait_all_started()
+    run.ctrl_c()
+    assert run.wait() == 1, run.output
+    assert "Graceful timeout" in run.output
+    issued = by_event(team.events("interrupt_metrics.jsonl"), "interrupt_initiated", team.team)
+    assert [(m["mode"], m["source"]) for m in issued] == [("GRACEFUL", "USER"), ("IMMEDIATE", "SYSTEM")]
+
+
+def test_sigkill_of_the_supervisor_leaves_no_process_behind(make_team):
+    team = make_team(latency=0.2, max_cycles=100)
+    run = team.start()
+    run.wait_cycles(3)
+    family = [p.pid for p in run.descendants()]
+    assert len(family) >= len(team.names)  # the workers, the forkserver and its helper
+    run.signal(signal.SIGKILL)
+    run.proc.wait(HANG)
+    wait_gone(family, 2)
+    for name in team.names:  # what was complete is still there and valid
+        team.assert_exactly_once(name)
+
+
+def test_sigkill_of_a_worker_is_noticed_and_the_run_fails_clearly(make_team):
+    team = make_team(latency=0.2, max_cycles=8)
+    run = team.start()
+    pids = run.wait_all_started()
+    run.wait_cycles(2, agent="agent-b")
+    psutil.Process(pids["agent-b"]).kill()
+    assert run.wait() == 3, run.output
+    events = run.new_events()
+    exited = by_event(events, "worker_exited", "agent-b")[0]
+    assert exited["status"] == "failed" and exited["exitcode"] == -signal.SIGKILL and "SIGKILL" in exited["reason"]
+    assert by_event(events, "supervisor_stopped")[0]["status"] == "failed"
+    assert "worker exited unexpectedly" in run.output
+    for name in ("agent-a", "agent-c"):  # the others were not disturbed
+        assert team.assert_exactly_once(name, 8).status == "completed"
+    team.assert_exactly_once("agent-b")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_corrupt_checkpoint_is_skipped_and_resume_falls_back(make_team, damage):
+    team = make_team(latency=0.1, max_cycles=6, agents=1)
+    run = team.start()
+    run.wait_cycles(3)
+    run.ctrl_c()
+    assert run.wait() == 0
+    store = team.store("agent-a")
+    newest = store.list()[-1]
+    previous = store.list()[-2]
+    data = newest.path.read_bytes()
+    newest.path.write_bytes(data[: len(data) // 2] if damage == "truncate" else gzip.compress(b"{not json\n"))
+
+    again = team.run()
+    assert again.proc.returncode == 0, again.output
+    events = again.new_events()
+    corrupt = by_event(events, "checkpoint_corrupt", "agent-a")
+    assert [e["checkpoint_id"] for e in corrupt] == [newest.checkpoint_id] and corrupt[0]["error"]
+    assert by_event(events, "worker_started", "agent-a")[0]["cycle"] == previous.cycle
+    assert "corrupt checkpoint skipped" in again.output
+    assert newest.path.exists()  # never deleted, except by retention
+    team.assert_exactly_once("agent-a", 6)
+
+
+def test_status_shows_a_live_run_as_running(make_team):
+    import json
+    import subprocess
+    import sys
+
+    team = make_team(latency=0.2, max_cycles=100, agents=1)
+    run = team.start()
+    run.wait_cycles(2)
+    status = subprocess.run(
+        [sys.executable, "-m", "supervisor", "status", str(team.config), "--json"], capture_output=True, text=True, timeout=HANG
+    )
+    assert json.loads(status.stdout)[0]["status"] == "running"
+    run.ctrl_c()
+    assert run.wait() == 0
+    status = subprocess.run(
+        [sys.executable, "-m", "supervisor", "status", str(team.config), "--json"], capture_output=True, text=True, timeout=HANG
+    )
+    assert json.loads(status.stdout)[0]["status"] == "interrupted"

@@ -1,0 +1,67 @@
+"""Garbage on the wire, both ways, between real processes.
+
+A worker that sends garbage is stopped and reported; the supervisor neither
+crashes nor hangs. A worker that receives garbage exits cleanly with its
+checkpoints intact.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pytest
+
+from harness import by_event
+from supervisor.arbiter import Arbiter
+from supervisor.config import load_config
+from supervisor.console import Console
+from supervisor.events import EventLog
+from supervisor.process import WorkerProcess
+from supervisor.run import prepare_storage
+
+
+def run_with_entry(team, entry: str) -> tuple[int, str]:
+    config = load_config(team.config)
+    prepare_storage(config.storage)
+    console = Console(io.StringIO())
+    log = EventLog(config.storage, sinks=[console])
+    try:
+        code = Arbiter(config, log, console, {}, entry=entry).run()
+    finally:
+        log.close()
+    return code, console.stream.getvalue()
+
+
+@pytest.mark.parametrize("fault", ["random_bytes", "oversized_frame", "unknown_message", "truncated_then_exit", "wrong_direction"])
+def test_a_worker_sending_garbage_is_stopped_and_reported(make_team, fault):
+    team = make_team(agents=2, max_cycles=2)
+    began = time.monotonic()
+    code, console = run_with_entry(team, f"wire_faults:{fault}")
+    assert time.monotonic() - began < 10  # the bad workers sleep 30 s: they were killed, not awaited
+    assert code == 3
+    events = team.events()
+    assert len(by_event(events, "protocol_error")) == 2
+    for exited in by_event(events, "worker_exited"):
+        assert exited["status"] == "failed" and "protocol error" in exited["reason"]
+    assert by_event(events, "supervisor_stopped")[0]["exit_code"] == 3
+
+
+@pytest.mark.parametrize("garbage", [os.urandom(256), b"\x7f\xff\xff\xff", b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1"])
+def test_a_worker_receiving_garbage_exits_cleanly(make_team, garbage):
+    team = make_team(agents=1, max_cycles=3, latency=0.05)
+    assert team.run().proc.returncode == 0  # leave a completed checkpoint behind
+    before = team.latest("agent-a")
+    worker = WorkerProcess.start("agent-a")
+    try:
+        worker.sock.setblocking(True)
+        worker.sock.sendall(garbage)
+        worker.process.join(5)
+        assert worker.exitcode() is not None, "worker hung on garbage"
+        assert worker.exitcode() in (0, 3)
+    finally:
+        worker.kill_tree()
+        worker.close()
+    after = team.latest("agent-a")
+    assert after == before

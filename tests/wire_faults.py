@@ -1,0 +1,51 @@
+"""Worker entry points that break the protocol on purpose (test doubles).
+
+The supervisor starts them exactly as it starts `workers.entry:run_worker`
+(same forkserver, same pipe), so what is tested is its real receive path.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+
+from protocol import Heartbeat, encode
+
+
+def _finish(sock: socket.socket) -> None:
+    time.sleep(0.2)
+    sock.close()
+    os._exit(0)
+
+
+def random_bytes(sock: socket.socket, supervisor_pid: int) -> None:
+    sock.sendall(encode(Heartbeat(sent_at=time.time())) + os.urandom(64))
+    time.sleep(30)  # the supervisor must stop us, not wait for us
+
+
+def oversized_frame(sock: socket.socket, supervisor_pid: int) -> None:
+    sock.sendall(struct.pack(">I", 2**31) + b"x" * 16)
+    time.sleep(30)
+
+
+def unknown_message(sock: socket.socket, supervisor_pid: int) -> None:
+    import msgpack
+
+    payload = msgpack.packb({"v": 1, "type": "launch_missiles"})
+    sock.sendall(struct.pack(">I", len(payload)) + payload)
+    time.sleep(30)
+
+
+def truncated_then_exit(sock: socket.socket, supervisor_pid: int) -> None:
+    frame = encode(Heartbeat(sent_at=time.time()))
+    sock.sendall(frame[: len(frame) - 3])
+    _finish(sock)
+
+
+def wrong_direction(sock: socket.socket, supervisor_pid: int) -> None:
+    from protocol import Interrupt
+
+    sock.sendall(encode(Interrupt(interrupt_id=1, mode="GRACEFUL", source="USER", message="x", issued_at=0.0)))
+    time.sleep(30)
