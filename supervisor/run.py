@@ -93,7 +93,11 @@ def resumable_agents(config: TeamConfig) -> dict[str, int]:
 
     found: dict[str, int] = {}
     for agent in config.agents:
-        infos = CheckpointStore(config.storage, agent.name).list()
+        store = CheckpointStore(config.storage, agent.name)
+        try:
+            infos = store.list()
+        except OSError as exc:
+            raise SupervisorError(f"storage {store.directory}: cannot use it: {exc.strerror or exc}", 3) from exc
         if infos:
             found[agent.name] = max(info.cycle for info in infos)
     return found

@@ -160,7 +160,7 @@ def test_graceful_timeout_escalates_to_immediate(make_team):
 def test_sigkill_of_the_supervisor_leaves_no_process_behind(make_team):
     team = make_team(latency=0.2, max_cycles=100)
     run = team.start()
-    run.wait_cycles(3)
+    run.wait_for(lambda ev: {e["agent_id"] for e in by_event(ev, "checkpoint_saved")} == set(team.names), "a checkpoint each")
     family = [p.pid for p in run.descendants()]
     assert len(family) >= len(team.names)  # the workers, the forkserver and its helper
     run.signal(signal.SIGKILL)

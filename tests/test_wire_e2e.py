@@ -65,3 +65,42 @@ def test_a_worker_receiving_garbage_exits_cleanly(make_team, garbage):
         worker.close()
     after = team.latest("agent-a")
     assert after == before
+
+
+def test_a_crashing_worker_reports_one_line_not_a_traceback(make_team, capfd):
+    team = make_team(agents=1, max_cycles=2)
+    code, console = run_with_entry(team, "wire_faults:crash_in_agent_loop")
+    assert code == 3
+    (error,) = by_event(team.events(), "worker_error")
+    assert error["kind"] == "crash" and "RuntimeError: a bug in the agent loop" in error["message"]
+    exited = by_event(team.events(), "worker_exited")[0]
+    assert exited["status"] == "failed" and "a bug in the agent loop" in exited["reason"]
+    assert "Traceback" not in capfd.readouterr().err
+    assert "a bug in the agent loop" in console
+
+
+def test_an_unusable_agent_folder_is_exit_3_before_anything_starts(make_team):
+    team = make_team(agents=2, max_cycles=2, latency=0.01)
+    team.storage.mkdir()
+    (team.storage / "agent-a").write_text("a file where the agent's checkpoint folder should be")
+    run = team.run()
+    assert run.proc.returncode == 3, run.output
+    assert run.output.strip().splitlines() == [f"error: storage {team.storage / 'agent-a'}: cannot use it: Not a directory"]
+
+
+def test_storage_failing_mid_run_fails_that_agent_and_loses_nothing(make_team):
+    team = make_team(agents=2, max_cycles=6, latency=0.3)
+    run = team.start()
+    run.wait_for(lambda ev: by_event(ev, "checkpoint_saved", "agent-a"), "agent-a's first checkpoint")
+    folder = team.storage / "agent-a"
+    folder.rename(team.storage / "agent-a.moved")
+    folder.write_text("the disk went away")  # every later save of agent-a fails
+    assert run.wait() == 3, run.output
+    (error,) = by_event(run.new_events(), "worker_error", "agent-a")
+    assert error["kind"] == "storage" and "agent-a" in error["message"]
+    assert by_event(run.new_events(), "worker_exited", "agent-a")[0]["status"] == "failed"
+    assert "Traceback" not in run.output
+    team.assert_exactly_once("agent-b", 6)
+    folder.unlink()  # the disk comes back: what was durable before the failure is intact
+    (team.storage / "agent-a.moved").rename(folder)
+    assert team.assert_exactly_once("agent-a").cycle >= 1

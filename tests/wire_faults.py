@@ -49,3 +49,14 @@ def wrong_direction(sock: socket.socket, supervisor_pid: int) -> None:
 
     sock.sendall(encode(Interrupt(interrupt_id=1, mode="GRACEFUL", source="USER", message="x", issued_at=0.0)))
     time.sleep(30)
+
+
+def crash_in_agent_loop(sock: socket.socket, supervisor_pid: int) -> None:
+    """The real entry point around an agent loop that hits a bug."""
+    from workers import agent_loop, entry
+
+    async def broken(self, start):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the agent loop")
+
+    agent_loop.AgentWorker._run_agent = broken  # type: ignore[method-assign]
+    entry.run_worker(sock, supervisor_pid)

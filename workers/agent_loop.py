@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -43,6 +44,13 @@ REPLY_PREVIEW_CHARS = 500
 
 EXIT_OK = 0
 EXIT_FAILED = 3
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line: the exception and where it was raised, never a traceback."""
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip().replace("\n", " ")
+    tail = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    return f"{detail} at {tail[0].filename}:{tail[0].lineno}" if tail else detail
 
 
 @dataclass
@@ -144,7 +152,10 @@ class AgentWorker:
                 start = await asyncio.wait_for(self._started, START_TIMEOUT)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 return EXIT_FAILED
-            return await self._run_agent(start)
+            try:
+                return await self._run_agent(start)
+            except Exception as exc:  # a bug: report it in one line, keep the last durable checkpoint
+                return self._fail("crash", describe_exception(exc), self._last_saved[0] if self._last_saved else 0, 0.0)
         finally:
             heartbeat.cancel()
             await self.link.close()
@@ -161,7 +172,7 @@ class AgentWorker:
         try:
             store.open_for_writing()
         except OSError as exc:
-            return self._fail("storage", f"cannot use checkpoint folder {store.directory}: {exc}", 0, None, 0.0)
+            return self._fail("storage", f"cannot use checkpoint folder {store.directory}: {exc}", 0, 0.0)
         checkpoint = store.load_latest(on_corrupt=self._report_corrupt)
         llm = spec["llm"]
         if checkpoint is not None:
@@ -190,7 +201,7 @@ class AgentWorker:
         try:
             provider = make_provider(llm)
         except ProviderError as exc:
-            return self._fail("provider", str(exc), convo.cycle, store, convo.budget_spent_usd)
+            return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
         try:
             return await self._cycles(store, provider, convo, max_cycles, int(spec["checkpoint"]["every"]))
         finally:
@@ -209,7 +220,7 @@ class AgentWorker:
                     break  # the in-flight call is dropped; the last durable checkpoint stays the truth
                 raise
             except ProviderError as exc:
-                return self._fail("provider", str(exc), convo.cycle, store, convo.budget_spent_usd)
+                return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
             finally:
                 self._cycle_task = None
             if self.interrupts.must_stop_now:
@@ -265,7 +276,7 @@ class AgentWorker:
             return True
         except (CheckpointWriteError, OSError) as exc:
             durable = self._last_saved[0] if self._last_saved else 0
-            self._fail("storage", str(exc), durable, None, convo.budget_spent_usd)
+            self._fail("storage", str(exc), durable, convo.budget_spent_usd)
             return False
 
     def _durable_conversation(self, convo: Conversation) -> Conversation:
@@ -304,7 +315,7 @@ class AgentWorker:
             )
         )
 
-    def _fail(self, kind: str, message: str, cycle: int, store: Optional[CheckpointStore], spent: float) -> int:
+    def _fail(self, kind: str, message: str, cycle: int, spent: float) -> int:
         """End the agent as failed; the last durable checkpoint is left as it is."""
         self._send(Error(kind=kind, message=message, fatal=True))
         saved_id = self._last_saved[2] if self._last_saved else None

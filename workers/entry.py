@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import sys
-import traceback
 
 PR_SET_PDEATHSIG = 1
 
@@ -78,15 +77,15 @@ def run_worker(sock: socket.socket, supervisor_pid: int) -> None:
 
 
 def _report_crash(sock: socket.socket, exc: BaseException) -> None:
-    """Best effort: tell the supervisor what broke, in one frame."""
+    """Best effort, for a failure outside the agent loop: one frame, no traceback."""
     from protocol import Error, encode
+    from workers.agent_loop import describe_exception
 
-    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    tail = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    where = f" at {tail[0].filename}:{tail[0].lineno}" if tail else ""
+    if sock.fileno() == -1:
+        return
     try:
         sock.setblocking(True)
         sock.settimeout(1.0)
-        sock.sendall(encode(Error(kind="crash", message=f"{detail}{where}", fatal=True)))
+        sock.sendall(encode(Error(kind="crash", message=describe_exception(exc), fatal=True)))
     except Exception:
         pass
