@@ -7,16 +7,14 @@ in the same run on the same machine. Only the standard library is imported at
 module level: this module is also the forkserver's preload in the start-up
 floor, where it must stay tiny.
 
-Run as a script (`python benchmarks/_floors.py forkserver N`) it measures the
-forkserver floor in a fresh process, so every repeat pays its own boot.
+`forkserver_floor` is meant to run in a fresh interpreter (the benchmark
+starts one per repeat), so that every repeat pays its own forkserver boot.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -240,8 +238,3 @@ def forkserver_floor(n: int) -> dict[str, float]:
     one_round(n)
     return {"boot_ms": boot * 1000.0, "start_ms": (timing["last_byte"] - started) * 1000.0}
 
-
-if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "forkserver":
-        sys.exit("usage: python benchmarks/_floors.py forkserver N")
-    print(json.dumps(forkserver_floor(int(sys.argv[2]))))

@@ -38,6 +38,7 @@ from protocol import (
     Ready,
     Start,
     Stopped,
+    encode,
 )
 from supervisor.config import TeamConfig
 from supervisor.console import Console
@@ -197,16 +198,16 @@ class Arbiter:
                 if source == USER
                 else "SIGTERM received (e.g. docker stop): graceful shutdown"
             )
-            self.console.interrupt_notice(GRACEFUL, source, f"{what} detected")
             self.interrupt(GRACEFUL, source, message)
+            self.console.interrupt_notice(GRACEFUL, source, f"{what} detected")
         elif self.mode == GRACEFUL:
             message = (
                 "User requested immediate shutdown (double Ctrl+C)"
                 if source == USER
                 else "Second SIGTERM received: immediate shutdown"
             )
-            self.console.interrupt_notice(IMMEDIATE, source, f"Second {what}")
             self.interrupt(IMMEDIATE, source, message)
+            self.console.interrupt_notice(IMMEDIATE, source, f"Second {what}")
         else:
             self.console.line(f"🛑 {what} again: killing what is left now.")
             self._kill_all()
@@ -219,6 +220,11 @@ class Arbiter:
         issued_at = time.time()
         msg = Interrupt(interrupt_id=len(self.interrupts) + 1, mode=mode, source=source, message=message, issued_at=issued_at)
         self.interrupts[msg.interrupt_id] = IssuedInterrupt(message=msg, timestamp=_iso(issued_at))
+        running = [r for r in self.agents.values() if r.worker is not None and not r.exited and r.stopped is None]
+        frame = encode(msg)  # one encoding for every worker
+        for record in running:  # the fan-out first: logging and printing can wait a millisecond
+            record.worker.send_frame(frame)
+            self._watch_writes(record)
         self.log.emit(
             "interrupt_initiated",
             agent_id=self.config.team,
@@ -226,11 +232,9 @@ class Arbiter:
             mode=mode,
             message=message,
             interrupt_id=msg.interrupt_id,
+            issued_at=issued_at,
+            workers=len(running),
         )
-        running = [r for r in self.agents.values() if r.worker is not None and not r.exited and r.stopped is None]
-        for record in running:
-            record.worker.send(msg)
-            self._watch_writes(record)
         shutdown = self.config.shutdown
         if mode == GRACEFUL:
             self.deadline = time.monotonic() + shutdown.graceful_timeout
@@ -281,10 +285,11 @@ class Arbiter:
         except ProtocolError as exc:
             self._protocol_failure(record, str(exc))
             return
+        received_at = time.time()
         for message in messages:
             if record.failure and record.failure.startswith("protocol error"):
                 break  # nothing more from a worker that broke the protocol is believed
-            self._dispatch(record, message)
+            self._dispatch(record, message, received_at)
         if not worker.pipe_open:
             self._close_pipe(record)
 
@@ -303,7 +308,7 @@ class Arbiter:
         self._close_pipe(record)
         record.worker.kill_tree()
 
-    def _dispatch(self, record: AgentRecord, message: Message) -> None:
+    def _dispatch(self, record: AgentRecord, message: Message, received_at: float) -> None:
         name = record.name
         record.last_heartbeat = time.monotonic()
         if isinstance(message, Heartbeat):
@@ -343,7 +348,7 @@ class Arbiter:
                 startup_ms=round((time.monotonic() - record.worker.started_at) * 1000.0, 3),
             )
         elif isinstance(message, Ack):
-            self._on_ack(record, message)
+            self._on_ack(record, message, received_at)
         elif isinstance(message, Stopped):
             self._on_stopped(record, message)
         elif isinstance(message, Error):
@@ -357,7 +362,7 @@ class Arbiter:
         else:  # Start or Interrupt travel the other way only
             self._protocol_failure(record, f"unexpected {message.type} message from worker")
 
-    def _on_ack(self, record: AgentRecord, ack: Ack) -> None:
+    def _on_ack(self, record: AgentRecord, ack: Ack, received_at: float) -> None:
         issued = self.interrupts.get(ack.interrupt_id)
         if issued is None or record.name in issued.reached:
             return
@@ -370,7 +375,7 @@ class Arbiter:
             mode=msg.mode,
             message=msg.message,
             interrupt_id=msg.interrupt_id,
-            ack_ms=round((time.time() - msg.issued_at) * 1000.0, 3),
+            ack_ms=round((received_at - msg.issued_at) * 1000.0, 3),  # issue to the ack's arrival here
         )
 
     def _on_stopped(self, record: AgentRecord, stopped: Stopped) -> None:

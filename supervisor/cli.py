@@ -90,7 +90,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from supervisor.run import SupervisorError
 
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        if args.command == "run":
+            _exit_now(code)
+        return code
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -101,6 +104,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0  # `... | head` closed the pipe: not an error
     except KeyboardInterrupt:
         return 130  # Ctrl+C outside a run (logs --follow): quiet
+
+
+def _exit_now(code: int) -> None:
+    """End a finished run without the interpreter's ~40 ms teardown.
+
+    Everything that matters is already durable (checkpoints fsynced, the event
+    log closed), so after the exit handlers and a flush there is nothing left
+    for a slow module teardown to do; `docker stop` and scripts see the exit
+    code that much sooner.
+    """
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -85,9 +85,13 @@ class WorkerProcess:
 
     def send(self, message: Message) -> None:
         """Queue a frame and write what the socket takes now; the rest waits."""
+        self.send_frame(encode(message))
+
+    def send_frame(self, frame: bytes) -> None:
+        """`send` for a frame already encoded (one interrupt, many workers)."""
         if not self.pipe_open:
             return
-        self.outbox += encode(message)
+        self.outbox += frame
         self.flush()
 
     def flush(self) -> None:

@@ -105,14 +105,17 @@ def resumable_agents(config: TeamConfig) -> dict[str, int]:
 
 def run_team(config: TeamConfig, *, fresh: bool = False, console=None) -> int:
     """Run the team to completion or interruption; returns the exit code."""
-    from supervisor.arbiter import Arbiter
-    from supervisor.console import Console
-    from supervisor.events import EventLog
+    from supervisor.process import worker_context
 
     prepare_storage(config.storage)
     lock = StorageLock(config.storage)
     lock.acquire(config.team)
     try:
+        worker_context()  # the forkserver boots on the other core while we finish starting
+        from supervisor.arbiter import Arbiter
+        from supervisor.console import Console
+        from supervisor.events import EventLog
+
         console = console or Console()
         if fresh:
             moved = archive_state(config.storage)

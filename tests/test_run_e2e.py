@@ -229,3 +229,16 @@ def test_status_shows_a_live_run_as_running(make_team):
         [sys.executable, "-m", "supervisor", "status", str(team.config), "--json"], capture_output=True, text=True, timeout=HANG
     )
     assert json.loads(status.stdout)[0]["status"] == "interrupted"
+
+
+def test_a_stale_temporary_file_is_cleaned_at_start_and_reported(make_team):
+    team = make_team(latency=0.01, max_cycles=2, agents=1)
+    folder = team.storage / "agent-a"
+    folder.mkdir(parents=True)
+    stale = folder / ".tmp-checkpoint_00000009_00000001.jsonl.gz"
+    stale.write_bytes(b"half a checkpoint from a crash")
+    run = team.run()
+    assert run.proc.returncode == 0, run.output
+    assert not stale.exists()
+    assert [e["file"] for e in by_event(run.new_events(), "checkpoint_temp_removed")] == [stale.name]
+    team.assert_exactly_once("agent-a", 2)
