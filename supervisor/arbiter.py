@@ -46,6 +46,22 @@ from supervisor.events import EventLog
 from supervisor.process import WORKER_ENTRY, WorkerProcess
 from supervisor.signals import SignalQueue
 
+# signal: (source, what the console calls it, graceful message, immediate message or None)
+SIGNAL_WORDS: dict[int, tuple[str, str, str, Optional[str]]] = {
+    signal.SIGINT: (
+        USER,
+        "Ctrl+C",
+        "User requested graceful shutdown (Ctrl+C)",
+        "User requested immediate shutdown (double Ctrl+C)",
+    ),
+    signal.SIGTERM: (
+        SYSTEM,
+        "SIGTERM",
+        "SIGTERM received (e.g. docker stop): graceful shutdown",
+        "Second SIGTERM received: immediate shutdown",
+    ),
+    signal.SIGHUP: (SYSTEM, "SIGHUP", "Terminal closed (SIGHUP): graceful shutdown", None),
+}
 REAP_GRACE = 5.0  # seconds to wait for the kernel after SIGKILL before giving up on a pid
 RESERVED_FIELDS = frozenset({"timestamp", "level", "event", "agent_id"})
 
@@ -190,23 +206,22 @@ class Arbiter:
     # ---- signals and interrupts --------------------------------------------
 
     def _on_signal(self, signum: int) -> None:
-        source = USER if signum == signal.SIGINT else SYSTEM
-        what = "Ctrl+C" if signum == signal.SIGINT else "SIGTERM"
+        """First SIGINT/SIGTERM: graceful; second: immediate; third: kill now.
+
+        SIGHUP (the terminal went away) only ever starts a graceful stop: nobody
+        asked for work to be thrown away.
+        """
+        words = SIGNAL_WORDS.get(signum)
+        if words is None:
+            return
+        source, what, graceful, immediate = words
         if self.mode is None:
-            message = (
-                "User requested graceful shutdown (Ctrl+C)"
-                if source == USER
-                else "SIGTERM received (e.g. docker stop): graceful shutdown"
-            )
-            self.interrupt(GRACEFUL, source, message)
+            self.interrupt(GRACEFUL, source, graceful)
             self.console.interrupt_notice(GRACEFUL, source, f"{what} detected")
+        elif immediate is None:
+            return
         elif self.mode == GRACEFUL:
-            message = (
-                "User requested immediate shutdown (double Ctrl+C)"
-                if source == USER
-                else "Second SIGTERM received: immediate shutdown"
-            )
-            self.interrupt(IMMEDIATE, source, message)
+            self.interrupt(IMMEDIATE, source, immediate)
             self.console.interrupt_notice(IMMEDIATE, source, f"Second {what}")
         else:
             self.console.line(f"🛑 {what} again: killing what is left now.")

@@ -242,3 +242,17 @@ def test_a_stale_temporary_file_is_cleaned_at_start_and_reported(make_team):
     assert not stale.exists()
     assert [e["file"] for e in by_event(run.new_events(), "checkpoint_temp_removed")] == [stale.name]
     team.assert_exactly_once("agent-a", 2)
+
+
+def test_closing_the_terminal_stops_gracefully(make_team):
+    team = make_team(latency=0.2, max_cycles=40)
+    run = team.start(terminal=True)
+    run.wait_all_started()
+    run.wait_cycles(3)
+    run.signal(signal.SIGHUP)
+    assert run.wait() == 0
+    (issued,) = by_event(team.events("interrupt_metrics.jsonl"), "interrupt_initiated", team.team)
+    assert (issued["mode"], issued["source"]) == ("GRACEFUL", "SYSTEM") and "SIGHUP" in issued["message"]
+    for name in team.names:
+        assert team.latest(name).status == "interrupted"
+        team.assert_exactly_once(name)

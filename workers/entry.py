@@ -44,7 +44,8 @@ def _pid_alive(pid: int) -> bool:
 def detach(supervisor_pid: int) -> None:
     """Leave the terminal's signals to the supervisor and die with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # the forkserver ignored these for us; tools get defaults
+        signal.signal(signum, signal.SIG_DFL)
     try:
         os.setsid()
     except OSError:
