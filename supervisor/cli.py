@@ -63,6 +63,10 @@ def _normalise(argv: list[str]) -> list[str]:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from supervisor.process import worker_context
+
+        worker_context()  # the forkserver's ~80 ms boot overlaps loading the config on the other core
     from supervisor.config import load_config
 
     config = load_config(args.config)
@@ -86,18 +90,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from supervisor.config import ConfigError
-    from supervisor.run import SupervisorError
+    from supervisor.errors import UserError
 
     try:
         code = _dispatch(args)
         if args.command == "run":
             _exit_now(code)
         return code
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SupervisorError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
 import yaml
+
+from supervisor.errors import UserError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -65,7 +67,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A configuration mistake; str() is the one line the CLI prints before exit 2.
 
     `source`, `field` and `problem` are kept apart for callers that want to

@@ -37,7 +37,7 @@ _BARE_RE = re.compile(r"[^\s\"'=\\]+\Z")
 
 def _supervisor_error(message: str, exit_code: int) -> Exception:
     """Build the CLI's one-line error; supervisor.run is imported only when needed."""
-    from supervisor.run import SupervisorError
+    from supervisor.errors import SupervisorError
 
     return SupervisorError(message, exit_code)
 

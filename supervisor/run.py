@@ -15,17 +15,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from supervisor.config import TeamConfig
+from supervisor.errors import SupervisorError
 
 LOCK_FILE = ".supervisor.lock"
 ARCHIVE_DIR = "archive"
-
-
-class SupervisorError(Exception):
-    """A one-line error for the user, with the exit code it maps to."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def prepare_storage(storage: Path) -> None:
@@ -111,7 +104,7 @@ def run_team(config: TeamConfig, *, fresh: bool = False, console=None) -> int:
     lock = StorageLock(config.storage)
     lock.acquire(config.team)
     try:
-        worker_context()  # the forkserver boots on the other core while we finish starting
+        worker_context()  # started already by the CLI; an embedding program starts it here
         from supervisor.arbiter import Arbiter
         from supervisor.console import Console
         from supervisor.events import EventLog
