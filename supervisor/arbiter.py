@@ -64,6 +64,7 @@ SIGNAL_WORDS: dict[int, tuple[str, str, str, Optional[str]]] = {
 }
 REAP_GRACE = 5.0  # seconds to wait for the kernel after SIGKILL before giving up on a pid
 RESERVED_FIELDS = frozenset({"timestamp", "level", "event", "agent_id"})
+WORKER_EVENTS = frozenset({"checkpoint_corrupt", "checkpoint_temp_removed"})  # logged under their own name
 
 
 def _iso(ts: float) -> str:
@@ -130,6 +131,16 @@ class Arbiter:
         self.kill_deadline: Optional[float] = None
         self.reap_deadline: Optional[float] = None
         self._watched_pipes: set[Any] = set()
+        self._handlers: dict[type, Any] = {
+            Heartbeat: self._on_heartbeat,
+            Ready: self._on_ready,
+            CycleDone: self._on_cycle_done,
+            CheckpointSaved: self._on_checkpoint_saved,
+            Ack: self._on_ack,
+            Stopped: self._on_stopped,
+            Error: self._on_error,
+            Event: self._on_event,
+        }
         self.started_at = time.monotonic()
 
     # ---- the run ------------------------------------------------------------
@@ -324,58 +335,71 @@ class Arbiter:
         record.worker.kill_tree()
 
     def _dispatch(self, record: AgentRecord, message: Message, received_at: float) -> None:
-        name = record.name
+        """One small handler per message type; anything else breaks the protocol."""
         record.last_heartbeat = time.monotonic()
-        if isinstance(message, Heartbeat):
-            return
-        if isinstance(message, CycleDone):
-            record.cycle = message.cycle
-            record.budget_spent_usd += message.cost_usd or 0.0
-            fields: dict[str, Any] = {"cycle": message.cycle, "max_cycles": record.max_cycles, "duration_ms": round(message.duration_ms, 3)}
-            if message.tokens is not None:
-                fields["tokens"] = message.tokens
-            if message.cost_usd is not None:
-                fields["cost_usd"] = message.cost_usd
-            self.log.emit("cycle_completed", agent_id=name, **fields, reply=message.reply)
-        elif isinstance(message, CheckpointSaved):
-            record.checkpoint_id = message.checkpoint_id
-            self.log.emit(
-                "checkpoint_saved",
-                agent_id=name,
-                checkpoint_id=message.checkpoint_id,
-                cycle=message.cycle,
-                status=message.status,
-                bytes=message.bytes,
-                duration_ms=round(message.duration_ms, 3),
-            )
-        elif isinstance(message, Ready):
-            record.cycle = message.cycle
-            record.status = message.status
-            record.checkpoint_id = message.checkpoint_id
-            record.pid = message.pid
-            self.log.emit(
-                "worker_started",
-                agent_id=name,
-                pid=message.pid,
-                cycle=message.cycle,
-                max_cycles=message.max_cycles,
-                resumed=message.resumed,
-                startup_ms=round((time.monotonic() - record.worker.started_at) * 1000.0, 3),
-            )
-        elif isinstance(message, Ack):
-            self._on_ack(record, message, received_at)
-        elif isinstance(message, Stopped):
-            self._on_stopped(record, message)
-        elif isinstance(message, Error):
-            if message.fatal:
-                record.failure = f"{message.kind}: {message.message}"
-            self.log.emit("worker_error", level="error", agent_id=name, kind=message.kind, message=message.message, fatal=message.fatal)
-        elif isinstance(message, Event):
-            fields = {k: v for k, v in message.fields.items() if k not in RESERVED_FIELDS}
-            level = message.level if message.level in ("debug", "info", "warning", "error") else "info"
-            self.log.emit(message.event, level=level, agent_id=name, **fields)
-        else:  # Start or Interrupt travel the other way only
+        handler = self._handlers.get(type(message))
+        if handler is None:  # Start and Interrupt travel the other way only
             self._protocol_failure(record, f"unexpected {message.type} message from worker")
+            return
+        handler(record, message, received_at)
+
+    def _on_heartbeat(self, record: AgentRecord, beat: Heartbeat, received_at: float) -> None:
+        return None  # liveness is the arrival itself
+
+    def _on_ready(self, record: AgentRecord, ready: Ready, received_at: float) -> None:
+        record.cycle = ready.cycle
+        record.status = ready.status
+        record.checkpoint_id = ready.checkpoint_id
+        record.pid = ready.pid
+        self.log.emit(
+            "worker_started",
+            agent_id=record.name,
+            pid=ready.pid,
+            cycle=ready.cycle,
+            max_cycles=ready.max_cycles,
+            resumed=ready.resumed,
+            startup_ms=round((time.monotonic() - record.worker.started_at) * 1000.0, 3),
+        )
+
+    def _on_cycle_done(self, record: AgentRecord, done: CycleDone, received_at: float) -> None:
+        record.cycle = done.cycle
+        record.budget_spent_usd += done.cost_usd or 0.0
+        known = {"tokens": done.tokens, "cost_usd": done.cost_usd}
+        self.log.emit(
+            "cycle_completed",
+            agent_id=record.name,
+            cycle=done.cycle,
+            max_cycles=record.max_cycles,
+            duration_ms=round(done.duration_ms, 3),
+            **{key: value for key, value in known.items() if value is not None},
+            reply=done.reply,
+        )
+
+    def _on_checkpoint_saved(self, record: AgentRecord, saved: CheckpointSaved, received_at: float) -> None:
+        record.checkpoint_id = saved.checkpoint_id
+        self.log.emit(
+            "checkpoint_saved",
+            agent_id=record.name,
+            checkpoint_id=saved.checkpoint_id,
+            cycle=saved.cycle,
+            status=saved.status,
+            bytes=saved.bytes,
+            duration_ms=round(saved.duration_ms, 3),
+        )
+
+    def _on_error(self, record: AgentRecord, error: Error, received_at: float) -> None:
+        if error.fatal:
+            record.failure = f"{error.kind}: {error.message}"
+        self.log.emit("worker_error", level="error", agent_id=record.name, kind=error.kind, message=error.message, fatal=error.fatal)
+
+    def _on_event(self, record: AgentRecord, event: Event, received_at: float) -> None:
+        """Workers may report only their own kinds of event; they cannot forge the supervisor's."""
+        fields = {k: v for k, v in event.fields.items() if k not in RESERVED_FIELDS}
+        level = event.level if event.level in ("debug", "info", "warning", "error") else "info"
+        if event.event in WORKER_EVENTS:
+            self.log.emit(event.event, level=level, agent_id=record.name, **fields)
+        else:
+            self.log.emit("worker_event", level=level, agent_id=record.name, name=event.event, **fields)
 
     def _on_ack(self, record: AgentRecord, ack: Ack, received_at: float) -> None:
         issued = self.interrupts.get(ack.interrupt_id)
@@ -393,7 +417,7 @@ class Arbiter:
             ack_ms=round((received_at - msg.issued_at) * 1000.0, 3),  # issue to the ack's arrival here
         )
 
-    def _on_stopped(self, record: AgentRecord, stopped: Stopped) -> None:
+    def _on_stopped(self, record: AgentRecord, stopped: Stopped, received_at: float) -> None:
         record.stopped = stopped
         record.status = stopped.status
         record.cycle = stopped.cycle

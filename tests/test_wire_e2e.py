@@ -104,3 +104,14 @@ def test_storage_failing_mid_run_fails_that_agent_and_loses_nothing(make_team):
     folder.unlink()  # the disk comes back: what was durable before the failure is intact
     (team.storage / "agent-a.moved").rename(folder)
     assert team.assert_exactly_once("agent-a").cycle >= 1
+
+
+def test_a_worker_cannot_forge_the_supervisors_events(make_team):
+    team = make_team(agents=1, max_cycles=1)
+    code, _ = run_with_entry(team, "wire_faults:forged_events")
+    assert code == 3  # it exited without reporting a stop
+    forged = by_event(team.events(), "worker_event")
+    assert [e["name"] for e in forged] == ["interrupt_completed", "supervisor_stopped"]
+    assert all(e["agent_id"] == "agent-a" and e["timestamp"] != "1970" for e in forged)
+    assert len(by_event(team.events(), "supervisor_stopped")) == 1
+    assert team.events("interrupt_metrics.jsonl") == []

@@ -60,3 +60,12 @@ def crash_in_agent_loop(sock: socket.socket, supervisor_pid: int) -> None:
 
     agent_loop.AgentWorker._run_agent = broken  # type: ignore[method-assign]
     entry.run_worker(sock, supervisor_pid)
+
+
+def forged_events(sock: socket.socket, supervisor_pid: int) -> None:
+    """Well-formed frames that try to pass as the supervisor's own events."""
+    from protocol import Event
+
+    for name in ("interrupt_completed", "supervisor_stopped"):
+        sock.sendall(encode(Event(event=name, fields={"agent_id": "someone-else", "timestamp": "1970", "exit_code": 0})))
+    _finish(sock)
