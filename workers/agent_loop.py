@@ -98,24 +98,6 @@ class InterruptState:
         return self.immediate or self.graceful
 
 
-def _warm_interrupt_path() -> None:
-    """Run the interrupt path once at start-up, so Ctrl+C does not pay for it.
-
-    A forkserver child shares its parent's memory copy-on-write: the first time
-    the worker touches the objects of the decode-and-acknowledge path, the
-    kernel copies their pages. Doing that now, and freezing the inherited heap
-    out of the garbage collector's reach, keeps that cost off the interrupt.
-    """
-    import gc
-
-    from protocol import decode_payload, encode
-
-    frame = encode(Interrupt(interrupt_id=0, mode=GRACEFUL, source="USER", message="warm-up", issued_at=time.time()))
-    decode_payload(frame[4:])
-    encode(Ack(interrupt_id=0, received_at=time.time()))
-    gc.freeze()
-
-
 class AgentWorker:
     """Runs one agent's spec to completion or interruption, talking over `link`."""
 
@@ -163,7 +145,6 @@ class AgentWorker:
     # ---- the run ------------------------------------------------------------
 
     async def run(self) -> int:
-        _warm_interrupt_path()
         self.link = await SupervisorLink.open(self._sock, self._on_message, self._on_lost)
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
