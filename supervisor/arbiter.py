@@ -481,6 +481,8 @@ class Arbiter:
         records = list(self.agents.values())
         if any(r.status == FAILED for r in records):
             status, code = FAILED, 3
+        elif self.log.failure is not None:
+            status, code = INTERRUPTED if self.interrupts else COMPLETED, 3
         elif self.forced:
             status, code = INTERRUPTED, 1
         elif all(r.status == COMPLETED for r in records):
@@ -508,6 +510,8 @@ class Arbiter:
         if last is not None:
             shown = {**_public(last.message), "timestamp": (first or last).timestamp}
         self.console.outcome(status, shown)
+        if self.log.failure is not None:
+            self.console.line(f"❌ storage {self.config.storage}: {self.log.failure} (the agents' checkpoints are intact)")
         self.console.statistics(status, [r.row() for r in records], counts, str(self.config.storage), str(self.config.source))
         return code
 

@@ -29,17 +29,30 @@ def _open_append(path: Path) -> int:
 
 
 class JsonlFiles:
-    """The structlog 'logger': appends rendered lines to the stream files."""
+    """The structlog 'logger': appends rendered lines to the stream files.
+
+    A failing write (disk full, storage gone) must not stop the team: the
+    agents' work is in their checkpoints, and killing them over a log line
+    would lose the cycles in flight. The first failure is kept in `failure`;
+    the run ends with exit code 3 and says why.
+    """
 
     def __init__(self, storage: Path) -> None:
         self._events = _open_append(storage / EVENTS_FILE)
         self._metrics = _open_append(storage / METRICS_FILE)
+        self.failure: Optional[str] = None
 
     def msg(self, line: str, interrupt: bool = False) -> None:
         data = (line + "\n").encode("utf-8")
-        os.write(self._events, data)
-        if interrupt:
-            os.write(self._metrics, data)
+        for fd, wanted in ((self._events, True), (self._metrics, interrupt)):
+            if not wanted:
+                continue
+            try:
+                os.write(fd, data)
+            except OSError as exc:
+                if self.failure is None:
+                    name = EVENTS_FILE if fd == self._events else METRICS_FILE
+                    self.failure = f"cannot write {name}: {exc.strerror or exc}"
 
     info = warning = error = critical = debug = msg
 
@@ -93,6 +106,11 @@ class EventLog:
             ],
             cache_logger_on_first_use=True,
         )
+
+    @property
+    def failure(self) -> Optional[str]:
+        """The first write that failed, if any."""
+        return self.files.failure
 
     def emit(self, event: str, *, level: str = "info", **fields: Any) -> None:
         getattr(self._logger, level if level in ("info", "warning", "error", "debug", "critical") else "info")(event, **fields)

@@ -41,7 +41,10 @@ class StorageLock:
         self.fd: Optional[int] = None
 
     def acquire(self, team: str) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise SupervisorError(f"storage {self.path.parent}: cannot take the run lock: {exc.strerror or exc}", 3) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -116,7 +119,10 @@ def run_team(config: TeamConfig, *, fresh: bool = False, console=None) -> int:
                 console.line(f"🗄️  Previous state archived to {moved}")
         resumed = resumable_agents(config)
         console.banner(config.team, str(config.storage), _describe_llm(config), len(config.agents), resumed)
-        log = EventLog(config.storage, sinks=[console])
+        try:
+            log = EventLog(config.storage, sinks=[console])
+        except OSError as exc:
+            raise SupervisorError(f"storage {config.storage}: cannot open the event log: {exc.strerror or exc}", 3) from exc
         try:
             return Arbiter(config, log, console, resumed).run()
         finally:

@@ -80,7 +80,7 @@ class Team:
 
     def events(self, file: str = "events.jsonl") -> list[dict[str, Any]]:
         path = self.storage / file
-        if not path.exists():
+        if not path.is_file():  # missing, or a device a test put there on purpose
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -123,3 +123,11 @@ def test_exactly_once_after_many_interrupts_and_resumes(make_team, every):
     assert final.proc.returncode == 0, final.output
     for name in team.names:
         assert team.assert_exactly_once(name, 30).status == "completed"
+
+
+def test_an_event_log_that_cannot_be_opened_is_exit_3(make_team):
+    team = make_team(agents=1)
+    (team.storage / "events.jsonl").mkdir(parents=True)
+    result = cli(str(team.config))
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [f"error: storage {team.storage}: cannot open the event log: Is a directory"]

@@ -256,3 +256,14 @@ def test_closing_the_terminal_stops_gracefully(make_team):
     for name in team.names:
         assert team.latest(name).status == "interrupted"
         team.assert_exactly_once(name)
+
+
+def test_an_event_log_that_cannot_be_written_does_not_stop_the_team(make_team):
+    team = make_team(latency=0.02, max_cycles=3, agents=2)
+    team.storage.mkdir()
+    (team.storage / "events.jsonl").symlink_to("/dev/full")  # every write fails with ENOSPC
+    run = team.run()
+    assert run.proc.returncode == 3, run.output
+    assert "cannot write events.jsonl: No space left on device" in run.output and "Traceback" not in run.output
+    for name in team.names:  # the agents' work is all there
+        assert team.assert_exactly_once(name, 3).status == "completed"
