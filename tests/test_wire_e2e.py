@@ -115,3 +115,36 @@ def test_a_worker_cannot_forge_the_supervisors_events(make_team):
     assert all(e["agent_id"] == "agent-a" and e["timestamp"] != "1970" for e in forged)
     assert len(by_event(team.events(), "supervisor_stopped")) == 1
     assert team.events("interrupt_metrics.jsonl") == []
+
+
+def test_a_wedged_worker_still_dies_with_its_supervisor(make_team):
+    """Pipe EOF cannot reach a worker that never reads; the parent-death signal does."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness import HANG, wait_gone
+
+    team = make_team(agents=1, max_cycles=1)
+    here = Path(__file__).resolve().parent
+    script = (
+        "import sys; from test_wire_e2e import run_with_entry; from harness import Team; from pathlib import Path\n"
+        f"team = Team.__new__(Team); team.config = Path({str(team.config)!r})\n"
+        "run_with_entry(team, 'wire_faults:deaf_worker')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=here, env={**__import__("os").environ, "PYTHONPATH": f"{here}:{here.parent}"})
+    try:
+        deadline = time.monotonic() + HANG
+        started = []
+        while not started and time.monotonic() < deadline:
+            started = by_event(team.events(), "worker_started")
+            time.sleep(0.02)
+        assert started, "the deaf worker never reported ready"
+        pid = started[0]["pid"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(HANG)
+        assert wait_gone([pid], 2) < 2
+    finally:
+        proc.kill()
+        proc.wait()

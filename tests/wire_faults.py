@@ -69,3 +69,14 @@ def forged_events(sock: socket.socket, supervisor_pid: int) -> None:
     for name in ("interrupt_completed", "supervisor_stopped"):
         sock.sendall(encode(Event(event=name, fields={"agent_id": "someone-else", "timestamp": "1970", "exit_code": 0})))
     _finish(sock)
+
+
+def deaf_worker(sock: socket.socket, supervisor_pid: int) -> None:
+    """Detaches like a real worker, then never reads its pipe (a wedged agent)."""
+    from protocol import Ready
+    from workers.entry import detach
+
+    detach(supervisor_pid)
+    sock.sendall(encode(Ready(agent="agent-a", pid=os.getpid(), cycle=0, max_cycles=1, status="running", resumed=False)))
+    while True:
+        time.sleep(3600)
