@@ -21,9 +21,12 @@ SEED_COMPLETED = {"timestamp", "event", "checkpoint_id", "agent_id", "total_inte
 
 
 def test_a_team_completes_and_a_rerun_resumes_to_nothing(make_team):
-    team = make_team(latency=0.05, max_cycles=3)
-    first = team.run()
-    assert first.proc.returncode == 0, first.output
+    team = make_team(latency=0.1, max_cycles=3)
+    first = team.start()
+    first.wait_all_started()
+    family = [p.pid for p in first.descendants()]  # workers, forkserver, resource tracker
+    assert first.wait() == 0, first.output
+    wait_gone(family, 2)  # nothing outlives a finished run
     assert "NEW SESSION" in first.output and "Team completed successfully" in first.output
     events = first.new_events()
     assert len(by_event(events, "cycle_completed")) == 9
