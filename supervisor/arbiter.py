@@ -89,6 +89,13 @@ class AgentRecord:
     last_heartbeat: float = 0.0
     exited: bool = False
 
+    @property
+    def process(self) -> WorkerProcess:
+        """The worker of an agent that was started (every handler's case)."""
+        if self.worker is None:
+            raise RuntimeError(f"agent {self.name} has no worker process")
+        return self.worker
+
     def row(self) -> dict[str, Any]:
         return {
             "agent": self.name,
@@ -200,7 +207,7 @@ class Arbiter:
                     self._on_signal(signum)
             elif kind == "pipe":
                 if mask & selectors.EVENT_WRITE:
-                    record.worker.flush()
+                    record.process.flush()
                 if mask & selectors.EVENT_READ:
                     self._read(record)
                 self._watch_writes(record)
@@ -249,7 +256,7 @@ class Arbiter:
         running = [r for r in self.agents.values() if r.worker is not None and not r.exited and r.stopped is None]
         frame = encode(msg)  # one encoding for every worker
         for record in running:  # the fan-out first: logging and printing can wait a millisecond
-            record.worker.send_frame(frame)
+            record.process.send_frame(frame)
             self._watch_writes(record)
         self.log.emit(
             "interrupt_initiated",
@@ -290,7 +297,7 @@ class Arbiter:
         for record in self.agents.values():
             if record.worker is not None and not record.exited:
                 record.killed_by_us = True
-                record.worker.kill_tree()
+                record.process.kill_tree()
         # SIGKILL cannot be ignored; give the kernel a bounded moment to report the exits.
         if self._live() and self.reap_deadline is None:
             self.reap_deadline = time.monotonic() + REAP_GRACE
@@ -305,7 +312,7 @@ class Arbiter:
         self.selector.modify(worker.sock, events, ("pipe", record))
 
     def _read(self, record: AgentRecord) -> None:
-        worker = record.worker
+        worker = record.process
         try:
             messages = worker.receive()
         except ProtocolError as exc:
@@ -321,7 +328,7 @@ class Arbiter:
 
     def _close_pipe(self, record: AgentRecord) -> None:
         """Stop watching a worker's pipe; safe to call more than once."""
-        worker = record.worker
+        worker = record.process
         worker.pipe_open = False
         if worker.sock in self._watched_pipes:
             self._watched_pipes.discard(worker.sock)
@@ -332,7 +339,7 @@ class Arbiter:
         self.log.emit("protocol_error", level="error", agent_id=record.name, error=problem)
         record.failure = f"protocol error: {problem}"
         self._close_pipe(record)
-        record.worker.kill_tree()
+        record.process.kill_tree()
 
     def _dispatch(self, record: AgentRecord, message: Message, received_at: float) -> None:
         """One small handler per message type; anything else breaks the protocol."""
@@ -358,13 +365,13 @@ class Arbiter:
             cycle=ready.cycle,
             max_cycles=ready.max_cycles,
             resumed=ready.resumed,
-            startup_ms=round((time.monotonic() - record.worker.started_at) * 1000.0, 3),
+            startup_ms=round((time.monotonic() - record.process.started_at) * 1000.0, 3),
         )
 
     def _on_cycle_done(self, record: AgentRecord, done: CycleDone, received_at: float) -> None:
         record.cycle = done.cycle
         record.budget_spent_usd += done.cost_usd or 0.0
-        known = {"tokens": done.tokens, "cost_usd": done.cost_usd}
+        known: dict[str, Any] = {"tokens": done.tokens, "cost_usd": done.cost_usd}
         self.log.emit(
             "cycle_completed",
             agent_id=record.name,
@@ -445,7 +452,7 @@ class Arbiter:
     # ---- exits -------------------------------------------------------------------
 
     def _reap(self, record: AgentRecord) -> None:
-        worker = record.worker
+        worker = record.process
         if worker.pipe_open:  # the last words may still sit in the pipe
             self._read(record)
         self.selector.unregister(worker.sentinel)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 COMMANDS = ("run", "status", "logs", "checkpoints")
 EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as the contract says
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, as the contract says
         self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
 
 
@@ -82,7 +82,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(errors="replace")  # emoji on a non-UTF-8 terminal must not crash
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]  # emoji on a non-UTF-8 terminal must not crash
         except (AttributeError, ValueError):
             pass
     parser = build_parser()

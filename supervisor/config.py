@@ -518,7 +518,8 @@ def _problem(error: Mapping[str, Any], raw: Any) -> str:
 def _first_error(exc: ValidationError, raw: Any) -> tuple[str | None, str]:
     """The earliest error in file order, as (field path, problem)."""
     located: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    for error in exc.errors():
+    for details in exc.errors():
+        error: dict[str, Any] = dict(details)
         loc = tuple(error["loc"])
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, _LocatedError):

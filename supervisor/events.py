@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import structlog
+from structlog.typing import EventDict
 
 EVENTS_FILE = "events.jsonl"
 METRICS_FILE = "interrupt_metrics.jsonl"
@@ -65,25 +66,25 @@ class JsonlFiles:
             os.close(fd)
 
 
-def order_keys(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def order_keys(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """Put timestamp, level, event and agent_id first, so lines read well."""
     ordered = {key: event_dict.pop(key) for key in LEADING_KEYS if key in event_dict}
     ordered.update(event_dict)
     return ordered
 
 
-def fan_out(sinks: list[EventSink]) -> Callable[[Any, str, dict[str, Any]], dict[str, Any]]:
+def fan_out(sinks: list[EventSink]) -> Callable[[Any, str, EventDict], EventDict]:
     """A processor that shows each finished event to in-process sinks (the console)."""
 
-    def processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def processor(_: Any, __: str, event_dict: EventDict) -> EventDict:
         for sink in sinks:
-            sink(event_dict)
+            sink(dict(event_dict))
         return event_dict
 
     return processor
 
 
-def render_jsonl(_: Any, __: str, event_dict: dict[str, Any]) -> tuple[tuple[str], dict[str, bool]]:
+def render_jsonl(_: Any, __: str, event_dict: EventDict) -> tuple[tuple[str], dict[str, bool]]:
     """Render one line and say whether it also belongs to the metrics log."""
     line = json.dumps(event_dict, ensure_ascii=False, default=str, separators=(", ", ": "))
     return (line,), {"interrupt": event_dict.get("event") in INTERRUPT_EVENTS}

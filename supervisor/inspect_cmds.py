@@ -285,7 +285,7 @@ def status(config: TeamConfig, args: argparse.Namespace) -> int:
     try:
         interrupts = _last_interrupts(config.storage / EVENTS_FILE)
         live = run_is_live(config.storage)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for agent in config.agents:
             corrupt: list[str] = []
             checkpoint: Optional[Checkpoint] = None
@@ -524,9 +524,9 @@ def checkpoints(config: TeamConfig, args: argparse.Namespace) -> int:
         print(f"no checkpoints yet ({config.storage})")
     else:
         headers = ["AGENT", "CHECKPOINT", "CYCLE", "BYTES"] + (["VERDICT"] if args.verify else [])
-        table = []
+        table: list[list[str]] = []
         for row in rows:
-            cells = [row["agent"], row["checkpoint_id"], str(row["cycle"]), str(row["size_bytes"])]
+            cells: list[str] = [str(row["agent"]), str(row["checkpoint_id"]), str(row["cycle"]), str(row["size_bytes"])]
             if args.verify:
                 cells.append("ok" if row["valid"] else f"corrupt: {row['error']}")
             table.append(cells)

@@ -8,7 +8,6 @@ get their own behaviour back.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 from collections import deque

@@ -26,6 +26,7 @@ unpickled or executed on load.
 from __future__ import annotations
 
 import bisect
+import builtins
 import dataclasses
 import gzip
 import hashlib
@@ -249,7 +250,7 @@ class CheckpointStore:
         self.keep = keep
         self.compress = compress
         self.directory: Path = self.storage / agent
-        self._index: Optional[list[tuple[int, int, str]]] = None  # sorted (cycle, seq, name); None until opened
+        self._index: Optional[builtins.list[tuple[int, int, str]]] = None  # sorted (cycle, seq, name); None until opened
         self._next_seq = 1
 
     # ---- names -----------------------------------------------------------
@@ -261,7 +262,7 @@ class CheckpointStore:
             raise ValueError(f"invalid checkpoint id {checkpoint_id!r} (expected checkpoint_CCCCCCCC_SSSSSSSS.jsonl.gz)")
         return self.directory / checkpoint_id, parsed[0], parsed[1]
 
-    def _scan(self) -> list[os.DirEntry]:
+    def _scan(self) -> builtins.list[os.DirEntry]:
         try:
             with os.scandir(self.directory) as entries:
                 return list(entries)
@@ -270,9 +271,9 @@ class CheckpointStore:
 
     # ---- reading ---------------------------------------------------------
 
-    def list(self) -> list[CheckpointInfo]:
+    def list(self) -> builtins.list[CheckpointInfo]:
         """Every checkpoint by name, oldest first; [] if the folder does not exist. Read-only."""
-        infos: list[CheckpointInfo] = []
+        infos: builtins.list[CheckpointInfo] = []
         for entry in self._scan():
             parsed = parse_checkpoint_name(entry.name)
             if parsed is None:
@@ -395,7 +396,7 @@ class CheckpointStore:
         if header["message_count"] != len(lines) - 1:
             raise corrupt(f"message count mismatch: header says {header['message_count']}, found {len(lines) - 1}")
 
-        messages: list[dict] = []
+        messages: builtins.list[dict] = []
         for index, line in enumerate(lines[1:]):
             try:
                 message = json.loads(line)
@@ -419,13 +420,13 @@ class CheckpointStore:
 
     # ---- writing ---------------------------------------------------------
 
-    def open_for_writing(self) -> list[str]:
+    def open_for_writing(self) -> builtins.list[str]:
         """Create the folder (0700), delete stale temp files, index the names once.
 
         Returns the names of the removed `.tmp-*` files: each is a save that a
         crash interrupted before its rename, so it never was a checkpoint.
         """
-        missing: list[Path] = []
+        missing: builtins.list[Path] = []
         for folder in (self.directory, *self.directory.parents):
             if folder.exists():
                 break
@@ -438,8 +439,8 @@ class CheckpointStore:
         if not self.directory.is_dir():
             raise NotADirectoryError(f"checkpoint folder {self.directory} is not a directory")
 
-        removed: list[str] = []
-        index: list[tuple[int, int, str]] = []
+        removed: builtins.list[str] = []
+        index: builtins.list[tuple[int, int, str]] = []
         for entry in self._scan():
             if entry.name.startswith(TMP_PREFIX):
                 if entry.is_dir(follow_symlinks=False):
@@ -464,7 +465,7 @@ class CheckpointStore:
         *,
         cycle: int,
         status: str,
-        messages: list[dict],
+        messages: builtins.list[dict],
         budget_spent_usd: float = 0.0,
         extra: Optional[dict] = None,
     ) -> SaveResult:
