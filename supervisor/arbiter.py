@@ -129,6 +129,7 @@ class Arbiter:
         self.resumed = resumed
         self.entry = entry
         self.agents = {a.name: AgentRecord(name=a.name, max_cycles=a.max_cycles) for a in config.agents}
+        self.hang_timeouts = {a.name: config.hang_timeout_of(a.name) for a in config.agents}
         self.selector = selectors.DefaultSelector()
         self.signals = SignalQueue()
         self.mode: Optional[str] = None
@@ -217,9 +218,27 @@ class Arbiter:
 
     def _timeout(self) -> Optional[float]:
         deadlines = [d for d in (self.deadline, self.kill_deadline, self.reap_deadline) if d is not None]
+        deadlines += [record.last_heartbeat + self.hang_timeouts[record.name] for record in self._watched_for_hangs()]
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
+
+    def _watched_for_hangs(self) -> list[AgentRecord]:
+        """Workers expected to beat: running, not yet stopped, not already being killed."""
+        return [
+            r for r in self.agents.values()
+            if r.worker is not None and not r.exited and r.stopped is None and not r.killed_by_us and r.failure is None
+        ]
+
+    def _check_hangs(self, now: float) -> None:
+        """A worker silent for its hang_timeout is killed, process group and all, and fails."""
+        for record in self._watched_for_hangs():
+            silent = now - record.last_heartbeat
+            if silent < self.hang_timeouts[record.name]:
+                continue
+            record.failure = f"hung: no heartbeat for {silent:.1f}s (hang_timeout {self.hang_timeouts[record.name]:g}s)"
+            self.log.emit("worker_hung", level="error", agent_id=record.name, pid=record.pid, silent_s=round(silent, 3))
+            record.process.kill_tree()
 
     # ---- signals and interrupts --------------------------------------------
 
@@ -278,6 +297,7 @@ class Arbiter:
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        self._check_hangs(now)
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
             timeout = self.config.shutdown.graceful_timeout

@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Optional, Union, get_args, get_origin
 
 import yaml
 
@@ -52,6 +52,8 @@ AVAILABLE_PROVIDERS = ("scripted",)
 DEFAULT_SYSTEM_PROMPT = "You are a careful agent working on a long task, one step per cycle."
 NAME_MAX = 64
 MAX_CYCLES_LIMIT = 1_000_000
+DEFAULT_HANG_TIMEOUT = 120.0  # generous: a worker's event loop answers within a second when healthy
+MIN_HANG_TIMEOUT = 2.0  # workers beat once a second; less would flag healthy ones
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 _DURATION_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h)\s*\Z")
@@ -242,6 +244,7 @@ class AgentConfig(BaseModel):
     task: Annotated[str, AfterValidator(_check_not_blank)]
     max_cycles: int = Field(ge=1, le=MAX_CYCLES_LIMIT)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    hang_timeout: Optional[Duration] = Field(None, ge=MIN_HANG_TIMEOUT)  # None: the team's
 
 
 class TeamConfig(BaseModel):
@@ -258,6 +261,8 @@ class TeamConfig(BaseModel):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
+    # A worker whose heartbeats stop this long is killed and handled as a crash.
+    hang_timeout: Duration = Field(DEFAULT_HANG_TIMEOUT, ge=MIN_HANG_TIMEOUT)
     agents: list[AgentConfig] = Field(min_length=1)
     source: Path
 
@@ -344,6 +349,11 @@ class TeamConfig(BaseModel):
                 return agent
         known = ", ".join(a.name for a in self.agents)
         raise KeyError(f"no agent {name!r} in team {self.team!r} (agents: {known})")
+
+    def hang_timeout_of(self, name: str) -> float:
+        """The agent's own hang_timeout, else the team's."""
+        own = self.agent(name).hang_timeout
+        return self.hang_timeout if own is None else own
 
     def agent_spec(self, name: str) -> dict[str, Any]:
         """What a worker process needs to run one agent, as plain msgpack-safe data."""

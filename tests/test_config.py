@@ -478,3 +478,17 @@ def test_file_unreadable(tmp_path: Path) -> None:
 def test_message_whitespace_collapsed(tmp_path: Path) -> None:
     err = load_error(write(tmp_path, edited(("team", "bad\nname\t here"))))
     assert "\n" not in str(err) and "\t" not in str(err)
+
+
+def test_hang_timeout_defaults_to_the_teams_and_an_agent_may_override_it(tmp_path):
+    from supervisor.config import DEFAULT_HANG_TIMEOUT, TeamConfig
+
+    agents = [{"name": "a", "task": "t", "max_cycles": 1, "hang_timeout": "3s"}, {"name": "b", "task": "t", "max_cycles": 1}]
+    config = TeamConfig.from_mapping({"team": "t", "storage": "s", "agents": agents}, source=tmp_path / "t.yaml")
+    assert (config.hang_timeout_of("a"), config.hang_timeout_of("b")) == (3.0, DEFAULT_HANG_TIMEOUT)
+    config = TeamConfig.from_mapping({"team": "t", "storage": "s", "hang_timeout": "1m", "agents": agents}, source=tmp_path / "t.yaml")
+    assert (config.hang_timeout_of("a"), config.hang_timeout_of("b")) == (3.0, 60.0)
+    with pytest.raises(ConfigError, match=r"agents\[1\]\.hang_timeout: must be >= 2"):
+        TeamConfig.from_mapping(
+            {"team": "t", "storage": "s", "agents": [agents[0], {**agents[1], "hang_timeout": 1}]}, source=tmp_path / "t.yaml"
+        )

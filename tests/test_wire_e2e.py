@@ -148,3 +148,27 @@ def test_a_wedged_worker_still_dies_with_its_supervisor(make_team):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_worker_that_stops_beating_is_killed_as_hung(make_team):
+    team = make_team(agents=1, max_cycles=1, latency=0.01)
+    team.data["agents"][0]["hang_timeout"] = 2  # its own, below the team's generous default
+    team.write()
+    began = time.monotonic()
+    code, console = run_with_entry(team, "wire_faults:deaf_worker")  # Ready once, then silence
+    assert code == 3
+    (hung,) = by_event(team.events(), "worker_hung")
+    assert hung["agent_id"] == "agent-a" and hung["silent_s"] >= 2
+    exited = by_event(team.events(), "worker_exited", "agent-a")[0]
+    assert exited["status"] == "failed" and "hung" in exited["reason"]
+    assert time.monotonic() - began < 2 + 10  # found at its deadline, not by some long poll
+
+
+def test_a_slow_reply_is_not_a_hang(make_team):
+    """Heartbeats come from the worker's event loop, which stays free while a reply is awaited."""
+    team = make_team(agents=1, max_cycles=1, latency=3.0)
+    team.data["hang_timeout"] = 2
+    team.write()
+    run = team.run()
+    assert run.proc.returncode == 0, run.output
+    assert by_event(run.new_events(), "worker_hung") == []
