@@ -40,10 +40,11 @@ from protocol import (
     Stopped,
     encode,
 )
-from supervisor.config import TeamConfig
+from supervisor.config import RestartPolicy, TeamConfig
 from supervisor.console import Console
 from supervisor.events import EventLog
 from supervisor.process import WORKER_ENTRY, WorkerProcess
+from supervisor.restarts import RestartBook, restarts_with, wants_restart
 from supervisor.signals import SignalQueue
 
 # signal: (source, what the console calls it, graceful message, immediate message or None)
@@ -88,6 +89,20 @@ class AgentRecord:
     killed_by_us: bool = False
     last_heartbeat: float = 0.0
     exited: bool = False
+    restart_at: Optional[float] = None  # a restart is scheduled for then (monotonic)
+    joining_restart: bool = False  # stopped on purpose to restart with a sibling (strategy)
+    kill_at: Optional[float] = None  # stopped for a restart but not gone by then: killed
+
+    def reset_for_restart(self) -> None:
+        """Forget the last worker; keep what the agent has done (cycle, checkpoint)."""
+        self.worker = None
+        self.stopped = None
+        self.failure = None
+        self.killed_by_us = False
+        self.exited = False
+        self.restart_at = None
+        self.joining_restart = False
+        self.kill_at = None
 
     @property
     def process(self) -> WorkerProcess:
@@ -112,6 +127,7 @@ class IssuedInterrupt:
     message: Interrupt
     timestamp: str
     reached: set[str] = field(default_factory=set)
+    team_wide: bool = True  # False: sent to some workers only, to restart them with a sibling
 
 
 class Arbiter:
@@ -130,6 +146,7 @@ class Arbiter:
         self.entry = entry
         self.agents = {a.name: AgentRecord(name=a.name, max_cycles=a.max_cycles) for a in config.agents}
         self.hang_timeouts = {a.name: config.hang_timeout_of(a.name) for a in config.agents}
+        self.books = {a.name: RestartBook(config.restart_policy(a.name)) for a in config.agents}
         self.selector = selectors.DefaultSelector()
         self.signals = SignalQueue()
         self.mode: Optional[str] = None
@@ -149,6 +166,7 @@ class Arbiter:
             Error: self._on_error,
             Event: self._on_event,
         }
+        self._group_delay = 0.0  # the delay of the restart that siblings join
         self.started_at = time.monotonic()
 
     # ---- the run ------------------------------------------------------------
@@ -184,6 +202,7 @@ class Arbiter:
             record.failure = f"could not start worker: {exc}"
             record.exited = True
             self.log.emit("worker_error", level="error", agent_id=name, kind="start", message=record.failure, fatal=True)
+            self._after_exit(record, FAILED)
             return
         record.worker = worker
         record.pid = worker.pid
@@ -194,11 +213,12 @@ class Arbiter:
         worker.send(Start(agent=name, spec=self.config.agent_spec(name)))
         if self.mode is not None:
             for issued in self.interrupts.values():
-                worker.send(issued.message)
+                if issued.team_wide:
+                    worker.send(issued.message)
         self._watch_writes(record)
 
     def _live(self) -> bool:
-        return any(not r.exited for r in self.agents.values())
+        return any(not r.exited or r.restart_at is not None for r in self.agents.values())
 
     def _tick(self) -> None:
         for key, mask in self.selector.select(self._timeout()):
@@ -218,6 +238,7 @@ class Arbiter:
 
     def _timeout(self) -> Optional[float]:
         deadlines = [d for d in (self.deadline, self.kill_deadline, self.reap_deadline) if d is not None]
+        deadlines += [d for r in self.agents.values() for d in (r.restart_at, r.kill_at) if d is not None]
         deadlines += [record.last_heartbeat + self.hang_timeouts[record.name] for record in self._watched_for_hangs()]
         if not deadlines:
             return None
@@ -269,9 +290,13 @@ class Arbiter:
         if self.mode == IMMEDIATE or (self.mode == GRACEFUL and mode == GRACEFUL):
             return
         self.mode = mode
-        issued_at = time.time()
-        msg = Interrupt(interrupt_id=len(self.interrupts) + 1, mode=mode, source=source, message=message, issued_at=issued_at)
-        self.interrupts[msg.interrupt_id] = IssuedInterrupt(message=msg, timestamp=_iso(issued_at))
+        for record in self.agents.values():
+            if record.restart_at is not None:  # the team is stopping: what was to restart stays stopped
+                record.restart_at = None
+                record.status = INTERRUPTED
+                record.failure = None
+        msg = self._new_interrupt(mode, source, message, team_wide=True)
+        issued_at = msg.issued_at
         running = [r for r in self.agents.values() if r.worker is not None and not r.exited and r.stopped is None]
         frame = encode(msg)  # one encoding for every worker
         for record in running:  # the fan-out first: logging and printing can wait a millisecond
@@ -295,9 +320,88 @@ class Arbiter:
             self.deadline = None
             self.kill_deadline = time.monotonic() + shutdown.immediate_timeout
 
+    def _new_interrupt(self, mode: str, source: str, message: str, *, team_wide: bool) -> Interrupt:
+        issued_at = time.time()
+        msg = Interrupt(interrupt_id=len(self.interrupts) + 1, mode=mode, source=source, message=message, issued_at=issued_at)
+        self.interrupts[msg.interrupt_id] = IssuedInterrupt(message=msg, timestamp=_iso(issued_at), team_wide=team_wide)
+        return msg
+
+    # ---- restarts ----------------------------------------------------------------
+
+    def _after_exit(self, record: AgentRecord, status: str) -> None:
+        """Apply the agent's restart policy and the team's strategy to one exit."""
+        if self.mode is not None:
+            return  # the team is stopping: nothing restarts
+        now = time.monotonic()
+        if record.joining_restart:
+            self._schedule_restart(record, now, self._group_delay)
+            return
+        book = self.books[record.name]
+        if not wants_restart(book.policy.restart, status):
+            return
+        delay = book.admit(now)
+        if delay is None:
+            self._give_up(record, book.policy)
+            return
+        self._group_delay = delay
+        self._schedule_restart(record, now, delay)
+        order = [a.name for a in self.config.agents]
+        for name in restarts_with(self.config.strategy, order, record.name):
+            sibling = self.agents[name]
+            if sibling is not record and sibling.worker is not None and not sibling.exited and sibling.stopped is None:
+                self._stop_to_restart(sibling, record.name)
+
+    def _schedule_restart(self, record: AgentRecord, now: float, delay: float) -> None:
+        record.restart_at = now + delay
+        record.status = "restarting"
+
+    def _stop_to_restart(self, record: AgentRecord, because: str) -> None:
+        """Stop a sibling at once (its last checkpoint is its truth) so it restarts with `because`."""
+        record.joining_restart = True
+        record.kill_at = time.monotonic() + self.config.shutdown.immediate_timeout
+        message = f"restarting with {because} ({self.config.strategy})"
+        msg = self._new_interrupt(IMMEDIATE, SYSTEM, message, team_wide=False)
+        self.log.emit(
+            "interrupt_initiated", agent_id=self.config.team, source=SYSTEM, mode=IMMEDIATE, message=message,
+            interrupt_id=msg.interrupt_id, issued_at=msg.issued_at, workers=1,
+        )
+        record.process.send(msg)
+        self._watch_writes(record)
+
+    def _give_up(self, record: AgentRecord, policy: RestartPolicy) -> None:
+        """Beyond its restart intensity the agent has failed, and the team stops gracefully."""
+        record.status = FAILED
+        record.failure = (
+            f"failed {policy.max_restarts + 1} times within {policy.restart_window:g}s "
+            f"(max_restarts {policy.max_restarts}): {record.failure}"
+        )
+        self.log.emit("restart_limit_reached", level="error", agent_id=record.name, max_restarts=policy.max_restarts,
+                      restart_window=policy.restart_window, reason=record.failure)
+        self.console.line(f"[{record.name}] ❌ {record.failure}; stopping the team.")
+        self.interrupt(GRACEFUL, SYSTEM, f"agent {record.name} failed beyond its restart limit")
+
+    def _check_restarts(self, now: float) -> None:
+        for record in self.agents.values():
+            if record.kill_at is not None and now >= record.kill_at and not record.exited:
+                record.kill_at = None
+                record.killed_by_us = True
+                record.process.kill_tree()
+            if record.restart_at is not None and now >= record.restart_at:
+                self._restart(record, now)
+
+    def _restart(self, record: AgentRecord, now: float) -> None:
+        record.reset_for_restart()
+        self._start(record.name)
+        if record.worker is not None:
+            self.log.emit(
+                "worker_restarted", agent_id=record.name, pid=record.pid,
+                attempt=self.books[record.name].attempts, cycle=record.cycle,
+            )
+
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         self._check_hangs(now)
+        self._check_restarts(now)
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
             timeout = self.config.shutdown.graceful_timeout
@@ -485,6 +589,9 @@ class Arbiter:
         elif record.killed_by_us and record.failure is None:
             status = INTERRUPTED
             reason = "killed after the immediate timeout"
+        elif record.joining_restart and record.failure is None:
+            status = INTERRUPTED
+            reason = "stopped to restart with a sibling"
         else:
             status = FAILED
             reason = record.failure or _describe_exit(exitcode)
@@ -501,6 +608,7 @@ class Arbiter:
             reason=reason,
         )
         worker.close()
+        self._after_exit(record, status)
 
     # ---- the end -------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Optional, Union, get_args, get_origin
 
@@ -54,6 +55,9 @@ NAME_MAX = 64
 MAX_CYCLES_LIMIT = 1_000_000
 DEFAULT_HANG_TIMEOUT = 120.0  # generous: a worker's event loop answers within a second when healthy
 MIN_HANG_TIMEOUT = 2.0  # workers beat once a second; less would flag healthy ones
+RESTART_KINDS = ("permanent", "transient", "temporary")
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+MAX_RESTARTS_LIMIT = 1000
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 _DURATION_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h)\s*\Z")
@@ -216,6 +220,30 @@ class LLMConfig(BaseModel):
         raise ValueError(f"must be one of {', '.join(PROVIDERS)} (got {_show(value)})")
 
 
+def _one_of(*allowed: str) -> AfterValidator:
+    """A str field limited to `allowed`, with a message that lists them."""
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)} (got {_show(value)})")
+        return value
+
+    return AfterValidator(check)
+
+
+RestartKind = Annotated[str, _one_of(*RESTART_KINDS)]
+Strategy = Annotated[str, _one_of(*STRATEGIES)]
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """What happens when one agent's worker exits, after team defaults and agent overrides."""
+
+    restart: str
+    max_restarts: int
+    restart_window: float
+
+
 class CheckpointConfig(BaseModel):
     """How often each agent saves its conversation and how many saves it keeps."""
 
@@ -245,6 +273,9 @@ class AgentConfig(BaseModel):
     max_cycles: int = Field(ge=1, le=MAX_CYCLES_LIMIT)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     hang_timeout: Optional[Duration] = Field(None, ge=MIN_HANG_TIMEOUT)  # None: the team's
+    restart: Optional[RestartKind] = None  # None: the team's
+    max_restarts: Optional[int] = Field(None, ge=0, le=MAX_RESTARTS_LIMIT)
+    restart_window: Optional[Duration] = Field(None, gt=0)
 
 
 class TeamConfig(BaseModel):
@@ -263,6 +294,12 @@ class TeamConfig(BaseModel):
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
     # A worker whose heartbeats stop this long is killed and handled as a crash.
     hang_timeout: Duration = Field(DEFAULT_HANG_TIMEOUT, ge=MIN_HANG_TIMEOUT)
+    # Restarts, after Erlang/OTP: which exits restart an agent, how many restarts
+    # within how many seconds before the agent has failed, and what else restarts with it.
+    restart: RestartKind = "transient"
+    max_restarts: int = Field(3, ge=0, le=MAX_RESTARTS_LIMIT)
+    restart_window: Duration = Field(60.0, gt=0)
+    strategy: Strategy = "one_for_one"
     agents: list[AgentConfig] = Field(min_length=1)
     source: Path
 
@@ -354,6 +391,15 @@ class TeamConfig(BaseModel):
         """The agent's own hang_timeout, else the team's."""
         own = self.agent(name).hang_timeout
         return self.hang_timeout if own is None else own
+
+    def restart_policy(self, name: str) -> RestartPolicy:
+        """The agent's restart keys, each falling back to the team's."""
+        agent = self.agent(name)
+        return RestartPolicy(
+            restart=agent.restart if agent.restart is not None else self.restart,
+            max_restarts=agent.max_restarts if agent.max_restarts is not None else self.max_restarts,
+            restart_window=agent.restart_window if agent.restart_window is not None else self.restart_window,
+        )
 
     def agent_spec(self, name: str) -> dict[str, Any]:
         """What a worker process needs to run one agent, as plain msgpack-safe data."""

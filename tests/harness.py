@@ -45,6 +45,8 @@ class Team:
         graceful_timeout: float = 30,
         immediate_timeout: float = 2,
         name: str = "test-team",
+        restart: Optional[str] = None,
+        strategy: Optional[str] = None,
     ) -> None:
         self.root = root
         self.config = root / "team.yaml"
@@ -59,6 +61,10 @@ class Team:
             "shutdown": {"graceful_timeout": graceful_timeout, "immediate_timeout": immediate_timeout},
             "agents": [{"name": n, "task": f"Count, as {n}.", "max_cycles": max_cycles} for n in self.names],
         }
+        if restart is not None:
+            self.data["restart"] = restart
+        if strategy is not None:
+            self.data["strategy"] = strategy
         self.write()
 
     def write(self) -> None:

@@ -173,8 +173,8 @@ def test_sigkill_of_the_supervisor_leaves_no_process_behind(make_team):
         team.assert_exactly_once(name)
 
 
-def test_sigkill_of_a_worker_is_noticed_and_the_run_fails_clearly(make_team):
-    team = make_team(latency=0.2, max_cycles=8)
+def test_sigkill_of_a_temporary_worker_is_noticed_and_the_run_fails_clearly(make_team):
+    team = make_team(latency=0.2, max_cycles=8, restart="temporary")
     run = team.start()
     pids = run.wait_all_started()
     run.wait_cycles(2, agent="agent-b")

@@ -36,7 +36,7 @@ def run_with_entry(team, entry: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("fault", ["random_bytes", "oversized_frame", "unknown_message", "truncated_then_exit", "wrong_direction"])
 def test_a_worker_sending_garbage_is_stopped_and_reported(make_team, fault):
-    team = make_team(agents=2, max_cycles=2)
+    team = make_team(agents=2, max_cycles=2, restart="temporary")
     began = time.monotonic()
     code, console = run_with_entry(team, f"wire_faults:{fault}")
     assert time.monotonic() - began < 10  # the bad workers sleep 30 s: they were killed, not awaited
@@ -68,7 +68,7 @@ def test_a_worker_receiving_garbage_exits_cleanly(make_team, garbage):
 
 
 def test_a_crashing_worker_reports_one_line_not_a_traceback(make_team, capfd):
-    team = make_team(agents=1, max_cycles=2)
+    team = make_team(agents=1, max_cycles=2, restart="temporary")
     code, console = run_with_entry(team, "wire_faults:crash_in_agent_loop")
     assert code == 3
     (error,) = by_event(team.events(), "worker_error")
@@ -89,7 +89,7 @@ def test_an_unusable_agent_folder_is_exit_3_before_anything_starts(make_team):
 
 
 def test_storage_failing_mid_run_fails_that_agent_and_loses_nothing(make_team):
-    team = make_team(agents=2, max_cycles=6, latency=0.3)
+    team = make_team(agents=2, max_cycles=6, latency=0.3, restart="temporary")
     run = team.start()
     run.wait_for(lambda ev: by_event(ev, "checkpoint_saved", "agent-a"), "agent-a's first checkpoint")
     folder = team.storage / "agent-a"
@@ -107,7 +107,7 @@ def test_storage_failing_mid_run_fails_that_agent_and_loses_nothing(make_team):
 
 
 def test_a_worker_cannot_forge_the_supervisors_events(make_team):
-    team = make_team(agents=1, max_cycles=1)
+    team = make_team(agents=1, max_cycles=1, restart="temporary")
     code, _ = run_with_entry(team, "wire_faults:forged_events")
     assert code == 3  # it exited without reporting a stop
     forged = by_event(team.events(), "worker_event")
@@ -151,7 +151,7 @@ def test_a_wedged_worker_still_dies_with_its_supervisor(make_team):
 
 
 def test_a_worker_that_stops_beating_is_killed_as_hung(make_team):
-    team = make_team(agents=1, max_cycles=1, latency=0.01)
+    team = make_team(agents=1, max_cycles=1, latency=0.01, restart="temporary")
     team.data["agents"][0]["hang_timeout"] = 2  # its own, below the team's generous default
     team.write()
     began = time.monotonic()
