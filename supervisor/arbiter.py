@@ -45,7 +45,8 @@ from supervisor.console import Console
 from supervisor.events import EventLog
 from supervisor.process import WORKER_ENTRY, WorkerProcess
 from supervisor.restarts import RestartBook, restarts_with, wants_restart
-from supervisor.signals import SignalQueue
+from supervisor.reaper import Reaper, become_subreaper
+from supervisor.signals import HANDLED, SignalQueue
 
 # signal: (source, what the console calls it, graceful message, immediate message or None)
 SIGNAL_WORDS: dict[int, tuple[str, str, str, Optional[str]]] = {
@@ -138,6 +139,7 @@ class Arbiter:
         console: Console,
         resumed: dict[str, int],
         entry: str = WORKER_ENTRY,
+        own_process: bool = False,
     ) -> None:
         self.config = config
         self.log = log
@@ -148,7 +150,10 @@ class Arbiter:
         self.hang_timeouts = {a.name: config.hang_timeout_of(a.name) for a in config.agents}
         self.books = {a.name: RestartBook(config.restart_policy(a.name)) for a in config.agents}
         self.selector = selectors.DefaultSelector()
-        self.signals = SignalQueue()
+        # A process the supervisor owns (the CLI) also adopts and reaps orphans, as PID 1 would.
+        self.own_process = own_process
+        self.reaper: Optional[Reaper] = None
+        self.signals = SignalQueue(HANDLED + (signal.SIGCHLD,) if own_process else HANDLED)
         self.mode: Optional[str] = None
         self.interrupts: dict[int, IssuedInterrupt] = {}
         self.forced = False
@@ -172,6 +177,9 @@ class Arbiter:
     # ---- the run ------------------------------------------------------------
 
     def run(self) -> int:
+        if self.own_process:
+            become_subreaper()
+            self.reaper = Reaper()
         self.signals.install()
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, ("signal", None))
         try:
@@ -269,6 +277,10 @@ class Arbiter:
         SIGHUP (the terminal went away) only ever starts a graceful stop: nobody
         asked for work to be thrown away.
         """
+        if signum == signal.SIGCHLD:
+            if self.reaper is not None:
+                self.reaper.sweep()  # an adopted orphan died or needs killing
+            return
         words = SIGNAL_WORDS.get(signum)
         if words is None:
             return
@@ -607,8 +619,19 @@ class Arbiter:
             status=status,
             reason=reason,
         )
+        pid = worker.pid
         worker.close()
+        self._bury(pid)
         self._after_exit(record, status)
+
+    def _bury(self, pid: int) -> None:
+        """A worker's tools die with it: its process group, then any orphan it left."""
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.reaper is not None:
+            self.reaper.sweep()
 
     # ---- the end -------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from supervisor.run import run_team
 
-        return run_team(config, fresh=args.fresh)
+        return run_team(config, fresh=args.fresh, own_process=True)  # the CLI owns its process: adopt orphans
     from supervisor import inspect_cmds
 
     return inspect_cmds.COMMANDS[args.command](config, args)

@@ -127,7 +127,10 @@ class WorkerProcess:
         return self.process.exitcode
 
     def kill_tree(self) -> None:
-        """SIGKILL the worker's whole process group (it leads its own session)."""
+        """SIGKILL the worker, its process group, and descendants that left the group."""
+        from supervisor.reaper import kill_descendants
+
+        kill_descendants(self.pid)
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -12,7 +12,7 @@ import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
@@ -99,7 +99,14 @@ def resumable_agents(config: TeamConfig) -> dict[str, int]:
     return found
 
 
-def run_team(config: TeamConfig, *, fresh: bool = False, console=None) -> int:
+def run_team(
+    config: TeamConfig,
+    *,
+    fresh: bool = False,
+    console: Optional[Any] = None,
+    entry: Optional[str] = None,
+    own_process: bool = False,
+) -> int:
     """Run the team to completion or interruption; returns the exit code."""
     from supervisor.process import worker_context
 
@@ -124,7 +131,8 @@ def run_team(config: TeamConfig, *, fresh: bool = False, console=None) -> int:
         except OSError as exc:
             raise SupervisorError(f"storage {config.storage}: cannot open the event log: {exc.strerror or exc}", 3) from exc
         try:
-            return Arbiter(config, log, console, resumed).run()
+            arbiter = Arbiter(config, log, console, resumed, own_process=own_process, **({"entry": entry} if entry else {}))
+            return arbiter.run()
         finally:
             log.close()
     finally:

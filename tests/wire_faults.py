@@ -80,3 +80,35 @@ def deaf_worker(sock: socket.socket, supervisor_pid: int) -> None:
     sock.sendall(encode(Ready(agent="agent-a", pid=os.getpid(), cycle=0, max_cycles=1, status="running", resumed=False)))
     while True:
         time.sleep(3600)
+
+
+def _start_tools(sock: socket.socket, supervisor_pid: int) -> None:
+    """Detach like a real worker, start two 'tools', note their pids, report ready."""
+    import json
+    import subprocess
+    import sys
+
+    from protocol import Ready
+    from workers.entry import detach
+
+    detach(supervisor_pid)
+    in_group = subprocess.Popen(["sleep", "300"])
+    escaped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    storage = os.environ["TOOLS_FILE"]
+    with open(storage, "w") as f:
+        json.dump({"worker": os.getpid(), "tools": [in_group.pid, escaped.pid]}, f)
+    sock.sendall(encode(Ready(agent="agent-a", pid=os.getpid(), cycle=0, max_cycles=1, status="running", resumed=False)))
+
+
+def tools_then_crash(sock: socket.socket, supervisor_pid: int) -> None:
+    """A worker with tools running that dies on its own."""
+    _start_tools(sock, supervisor_pid)
+    time.sleep(0.3)
+    os._exit(1)
+
+
+def tools_then_hang(sock: socket.socket, supervisor_pid: int) -> None:
+    """A worker with tools running that stops beating (the supervisor kills it)."""
+    _start_tools(sock, supervisor_pid)
+    while True:
+        time.sleep(3600)

@@ -1,0 +1,71 @@
+"""Nothing a worker started outlives it; the supervisor behaves as PID 1 would.
+
+On Linux the supervisor makes itself a child subreaper: a process whose parent
+dies (a tool started by a worker that crashed, a worker whose forkserver died)
+is re-parented to the supervisor rather than to init. `sweep` then kills and
+reaps those orphans, so no zombie piles up in a container and no tool keeps
+running after its agent is gone. This is only for a process the supervisor
+owns (the CLI): a program embedding it may have children of its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+import psutil
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux); False where the kernel cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class Reaper:
+    """Kills and reaps the supervisor's children that it did not start itself."""
+
+    def __init__(self) -> None:
+        # Children present now (the forkserver and its resource tracker) are ours to keep.
+        self.keep = {child.pid for child in psutil.Process().children()}
+
+    def sweep(self) -> list[int]:
+        """SIGKILL every adopted orphan, reap the dead ones; returns the pids acted on."""
+        acted: list[int] = []
+        for child in psutil.Process().children():
+            if child.pid in self.keep:
+                continue
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    os.kill(child.pid, signal.SIGKILL)
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                pass
+            acted.append(child.pid)
+        for pid in acted:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        return acted
+
+
+def kill_descendants(pid: int) -> None:
+    """SIGKILL every descendant of `pid`, including those that left its process group."""
+    try:
+        family = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for proc in family:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass

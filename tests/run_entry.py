@@ -1,0 +1,19 @@
+"""Run a team with a test-double worker entry, as the CLI would (own process).
+
+    python tests/run_entry.py CONFIG ENTRY     (exit code = the run's)
+
+The supervisor's process-wide duties (child subreaper, reaping orphans) can
+only be tested in a process of its own, not inside pytest's.
+"""
+
+import sys
+
+from supervisor.config import load_config
+from supervisor.console import Console
+from supervisor.process import worker_context
+from supervisor.run import run_team
+
+if __name__ == "__main__":
+    worker_context()
+    code = run_team(load_config(sys.argv[1]), entry=sys.argv[2], own_process=True, console=Console(sys.stderr))
+    sys.exit(code)
