@@ -1,0 +1,209 @@
+"""Faults, timed: a SIGKILLed supervisor, and a SIGKILLed worker's replacement.
+
+1. Supervisor SIGKILL to every process it started (workers, forkserver, its
+   resource tracker) gone; the contract says < 2 s. Floor: a bare forked
+   child blocked on a pipe from its parent, which sees EOF when the parent dies.
+2. Worker SIGKILL to its replacement's `worker_started` (default restart
+   policy, so it includes the first restart delay, 0.1 s). Floor: that delay
+   plus one bare fork-and-pipe start.
+
+Each run is `python -m supervisor` with N scripted agents whose replies are in flight.
+
+    python benchmarks/bench_faults.py [--workers 8,32] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _gone(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+def _events(path: Path) -> list[dict]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line]
+
+
+def _ts(event: dict) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def worker_sigkill(workers: int) -> float:
+    """ms from SIGKILL of one worker to its replacement reporting ready."""
+    root = Path(tempfile.mkdtemp(prefix="bench-faults-"))
+    try:
+        config = root / "team.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "team": "bench",
+                    "storage": "state",
+                    "llm": {"provider": "scripted", "latency": 60.0},
+                    "agents": [{"name": f"a{i}", "task": "t", "max_cycles": 3} for i in range(workers)],
+                }
+            )
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", str(config)], stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        events = root / "state" / "events.jsonl"
+        try:
+            started = _wait(events, lambda ev: [e for e in ev if e["event"] == "worker_started"], workers)
+            time.sleep(0.3)
+            victim = started[workers // 2]
+            killed_at = time.time()
+            os.kill(int(victim["pid"]), signal.SIGKILL)
+            again = _wait(
+                events,
+                lambda ev: [e for e in ev if e["event"] == "worker_started" and e["agent_id"] == victim["agent_id"]],
+                2,
+            )
+            return (_ts(again[1]) - killed_at) * 1000.0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait(path: Path, select: Any, count: int) -> list[dict]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = select(_events(path))
+        if len(found) >= count:
+            return found
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {count} events in {path}")
+
+
+def bare_start_floor() -> float:
+    """One bare fork whose child writes a byte to a pipe: the least a replacement costs."""
+    read_end, write_end = os.pipe()
+    began = time.monotonic()
+    if os.fork() == 0:
+        os.write(write_end, b"r")
+        os._exit(0)
+    os.read(read_end, 1)
+    elapsed = (time.monotonic() - began) * 1000.0
+    os.wait()
+    os.close(read_end)
+    os.close(write_end)
+    return elapsed
+
+
+def supervisor_sigkill(workers: int) -> float:
+    """ms from SIGKILL of the supervisor to every process it started being gone."""
+    root = Path(tempfile.mkdtemp(prefix="bench-parent-death-"))
+    try:
+        config = root / "team.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "team": "bench",
+                    "storage": "state",
+                    "llm": {"provider": "scripted", "latency": 60.0},
+                    "agents": [{"name": f"a{i}", "task": "t", "max_cycles": 3} for i in range(workers)],
+                }
+            )
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", str(config)], stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        events = root / "state" / "events.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = events.read_text().splitlines() if events.exists() else []
+            if sum(json.loads(line)["event"] == "worker_started" for line in lines if line) == workers:
+                break
+            time.sleep(0.02)
+        else:
+            proc.kill()
+            raise RuntimeError("workers never became ready")
+        time.sleep(0.3)
+        family = [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
+        began = time.monotonic()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        while not _gone(family):
+            if time.monotonic() - began > 10:
+                raise RuntimeError(f"processes still alive 10 s after the supervisor's SIGKILL: {family}")
+            time.sleep(0.001)
+        return (time.monotonic() - began) * 1000.0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bare_floor(workers: int) -> float:
+    """A parent with N children blocked reading a pipe from it; SIGKILL the parent."""
+    ready_r, ready_w = os.pipe()
+    parent = os.fork()
+    if parent == 0:  # the stand-in supervisor
+        os.close(ready_r)
+        for _ in range(workers):
+            link_r, link_w = os.pipe()
+            if os.fork() == 0:
+                os.close(link_w)
+                os.read(link_r, 1)  # EOF when the stand-in dies
+                os._exit(0)
+            os.close(link_r)
+        os.write(ready_w, b"r")
+        time.sleep(3600)
+    os.close(ready_w)
+    os.read(ready_r, 1)
+    family = [child.pid for child in psutil.Process(parent).children(recursive=True)]
+    began = time.monotonic()
+    os.kill(parent, signal.SIGKILL)
+    os.waitpid(parent, 0)
+    while not _gone(family):
+        time.sleep(0.001)
+    return (time.monotonic() - began) * 1000.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="8,32")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    from supervisor.restarts import FIRST_DELAY
+
+    print("| step | N | median ms | worst ms | floor ms | target |")
+    print("| --- | --: | --: | --: | --: | --- |")
+    for workers in (int(n) for n in args.workers.split(",")):
+        samples = [supervisor_sigkill(workers) for _ in range(args.repeat)]
+        floor = statistics.median(bare_floor(workers) for _ in range(args.repeat))
+        verdict = "PASS" if max(samples) < 2000 else "MISS"
+        print(f"| supervisor SIGKILL to every process gone | {workers} | {statistics.median(samples):.1f} | {max(samples):.1f} | {floor:.1f} | < 2000 ms {verdict} |")
+        samples = [worker_sigkill(workers) for _ in range(args.repeat)]
+        floor = FIRST_DELAY * 1000.0 + statistics.median(bare_start_floor() for _ in range(args.repeat))
+        print(f"| worker SIGKILL to its replacement ready | {workers} | {statistics.median(samples):.1f} | {max(samples):.1f} | {floor:.1f} | — |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
