@@ -114,3 +114,34 @@ def test_the_strategy_restarts_siblings_with_the_failed_agent(make_team, strateg
     assert {e["agent_id"] for e in siblings} >= set(expected) - {"agent-b"}
     for name in team.names:
         assert team.assert_exactly_once(name, 12).status == "completed"
+
+
+def test_a_stop_cancels_a_pending_restart(make_team):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness import HANG
+
+    here = Path(__file__).resolve().parent
+    team = make_team(agents=1, max_cycles=2)
+    team.data["max_restarts"] = 10  # delays 0.1, 0.2, 0.4, 0.8 s...: wide windows to interrupt in
+    team.write()
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "run_entry.py"), str(team.config), "wire_faults:crash_in_agent_loop"],
+        env={**os.environ, "PYTHONPATH": f"{here}:{here.parent}"}, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + HANG
+        while len(by_event(team.events(), "worker_exited")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)  # the 4th restart is 0.8 s away
+        _, err = proc.communicate(timeout=HANG)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err  # stopped gracefully; nothing left running unsaved
+    events = team.events()
+    assert len(by_event(events, "worker_restarted")) == 3
+    assert by_event(events, "supervisor_stopped")[0]["status"] == "interrupted"
