@@ -54,28 +54,36 @@ def _ts(event: dict) -> float:
     return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
+def _start_team(root: Path, workers: int) -> tuple[subprocess.Popen, list[dict]]:
+    """`python -m supervisor` with N agents whose replies stay in flight; returns it and its worker_started events."""
+    config = root / "team.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "team": "bench",
+                "storage": "state",
+                "llm": {"provider": "scripted", "latency": 60.0},
+                "agents": [{"name": f"a{i}", "task": "t", "max_cycles": 3} for i in range(workers)],
+            }
+        )
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(config)], stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        started = _wait(root / "state" / "events.jsonl", lambda ev: [e for e in ev if e["event"] == "worker_started"], workers)
+    except RuntimeError:
+        proc.kill()
+        raise
+    time.sleep(0.3)  # every worker idle in its reply
+    return proc, started
+
+
 def worker_sigkill(workers: int) -> float:
     """ms from SIGKILL of one worker to its replacement reporting ready."""
     root = Path(tempfile.mkdtemp(prefix="bench-faults-"))
     try:
-        config = root / "team.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "team": "bench",
-                    "storage": "state",
-                    "llm": {"provider": "scripted", "latency": 60.0},
-                    "agents": [{"name": f"a{i}", "task": "t", "max_cycles": 3} for i in range(workers)],
-                }
-            )
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", str(config)], stdout=subprocess.DEVNULL, start_new_session=True
-        )
+        proc, started = _start_team(root, workers)
         events = root / "state" / "events.jsonl"
         try:
-            started = _wait(events, lambda ev: [e for e in ev if e["event"] == "worker_started"], workers)
-            time.sleep(0.3)
             victim = started[workers // 2]
             killed_at = time.time()
             os.kill(int(victim["pid"]), signal.SIGKILL)
@@ -119,33 +127,9 @@ def bare_start_floor() -> float:
 
 def supervisor_sigkill(workers: int) -> float:
     """ms from SIGKILL of the supervisor to every process it started being gone."""
-    root = Path(tempfile.mkdtemp(prefix="bench-parent-death-"))
+    root = Path(tempfile.mkdtemp(prefix="bench-faults-"))
     try:
-        config = root / "team.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "team": "bench",
-                    "storage": "state",
-                    "llm": {"provider": "scripted", "latency": 60.0},
-                    "agents": [{"name": f"a{i}", "task": "t", "max_cycles": 3} for i in range(workers)],
-                }
-            )
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", str(config)], stdout=subprocess.DEVNULL, start_new_session=True
-        )
-        events = root / "state" / "events.jsonl"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            lines = events.read_text().splitlines() if events.exists() else []
-            if sum(json.loads(line)["event"] == "worker_started" for line in lines if line) == workers:
-                break
-            time.sleep(0.02)
-        else:
-            proc.kill()
-            raise RuntimeError("workers never became ready")
-        time.sleep(0.3)
+        proc, _ = _start_team(root, workers)
         family = [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
         began = time.monotonic()
         os.kill(proc.pid, signal.SIGKILL)
