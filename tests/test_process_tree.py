@@ -33,3 +33,41 @@ def test_a_workers_tools_die_with_it(make_team, tmp_path, entry, how):
     exited = by_event(team.events(), "worker_exited")[0]
     assert exited["status"] == "failed" and exited["pid"] == noted["worker"]
     assert "Traceback" not in result.stderr
+
+
+def test_adopted_orphans_are_reaped_while_the_supervisor_runs(make_team, tmp_path):
+    """No zombie piles up under the supervisor, as none would under a good PID 1."""
+    import signal
+    import time
+
+    import psutil
+
+    team = make_team(agents=1, max_cycles=1)
+    team.data["max_restarts"] = 50  # it keeps crashing, leaving orphans each time; the supervisor lives on
+    team.write()
+    tools_file = tmp_path / "tools.json"
+    env = {**os.environ, "PYTHONPATH": f"{HERE}:{HERE.parent}", "TOOLS_FILE": str(tools_file)}
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "run_entry.py"), str(team.config), "wire_faults:tools_then_crash"],
+        env=env, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + HANG
+        while len(by_event(team.events(), "worker_exited")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(by_event(team.events(), "worker_exited")) >= 3
+        supervisor = psutil.Process(proc.pid)
+
+        def zombies() -> list[int]:
+            return [c.pid for c in supervisor.children() if c.status() == psutil.STATUS_ZOMBIE]
+
+        # Three crashed workers left six tools behind, all adopted; none may linger as a zombie.
+        settle = time.monotonic() + 2
+        while zombies() and time.monotonic() < settle:
+            time.sleep(0.01)
+        assert zombies() == []
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(HANG) in (0, 3)
+    finally:
+        proc.kill()
+        proc.wait()
