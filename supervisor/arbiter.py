@@ -106,6 +106,11 @@ class AgentRecord:
         self.kill_at = None
 
     @property
+    def running(self) -> bool:
+        """A worker is up and has not said its last word."""
+        return self.worker is not None and not self.exited and self.stopped is None
+
+    @property
     def process(self) -> WorkerProcess:
         """The worker of an agent that was started (every handler's case)."""
         if self.worker is None:
@@ -254,10 +259,7 @@ class Arbiter:
 
     def _watched_for_hangs(self) -> list[AgentRecord]:
         """Workers expected to beat: running, not yet stopped, not already being killed."""
-        return [
-            r for r in self.agents.values()
-            if r.worker is not None and not r.exited and r.stopped is None and not r.killed_by_us and r.failure is None
-        ]
+        return [r for r in self.agents.values() if r.running and not r.killed_by_us and r.failure is None]
 
     def _check_hangs(self, now: float) -> None:
         """A worker silent for its hang_timeout is killed, process group and all, and fails."""
@@ -307,11 +309,23 @@ class Arbiter:
                 record.restart_at = None
                 record.status = INTERRUPTED
                 record.failure = None
-        msg = self._new_interrupt(mode, source, message, team_wide=True)
-        issued_at = msg.issued_at
-        running = [r for r in self.agents.values() if r.worker is not None and not r.exited and r.stopped is None]
+        running = [r for r in self.agents.values() if r.running]
+        self._issue(mode, source, message, running, team_wide=True)
+        shutdown = self.config.shutdown
+        if mode == GRACEFUL:
+            self.deadline = time.monotonic() + shutdown.graceful_timeout
+        else:
+            self.forced = self.forced or bool(running)
+            self.deadline = None
+            self.kill_deadline = time.monotonic() + shutdown.immediate_timeout
+
+    def _issue(self, mode: str, source: str, message: str, records: list[AgentRecord], *, team_wide: bool) -> None:
+        """One interrupt to `records`: the fan-out first, then the log line (it can wait a millisecond)."""
+        issued_at = time.time()
+        msg = Interrupt(interrupt_id=len(self.interrupts) + 1, mode=mode, source=source, message=message, issued_at=issued_at)
+        self.interrupts[msg.interrupt_id] = IssuedInterrupt(message=msg, timestamp=_iso(issued_at), team_wide=team_wide)
         frame = encode(msg)  # one encoding for every worker
-        for record in running:  # the fan-out first: logging and printing can wait a millisecond
+        for record in records:
             record.process.send_frame(frame)
             self._watch_writes(record)
         self.log.emit(
@@ -322,21 +336,8 @@ class Arbiter:
             message=message,
             interrupt_id=msg.interrupt_id,
             issued_at=issued_at,
-            workers=len(running),
+            workers=len(records),
         )
-        shutdown = self.config.shutdown
-        if mode == GRACEFUL:
-            self.deadline = time.monotonic() + shutdown.graceful_timeout
-        else:
-            self.forced = self.forced or bool(running)
-            self.deadline = None
-            self.kill_deadline = time.monotonic() + shutdown.immediate_timeout
-
-    def _new_interrupt(self, mode: str, source: str, message: str, *, team_wide: bool) -> Interrupt:
-        issued_at = time.time()
-        msg = Interrupt(interrupt_id=len(self.interrupts) + 1, mode=mode, source=source, message=message, issued_at=issued_at)
-        self.interrupts[msg.interrupt_id] = IssuedInterrupt(message=msg, timestamp=_iso(issued_at), team_wide=team_wide)
-        return msg
 
     # ---- restarts ----------------------------------------------------------------
 
@@ -360,7 +361,7 @@ class Arbiter:
         order = [a.name for a in self.config.agents]
         for name in restarts_with(self.config.strategy, order, record.name):
             sibling = self.agents[name]
-            if sibling is not record and sibling.worker is not None and not sibling.exited and sibling.stopped is None:
+            if sibling is not record and sibling.running:
                 self._stop_to_restart(sibling, record.name)
 
     def _schedule_restart(self, record: AgentRecord, now: float, delay: float) -> None:
@@ -371,14 +372,7 @@ class Arbiter:
         """Stop a sibling at once (its last checkpoint is its truth) so it restarts with `because`."""
         record.joining_restart = True
         record.kill_at = time.monotonic() + self.config.shutdown.immediate_timeout
-        message = f"restarting with {because} ({self.config.strategy})"
-        msg = self._new_interrupt(IMMEDIATE, SYSTEM, message, team_wide=False)
-        self.log.emit(
-            "interrupt_initiated", agent_id=self.config.team, source=SYSTEM, mode=IMMEDIATE, message=message,
-            interrupt_id=msg.interrupt_id, issued_at=msg.issued_at, workers=1,
-        )
-        record.process.send(msg)
-        self._watch_writes(record)
+        self._issue(IMMEDIATE, SYSTEM, f"restarting with {because} ({self.config.strategy})", [record], team_wide=False)
 
     def _give_up(self, record: AgentRecord, policy: RestartPolicy) -> None:
         """Beyond its restart intensity the agent has failed, and the team stops gracefully."""
@@ -399,9 +393,9 @@ class Arbiter:
                 record.killed_by_us = True
                 record.process.kill_tree()
             if record.restart_at is not None and now >= record.restart_at:
-                self._restart(record, now)
+                self._restart(record)
 
-    def _restart(self, record: AgentRecord, now: float) -> None:
+    def _restart(self, record: AgentRecord) -> None:
         record.reset_for_restart()
         self._start(record.name)
         if record.worker is not None:
