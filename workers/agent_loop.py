@@ -14,7 +14,7 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from protocol import (
     COMPLETED,
@@ -98,6 +98,15 @@ class InterruptState:
         return self.immediate or self.graceful
 
 
+class SavedCheckpoint(NamedTuple):
+    """The last checkpoint this worker knows to be durable."""
+
+    cycle: int
+    status: str
+    checkpoint_id: str
+    durable_at: float
+
+
 class AgentWorker:
     """Runs one agent's spec to completion or interruption, talking over `link`."""
 
@@ -107,7 +116,7 @@ class AgentWorker:
         self.interrupts = InterruptState()
         self._started: asyncio.Future[Start] = asyncio.get_running_loop().create_future()
         self._cycle_task: Optional[asyncio.Task[Any]] = None
-        self._last_saved: Optional[tuple[int, str, str, float]] = None  # cycle, status, id, durable_at
+        self._last_saved: Optional[SavedCheckpoint] = None
 
     # ---- incoming messages (called from the link, never blocks) -----------
 
@@ -155,7 +164,7 @@ class AgentWorker:
             try:
                 return await self._run_agent(start)
             except Exception as exc:  # a bug: report it in one line, keep the last durable checkpoint
-                return self._fail("crash", describe_exception(exc), self._last_saved[0] if self._last_saved else 0, 0.0)
+                return self._fail("crash", describe_exception(exc), self._durable_cycle, 0.0)
         finally:
             heartbeat.cancel()
             await self.link.close()
@@ -179,7 +188,7 @@ class AgentWorker:
         llm = spec["llm"]
         if checkpoint is not None:
             convo = Conversation.from_checkpoint(checkpoint)
-            self._last_saved = (checkpoint.cycle, checkpoint.status, checkpoint.checkpoint_id, 0.0)
+            self._last_saved = SavedCheckpoint(checkpoint.cycle, checkpoint.status, checkpoint.checkpoint_id, 0.0)
         else:
             convo = Conversation.fresh(llm.get("system_prompt", ""), spec["task"])
         max_cycles = int(spec["max_cycles"])
@@ -196,8 +205,8 @@ class AgentWorker:
             )
         )
         if done:
-            if convo.status != COMPLETED:
-                self._save(store, convo, COMPLETED)
+            if convo.status != COMPLETED and not self._save_or_fail(store, convo, COMPLETED):
+                return EXIT_FAILED
             self._report_stopped(convo, COMPLETED, reason="already complete")
             return EXIT_OK
         try:
@@ -249,7 +258,7 @@ class AgentWorker:
             self._report_stopped(self._durable_conversation(convo), INTERRUPTED, reason=self._stop_reason())
             return EXIT_OK
         final = COMPLETED if convo.cycle >= max_cycles else INTERRUPTED
-        if self._last_saved is None or self._last_saved[:2] != (convo.cycle, final):
+        if self._last_saved is None or (self._last_saved.cycle, self._last_saved.status) != (convo.cycle, final):
             if not self._save_or_fail(store, convo, final):
                 return EXIT_FAILED
         self._report_stopped(convo, final, reason=self._stop_reason() if final == INTERRUPTED else "")
@@ -260,7 +269,7 @@ class AgentWorker:
     def _save(self, store: CheckpointStore, convo: Conversation, status: str) -> None:
         result = store.save(cycle=convo.cycle, status=status, messages=convo.messages, budget_spent_usd=convo.budget_spent_usd)
         convo.status = status
-        self._last_saved = (convo.cycle, status, result.checkpoint_id, result.durable_at)
+        self._last_saved = SavedCheckpoint(convo.cycle, status, result.checkpoint_id, result.durable_at)
         self._send(
             CheckpointSaved(
                 checkpoint_id=result.checkpoint_id,
@@ -277,14 +286,17 @@ class AgentWorker:
             self._save(store, convo, status)
             return True
         except (CheckpointWriteError, OSError) as exc:
-            durable = self._last_saved[0] if self._last_saved else 0
-            self._fail("storage", str(exc), durable, convo.budget_spent_usd)
+            self._fail("storage", str(exc), self._durable_cycle, convo.budget_spent_usd)
             return False
+
+    @property
+    def _durable_cycle(self) -> int:
+        """Cycles completed as far as the disk knows: the truth after an immediate stop."""
+        return self._last_saved.cycle if self._last_saved else 0
 
     def _durable_conversation(self, convo: Conversation) -> Conversation:
         """After an immediate stop only what is on disk counts."""
-        cycle = self._last_saved[0] if self._last_saved else 0
-        return Conversation(cycle=cycle, messages=[], budget_spent_usd=convo.budget_spent_usd)
+        return Conversation(cycle=self._durable_cycle, messages=[], budget_spent_usd=convo.budget_spent_usd)
 
     def _report_corrupt(self, checkpoint_id: str, reason: str) -> None:
         self._send(Event(event="checkpoint_corrupt", level="warning", fields={"checkpoint_id": checkpoint_id, "error": reason}))
@@ -297,8 +309,8 @@ class AgentWorker:
 
     def _report_stopped(self, convo: Conversation, status: str, reason: str) -> None:
         latest = self.interrupts.latest
-        saved_id = self._last_saved[2] if self._last_saved else None
-        durable_at = self._last_saved[3] if self._last_saved else None
+        saved_id = self._last_saved.checkpoint_id if self._last_saved else None
+        durable_at = self._last_saved.durable_at if self._last_saved else None
         if self.interrupts.must_stop_now:
             durable_at = time.time()  # nothing new is written: the stop itself is the moment state is final
         counts = self.interrupts.counts
@@ -320,6 +332,6 @@ class AgentWorker:
     def _fail(self, kind: str, message: str, cycle: int, spent: float) -> int:
         """End the agent as failed; the last durable checkpoint is left as it is."""
         self._send(Error(kind=kind, message=message, fatal=True))
-        saved_id = self._last_saved[2] if self._last_saved else None
+        saved_id = self._last_saved.checkpoint_id if self._last_saved else None
         self._send(Stopped(status=FAILED, cycle=cycle, checkpoint_id=saved_id, budget_spent_usd=spent, reason=message))
         return EXIT_FAILED
