@@ -1,6 +1,8 @@
-"""The wire between supervisor and workers: messages, framing, versioning.
+"""The contract between a parent and its children: messages, framing, versioning.
 
-Imports neither `supervisor` nor `workers`; both sides import it.
+`lineage` holds the rest of that contract (a child leaves the terminal's
+signals to its parent and dies with it). Imports neither `supervisor` nor
+`workers`; both sides import it.
 """
 
 from protocol.errors import ProtocolError

@@ -10,25 +10,17 @@ owns (the CLI): a program embedding it may have children of its own.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import sys
 
 import psutil
 
-PR_SET_CHILD_SUBREAPER = 36
+from protocol.lineage import PR_SET_CHILD_SUBREAPER, prctl
 
 
 def become_subreaper() -> bool:
     """Adopt orphaned descendants (Linux); False where the kernel cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 class Reaper:

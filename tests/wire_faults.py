@@ -74,7 +74,7 @@ def forged_events(sock: socket.socket, supervisor_pid: int) -> None:
 def deaf_worker(sock: socket.socket, supervisor_pid: int) -> None:
     """Detaches like a real worker, then never reads its pipe (a wedged agent)."""
     from protocol import Ready
-    from workers.entry import detach
+    from protocol.lineage import detach
 
     detach(supervisor_pid)
     sock.sendall(encode(Ready(agent="agent-a", pid=os.getpid(), cycle=0, max_cycles=1, status="running", resumed=False)))
@@ -89,7 +89,7 @@ def _start_tools(sock: socket.socket, supervisor_pid: int) -> None:
     import sys
 
     from protocol import Ready
-    from workers.entry import detach
+    from protocol.lineage import detach
 
     detach(supervisor_pid)
     in_group = subprocess.Popen(["sleep", "300"])

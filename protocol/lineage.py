@@ -1,0 +1,80 @@
+"""The other half of the parent-child contract: who gets the signals, and dying together.
+
+Every process the supervisor tree starts (a worker, a group's sub-supervisor)
+makes the same promises to its parent, besides speaking the wire: it leaves
+the terminal's signals to the parent (its own session, SIGINT ignored, so a
+Ctrl+C never reaches it and its own children can be killed as one group), and
+it dies with its parent, even when the parent is killed by SIGKILL (Linux's
+parent-death signal, then a re-check of the parent to close the race).
+
+The child's immediate parent is the forkserver it was forked from, which
+exits when the supervisor does once no child holds the forkserver's 'alive'
+pipe open; so each child drops that pipe here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def prctl(option: int, value: int) -> bool:
+    """Linux's prctl(2) with one argument; False where it is missing or refused."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(option, value, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_forkserver() -> None:
+    """Drop our copy of the parent forkserver's 'alive' pipe.
+
+    multiprocess hands every forkserver child the write end of the pipe whose
+    EOF tells the forkserver that its client is gone. While any child holds
+    it, the forkserver outlives a killed supervisor, so the children's parent
+    never dies and the parent-death signal never fires.
+    """
+    try:
+        from multiprocess import forkserver
+
+        fd = forkserver._forkserver._forkserver_alive_fd
+        if fd is not None:
+            forkserver._forkserver._forkserver_alive_fd = None
+            os.close(fd)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def detach(supervisor_pid: int) -> None:
+    """Leave the terminal's signals to the supervisor and die with it."""
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # the forkserver ignored these for us; tools get defaults
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a session leader
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    release_forkserver()
+    # The parent may have died before prctl took effect: check once after it.
+    if os.getppid() != parent or not pid_alive(supervisor_pid):
+        os._exit(0)
