@@ -6,6 +6,13 @@ The two-stage stop is a small state machine: the first SIGINT/SIGTERM sends a
 GRACEFUL interrupt to every worker and arms `graceful_timeout`; a second one
 (or that timeout) sends IMMEDIATE and arms `immediate_timeout`; when that runs
 out, what is left is killed, process group and all.
+
+The same loop runs a group's sub-supervisor (`supervisor.group`), one level
+down: its children are agents only, its interrupts come from its parent's
+pipe instead of from signals, and its events travel up that pipe. Its parent
+sees the group as one child, started, watched, interrupted and restarted by
+the same rules as a worker; the group's events are trusted and written as
+they come, which is how its agents' lines reach the one event log.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from protocol import (
     COMPLETED,
@@ -24,6 +31,7 @@ from protocol import (
     GRACEFUL,
     IMMEDIATE,
     INTERRUPTED,
+    RUNNING,
     SYSTEM,
     USER,
     Ack,
@@ -40,10 +48,10 @@ from protocol import (
     Stopped,
     encode,
 )
-from supervisor.config import RestartPolicy, TeamConfig
+from supervisor.config import AGENT, GROUP, RestartPolicy, TeamConfig
 from supervisor.console import Console
-from supervisor.events import EventLog
-from supervisor.process import WORKER_ENTRY, WorkerProcess
+from supervisor.events import EventWriter
+from supervisor.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess
 from supervisor.restarts import RestartBook, restarts_with, wants_restart
 from supervisor.reaper import Reaper, become_subreaper
 from supervisor.signals import HANDLED, SignalQueue
@@ -65,6 +73,7 @@ SIGNAL_WORDS: dict[int, tuple[str, str, str, Optional[str]]] = {
     signal.SIGHUP: (SYSTEM, "SIGHUP", "Terminal closed (SIGHUP): graceful shutdown", None),
 }
 REAP_GRACE = 5.0  # seconds to wait for the kernel after SIGKILL before giving up on a pid
+BEAT_INTERVAL = 1.0  # a group's heartbeat to its parent, as a worker's
 RESERVED_FIELDS = frozenset({"timestamp", "level", "event", "agent_id"})
 WORKER_EVENTS = frozenset({"checkpoint_corrupt", "checkpoint_temp_removed"})  # logged under their own name
 
@@ -75,10 +84,15 @@ def _iso(ts: float) -> str:
 
 @dataclass
 class AgentRecord:
-    """The supervisor's view of one agent during a run."""
+    """The supervisor's view of one child (an agent's worker, or a group) during a run.
+
+    An agent inside a group has a record too, at the root, kept up to date from
+    the group's events; it has no process of its own here.
+    """
 
     name: str
     max_cycles: int
+    kind: str = AGENT
     cycle: int = 0
     status: str = "starting"
     checkpoint_id: Optional[str] = None
@@ -132,6 +146,7 @@ class AgentRecord:
 class IssuedInterrupt:
     message: Interrupt
     timestamp: str
+    public_id: Union[int, str]  # the id in the event stream: the root's, across the whole tree
     reached: set[str] = field(default_factory=set)
     team_wide: bool = True  # False: sent to some workers only, to restart them with a sibling
 
@@ -140,25 +155,41 @@ class Arbiter:
     def __init__(
         self,
         config: TeamConfig,
-        log: EventLog,
+        log: EventWriter,
         console: Console,
         resumed: dict[str, int],
         entry: str = WORKER_ENTRY,
         own_process: bool = False,
+        parent: Optional[FramedPipe] = None,
     ) -> None:
         self.config = config
         self.log = log
         self.console = console
         self.resumed = resumed
         self.entry = entry
-        self.agents = {a.name: AgentRecord(name=a.name, max_cycles=a.max_cycles) for a in config.agents}
-        self.hang_timeouts = {a.name: config.hang_timeout_of(a.name) for a in config.agents}
-        self.books = {a.name: RestartBook(config.restart_policy(a.name)) for a in config.agents}
+        self.agents: dict[str, AgentRecord] = {}  # the children, in start order
+        for name, kind in config.children():
+            if kind == GROUP:
+                cycles = sum(a.max_cycles for a in config.group(name).agents)
+            else:
+                cycles = config.agent(name).max_cycles
+            self.agents[name] = AgentRecord(name=name, max_cycles=cycles, kind=kind)
+        # Agents inside groups: rows for the statistics, and who each group may speak for.
+        self.members = {a.name: AgentRecord(name=a.name, max_cycles=a.max_cycles) for g in config.groups for a in g.agents}
+        self.speaks_for = {g.name: {g.name, *(a.name for a in g.agents)} for g in config.groups}
+        self.hang_timeouts = {name: config.hang_timeout_of(name) for name in self.agents}
+        self.books = {name: RestartBook(config.restart_policy(name)) for name in self.agents}
         self.selector = selectors.DefaultSelector()
-        # A process the supervisor owns (the CLI) also adopts and reaps orphans, as PID 1 would.
+        # A process the supervisor owns (the CLI, a group) also adopts and reaps orphans, as PID 1 would.
         self.own_process = own_process
         self.reaper: Optional[Reaper] = None
-        self.signals = SignalQueue(HANDLED + (signal.SIGCHLD,) if own_process else HANDLED)
+        # A group takes its orders from its parent's pipe, not from signals.
+        self.parent = parent
+        self.parent_interrupt: Optional[int] = None  # the parent's last interrupt that reached us
+        self.next_beat = 0.0
+        handled = () if parent is not None else HANDLED
+        self.signals = SignalQueue(handled + (signal.SIGCHLD,) if own_process else handled)
+        self.lifecycle = "group" if parent is not None else "supervisor"  # group_started / supervisor_started
         self.mode: Optional[str] = None
         self.interrupts: dict[int, IssuedInterrupt] = {}
         self.forced = False
@@ -166,15 +197,24 @@ class Arbiter:
         self.kill_deadline: Optional[float] = None
         self.reap_deadline: Optional[float] = None
         self._watched_pipes: set[Any] = set()
-        self._handlers: dict[type, Any] = {
-            Heartbeat: self._on_heartbeat,
-            Ready: self._on_ready,
-            CycleDone: self._on_cycle_done,
-            CheckpointSaved: self._on_checkpoint_saved,
-            Ack: self._on_ack,
-            Stopped: self._on_stopped,
-            Error: self._on_error,
-            Event: self._on_event,
+        self._handlers: dict[str, dict[type, Any]] = {
+            AGENT: {
+                Heartbeat: self._on_heartbeat,
+                Ready: self._on_ready,
+                CycleDone: self._on_cycle_done,
+                CheckpointSaved: self._on_checkpoint_saved,
+                Ack: self._on_ack,
+                Stopped: self._on_stopped,
+                Error: self._on_error,
+                Event: self._on_event,
+            },
+            GROUP: {  # a group reports through events; it has no cycles or checkpoints of its own
+                Heartbeat: self._on_heartbeat,
+                Ack: self._on_ack,
+                Stopped: self._on_stopped,
+                Error: self._on_error,
+                Event: self._on_group_event,
+            },
         }
         self._group_delay = 0.0  # the delay of the restart that siblings join
         self.started_at = time.monotonic()
@@ -187,17 +227,21 @@ class Arbiter:
             self.reaper = Reaper()
         self.signals.install()
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, ("signal", None))
+        if self.parent is not None:
+            self.selector.register(self.parent.sock, selectors.EVENT_READ, ("parent", None))
         try:
             self.log.emit(
-                "supervisor_started",
+                f"{self.lifecycle}_started",
                 agent_id=self.config.team,
                 team=self.config.team,
                 pid=os.getpid(),
-                agents=list(self.agents),
+                agents=[a.name for a in self.config.all_agents()],
                 resumed=sorted(self.resumed),
+                **self._groups_field(),
             )
-            for agent in self.config.agents:
-                self._start(agent.name)
+            self._watch_parent()
+            for name in self.agents:
+                self._start(name)
             while self._live():
                 self._tick()
             return self._finish()
@@ -206,13 +250,16 @@ class Arbiter:
             self.signals.restore()
             self.selector.close()
 
+    def _groups_field(self) -> dict[str, Any]:
+        return {"groups": [g.name for g in self.config.groups]} if self.config.groups else {}
+
     def _start(self, name: str) -> None:
         record = self.agents[name]
         try:
-            worker = WorkerProcess.start(name, self.entry)
+            worker = WorkerProcess.start(name, GROUP_ENTRY if record.kind == GROUP else self.entry)
         except Exception as exc:  # cannot fork: out of memory, pid limit
             record.status = FAILED
-            record.failure = f"could not start worker: {exc}"
+            record.failure = f"could not start {'group' if record.kind == GROUP else 'worker'}: {exc}"
             record.exited = True
             self.log.emit("worker_error", level="error", agent_id=name, kind="start", message=record.failure, fatal=True)
             self._after_exit(record, FAILED)
@@ -223,12 +270,18 @@ class Arbiter:
         self.selector.register(worker.sock, selectors.EVENT_READ, ("pipe", record))
         self._watched_pipes.add(worker.sock)
         self.selector.register(worker.sentinel, selectors.EVENT_READ, ("exit", record))
-        worker.send(Start(agent=name, spec=self.config.agent_spec(name)))
+        worker.send(Start(agent=name, spec=self._spec(record)))
         if self.mode is not None:
             for issued in self.interrupts.values():
                 if issued.team_wide:
                     worker.send(issued.message)
         self._watch_writes(record)
+
+    def _spec(self, record: AgentRecord) -> dict[str, Any]:
+        """A child's Start spec: an agent's, or a group's whole config (and which workers to run)."""
+        if record.kind == GROUP:
+            return {"config": self.config.group_config(record.name).to_spec(), "worker_entry": self.entry}
+        return self.config.agent_spec(record.name)
 
     def _live(self) -> bool:
         return any(not r.exited or r.restart_at is not None for r in self.agents.values())
@@ -247,10 +300,15 @@ class Arbiter:
                 self._watch_writes(record)
             elif kind == "exit":
                 self._reap(record)
+            elif kind == "parent":
+                self._on_parent(mask)
         self._check_deadlines()
+        self._watch_parent()  # events queued for the parent this tick
 
     def _timeout(self) -> Optional[float]:
         deadlines = [d for d in (self.deadline, self.kill_deadline, self.reap_deadline) if d is not None]
+        if self.parent is not None and self.parent.pipe_open:
+            deadlines.append(self.next_beat)
         deadlines += [d for r in self.agents.values() for d in (r.restart_at, r.kill_at) if d is not None]
         deadlines += [record.last_heartbeat + self.hang_timeouts[record.name] for record in self._watched_for_hangs()]
         if not deadlines:
@@ -299,8 +357,13 @@ class Arbiter:
             self.console.line(f"🛑 {what} again: killing what is left now.")
             self._kill_all()
 
-    def interrupt(self, mode: str, source: str, message: str) -> None:
-        """Send one interrupt to every worker still running; arm the next deadline."""
+    def interrupt(self, mode: str, source: str, message: str, *, relayed: Optional[Interrupt] = None) -> None:
+        """Send one interrupt to every worker still running; arm the next deadline.
+
+        `relayed` is the parent's interrupt a group passes down: it keeps the
+        parent's id and issue time (so latencies run from the root), and the
+        escalation after graceful_timeout is the parent's to make, not ours.
+        """
         if self.mode == IMMEDIATE or (self.mode == GRACEFUL and mode == GRACEFUL):
             return
         self.mode = mode
@@ -310,34 +373,101 @@ class Arbiter:
                 record.status = INTERRUPTED
                 record.failure = None
         running = [r for r in self.agents.values() if r.running]
-        self._issue(mode, source, message, running, team_wide=True)
+        self._issue(mode, source, message, running, team_wide=True, relayed=relayed)
         shutdown = self.config.shutdown
         if mode == GRACEFUL:
-            self.deadline = time.monotonic() + shutdown.graceful_timeout
+            self.deadline = None if relayed is not None else time.monotonic() + shutdown.graceful_timeout
         else:
             self.forced = self.forced or bool(running)
             self.deadline = None
             self.kill_deadline = time.monotonic() + shutdown.immediate_timeout
 
-    def _issue(self, mode: str, source: str, message: str, records: list[AgentRecord], *, team_wide: bool) -> None:
+    def _issue(
+        self, mode: str, source: str, message: str, records: list[AgentRecord], *, team_wide: bool,
+        relayed: Optional[Interrupt] = None,
+    ) -> None:
         """One interrupt to `records`: the fan-out first, then the log line (it can wait a millisecond)."""
-        issued_at = time.time()
-        msg = Interrupt(interrupt_id=len(self.interrupts) + 1, mode=mode, source=source, message=message, issued_at=issued_at)
-        self.interrupts[msg.interrupt_id] = IssuedInterrupt(message=msg, timestamp=_iso(issued_at), team_wide=team_wide)
+        issued_at = relayed.issued_at if relayed is not None else time.time()
+        local_id = len(self.interrupts) + 1
+        if relayed is not None:
+            public_id: Union[int, str] = relayed.interrupt_id
+        else:  # a group's own interrupt (a restart, its own failure) must not collide with the root's ids
+            public_id = local_id if self.parent is None else f"{self.config.team}.{local_id}"
+        msg = Interrupt(interrupt_id=local_id, mode=mode, source=source, message=message, issued_at=issued_at)
+        self.interrupts[local_id] = IssuedInterrupt(
+            message=msg, timestamp=_iso(issued_at), public_id=public_id, team_wide=team_wide
+        )
         frame = encode(msg)  # one encoding for every worker
         for record in records:
             record.process.send_frame(frame)
             self._watch_writes(record)
+        if relayed is not None:
+            return  # the parent has logged it already
         self.log.emit(
             "interrupt_initiated",
             agent_id=self.config.team,
             source=source,
             mode=mode,
             message=message,
-            interrupt_id=msg.interrupt_id,
+            interrupt_id=public_id,
             issued_at=issued_at,
             workers=len(records),
         )
+
+    # ---- the parent (a group's sub-supervisor only) ---------------------------------
+
+    def _on_parent(self, mask: int) -> None:
+        parent = self.parent
+        if parent is None:
+            return
+        if mask & selectors.EVENT_WRITE:
+            parent.flush()
+        if mask & selectors.EVENT_READ:
+            try:
+                messages = parent.receive()
+            except ProtocolError:
+                messages, parent.pipe_open = [], False
+            for message in messages:
+                if isinstance(message, Interrupt):
+                    self._on_parent_interrupt(message)
+            # Anything else from a parent is ignored: it only ever sends interrupts after Start.
+        if not parent.pipe_open:
+            self._orphaned()
+        else:
+            self._watch_parent()
+
+    def _on_parent_interrupt(self, msg: Interrupt) -> None:
+        """The parent's interrupt: pass it down first, then acknowledge it up."""
+        self.parent_interrupt = msg.interrupt_id
+        self.interrupt(msg.mode, msg.source, msg.message, relayed=msg)
+        if self.parent is not None:
+            self.parent.send(Ack(interrupt_id=msg.interrupt_id, received_at=time.time()))
+
+    def _orphaned(self) -> None:
+        """The parent is gone: nobody is left to report to, so nothing may outlive us."""
+        parent = self.parent
+        if parent is not None and parent.sock.fileno() != -1:
+            try:
+                self.selector.unregister(parent.sock)
+            except (KeyError, ValueError):
+                pass
+        self.parent = None
+        self.mode = IMMEDIATE  # nothing restarts
+        self._kill_all()
+
+    def _watch_parent(self) -> None:
+        parent = self.parent
+        if parent is None or not parent.pipe_open:
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if parent.outbox else 0)
+        self.selector.modify(parent.sock, events, ("parent", None))
+
+    def _beat(self, now: float) -> None:
+        """A group beats to its parent as a worker does, about once a second and no more."""
+        if self.parent is None or now < self.next_beat:
+            return
+        self.next_beat = now + BEAT_INTERVAL
+        self.parent.send(Heartbeat(sent_at=time.time()))
 
     # ---- restarts ----------------------------------------------------------------
 
@@ -358,7 +488,7 @@ class Arbiter:
             return
         self._group_delay = delay
         self._schedule_restart(record, now, delay)
-        order = [a.name for a in self.config.agents]
+        order = list(self.agents)  # start order: agents, then groups
         for name in restarts_with(self.config.strategy, order, record.name):
             sibling = self.agents[name]
             if sibling is not record and sibling.running:
@@ -377,6 +507,7 @@ class Arbiter:
     def _give_up(self, record: AgentRecord, policy: RestartPolicy) -> None:
         """Beyond its restart intensity the agent has failed, and the team stops gracefully."""
         record.status = FAILED
+        what = "group" if record.kind == GROUP else "agent"
         record.failure = (
             f"failed {policy.max_restarts + 1} times within {policy.restart_window:g}s "
             f"(max_restarts {policy.max_restarts}): {record.failure}"
@@ -384,7 +515,7 @@ class Arbiter:
         self.log.emit("restart_limit_reached", level="error", agent_id=record.name, max_restarts=policy.max_restarts,
                       restart_window=policy.restart_window, reason=record.failure)
         self.console.line(f"[{record.name}] ❌ {record.failure}; stopping the team.")
-        self.interrupt(GRACEFUL, SYSTEM, f"agent {record.name} failed beyond its restart limit")
+        self.interrupt(GRACEFUL, SYSTEM, f"{what} {record.name} failed beyond its restart limit")
 
     def _check_restarts(self, now: float) -> None:
         for record in self.agents.values():
@@ -400,12 +531,13 @@ class Arbiter:
         self._start(record.name)
         if record.worker is not None:
             self.log.emit(
-                "worker_restarted", agent_id=record.name, pid=record.pid,
+                f"{'group' if record.kind == GROUP else 'worker'}_restarted", agent_id=record.name, pid=record.pid,
                 attempt=self.books[record.name].attempts, cycle=record.cycle,
             )
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        self._beat(now)
         self._check_hangs(now)
         self._check_restarts(now)
         if self.deadline is not None and now >= self.deadline:
@@ -474,9 +606,9 @@ class Arbiter:
     def _dispatch(self, record: AgentRecord, message: Message, received_at: float) -> None:
         """One small handler per message type; anything else breaks the protocol."""
         record.last_heartbeat = time.monotonic()
-        handler = self._handlers.get(type(message))
+        handler = self._handlers[record.kind].get(type(message))
         if handler is None:  # Start and Interrupt travel the other way only
-            self._protocol_failure(record, f"unexpected {message.type} message from worker")
+            self._protocol_failure(record, f"unexpected {message.type} message from {record.kind}")
             return
         handler(record, message, received_at)
 
@@ -494,6 +626,7 @@ class Arbiter:
             pid=ready.pid,
             cycle=ready.cycle,
             max_cycles=ready.max_cycles,
+            status=ready.status,
             resumed=ready.resumed,
             startup_ms=round((time.monotonic() - record.process.started_at) * 1000.0, 3),
         )
@@ -538,11 +671,30 @@ class Arbiter:
         else:
             self.log.emit("worker_event", level=level, agent_id=record.name, name=event.event, **fields)
 
+    def _on_group_event(self, record: AgentRecord, event: Event, received_at: float) -> None:
+        """A group's events are the supervisor's own, one level down: written as they come.
+
+        A group speaks only for itself and its agents; a line about anyone else
+        means the group is broken, and it is stopped like any protocol breaker.
+        """
+        agent_id = event.fields.get("agent_id")
+        if agent_id not in self.speaks_for.get(record.name, ()):
+            self._protocol_failure(record, f"group event {event.event!r} about {agent_id!r}, not one of its own")
+            return
+        fields = {k: v for k, v in event.fields.items() if k not in ("timestamp", "level", "event")}
+        level = event.level if event.level in ("debug", "info", "warning", "error") else "info"
+        self.log.emit(event.event, level=level, **fields)
+        member = self.members.get(str(agent_id))
+        if member is not None:
+            _track(member, event.event, fields)
+
     def _on_ack(self, record: AgentRecord, ack: Ack, received_at: float) -> None:
         issued = self.interrupts.get(ack.interrupt_id)
         if issued is None or record.name in issued.reached:
             return
         issued.reached.add(record.name)
+        if record.kind == GROUP:
+            return  # the group logs each of its agents' acks itself
         msg = issued.message
         self.log.emit(
             "interrupt_initiated",
@@ -550,7 +702,7 @@ class Arbiter:
             source=msg.source,
             mode=msg.mode,
             message=msg.message,
-            interrupt_id=msg.interrupt_id,
+            interrupt_id=issued.public_id,
             ack_ms=round((received_at - msg.issued_at) * 1000.0, 3),  # issue to the ack's arrival here
         )
 
@@ -563,7 +715,7 @@ class Arbiter:
         if stopped.status == FAILED:
             record.failure = record.failure or stopped.reason
         issued = self.interrupts.get(stopped.interrupt_id) if stopped.interrupt_id is not None else None
-        if issued is not None:
+        if issued is not None and record.kind == AGENT:  # a group's agents report their own stops
             msg = issued.message
             latency = ((stopped.durable_at or time.time()) - msg.issued_at) * 1000.0
             self.log.emit(
@@ -574,6 +726,7 @@ class Arbiter:
                 latency_ms=round(max(latency, 0.0), 3),
                 mode=msg.mode,
                 source=msg.source,
+                interrupt_id=issued.public_id,
                 total_interrupts=stopped.total_interrupts,
                 graceful_interrupts=stopped.graceful_interrupts,
                 immediate_interrupts=stopped.immediate_interrupts,
@@ -604,15 +757,22 @@ class Arbiter:
         record.status = status
         if status == FAILED:
             record.failure = reason
+        budget = {"budget_spent_usd": record.stopped.budget_spent_usd} if record.stopped is not None else {}
         self.log.emit(
-            "worker_exited",
+            f"{'group' if record.kind == GROUP else 'worker'}_exited",
             level="error" if status == FAILED else "info",
             agent_id=record.name,
             pid=worker.pid,
             exitcode=exitcode,
             status=status,
             reason=reason,
+            **budget,
         )
+        if record.kind == GROUP:
+            for name in self.speaks_for[record.name]:
+                member = self.members.get(name)
+                if member is not None and member.status not in (COMPLETED, FAILED, INTERRUPTED):
+                    member.status = status  # the group died before its agent said its last word
         pid = worker.pid
         worker.close()
         self._bury(pid)
@@ -628,6 +788,11 @@ class Arbiter:
             self.reaper.sweep()
 
     # ---- the end -------------------------------------------------------------------
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per agent of the tree, in config order (a group's agents from its events)."""
+        by_name = {**{r.name: r for r in self.agents.values() if r.kind == AGENT}, **self.members}
+        return [by_name[a.name].row() for a in self.config.all_agents()]
 
     def _finish(self) -> int:
         records = list(self.agents.values())
@@ -647,7 +812,7 @@ class Arbiter:
             "immediate": sum(1 for i in self.interrupts.values() if i.message.mode == IMMEDIATE),
         }
         self.log.emit(
-            "supervisor_stopped",
+            f"{self.lifecycle}_stopped",
             level="error" if status == FAILED else "info",
             agent_id=self.config.team,
             status=status,
@@ -656,6 +821,9 @@ class Arbiter:
             failed=[r.name for r in records if r.status == FAILED],
             **{f"{k}_interrupts": v for k, v in counts.items()},
         )
+        if self.parent is not None:
+            self._report_to_parent(status, records, counts)
+            return code
         first = self.interrupts.get(1)
         last = self.interrupts[max(self.interrupts)] if self.interrupts else None
         shown = None
@@ -664,8 +832,51 @@ class Arbiter:
         self.console.outcome(status, shown)
         if self.log.failure is not None:
             self.console.line(f"❌ storage {self.config.storage}: {self.log.failure} (the agents' checkpoints are intact)")
-        self.console.statistics(status, [r.row() for r in records], counts, str(self.config.storage), str(self.config.source))
+        self.console.statistics(status, self.rows(), counts, str(self.config.storage), str(self.config.source))
         return code
+
+    def _report_to_parent(self, status: str, records: list[AgentRecord], counts: dict[str, int]) -> None:
+        """A group's last word, as a worker's: its outcome, for its parent's restart rules."""
+        parent = self.parent
+        if parent is None:
+            return
+        failures = [f"{r.name}: {r.failure}" for r in records if r.status == FAILED and r.failure]
+        parent.send(
+            Stopped(
+                status=status,
+                cycle=sum(r.cycle for r in records),
+                checkpoint_id=None,
+                budget_spent_usd=sum(r.budget_spent_usd for r in records),
+                interrupt_id=self.parent_interrupt,
+                total_interrupts=counts["total"],
+                graceful_interrupts=counts["graceful"],
+                immediate_interrupts=counts["immediate"],
+                reason="; ".join(failures),
+            )
+        )
+        parent.drain(timeout=1.0)
+
+
+def _track(member: AgentRecord, event: str, fields: dict[str, Any]) -> None:
+    """Keep the root's row of a group's agent current from the group's events."""
+
+    def number(key: str, default: float) -> float:
+        value = fields.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+    if event in ("worker_started", "cycle_completed", "checkpoint_saved", "interrupt_completed"):
+        member.cycle = int(number("cycle", member.cycle))
+    if event == "worker_started":
+        member.status = str(fields.get("status") or RUNNING)
+    elif event == "cycle_completed":
+        member.budget_spent_usd += number("cost_usd", 0.0)
+    elif event == "worker_exited":
+        member.status = str(fields.get("status") or member.status)
+        member.budget_spent_usd = number("budget_spent_usd", member.budget_spent_usd)
+    elif event == "worker_restarted":
+        member.status = "restarting"
+    if event in ("checkpoint_saved", "interrupt_completed") and isinstance(fields.get("checkpoint_id"), str):
+        member.checkpoint_id = fields["checkpoint_id"]
 
 
 def _public(msg: Interrupt) -> dict[str, Any]:

@@ -41,6 +41,7 @@ __all__ = [
     "AgentConfig",
     "CheckpointConfig",
     "ConfigError",
+    "GroupConfig",
     "LLMConfig",
     "ShutdownConfig",
     "TeamConfig",
@@ -278,6 +279,31 @@ class AgentConfig(BaseModel):
     restart_window: Optional[Duration] = Field(None, gt=0)
 
 
+class GroupConfig(BaseModel):
+    """A nested team: one sub-supervisor process running these agents.
+
+    Its keys mean what the team's keys mean, for its own agents: `strategy`
+    says what restarts together inside the group, and `restart`,
+    `max_restarts`, `restart_window` and `hang_timeout` are its agents'
+    defaults (each falls back to the team's). The group itself is a child of
+    the team and is restarted by the team's defaults, like an agent would be.
+    """
+
+    model_config = _STRICT
+
+    name: Name
+    strategy: Strategy = "one_for_one"
+    hang_timeout: Optional[Duration] = Field(None, ge=MIN_HANG_TIMEOUT)
+    restart: Optional[RestartKind] = None
+    max_restarts: Optional[int] = Field(None, ge=0, le=MAX_RESTARTS_LIMIT)
+    restart_window: Optional[Duration] = Field(None, gt=0)
+    agents: list[AgentConfig] = Field(min_length=1)
+
+
+AGENT = "agent"
+GROUP = "group"
+
+
 class TeamConfig(BaseModel):
     """The whole validated config, plus where it came from.
 
@@ -300,7 +326,9 @@ class TeamConfig(BaseModel):
     max_restarts: int = Field(3, ge=0, le=MAX_RESTARTS_LIMIT)
     restart_window: Duration = Field(60.0, gt=0)
     strategy: Strategy = "one_for_one"
-    agents: list[AgentConfig] = Field(min_length=1)
+    agents: list[AgentConfig]
+    # Nested teams, each run by a sub-supervisor process (one level deep).
+    groups: list[GroupConfig] = Field(default_factory=list)
     source: Path
 
     _NOT_KEYS: ClassVar[frozenset[str]] = frozenset({"source"})
@@ -317,12 +345,17 @@ class TeamConfig(BaseModel):
             if "source" in data:
                 raise _LocatedError(("source",), "unknown key")
             data["source"] = context["source"]
+        groups = data.get("groups")
+        if "agents" not in data and isinstance(groups, list) and groups:
+            data["agents"] = []  # a team of groups alone needs no agents of its own
         team_llm = data.get("llm", {})
-        agents = data.get("agents")
         # Merge only a valid team block: a bad team value is reported once, at
         # llm.<key>, rather than again under every agent that inherits it.
-        if isinstance(team_llm, dict) and isinstance(agents, list) and _valid_llm(team_llm):
-            data["agents"] = [_merge_llm(agent, team_llm) for agent in agents]
+        if isinstance(team_llm, dict) and _valid_llm(team_llm):
+            if isinstance(data.get("agents"), list):
+                data["agents"] = [_merge_llm(agent, team_llm) for agent in data["agents"]]
+            if isinstance(groups, list):
+                data["groups"] = [_merge_group_llm(group, team_llm) for group in groups]
         return data
 
     @field_validator("storage", mode="before")
@@ -341,18 +374,25 @@ class TeamConfig(BaseModel):
         except (ValueError, OSError) as exc:
             raise ValueError(f"invalid path {_show(value)}: {exc}") from None
 
-    @field_validator("agents")
-    @classmethod
-    def _unique_names(cls, agents: list[AgentConfig]) -> list[AgentConfig]:
-        """Agent names key checkpoint folders, so two agents must never share one."""
-        seen: dict[str, int] = {}
-        for index, agent in enumerate(agents):
-            if agent.name in seen:
-                raise _LocatedError(
-                    (index, "name"), f"duplicate agent name {agent.name!r} (also agents[{seen[agent.name]}])"
-                )
-            seen[agent.name] = index
-        return agents
+    @model_validator(mode="after")
+    def _names_across_the_tree(self) -> "TeamConfig":
+        """Agent names key checkpoint folders and group names key log lines: one namespace for both."""
+        if not self.agents and not self.groups:
+            raise _LocatedError(("agents",), "must list at least one agent")
+        seen: dict[str, str] = {}
+
+        def claim(name: str, where: tuple[str | int, ...], what: str) -> None:
+            if name in seen:
+                raise _LocatedError(where + ("name",), f"duplicate {what} name {name!r} (also {seen[name]})")
+            seen[name] = _format_loc(where)
+
+        for index, agent in enumerate(self.agents):
+            claim(agent.name, ("agents", index), AGENT)
+        for g, group in enumerate(self.groups):
+            claim(group.name, ("groups", g), GROUP)
+            for index, agent in enumerate(group.agents):
+                claim(agent.name, ("groups", g, "agents", index), AGENT)
+        return self
 
     @classmethod
     def from_mapping(
@@ -379,26 +419,44 @@ class TeamConfig(BaseModel):
             field, problem = _first_error(exc, raw)
             raise ConfigError(label, field, problem) from None
 
+    def all_agents(self) -> list[AgentConfig]:
+        """Every agent of the tree: the team's own, then each group's, in file order."""
+        return [*self.agents, *(agent for group in self.groups for agent in group.agents)]
+
+    def children(self) -> list[tuple[str, str]]:
+        """What this supervisor starts, in start order: its agents, then its groups."""
+        return [(a.name, AGENT) for a in self.agents] + [(g.name, GROUP) for g in self.groups]
+
     def agent(self, name: str) -> AgentConfig:
-        """The agent called `name`; KeyError names the agents there are."""
-        for agent in self.agents:
+        """The agent called `name`, anywhere in the tree; KeyError names the agents there are."""
+        for agent in self.all_agents():
             if agent.name == name:
                 return agent
-        known = ", ".join(a.name for a in self.agents)
+        known = ", ".join(a.name for a in self.all_agents())
         raise KeyError(f"no agent {name!r} in team {self.team!r} (agents: {known})")
 
+    def group(self, name: str) -> GroupConfig:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(f"no group {name!r} in team {self.team!r}")
+
+    def _own(self, name: str) -> Optional[AgentConfig]:
+        """The team's own agent called `name`; None for a group (it takes the team's defaults)."""
+        return next((agent for agent in self.agents if agent.name == name), None)
+
     def hang_timeout_of(self, name: str) -> float:
-        """The agent's own hang_timeout, else the team's."""
-        own = self.agent(name).hang_timeout
-        return self.hang_timeout if own is None else own
+        """A child's own hang_timeout, else the team's."""
+        own = self._own(name)
+        return self.hang_timeout if own is None or own.hang_timeout is None else own.hang_timeout
 
     def restart_policy(self, name: str) -> RestartPolicy:
-        """The agent's restart keys, each falling back to the team's."""
-        agent = self.agent(name)
+        """A child's restart keys, each falling back to the team's (a group takes the team's)."""
+        own = self._own(name)
         return RestartPolicy(
-            restart=agent.restart if agent.restart is not None else self.restart,
-            max_restarts=agent.max_restarts if agent.max_restarts is not None else self.max_restarts,
-            restart_window=agent.restart_window if agent.restart_window is not None else self.restart_window,
+            restart=own.restart if own is not None and own.restart is not None else self.restart,
+            max_restarts=own.max_restarts if own is not None and own.max_restarts is not None else self.max_restarts,
+            restart_window=own.restart_window if own is not None and own.restart_window is not None else self.restart_window,
         )
 
     def agent_spec(self, name: str) -> dict[str, Any]:
@@ -413,6 +471,38 @@ class TeamConfig(BaseModel):
             "checkpoint": self.checkpoint.model_dump(mode="json"),
         }
 
+    def group_config(self, name: str) -> TeamConfig:
+        """The team a group's sub-supervisor runs: the group's agents under its own keys."""
+        group = self.group(name)
+
+        def own(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        return self.model_copy(
+            update={
+                "team": group.name,
+                "agents": list(group.agents),
+                "groups": [],
+                "strategy": group.strategy,
+                "hang_timeout": own(group.hang_timeout, self.hang_timeout),
+                "restart": own(group.restart, self.restart),
+                "max_restarts": own(group.max_restarts, self.max_restarts),
+                "restart_window": own(group.restart_window, self.restart_window),
+            }
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        """This config as plain data for another process; `from_spec` rebuilds and re-checks it."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> TeamConfig:
+        data = dict(spec)
+        source = data.pop("source", None)
+        if not isinstance(source, str):
+            raise ConfigError("<spec>", "source", "required")
+        return cls.from_mapping(data, source=source)
+
 
 def _valid_llm(data: dict[str, Any]) -> bool:
     try:
@@ -420,6 +510,12 @@ def _valid_llm(data: dict[str, Any]) -> bool:
     except ValidationError:
         return False
     return True
+
+
+def _merge_group_llm(group: Any, team_llm: dict[str, Any]) -> Any:
+    if not isinstance(group, dict) or not isinstance(group.get("agents"), list):
+        return group
+    return {**group, "agents": [_merge_llm(agent, team_llm) for agent in group["agents"]]}
 
 
 def _merge_llm(agent: Any, team_llm: dict[str, Any]) -> Any:
@@ -561,7 +657,7 @@ def _problem(error: Mapping[str, Any], raw: Any) -> str:
     if kind == "finite_number":
         return f"must be a finite number (got {_show(value)})"
     if kind == "too_short":
-        if loc == ("agents",):
+        if loc and loc[-1] == "agents":
             return "must list at least one agent"
         return f"must have at least {ctx.get('min_length')} item(s)"
     if kind == "string_too_short":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import structlog
 from structlog.typing import EventDict
@@ -88,6 +88,15 @@ def render_jsonl(_: Any, __: str, event_dict: EventDict) -> tuple[tuple[str], di
     """Render one line and say whether it also belongs to the metrics log."""
     line = json.dumps(event_dict, ensure_ascii=False, default=str, separators=(", ", ": "))
     return (line,), {"interrupt": event_dict.get("event") in INTERRUPT_EVENTS}
+
+
+class EventWriter(Protocol):
+    """What the arbiter writes events to: this file's EventLog, or a group's relay to its parent."""
+
+    @property
+    def failure(self) -> Optional[str]: ...
+
+    def emit(self, event: str, *, level: str = "info", **fields: Any) -> None: ...
 
 
 class EventLog:

@@ -286,7 +286,7 @@ def status(config: TeamConfig, args: argparse.Namespace) -> int:
         interrupts = _last_interrupts(config.storage / EVENTS_FILE)
         live = run_is_live(config.storage)
         rows: list[dict[str, Any]] = []
-        for agent in config.agents:
+        for agent in config.all_agents():
             corrupt: list[str] = []
             checkpoint: Optional[Checkpoint] = None
             if config.storage.is_dir():
@@ -389,7 +389,7 @@ class _StopFlag:
 def logs(config: TeamConfig, args: argparse.Namespace) -> int:
     """Print the event stream, filtered, then the interrupt summary; `--follow` keeps reading."""
     path = config.storage / EVENTS_FILE
-    agent_width = max(len(name) for name in [config.team, *(a.name for a in config.agents)])
+    agent_width = max(len(name) for name in [config.team, *(a.name for a in config.all_agents())])
     summary = InterruptSummary()
     collected: list[dict[str, Any]] = []
     follow_json = args.follow and args.json
@@ -477,7 +477,7 @@ def _follow(path: Path, show: Callable[[int, dict[str, Any]], None], stop: _Stop
 
 
 def _agent_names(config: TeamConfig, agent: Optional[str]) -> list[str]:
-    names = [a.name for a in config.agents]
+    names = [a.name for a in config.all_agents()]
     if agent is None:
         return names
     if agent not in names:

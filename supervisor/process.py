@@ -12,6 +12,7 @@ the worker only by its entry point's dotted name.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import time
@@ -21,6 +22,7 @@ from typing import Any, Optional
 from protocol import FrameDecoder, Message, ProtocolError, encode
 
 WORKER_ENTRY = "workers.entry:run_worker"
+GROUP_ENTRY = "supervisor.group:run_group"
 WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "workers.checkpoints", "workers.providers.scripted"]
 
 _context: Any = None
@@ -51,37 +53,17 @@ def _resolve_entry(entry: str) -> Any:
 
 
 @dataclass
-class WorkerProcess:
-    """One running worker: its process, its end of the pipe, and what it said."""
+class FramedPipe:
+    """One end of a stream socket speaking frames: non-blocking writes through an outbox.
 
-    name: str
-    process: Any
+    A write never blocks the loop: what the socket does not take now waits in
+    the outbox until the selector says the socket is writable again.
+    """
+
     sock: socket.socket
-    started_at: float
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     outbox: bytearray = field(default_factory=bytearray)
     pipe_open: bool = True
-
-    @classmethod
-    def start(cls, name: str, entry: str = WORKER_ENTRY) -> "WorkerProcess":
-        ctx = worker_context()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        process = ctx.Process(target=_resolve_entry(entry), args=(theirs, os.getpid()), name=f"agent-{name}", daemon=False)
-        started_at = time.monotonic()
-        try:
-            process.start()
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        return cls(name=name, process=process, sock=ours, started_at=started_at)
-
-    @property
-    def pid(self) -> int:
-        return int(self.process.pid)
-
-    @property
-    def sentinel(self) -> int:
-        return int(self.process.sentinel)
 
     def send(self, message: Message) -> None:
         """Queue a frame and write what the socket takes now; the rest waits."""
@@ -106,6 +88,13 @@ class WorkerProcess:
                 return
             del self.outbox[:sent]
 
+    def drain(self, timeout: float) -> None:
+        """Block up to `timeout` seconds until the outbox is written (a process's last words)."""
+        deadline = time.monotonic() + timeout
+        while self.outbox and self.pipe_open and time.monotonic() < deadline:
+            select.select([], [self.sock], [], max(0.0, deadline - time.monotonic()))
+            self.flush()
+
     def receive(self) -> list[Message]:
         """Everything readable now. Raises ProtocolError for a broken stream."""
         messages: list[Message] = []
@@ -122,6 +111,36 @@ class WorkerProcess:
                 break
             messages.extend(self.decoder.feed(data))
         return messages
+
+
+@dataclass(kw_only=True)
+class WorkerProcess(FramedPipe):
+    """One running child (a worker, or a group's sub-supervisor): its process and its pipe."""
+
+    name: str
+    process: Any
+    started_at: float
+
+    @classmethod
+    def start(cls, name: str, entry: str = WORKER_ENTRY) -> "WorkerProcess":
+        ctx = worker_context()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        process = ctx.Process(target=_resolve_entry(entry), args=(theirs, os.getpid()), name=f"agent-{name}", daemon=False)
+        started_at = time.monotonic()
+        try:
+            process.start()
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return cls(name=name, process=process, sock=ours, started_at=started_at)
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    @property
+    def sentinel(self) -> int:
+        return int(self.process.sentinel)
 
     def exitcode(self) -> Optional[int]:
         return self.process.exitcode
@@ -152,4 +171,4 @@ class WorkerProcess:
             pass
 
 
-__all__ = ["WORKER_ENTRY", "WorkerProcess", "ProtocolError", "worker_context"]
+__all__ = ["FramedPipe", "GROUP_ENTRY", "WORKER_ENTRY", "WorkerProcess", "ProtocolError", "worker_context"]

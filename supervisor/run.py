@@ -88,7 +88,7 @@ def resumable_agents(config: TeamConfig) -> dict[str, int]:
     from workers.checkpoints import CheckpointStore
 
     found: dict[str, int] = {}
-    for agent in config.agents:
+    for agent in config.all_agents():
         store = CheckpointStore(config.storage, agent.name)
         try:
             infos = store.list()
@@ -108,7 +108,7 @@ def run_team(
     own_process: bool = False,
 ) -> int:
     """Run the team to completion or interruption; returns the exit code."""
-    from supervisor.process import worker_context
+    from supervisor.process import WORKER_ENTRY, worker_context
 
     prepare_storage(config.storage)
     lock = StorageLock(config.storage)
@@ -125,13 +125,13 @@ def run_team(
             if moved is not None:
                 console.line(f"🗄️  Previous state archived to {moved}")
         resumed = resumable_agents(config)
-        console.banner(config.team, str(config.storage), _describe_llm(config), len(config.agents), resumed)
+        console.banner(config.team, str(config.storage), _describe_llm(config), len(config.all_agents()), resumed)
         try:
             log = EventLog(config.storage, sinks=[console])
         except OSError as exc:
             raise SupervisorError(f"storage {config.storage}: cannot open the event log: {exc.strerror or exc}", 3) from exc
         try:
-            arbiter = Arbiter(config, log, console, resumed, own_process=own_process, **({"entry": entry} if entry else {}))
+            arbiter = Arbiter(config, log, console, resumed, entry=entry or WORKER_ENTRY, own_process=own_process)
             return arbiter.run()
         finally:
             log.close()

@@ -47,7 +47,9 @@ class Team:
         name: str = "test-team",
         restart: Optional[str] = None,
         strategy: Optional[str] = None,
+        groups: Optional[dict[str, dict[str, Any]]] = None,
     ) -> None:
+        """`groups`: {name: {"agents": N, other group keys}}; group agents are named <group>-a, -b..."""
         self.root = root
         self.config = root / "team.yaml"
         self.storage = root / "state"
@@ -61,6 +63,12 @@ class Team:
             "shutdown": {"graceful_timeout": graceful_timeout, "immediate_timeout": immediate_timeout},
             "agents": [{"name": n, "task": f"Count, as {n}.", "max_cycles": max_cycles} for n in self.names],
         }
+        for group, keys in (groups or {}).items():
+            keys = dict(keys)
+            names = [f"{group}-{chr(ord('a') + i)}" for i in range(keys.pop("agents"))]
+            self.names += names
+            agents = [{"name": n, "task": f"Count, as {n}.", "max_cycles": max_cycles} for n in names]
+            self.data.setdefault("groups", []).append({"name": group, **keys, "agents": agents})
         if restart is not None:
             self.data["restart"] = restart
         if strategy is not None:

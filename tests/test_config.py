@@ -492,3 +492,91 @@ def test_hang_timeout_defaults_to_the_teams_and_an_agent_may_override_it(tmp_pat
         TeamConfig.from_mapping(
             {"team": "t", "storage": "s", "agents": [agents[0], {**agents[1], "hang_timeout": 1}]}, source=tmp_path / "t.yaml"
         )
+
+
+# ---- groups (nested teams) -----------------------------------------------------
+
+GROUPS = """\
+team: t
+storage: s
+llm: {latency: 0.5}
+max_restarts: 4
+hang_timeout: 30
+agents:
+  - {name: solo, task: x, max_cycles: 2}
+groups:
+  - name: writers
+    strategy: one_for_all
+    restart: permanent
+    restart_window: 10s
+    agents:
+      - {name: w1, task: y, max_cycles: 3, llm: {latency: 0.1}}
+      - {name: w2, task: y, max_cycles: 4, max_restarts: 9}
+"""
+
+
+def test_a_group_runs_its_agents_under_its_own_keys_and_inherits_the_rest(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GROUPS))
+    assert config.children() == [("solo", "agent"), ("writers", "group")]
+    assert [a.name for a in config.all_agents()] == ["solo", "w1", "w2"]
+    assert config.agent("w1").llm.latency == 0.1 and config.agent("w2").llm.latency == 0.5  # team llm merged in
+    # The group is a child of the team: the team's restart keys apply to it.
+    assert config.restart_policy("writers") == config.restart_policy("solo")
+    assert config.hang_timeout_of("writers") == 30
+    sub = config.group_config("writers")
+    assert (sub.team, sub.strategy, sub.restart, sub.max_restarts, sub.restart_window) == (
+        "writers", "one_for_all", "permanent", 4, 10.0,
+    )
+    assert sub.restart_policy("w2").max_restarts == 9 and sub.hang_timeout == 30 and sub.groups == []
+    spec = sub.to_spec()
+    msgpack.packb(spec)  # plain data: it crosses the pipe in the group's Start message
+    assert TeamConfig.from_spec(spec) == sub
+
+
+def test_a_team_may_be_groups_alone(tmp_path: Path) -> None:
+    text = "team: t\nstorage: s\ngroups:\n  - {name: g, agents: [{name: a, task: x, max_cycles: 1}]}\n"
+    config = load_config(write(tmp_path, text))
+    assert config.agents == [] and config.children() == [("g", "group")]
+
+
+@pytest.mark.parametrize(
+    "text,field,phrase",
+    [
+        ("team: t\nstorage: s\nagents: []\ngroups: []\n", "agents", "must list at least one agent"),
+        ("team: t\nstorage: s\ngroups:\n  - {name: g, agents: []}\n", "groups[0].agents", "must list at least one agent"),
+        ("team: t\nstorage: s\ngroups:\n  - {name: g}\n", "groups[0].agents", "required"),
+        (
+            "team: t\nstorage: s\nagents: [{name: a, task: x, max_cycles: 1}]\n"
+            "groups:\n  - {name: g, agents: [{name: a, task: x, max_cycles: 1}]}\n",
+            "groups[0].agents[0].name",
+            "duplicate agent name 'a' (also agents[0])",
+        ),
+        (
+            "team: t\nstorage: s\nagents: [{name: g, task: x, max_cycles: 1}]\n"
+            "groups:\n  - {name: g, agents: [{name: a, task: x, max_cycles: 1}]}\n",
+            "groups[0].name",
+            "duplicate group name 'g' (also agents[0])",
+        ),
+        (
+            "team: t\nstorage: s\ngroups:\n  - {name: g, stratgy: one_for_all, agents: [{name: a, task: x, max_cycles: 1}]}\n",
+            "groups[0].stratgy",
+            "did you mean 'strategy'",
+        ),
+        (
+            "team: t\nstorage: s\ngroups:\n  - {name: g, groups: [], agents: [{name: a, task: x, max_cycles: 1}]}\n",
+            "groups[0].groups",
+            "unknown key",
+        ),
+        (
+            "team: t\nstorage: s\ngroups:\n  - {name: g, strategy: all, agents: [{name: a, task: x, max_cycles: 1}]}\n",
+            "groups[0].strategy",
+            "must be one of one_for_one, one_for_all, rest_for_one",
+        ),
+        ("team: t\nstorage: s\ngroups: {name: g}\n", "groups", "must be a list"),
+    ],
+    ids=["nothing", "group-empty", "group-no-agents", "dup-agent", "dup-group", "typo", "nested", "strategy", "mapping"],
+)
+def test_bad_groups_are_one_line_errors(tmp_path: Path, text: str, field: str, phrase: str) -> None:
+    err = load_error(write(tmp_path, text))
+    assert err.field == field, str(err)
+    assert phrase in str(err) and "\n" not in str(err)

@@ -1,0 +1,114 @@
+"""A group's sub-supervisor: the team's arbiter, one level down, reporting up a pipe.
+
+The parent starts a group by this entry point, exactly as it starts a worker,
+and hands it in the Start message the group's config as plain data (and the
+worker entry point to use). The group then runs its agents by the same rules
+as the team (restart kinds and intensity, its own strategy, hang detection,
+whole-tree kill) from a forkserver of its own, so that its workers die with it.
+
+It owns no terminal and writes no file: interrupts come down its parent's pipe
+(and are passed on to its workers), and every event it would log travels up
+as an Event message to the one writer at the root. Its last word is a Stopped
+message with the group's outcome, which the parent handles as a worker's exit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Optional
+
+from protocol import Error, Event, ProtocolError, Start
+from protocol.lineage import detach
+from supervisor.console import Console
+from supervisor.process import FramedPipe
+
+START_TIMEOUT = 10.0  # seconds for the parent's Start; it is sent right after the fork
+
+
+class RelayLog:
+    """The EventLog a group uses: each event becomes a message to the parent."""
+
+    def __init__(self, parent: FramedPipe) -> None:
+        self.parent = parent
+
+    @property
+    def failure(self) -> Optional[str]:
+        return None  # the root's log owns the files and their failures
+
+    def emit(self, event: str, *, level: str = "info", **fields: Any) -> None:
+        self.parent.send(Event(event=event, level=level, fields=fields))
+
+    def close(self) -> None:
+        return None
+
+
+class QuietConsole(Console):
+    """A group has no terminal: the root's console shows its agents' lines from their events."""
+
+    def _print(self, *lines: str) -> None:
+        return None
+
+
+def run_group(sock: socket.socket, parent_pid: int) -> None:
+    """Target of a group's process: one sub-team, one pipe to the parent, then exit."""
+    detach(parent_pid)
+    pipe = FramedPipe(sock)
+    code = 70
+    try:
+        code = _serve(pipe)
+    except BaseException as exc:  # a group never dies with a traceback on a terminal
+        _report_crash(pipe, exc)
+    os._exit(code)
+
+
+def _serve(pipe: FramedPipe) -> int:
+    start = _read_start(pipe)
+    if start is None:
+        return 0  # the parent went away before telling us what to run
+    from supervisor.arbiter import Arbiter
+    from supervisor.config import TeamConfig
+    from supervisor.process import WORKER_ENTRY, worker_context
+
+    config = TeamConfig.from_spec(start.spec["config"])
+    entry = start.spec.get("worker_entry") or WORKER_ENTRY
+    worker_context()  # our own forkserver: our workers are our descendants and die with us
+    pipe.sock.setblocking(False)
+    arbiter = Arbiter(config, RelayLog(pipe), QuietConsole(), {}, entry=str(entry), own_process=True, parent=pipe)
+    return arbiter.run()
+
+
+def _read_start(pipe: FramedPipe) -> Optional[Start]:
+    """Block for the first message, which must be the parent's Start."""
+    pipe.sock.settimeout(START_TIMEOUT)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            data = pipe.sock.recv(65536)
+        except socket.timeout:
+            break
+        if not data:
+            return None
+        messages = pipe.decoder.feed(data)
+        if messages:
+            first = messages[0]
+            if not isinstance(first, Start) or not isinstance(first.spec.get("config"), dict):
+                raise ProtocolError(f"a group expects start with a config first, got {first.type}")
+            return first
+    raise ProtocolError(f"no start message within {START_TIMEOUT:g}s")
+
+
+def _report_crash(pipe: FramedPipe, exc: BaseException) -> None:
+    """Best effort: one frame saying what went wrong, no traceback."""
+    if pipe.sock.fileno() == -1:
+        return
+    message = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+    try:
+        pipe.sock.setblocking(False)
+        pipe.outbox.clear()
+        pipe.pipe_open = True
+        pipe.send(Error(kind="crash", message=message, fatal=True))
+        pipe.drain(timeout=1.0)
+    except Exception:
+        pass
