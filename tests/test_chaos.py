@@ -1,8 +1,10 @@
 """Chaos: randomized interrupts and kills at random moments, then resume to the end.
 
-Each trial runs a fresh team through a few runs. Every run gets one fault at a
-random moment (Ctrl+C, double Ctrl+C, SIGTERM, SIGKILL of the supervisor), and
-sometimes a SIGKILL of a random worker first (which the supervisor restarts).
+Each trial runs a fresh team through a few runs; half the teams put some agents
+in a group (a sub-supervisor process with its own strategy). Every run gets one
+fault at a random moment (Ctrl+C, double Ctrl+C, SIGTERM, SIGKILL of the
+supervisor), and sometimes a SIGKILL of a random worker or group first (which
+its supervisor restarts).
 After every run: no process is left, every checkpoint on disk verifies, and none
 was ever reported corrupt. At the end the team is resumed to completion and each
 conversation must hold exactly one reply per cycle. Bounded: a fixed number of
@@ -21,21 +23,32 @@ from harness import by_event, gone, wait_gone
 
 TRIALS = 50
 MAX_CYCLES = 12
+STRATEGIES = ["one_for_one", "one_for_all", "rest_for_one"]
 FAULTS = ["ctrl_c", "double_ctrl_c", "sigterm", "kill_supervisor"]
 EXPECTED_EXIT = {"ctrl_c": 0, "double_ctrl_c": 1, "sigterm": 0, "kill_supervisor": -signal.SIGKILL}
 
 
-def _kill_a_worker(run, rng: random.Random) -> bool:
-    started = by_event(run.new_events(), "worker_started")
-    latest = {e["agent_id"]: e["pid"] for e in started}
-    alive = [pid for pid in latest.values() if not gone([pid])]
+def _kill_a_child(run, rng: random.Random) -> str:
+    """SIGKILL a random live worker or group; returns which kind, or "" if none was alive."""
+    started = [e for e in run.new_events() if e["event"] in ("worker_started", "group_started")]
+    latest = {e["agent_id"]: (e["pid"], e["event"].split("_")[0]) for e in started}
+    alive = [(pid, kind) for pid, kind in latest.values() if not gone([pid])]
     if not alive:
-        return False
+        return ""
+    pid, kind = rng.choice(alive)
     try:
-        psutil.Process(rng.choice(alive)).kill()
+        psutil.Process(pid).kill()
     except psutil.NoSuchProcess:
-        return False
-    return True
+        return ""
+    return kind
+
+
+def _cycles_or_exit(run, count: int) -> None:
+    """Wait for `count` more cycles, or for the run to finish first (everything may be done)."""
+    def ready(events: list) -> bool:
+        return run.proc.poll() is not None or len(by_event(events, "cycle_completed")) >= count
+
+    run.wait_for(ready, f"{count} cycles or the end of the run")
 
 
 def _check_storage(team) -> None:
@@ -52,29 +65,38 @@ def test_chaos(make_team, capsys):
     injected: Counter[str] = Counter()
     held: Counter[str] = Counter()
     for _ in range(TRIALS):
-        team = make_team(latency=rng.choice([0.02, 0.05, 0.1]), max_cycles=MAX_CYCLES, every=rng.randint(1, 3))
+        grouped = rng.random() < 0.5
+        team = make_team(
+            agents=rng.randint(1, 2) if grouped else 3,
+            latency=rng.choice([0.02, 0.05, 0.1]),
+            max_cycles=MAX_CYCLES,
+            every=rng.randint(1, 3),
+            groups={"crew": {"agents": 2, "strategy": rng.choice(STRATEGIES)}} if grouped else None,
+        )
+        injected["grouped_team"] += grouped
         for _ in range(rng.randint(1, 3)):
             run = team.start()
             run.wait_all_started()
             family = [p.pid for p in run.descendants()]
             if rng.random() < 0.4:
-                run.wait_cycles(rng.randint(0, 3))
-                if _kill_a_worker(run, rng):
-                    injected["kill_worker"] += 1
+                _cycles_or_exit(run, rng.randint(0, 3))
+                kind = _kill_a_child(run, rng)
+                if kind:
+                    injected[f"kill_{kind}"] += 1
                     # Its restart comes first: a crash during a stop is a failure (exit 3), by design.
-                    run.wait_for(lambda ev: by_event(ev, "worker_restarted"), "the killed worker's restart")
-                    held["worker_restarted"] += 1
-            run.wait_cycles(rng.randint(0, 6))
+                    run.wait_for(lambda ev: by_event(ev, f"{kind}_restarted"), f"the killed {kind}'s restart")
+                    held[f"{kind}_restarted"] += 1
+            _cycles_or_exit(run, rng.randint(0, 6))
             if run.proc.poll() is not None:  # it finished before the fault: a clean run
                 assert run.wait() == 0, run.output
                 held["completed_before_fault"] += 1
                 break
             fault = rng.choice(FAULTS)
             injected[fault] += 1
+            family = list({*family, *(p.pid for p in run.descendants())})  # restarted ones too
             if fault == "sigterm":
                 run.signal(signal.SIGTERM)
             elif fault == "kill_supervisor":
-                family = list({*family, *(p.pid for p in run.descendants())})
                 run.signal(signal.SIGKILL)
             else:
                 run.ctrl_c()
