@@ -231,6 +231,17 @@ class Run:
 
         return self.wait_for(started, "every worker_started")
 
+    def kill_worker_after(self, agent: str, checkpoints: int) -> dict[str, int]:
+        """Once every worker is up and `agent` has saved `checkpoints` times, SIGKILL its worker.
+
+        Returns the pids of the workers as first started.
+        """
+        pids = self.wait_all_started()
+        enough = lambda ev: len(by_event(ev, "checkpoint_saved", agent)) >= checkpoints  # noqa: E731
+        self.wait_for(enough, f"{agent}'s checkpoint {checkpoints}")
+        psutil.Process(pids[agent]).kill()
+        return pids
+
     def wait_cycles(self, count: int, agent: Optional[str] = None) -> None:
         def enough(events: list[dict[str, Any]]) -> bool:
             done = [e for e in events if e["event"] == "cycle_completed" and agent in (None, e["agent_id"])]

@@ -123,9 +123,7 @@ def test_a_killed_group_is_restarted_and_its_agents_resume(make_team):
 def test_a_groups_strategy_restarts_its_own_agents_only(make_team):
     team = make_team(agents=1, latency=0.1, max_cycles=8, groups={"writers": {"agents": 2, "strategy": "one_for_all"}})
     run = team.start()
-    workers = run.wait_all_started()
-    run.wait_for(lambda ev: len(by_event(ev, "checkpoint_saved", "writers-a")) >= 2, "writers-a's second checkpoint")
-    psutil.Process(workers["writers-a"]).kill()
+    run.kill_worker_after("writers-a", checkpoints=2)
     assert run.wait() == 0, run.output
     events = run.new_events()
     assert [e["agent_id"] for e in by_event(events, "worker_restarted")] == ["writers-a", "writers-b"]

@@ -55,9 +55,7 @@ def _ts(event: dict) -> float:
 def test_a_killed_worker_is_restarted_and_resumes_from_its_checkpoint(make_team):
     team = make_team(latency=0.1, max_cycles=10)
     run = team.start()
-    pids = run.wait_all_started()
-    run.wait_for(lambda ev: len(by_event(ev, "checkpoint_saved", "agent-b")) >= 3, "agent-b's third checkpoint")
-    psutil.Process(pids["agent-b"]).kill()
+    pids = run.kill_worker_after("agent-b", checkpoints=3)
     assert run.wait() == 0, run.output
     events = run.new_events()
     (restarted,) = by_event(events, "worker_restarted", "agent-b")
