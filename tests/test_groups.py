@@ -180,3 +180,17 @@ def test_killing_the_supervisor_takes_every_group_with_it(make_team):
     run.signal(signal.SIGKILL)
     run.wait()
     wait_gone(family, 2)
+
+
+def test_a_group_may_speak_only_for_its_own_agents(make_team, monkeypatch):
+    team = make_team(agents=1, max_cycles=2, latency=0.02, restart="temporary", groups={"writers": {"agents": 1}})
+    monkeypatch.setattr("supervisor.arbiter.GROUP_ENTRY", "wire_faults:group_speaking_for_others")
+    code, _ = run_with_entry(team, "workers.entry:run_worker")
+    assert code == 3  # the group failed (temporary: not restarted); the real agent completed
+    events = team.events()
+    (error,) = by_event(events, "protocol_error", "writers")
+    assert "'outsider'" in error["error"]
+    assert by_event(events, "cycle_completed", "outsider") == []
+    (exited,) = by_event(events, "group_exited", "writers")
+    assert exited["status"] == "failed"
+    team.assert_exactly_once("agent-a", 2)

@@ -112,3 +112,11 @@ def tools_then_hang(sock: socket.socket, supervisor_pid: int) -> None:
     _start_tools(sock, supervisor_pid)
     while True:
         time.sleep(3600)
+
+
+def group_speaking_for_others(sock: socket.socket, supervisor_pid: int) -> None:
+    """A group entry whose events claim an agent that is not in the group."""
+    from protocol import Event
+
+    sock.sendall(encode(Event(event="cycle_completed", fields={"agent_id": "outsider", "cycle": 1})))
+    time.sleep(30)  # the parent must stop us
