@@ -115,6 +115,7 @@ class CycleDone(Message):
     reply: str
     tokens: Optional[dict] = None
     cost_usd: Optional[float] = None
+    model_ms: Optional[float] = None  # the model's own time, when the backend reports it
 
 
 @dataclass(frozen=True)

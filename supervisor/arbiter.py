@@ -51,6 +51,7 @@ from protocol import (
 from supervisor.config import AGENT, GROUP, RestartPolicy, TeamConfig
 from supervisor.console import Console
 from supervisor.events import EventWriter
+from supervisor.model_service import ModelService
 from supervisor.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess
 from supervisor.restarts import RestartBook, restarts_with, wants_restart
 from supervisor.reaper import Reaper, become_subreaper
@@ -74,8 +75,10 @@ SIGNAL_WORDS: dict[int, tuple[str, str, str, Optional[str]]] = {
 }
 REAP_GRACE = 5.0  # seconds to wait for the kernel after SIGKILL before giving up on a pid
 BEAT_INTERVAL = 1.0  # a group's heartbeat to its parent, as a worker's
+SERVICE_MAX_RESTARTS = 5  # the model server, within SERVICE_RESTART_WINDOW seconds
+SERVICE_RESTART_WINDOW = 60.0
 RESERVED_FIELDS = frozenset({"timestamp", "level", "event", "agent_id"})
-WORKER_EVENTS = frozenset({"checkpoint_corrupt", "checkpoint_temp_removed"})  # logged under their own name
+WORKER_EVENTS = frozenset({"checkpoint_corrupt", "checkpoint_temp_removed", "llm_retry"})  # logged under their own name
 
 
 def _iso(ts: float) -> str:
@@ -161,6 +164,8 @@ class Arbiter:
         entry: str = WORKER_ENTRY,
         own_process: bool = False,
         parent: Optional[FramedPipe] = None,
+        service: Optional[ModelService] = None,
+        model_host: Optional[str] = None,
     ) -> None:
         self.config = config
         self.log = log
@@ -190,6 +195,11 @@ class Arbiter:
         handled = () if parent is not None else HANDLED
         self.signals = SignalQueue(handled + (signal.SIGCHLD,) if own_process else handled)
         self.lifecycle = "group" if parent is not None else "supervisor"  # group_started / supervisor_started
+        # The embedded model server (root only), and the host its agents use (handed down to groups).
+        self.service = service
+        self.model_host = service.host if service is not None else model_host
+        self.service_book = RestartBook(RestartPolicy("permanent", SERVICE_MAX_RESTARTS, SERVICE_RESTART_WINDOW))
+        self.service_restart_at: Optional[float] = None
         self.mode: Optional[str] = None
         self.interrupts: dict[int, IssuedInterrupt] = {}
         self.forced = False
@@ -229,6 +239,8 @@ class Arbiter:
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, ("signal", None))
         if self.parent is not None:
             self.selector.register(self.parent.sock, selectors.EVENT_READ, ("parent", None))
+        if self.service is not None and self.service.worker is not None:
+            self._watch_service(self.service.worker)
         try:
             self.log.emit(
                 f"{self.lifecycle}_started",
@@ -239,6 +251,9 @@ class Arbiter:
                 resumed=sorted(self.resumed),
                 **self._groups_field(),
             )
+            if self.service is not None and self.service.worker is not None:
+                self.log.emit("model_server_started", agent_id=self.config.team, pid=self.service.worker.pid,
+                              host=self.service.host, load_ms=self.service.load_ms)
             self._watch_parent()
             for name in self.agents:
                 self._start(name)
@@ -247,6 +262,7 @@ class Arbiter:
             return self._finish()
         finally:
             self._kill_all()  # nothing outlives the loop, even on an internal error
+            self._stop_service()  # after the workers, as it started before them
             self.signals.restore()
             self.selector.close()
 
@@ -280,8 +296,12 @@ class Arbiter:
     def _spec(self, record: AgentRecord) -> dict[str, Any]:
         """A child's Start spec: an agent's, or a group's whole config (and which workers to run)."""
         if record.kind == GROUP:
-            return {"config": self.config.group_config(record.name).to_spec(), "worker_entry": self.entry}
-        return self.config.agent_spec(record.name)
+            return {"config": self.config.group_config(record.name).to_spec(), "worker_entry": self.entry,
+                    "model_host": self.model_host}
+        spec = self.config.agent_spec(record.name)
+        if spec["llm"]["provider"] == "embedded" and self.model_host:
+            spec["llm"]["host"] = self.model_host
+        return spec
 
     def _live(self) -> bool:
         return any(not r.exited or r.restart_at is not None for r in self.agents.values())
@@ -302,6 +322,10 @@ class Arbiter:
                 self._reap(record)
             elif kind == "parent":
                 self._on_parent(mask)
+            elif kind == "service":
+                self._on_service(record)
+            elif kind == "service-exit":
+                self._on_service_exit(record)
         self._check_deadlines()
         self._watch_parent()  # events queued for the parent this tick
 
@@ -310,6 +334,8 @@ class Arbiter:
         if self.parent is not None and self.parent.pipe_open:
             deadlines.append(self.next_beat)
         deadlines += [d for r in self.agents.values() for d in (r.restart_at, r.kill_at) if d is not None]
+        if self.service_restart_at is not None:
+            deadlines.append(self.service_restart_at)
         deadlines += [record.last_heartbeat + self.hang_timeouts[record.name] for record in self._watched_for_hangs()]
         if not deadlines:
             return None
@@ -469,6 +495,72 @@ class Arbiter:
         self.next_beat = now + BEAT_INTERVAL
         self.parent.send(Heartbeat(sent_at=time.time()))
 
+    # ---- the embedded model server ------------------------------------------------
+
+    def _watch_service(self, worker: WorkerProcess) -> None:
+        self.selector.register(worker.sock, selectors.EVENT_READ, ("service", worker))
+        self.selector.register(worker.sentinel, selectors.EVENT_READ, ("service-exit", worker))
+
+    def _on_service(self, worker: WorkerProcess) -> None:
+        try:
+            messages = worker.receive()
+        except ProtocolError as exc:
+            messages = [Error(kind="protocol", message=str(exc), fatal=True)]
+            worker.kill_tree()
+        for message in messages:
+            if isinstance(message, Event) and self.service is not None and self.service.ready(message):
+                self.log.emit("model_server_started", agent_id=self.config.team, pid=worker.pid,
+                              host=self.service.host, load_ms=self.service.load_ms)
+            elif isinstance(message, Error):
+                self.log.emit("model_server_error", level="error", agent_id=self.config.team, message=message.message)
+        if not worker.pipe_open:
+            self.selector.unregister(worker.sock)
+
+    def _on_service_exit(self, worker: WorkerProcess) -> None:
+        """The model server died: its agents retry while it comes back on the same port."""
+        if worker.pipe_open:
+            self._on_service(worker)
+            if worker.pipe_open:
+                self.selector.unregister(worker.sock)
+        self.selector.unregister(worker.sentinel)
+        self.log.emit("model_server_exited", level="warning", agent_id=self.config.team, pid=worker.pid,
+                      exitcode=worker.exitcode(), reason=_describe_exit(worker.exitcode()))
+        worker.close()
+        if self.service is not None:
+            self.service.worker = None
+        if self.mode is not None or not self._live():
+            return  # stopping anyway
+        delay = self.service_book.admit(time.monotonic())
+        if delay is None:
+            self.console.line("❌ the embedded model server keeps dying; stopping the team.")
+            self.interrupt(GRACEFUL, SYSTEM, "the embedded model server failed beyond its restart limit")
+            return
+        self.service_restart_at = time.monotonic() + delay
+
+    def _restart_service(self) -> None:
+        self.service_restart_at = None
+        if self.service is None or self.mode is not None:
+            return
+        try:
+            worker = self.service.start()
+        except Exception as exc:  # cannot fork
+            self.log.emit("model_server_error", level="error", agent_id=self.config.team, message=str(exc))
+            return
+        self._watch_service(worker)
+        self.log.emit("model_server_restarted", agent_id=self.config.team, pid=worker.pid,
+                      attempt=self.service_book.attempts)
+
+    def _stop_service(self) -> None:
+        service = self.service
+        if service is None or service.worker is None:
+            return
+        for fd in (service.worker.sock, service.worker.sentinel):
+            try:
+                self.selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        service.stop()
+
     # ---- restarts ----------------------------------------------------------------
 
     def _after_exit(self, record: AgentRecord, status: str) -> None:
@@ -538,6 +630,8 @@ class Arbiter:
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         self._beat(now)
+        if self.service_restart_at is not None and now >= self.service_restart_at:
+            self._restart_service()
         self._check_hangs(now)
         self._check_restarts(now)
         if self.deadline is not None and now >= self.deadline:
@@ -634,7 +728,7 @@ class Arbiter:
     def _on_cycle_done(self, record: AgentRecord, done: CycleDone, received_at: float) -> None:
         record.cycle = done.cycle
         record.budget_spent_usd += done.cost_usd or 0.0
-        known: dict[str, Any] = {"tokens": done.tokens, "cost_usd": done.cost_usd}
+        known: dict[str, Any] = {"tokens": done.tokens, "cost_usd": done.cost_usd, "model_ms": done.model_ms}
         self.log.emit(
             "cycle_completed",
             agent_id=record.name,

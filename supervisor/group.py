@@ -75,7 +75,9 @@ def _serve(pipe: FramedPipe) -> int:
     entry = start.spec.get("worker_entry") or WORKER_ENTRY
     worker_context()  # our own forkserver: our workers are our descendants and die with us
     pipe.sock.setblocking(False)
-    arbiter = Arbiter(config, RelayLog(pipe), QuietConsole(), {}, entry=str(entry), own_process=True, parent=pipe)
+    host = start.spec.get("model_host")
+    arbiter = Arbiter(config, RelayLog(pipe), QuietConsole(), {}, entry=str(entry), own_process=True, parent=pipe,
+                      model_host=str(host) if host else None)
     return arbiter.run()
 
 

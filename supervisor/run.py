@@ -108,6 +108,7 @@ def run_team(
     own_process: bool = False,
 ) -> int:
     """Run the team to completion or interruption; returns the exit code."""
+    from supervisor.model_service import ModelService, preflight_ollama
     from supervisor.process import WORKER_ENTRY, worker_context
 
     prepare_storage(config.storage)
@@ -125,15 +126,23 @@ def run_team(
             if moved is not None:
                 console.line(f"🗄️  Previous state archived to {moved}")
         resumed = resumable_agents(config)
+        preflight_ollama(config)  # before any worker: an unreachable server or a missing model is exit 3
+        service = ModelService(config) if ModelService.wanted(config) else None
         console.banner(config.team, str(config.storage), _describe_llm(config), len(config.all_agents()), resumed)
         try:
             log = EventLog(config.storage, sinks=[console])
         except OSError as exc:
             raise SupervisorError(f"storage {config.storage}: cannot open the event log: {exc.strerror or exc}", 3) from exc
         try:
-            arbiter = Arbiter(config, log, console, resumed, entry=entry or WORKER_ENTRY, own_process=own_process)
+            if service is not None:
+                console.line(f"🧠 Starting the embedded model server ({service.model})...")
+                service.start_and_wait()
+            arbiter = Arbiter(config, log, console, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
+                              service=service)
             return arbiter.run()
         finally:
+            if service is not None:
+                service.stop()
             log.close()
     finally:
         lock.release()
@@ -143,4 +152,6 @@ def _describe_llm(config: TeamConfig) -> str:
     llm = config.llm
     if llm.provider == "scripted":
         return f"scripted (deterministic, {llm.latency:g}s per reply)"
-    return llm.provider
+    if llm.provider == "embedded":
+        return f"embedded ({llm.model_name}, a bundled real model served on 127.0.0.1)"
+    return f"ollama ({llm.model_name} at {llm.host})"

@@ -30,9 +30,9 @@ BAD_CONFIGS = {
         "team: x\nstorage: s\nshutdown: {graceful_timeout: soon}\nagents:\n  - {name: a, task: t, max_cycles: 1}\n",
         "shutdown.graceful_timeout",
     ),
-    "provider not here": (
-        "team: x\nstorage: s\nllm: {provider: ollama}\nagents:\n  - {name: a, task: t, max_cycles: 1}\n",
-        "llm.provider",
+    "bad host": (
+        "team: x\nstorage: s\nllm: {provider: ollama, host: 'ftp://x'}\nagents:\n  - {name: a, task: t, max_cycles: 1}\n",
+        "llm.host",
     ),
     "empty": ("", "empty"),
     "not a mapping": ("- 1\n- 2\n", "mapping"),

@@ -157,7 +157,11 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
         "task": "Count from 1 to 50, five numbers per cycle.",
         "max_cycles": 10,
         "storage": str((tmp_path / "state" / "research").resolve()),
-        "llm": {"provider": "scripted", "latency": 0.5, "cost_per_reply": 0.01, "system_prompt": "Be brief."},
+        "llm": {
+            "provider": "scripted", "latency": 0.5, "cost_per_reply": 0.01, "system_prompt": "Be brief.",
+            "host": spec["llm"]["host"], "model": "llama3.1:8b-instruct-q8_0", "options": {},
+            "request_timeout": 120.0, "price_per_1k_tokens": 0.0,
+        },
         "checkpoint": {"every": 2, "keep": 5, "compress": False},
     }
     assert msgpack.unpackb(msgpack.packb(spec)) == spec
@@ -302,18 +306,11 @@ BAD: list[Any] = [
     pytest.param("team: t\nstorage: s\nllm: {1: x}\nagents: []\n", "llm.1", "unknown key", id="non-string-key"),
     # llm
     pytest.param(edited(("llm", "scripted")), "llm", "must be a mapping (got the string 'scripted')", id="llm-scalar"),
-    pytest.param(
-        edited(("llm.provider", "ollama")),
-        "llm.provider",
-        "provider 'ollama' is not available in this version (only 'scripted')",
-        id="provider-ollama",
-    ),
-    pytest.param(
-        edited(("llm.provider", "embedded")),
-        "llm.provider",
-        "provider 'embedded' is not available in this version (only 'scripted')",
-        id="provider-embedded",
-    ),
+    pytest.param(edited(("llm.host", "ftp://x")), "llm.host", "invalid host 'ftp://x'", id="host-scheme"),
+    pytest.param(edited(("llm.host", "http://h:99999")), "llm.host", "invalid host", id="host-port"),
+    pytest.param(edited(("llm.request_timeout", 0)), "llm.request_timeout", "must be > 0", id="request-timeout-0"),
+    pytest.param(edited(("llm.price_per_1k_tokens", -1)), "llm.price_per_1k_tokens", ">= 0", id="price-negative"),
+    pytest.param(edited(("llm.options", [1])), "llm.options", "must be a mapping", id="options-list"),
     pytest.param(
         edited(("llm.provider", "openai")),
         "llm.provider",
@@ -409,9 +406,9 @@ BAD: list[Any] = [
         edited(("agents.1.llm.temprature", 0.1)), "agents[1].llm.temprature", "unknown key", id="agent-llm-unknown"
     ),
     pytest.param(
-        edited(("agents.1.llm.provider", "ollama")),
+        edited(("agents.1.llm.provider", "olama")),
         "agents[1].llm.provider",
-        "provider 'ollama' is not available",
+        "must be one of scripted, ollama, embedded",
         id="agent-llm-provider",
     ),
 ]
@@ -580,3 +577,19 @@ def test_bad_groups_are_one_line_errors(tmp_path: Path, text: str, field: str, p
     err = load_error(write(tmp_path, text))
     assert err.field == field, str(err)
     assert phrase in str(err) and "\n" not in str(err)
+
+
+def test_ollama_keys_and_host_normalisation(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    text = (
+        "team: t\nstorage: s\nllm: {provider: ollama, options: {temperature: 0, num_ctx: 4096}, price_per_1k_tokens: 0.5}\n"
+        "agents:\n  - {name: a, task: x, max_cycles: 1}\n"
+        "  - {name: b, task: x, max_cycles: 1, llm: {host: 'http://gpu-box', model: 'qwen2.5:7b', request_timeout: 2m}}\n"
+    )
+    a, b = load_config(write(tmp_path, text)).agents
+    assert (a.llm.host, a.llm.model_name, a.llm.request_timeout) == ("http://127.0.0.1:11434", "llama3.1:8b-instruct-q8_0", 120.0)
+    assert a.llm.options == {"temperature": 0, "num_ctx": 4096} and a.llm.price_per_1k_tokens == 0.5
+    assert (b.llm.host, b.llm.model_name, b.llm.request_timeout) == ("http://gpu-box:11434", "qwen2.5:7b", 120.0)
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:9999")
+    assert LLMConfig(provider="ollama").host == "http://0.0.0.0:9999"
+    assert LLMConfig(provider="embedded").model_name == "smollm2:135m-instruct"

@@ -210,7 +210,7 @@ class AgentWorker:
             self._report_stopped(convo, COMPLETED, reason="already complete")
             return EXIT_OK
         try:
-            provider = make_provider(llm)
+            provider = make_provider(llm, on_retry=self._report_retry)
         except ProviderError as exc:
             return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
         try:
@@ -246,6 +246,7 @@ class AgentWorker:
                     reply=reply.content[:REPLY_PREVIEW_CHARS],
                     tokens=reply.tokens,
                     cost_usd=reply.cost_usd,
+                    model_ms=reply.model_ms,
                 )
             )
             finished = cycle >= max_cycles
@@ -297,6 +298,9 @@ class AgentWorker:
     def _durable_conversation(self, convo: Conversation) -> Conversation:
         """After an immediate stop only what is on disk counts."""
         return Conversation(cycle=self._durable_cycle, messages=[], budget_spent_usd=convo.budget_spent_usd)
+
+    def _report_retry(self, report: dict) -> None:
+        self._send(Event(event="llm_retry", level="warning", fields=report))
 
     def _report_corrupt(self, checkpoint_id: str, reason: str) -> None:
         self._send(Event(event="checkpoint_corrupt", level="warning", fields={"checkpoint_id": checkpoint_id, "error": reason}))

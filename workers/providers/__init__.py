@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 from workers.providers.base import Provider, ProviderError, Reply
 
 
-def make_provider(llm: dict[str, Any]) -> Provider:
+def make_provider(llm: dict[str, Any], on_retry: Optional[Callable[[dict[str, Any]], None]] = None) -> Provider:
     """The provider named by an agent's merged `llm` config."""
     kind = llm.get("provider", "scripted")
     if kind == "scripted":
         from workers.providers.scripted import ScriptedProvider
 
         return ScriptedProvider(latency=float(llm.get("latency", 0.2)), cost_per_reply=float(llm.get("cost_per_reply", 0.0)))
+    if kind in ("ollama", "embedded"):  # the embedded model server speaks Ollama's API
+        from workers.providers.ollama import OllamaProvider
+
+        return OllamaProvider(llm, on_retry=on_retry)
     raise ProviderError(f"provider {kind!r} is not available in this version")
 
 

@@ -13,6 +13,7 @@ class Reply:
     content: str
     tokens: Optional[dict] = None
     cost_usd: float = 0.0
+    model_ms: Optional[float] = None  # the model's own time for the call, when the backend says
 
 
 class ProviderError(Exception):

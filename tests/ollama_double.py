@@ -1,0 +1,106 @@
+"""A TEST DOUBLE of an Ollama server: the product's own API layer, a scripted backend, injected faults.
+
+The HTTP layer is `workers.model_server.OllamaAPI`, the one the embedded model
+server uses; behind it sits `ScriptedBackend`, which streams the scripted
+reply of cycle k (k = assistant turns so far + 1) in small pieces, so that
+exactly-once can be checked as with the scripted provider. Each /api/chat
+request takes the next fault from `faults` (none left: a normal answer):
+
+    "500"      an HTTP 500 with Ollama's error shape
+    "midstream" one streamed piece, then an error line (the client raises status -1)
+    "drop"     one streamed piece, then the connection is cut
+    "hang"     no answer at all for `hang_s` seconds (the client's timeout fires)
+    "ok"       a normal answer (to place faults after some good calls)
+
+It runs in a thread of the test process on 127.0.0.1 and a free port.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from workers.model_server import Emit, ModelHTTPServer, OllamaAPI, Stats
+from workers.providers.scripted import scripted_reply
+
+MODEL = "double:latest"
+
+
+class ScriptedBackend:
+    name = MODEL
+
+    def __init__(self, piece_delay: float = 0.0) -> None:
+        self.piece_delay = piece_delay
+        self.calls = 0
+        self.cut_off = 0  # generations stopped because the client went away
+
+    def describe(self) -> dict[str, Any]:
+        return {"details": {"format": "gguf", "family": "double", "families": ["double"], "parameter_size": "0",
+                            "quantization_level": "none", "parent_model": ""},
+                "model_info": {"general.architecture": "double"}}
+
+    def chat(self, messages: list[dict[str, Any]], options: dict[str, Any], emit: Emit) -> Stats:
+        self.calls += 1
+        cycle = sum(1 for m in messages if m.get("role") == "assistant") + 1
+        text = scripted_reply(cycle)
+        pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
+        for piece in pieces:
+            if self.piece_delay:
+                time.sleep(self.piece_delay)
+            if not emit(piece):
+                self.cut_off += 1
+                break
+        return Stats(prompt_tokens=10 * len(messages), completion_tokens=len(pieces), prompt_ms=1.0, eval_ms=2.0,
+                     done_reason="stop")
+
+
+class FaultyAPI(OllamaAPI):
+    def _chat(self, body: dict[str, Any]) -> None:
+        fault = self.server.faults.popleft() if self.server.faults else "ok"  # type: ignore[attr-defined]
+        if fault == "500":
+            self._error(500, "injected failure")
+        elif fault in ("midstream", "drop"):
+            self._start_stream()
+            self._line({"model": MODEL, "created_at": "", "message": {"role": "assistant", "content": "x"}, "done": False})
+            if fault == "midstream":
+                self._line({"error": "injected error in the middle of the stream"})
+                self._end_stream()
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+        elif fault == "hang":
+            time.sleep(self.server.hang_s)  # type: ignore[attr-defined]
+            self.close_connection = True
+        else:
+            super()._chat(body)
+
+
+class OllamaDouble:
+    """Start with `with OllamaDouble() as double:`; `double.host` is its address."""
+
+    def __init__(self, piece_delay: float = 0.0, hang_s: float = 30.0) -> None:
+        self.backend = ScriptedBackend(piece_delay)
+        self.httpd = ModelHTTPServer(("127.0.0.1", 0), self.backend)
+        self.httpd.RequestHandlerClass = FaultyAPI
+        self.httpd.faults = deque()  # type: ignore[attr-defined]
+        self.httpd.hang_s = hang_s  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return self.httpd.host
+
+    @property
+    def faults(self) -> deque:
+        return self.httpd.faults  # type: ignore[attr-defined,no-any-return]
+
+    def __enter__(self) -> "OllamaDouble":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
