@@ -35,6 +35,7 @@ class ScriptedBackend:
     def __init__(self, piece_delay: float = 0.0) -> None:
         self.piece_delay = piece_delay
         self.calls = 0
+        self.streaming = 0  # generations in progress now
         self.cut_off = 0  # generations stopped because the client went away
 
     def describe(self) -> dict[str, Any]:
@@ -47,12 +48,16 @@ class ScriptedBackend:
         cycle = sum(1 for m in messages if m.get("role") == "assistant") + 1
         text = scripted_reply(cycle)
         pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
-        for piece in pieces:
-            if self.piece_delay:
-                time.sleep(self.piece_delay)
-            if not emit(piece):
-                self.cut_off += 1
-                break
+        self.streaming += 1
+        try:
+            for piece in pieces:
+                if not emit(piece):
+                    self.cut_off += 1
+                    break
+                if self.piece_delay:
+                    time.sleep(self.piece_delay)
+        finally:
+            self.streaming -= 1
         return Stats(prompt_tokens=10 * len(messages), completion_tokens=len(pieces), prompt_ms=1.0, eval_ms=2.0,
                      done_reason="stop")
 

@@ -221,7 +221,7 @@ class AgentWorker:
     async def _cycles(self, store: CheckpointStore, provider: Provider, convo: Conversation, max_cycles: int, every: int) -> int:
         while convo.cycle < max_cycles and not self.interrupts.stop_requested:
             cycle = convo.cycle + 1
-            prompt = [] if cycle == 1 else [{"role": "user", "content": f"Continue: cycle {cycle} of {max_cycles}."}]
+            prompt = [] if cycle == 1 else [{"role": "user", "content": f"Continue with step {cycle} of {max_cycles}; do not repeat earlier steps."}]
             began = time.monotonic()
             self._cycle_task = asyncio.create_task(provider.chat(convo.messages + prompt, cycle=cycle))
             try:
