@@ -123,7 +123,7 @@ class ModelService:
         deadline = time.monotonic() + READY_TIMEOUT
         try:
             while time.monotonic() < deadline:
-                select.select([worker.sock, worker.sentinel], [], [], max(0.0, deadline - time.monotonic()))
+                select.select([worker.sock.fileno(), worker.sentinel], [], [], max(0.0, deadline - time.monotonic()))
                 for message in worker.receive():
                     if isinstance(message, Event) and self.ready(message):
                         return str(self.host)

@@ -170,7 +170,8 @@ class OllamaAPI(BaseHTTPRequestHandler):
     def _answer(self, body: dict[str, Any], messages: list[Any], shape: Callable[[str, bool], dict[str, Any]]) -> None:
         """Stream (the default) or answer whole; the final object carries the counts and durations."""
         backend = self.server.backend
-        options = body.get("options") if isinstance(body.get("options"), dict) else {}
+        raw_options = body.get("options")
+        options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
         stream = body.get("stream", True) is not False
         began = time.monotonic()
         parts: list[str] = []
