@@ -123,6 +123,11 @@ class AgentRecord:
         self.kill_at = None
 
     @property
+    def process_noun(self) -> str:
+        """What its process is called in events: worker_exited, group_exited, ..."""
+        return "group" if self.kind == GROUP else "worker"
+
+    @property
     def running(self) -> bool:
         """A worker is up and has not said its last word."""
         return self.worker is not None and not self.exited and self.stopped is None
@@ -275,7 +280,7 @@ class Arbiter:
             worker = WorkerProcess.start(name, GROUP_ENTRY if record.kind == GROUP else self.entry)
         except Exception as exc:  # cannot fork: out of memory, pid limit
             record.status = FAILED
-            record.failure = f"could not start {'group' if record.kind == GROUP else 'worker'}: {exc}"
+            record.failure = f"could not start {record.process_noun}: {exc}"
             record.exited = True
             self.log.emit("worker_error", level="error", agent_id=name, kind="start", message=record.failure, fatal=True)
             self._after_exit(record, FAILED)
@@ -623,7 +628,7 @@ class Arbiter:
         self._start(record.name)
         if record.worker is not None:
             self.log.emit(
-                f"{'group' if record.kind == GROUP else 'worker'}_restarted", agent_id=record.name, pid=record.pid,
+                f"{record.process_noun}_restarted", agent_id=record.name, pid=record.pid,
                 attempt=self.books[record.name].attempts, cycle=record.cycle,
             )
 
@@ -759,7 +764,7 @@ class Arbiter:
     def _on_event(self, record: AgentRecord, event: Event, received_at: float) -> None:
         """Workers may report only their own kinds of event; they cannot forge the supervisor's."""
         fields = {k: v for k, v in event.fields.items() if k not in RESERVED_FIELDS}
-        level = event.level if event.level in ("debug", "info", "warning", "error") else "info"
+        level = _level(event)
         if event.event in WORKER_EVENTS:
             self.log.emit(event.event, level=level, agent_id=record.name, **fields)
         else:
@@ -776,7 +781,7 @@ class Arbiter:
             self._protocol_failure(record, f"group event {event.event!r} about {agent_id!r}, not one of its own")
             return
         fields = {k: v for k, v in event.fields.items() if k not in ("timestamp", "level", "event")}
-        level = event.level if event.level in ("debug", "info", "warning", "error") else "info"
+        level = _level(event)
         self.log.emit(event.event, level=level, **fields)
         member = self.members.get(str(agent_id))
         if member is not None:
@@ -853,7 +858,7 @@ class Arbiter:
             record.failure = reason
         budget = {"budget_spent_usd": record.stopped.budget_spent_usd} if record.stopped is not None else {}
         self.log.emit(
-            f"{'group' if record.kind == GROUP else 'worker'}_exited",
+            f"{record.process_noun}_exited",
             level="error" if status == FAILED else "info",
             agent_id=record.name,
             pid=worker.pid,
@@ -949,6 +954,11 @@ class Arbiter:
             )
         )
         parent.drain(timeout=1.0)
+
+
+def _level(event: Event) -> str:
+    """A reported level we write as is; anything else is info."""
+    return event.level if event.level in ("debug", "info", "warning", "error") else "info"
 
 
 def _track(member: AgentRecord, event: str, fields: dict[str, Any]) -> None:

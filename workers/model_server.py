@@ -327,8 +327,6 @@ def serve(sock: socket.socket, parent_pid: int) -> None:
             "host": httpd.host, "model": backend.name, "load_ms": round((time.monotonic() - began) * 1000.0, 1)})))
         while True:  # the pipe is the lifeline: EOF or any message from the parent ends us
             readable, _, _ = select.select([sock], [], [], BEAT_INTERVAL)
-            if readable and not sock.recv(65536):
-                break
             if readable:
                 break
             sock.sendall(encode(Heartbeat(sent_at=time.time())))
