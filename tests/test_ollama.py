@@ -13,7 +13,7 @@ import pytest
 
 from harness import by_event
 from ollama_double import MODEL, OllamaDouble
-from workers.providers.ollama import estimate_tokens, fit_context
+from workers.providers.ollama import Transient, classify, estimate_tokens, fit_context
 
 
 def _use(team, host: str, **llm: object) -> None:
@@ -125,3 +125,8 @@ def test_the_context_keeps_the_system_prompt_the_task_and_the_newest_turns():
     assert sum(estimate_tokens(m) for m in window) <= 600
     assert window[2:] == messages[-len(window) + 2 :]  # the newest turns, in order
     assert fit_context(messages[:3], budget=1) == messages[:3]  # the newest turn is always sent
+
+
+def test_a_stream_cut_short_is_retried_like_any_transient_failure():
+    cut = Transient("the stream ended without its final message")
+    assert classify(cut, "http://h:1", "m") is cut

@@ -71,6 +71,8 @@ def backoff(attempt: int, rng: random.Random) -> float:
 
 def classify(exc: BaseException, host: str, model: str) -> Exception:
     """A client failure as Transient (retry) or ProviderError (give up), in one line."""
+    if isinstance(exc, Transient):  # our own finding, e.g. a stream that ended without its final message
+        return exc
     if isinstance(exc, ollama.ResponseError):
         code = exc.status_code
         if code == -1:
