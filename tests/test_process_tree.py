@@ -59,7 +59,14 @@ def test_adopted_orphans_are_reaped_while_the_supervisor_runs(make_team, tmp_pat
         supervisor = psutil.Process(proc.pid)
 
         def zombies() -> list[int]:
-            return [c.pid for c in supervisor.children() if c.status() == psutil.STATUS_ZOMBIE]
+            found = []
+            for child in supervisor.children():
+                try:
+                    if child.status() == psutil.STATUS_ZOMBIE:
+                        found.append(child.pid)
+                except psutil.NoSuchProcess:  # reaped between the listing and the look: not a zombie
+                    pass
+            return found
 
         # Three crashed workers left six tools behind, all adopted; none may linger as a zombie.
         settle = time.monotonic() + 2
