@@ -28,19 +28,36 @@ FAULTS = ["ctrl_c", "double_ctrl_c", "sigterm", "kill_supervisor"]
 EXPECTED_EXIT = {"ctrl_c": 0, "double_ctrl_c": 1, "sigterm": 0, "kill_supervisor": -signal.SIGKILL}
 
 
-def _kill_a_child(run, rng: random.Random) -> str:
-    """SIGKILL a random live worker or group; returns which kind, or "" if none was alive."""
+def _kill_a_child(run, rng: random.Random) -> tuple[str, str]:
+    """SIGKILL a random live worker or group; returns (kind, name), or ("", "") if none was alive."""
     started = [e for e in run.new_events() if e["event"] in ("worker_started", "group_started")]
     latest = {e["agent_id"]: (e["pid"], e["event"].split("_")[0]) for e in started}
-    alive = [(pid, kind) for pid, kind in latest.values() if not gone([pid])]
+    alive = [(name, pid, kind) for name, (pid, kind) in latest.items() if not gone([pid])]
     if not alive:
-        return ""
-    pid, kind = rng.choice(alive)
+        return "", ""
+    name, pid, kind = rng.choice(alive)
     try:
         psutil.Process(pid).kill()
     except psutil.NoSuchProcess:
+        return "", ""
+    return kind, name
+
+
+def _restarted_or_done(run, kind: str, name: str) -> str:
+    """Wait for the killed child's restart, or learn it had already finished its work.
+
+    A child that said its last word (`stopped`, completed) a moment before the SIGKILL
+    landed is done, not crashed: its supervisor rightly records it completed.
+    """
+    def outcome(events: list) -> str:
+        mine = [e for e in events if e.get("agent_id") == name]
+        if by_event(mine, f"{kind}_restarted"):
+            return "restarted"
+        if any(e["status"] == "completed" for e in by_event(mine, f"{kind}_exited")):
+            return "finished_before_kill"
         return ""
-    return kind
+
+    return run.wait_for(outcome, f"the killed {kind}'s restart")
 
 
 def _cycles_or_exit(run, count: int) -> None:
@@ -80,12 +97,12 @@ def test_chaos(make_team, capsys):
             family = [p.pid for p in run.descendants()]
             if rng.random() < 0.4:
                 _cycles_or_exit(run, rng.randint(0, 3))
-                kind = _kill_a_child(run, rng)
+                kind, name = _kill_a_child(run, rng)
                 if kind:
                     injected[f"kill_{kind}"] += 1
                     # Its restart comes first: a crash during a stop is a failure (exit 3), by design.
-                    run.wait_for(lambda ev: by_event(ev, f"{kind}_restarted"), f"the killed {kind}'s restart")
-                    held[f"{kind}_restarted"] += 1
+                    outcome = _restarted_or_done(run, kind, name)
+                    held[f"{kind}_{outcome}"] += 1
             _cycles_or_exit(run, rng.randint(0, 6))
             if run.proc.poll() is not None:  # it finished before the fault: a clean run
                 assert run.wait() == 0, run.output
