@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import NoReturn, Optional, Sequence
 
-COMMANDS = ("run", "status", "logs", "checkpoints")
+COMMANDS = ("run", "status", "logs", "checkpoints", "report")
 EXIT_USAGE = 2
 
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the team (resuming from checkpoints)")
     run.add_argument("config")
     run.add_argument("--fresh", action="store_true", help="archive the old state and start over")
+    run.add_argument("--plain", action="store_true", help="plain lines even on a terminal (no live view)")
 
     status = sub.add_parser("status", help="one row per agent")
     status.add_argument("config")
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoints.add_argument("--verify", action="store_true", help="check every checkpoint; exit 1 if any is corrupt")
     checkpoints.add_argument("--show", nargs="?", const="latest", metavar="ID", help="print one checkpoint (default: latest) as JSON")
     checkpoints.add_argument("--json", action="store_true", help="one JSON list on stdout")
+
+    report = sub.add_parser("report", help="write the run's timeline as one self-contained HTML file")
+    report.add_argument("config")
+    report.add_argument("-o", "--output", help="where to write it (default: <storage>/report.html)")
     return parser
 
 
@@ -71,9 +76,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if args.command == "run":
+        from supervisor.live_view import choose_console
         from supervisor.run import run_team
 
-        return run_team(config, fresh=args.fresh, own_process=True)  # the CLI owns its process: adopt orphans
+        console = choose_console(config, plain=args.plain)
+        return run_team(config, fresh=args.fresh, console=console, own_process=True)  # the CLI owns its process: adopt orphans
+    if args.command == "report":
+        from supervisor.report import report_command
+
+        return report_command(config, args)
     from supervisor import inspect_cmds
 
     return inspect_cmds.COMMANDS[args.command](config, args)

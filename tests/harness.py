@@ -122,8 +122,9 @@ class Team:
 
     # ---- runs ----------------------------------------------------------------
 
-    def start(self, *extra: str, terminal: bool = False) -> "Run":
-        run = Run(self, [sys.executable, "-m", "supervisor", str(self.config), *extra], terminal=terminal)
+    def start(self, *extra: str, terminal: bool = False, env: Optional[dict[str, str]] = None) -> "Run":
+        """Start a run; on a `terminal`, TERM=dumb (plain lines) unless `env` says otherwise."""
+        run = Run(self, [sys.executable, "-m", "supervisor", str(self.config), *extra], terminal=terminal, env=env)
         self.runs.append(run)
         return run
 
@@ -140,12 +141,12 @@ class Team:
 
 
 class Run:
-    def __init__(self, team: Team, argv: list[str], *, terminal: bool) -> None:
+    def __init__(self, team: Team, argv: list[str], *, terminal: bool, env: Optional[dict[str, str]] = None) -> None:
         self.team = team
         self.terminal = terminal
         self._chunks: list[bytes] = []
         self._events_seen = len(team.events())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), "TERM": "dumb", **(env or {})}
         if terminal:
             self.master, slave = os.openpty()
             self.proc = subprocess.Popen(
