@@ -32,6 +32,7 @@ from protocol.messages import (
     Ready,
     Start,
     Stopped,
+    StopRequest,
     from_wire,
 )
 
@@ -39,6 +40,6 @@ __all__ = [
     "COMPLETED", "FAILED", "GRACEFUL", "IMMEDIATE", "INTERRUPTED", "MODES", "PROGRAMMATIC",
     "PROTOCOL_VERSION", "RUNNING", "SOURCES", "STATUSES", "SYSTEM", "USER",
     "Ack", "CheckpointSaved", "CycleDone", "Error", "Event", "FrameDecoder", "Heartbeat",
-    "Interrupt", "MAX_FRAME_BYTES", "Message", "ProtocolError", "Ready", "Start", "Stopped",
+    "Interrupt", "MAX_FRAME_BYTES", "Message", "ProtocolError", "Ready", "Start", "Stopped", "StopRequest",
     "decode_payload", "encode", "from_wire",
 ]

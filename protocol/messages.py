@@ -71,6 +71,7 @@ class Interrupt(Message):
     source: str
     message: str
     issued_at: float
+    agents: list = field(default_factory=list)  # a group passes it to these of its agents only; empty: to all
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -103,6 +104,27 @@ class Ready(Message):
     status: str
     resumed: bool
     checkpoint_id: Optional[str] = None
+    budget_spent_usd: float = 0.0  # spent by earlier runs, from the checkpoint: budgets count it
+
+
+@dataclass(frozen=True)
+class StopRequest(Message):
+    """The agent asks to be stopped: its budget is spent, or it decided so itself.
+
+    The supervisor answers with an Interrupt for this worker alone, so the stop
+    is logged, counted and timed like any other, and nothing restarts it.
+    """
+
+    type: ClassVar[str] = "stop_request"
+    mode: str
+    source: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ProtocolError(f"stop_request mode must be one of {MODES}, got {self.mode!r}")
+        if self.source not in SOURCES:
+            raise ProtocolError(f"stop_request source must be one of {SOURCES}, got {self.source!r}")
 
 
 @dataclass(frozen=True)
@@ -178,7 +200,7 @@ class Event(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
-    for cls in (Start, Interrupt, Ack, Ready, CycleDone, CheckpointSaved, Stopped, Error, Heartbeat, Event)
+    for cls in (Start, Interrupt, Ack, Ready, StopRequest, CycleDone, CheckpointSaved, Stopped, Error, Heartbeat, Event)
 }
 
 

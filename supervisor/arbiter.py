@@ -23,7 +23,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from protocol import (
     COMPLETED,
@@ -31,6 +31,7 @@ from protocol import (
     GRACEFUL,
     IMMEDIATE,
     INTERRUPTED,
+    PROGRAMMATIC,
     RUNNING,
     SYSTEM,
     USER,
@@ -46,6 +47,7 @@ from protocol import (
     Ready,
     Start,
     Stopped,
+    StopRequest,
     encode,
 )
 from supervisor.config import AGENT, GROUP, RestartPolicy, TeamConfig
@@ -110,6 +112,7 @@ class AgentRecord:
     restart_at: Optional[float] = None  # a restart is scheduled for then (monotonic)
     joining_restart: bool = False  # stopped on purpose to restart with a sibling (strategy)
     kill_at: Optional[float] = None  # stopped for a restart but not gone by then: killed
+    stopping: bool = False  # stopped on purpose, alone (its budget, its timeout, a request): never restarted
 
     def reset_for_restart(self) -> None:
         """Forget the last worker; keep what the agent has done (cycle, checkpoint)."""
@@ -171,6 +174,7 @@ class Arbiter:
         parent: Optional[FramedPipe] = None,
         service: Optional[ModelService] = None,
         model_host: Optional[str] = None,
+        parent_backlog: Sequence[Message] = (),
     ) -> None:
         self.config = config
         self.log = log
@@ -196,6 +200,7 @@ class Arbiter:
         # A group takes its orders from its parent's pipe, not from signals.
         self.parent = parent
         self.parent_interrupt: Optional[int] = None  # the parent's last interrupt that reached us
+        self.parent_backlog = list(parent_backlog)  # what the parent sent along with Start
         self.next_beat = 0.0
         handled = () if parent is not None else HANDLED
         self.signals = SignalQueue(handled + (signal.SIGCHLD,) if own_process else handled)
@@ -216,6 +221,7 @@ class Arbiter:
             AGENT: {
                 Heartbeat: self._on_heartbeat,
                 Ready: self._on_ready,
+                StopRequest: self._on_stop_request,
                 CycleDone: self._on_cycle_done,
                 CheckpointSaved: self._on_checkpoint_saved,
                 Ack: self._on_ack,
@@ -233,6 +239,11 @@ class Arbiter:
         }
         self._group_delay = 0.0  # the delay of the restart that siblings join
         self.started_at = time.monotonic()
+        # Limits (source PROGRAMMATIC): the team's, then each agent's own timeout (its budget the worker checks).
+        self.team_deadline = self.started_at + config.timeout if config.timeout else None
+        self.agent_deadlines = {
+            a.name: self.started_at + a.timeout for a in config.agents if a.timeout is not None
+        }
 
     # ---- the run ------------------------------------------------------------
 
@@ -260,6 +271,9 @@ class Arbiter:
                 self.log.emit("model_server_started", agent_id=self.config.team, pid=self.service.worker.pid,
                               host=self.service.host, load_ms=self.service.load_ms)
             self._watch_parent()
+            for message in self.parent_backlog:  # a stop sent while we booted: our workers start with it
+                if isinstance(message, Interrupt):
+                    self._on_parent_interrupt(message)
             for name in self.agents:
                 self._start(name)
             while self._live():
@@ -336,6 +350,9 @@ class Arbiter:
 
     def _timeout(self) -> Optional[float]:
         deadlines = [d for d in (self.deadline, self.kill_deadline, self.reap_deadline) if d is not None]
+        if self.mode is None and self.team_deadline is not None:
+            deadlines.append(self.team_deadline)
+        deadlines += self.agent_deadlines.values()
         if self.parent is not None and self.parent.pipe_open:
             deadlines.append(self.next_beat)
         deadlines += [d for r in self.agents.values() for d in (r.restart_at, r.kill_at) if d is not None]
@@ -413,9 +430,38 @@ class Arbiter:
             self.deadline = None
             self.kill_deadline = time.monotonic() + shutdown.immediate_timeout
 
+    def stop_agent(self, name: str, mode: str, source: str, message: str, *, relayed: Optional[Interrupt] = None) -> bool:
+        """Stop one agent of the tree on purpose, the rest running on; False if it is not running.
+
+        An agent of ours gets the interrupt itself and, once stopped, is not
+        restarted; an agent inside a group is reached through its group, which
+        does the same one level down.
+        """
+        record = self.agents.get(name)
+        if record is not None and record.kind == AGENT:
+            if not record.running or record.stopping:
+                if record.restart_at is not None:  # between a crash and its restart: it stays stopped
+                    record.restart_at, record.status, record.failure, record.stopping = None, INTERRUPTED, None, True
+                return False
+            record.stopping = True
+            self.agent_deadlines.pop(name, None)
+            now = time.monotonic()
+            shutdown = self.config.shutdown
+            if mode == GRACEFUL:  # not done by then: killed; its last checkpoint stays its truth
+                record.kill_at = now + shutdown.graceful_timeout + shutdown.immediate_timeout
+            else:
+                record.kill_at = now + shutdown.immediate_timeout
+            self._issue(mode, source, message, [record], team_wide=False, relayed=relayed, targets=[name])
+            return True
+        group = next((r for r in self.agents.values() if r.kind == GROUP and name in self.speaks_for[r.name]), None)
+        if group is None or not group.running or name == group.name:
+            return False
+        self._issue(mode, source, message, [group], team_wide=False, targets=[name])
+        return True
+
     def _issue(
         self, mode: str, source: str, message: str, records: list[AgentRecord], *, team_wide: bool,
-        relayed: Optional[Interrupt] = None,
+        relayed: Optional[Interrupt] = None, targets: Optional[list[str]] = None,
     ) -> None:
         """One interrupt to `records`: the fan-out first, then the log line (it can wait a millisecond)."""
         issued_at = relayed.issued_at if relayed is not None else time.time()
@@ -424,7 +470,8 @@ class Arbiter:
             public_id: Union[int, str] = relayed.interrupt_id
         else:  # a group's own interrupt (a restart, its own failure) must not collide with the root's ids
             public_id = local_id if self.parent is None else f"{self.config.team}.{local_id}"
-        msg = Interrupt(interrupt_id=local_id, mode=mode, source=source, message=message, issued_at=issued_at)
+        msg = Interrupt(interrupt_id=local_id, mode=mode, source=source, message=message, issued_at=issued_at,
+                        agents=list(targets or []))
         self.interrupts[local_id] = IssuedInterrupt(
             message=msg, timestamp=_iso(issued_at), public_id=public_id, team_wide=team_wide
         )
@@ -434,6 +481,7 @@ class Arbiter:
             self._watch_writes(record)
         if relayed is not None:
             return  # the parent has logged it already
+        aimed: dict[str, Any] = {"agents": list(targets)} if targets else {}
         self.log.emit(
             "interrupt_initiated",
             agent_id=self.config.team,
@@ -443,6 +491,7 @@ class Arbiter:
             interrupt_id=public_id,
             issued_at=issued_at,
             workers=len(records),
+            **aimed,
         )
 
     # ---- the parent (a group's sub-supervisor only) ---------------------------------
@@ -470,7 +519,11 @@ class Arbiter:
     def _on_parent_interrupt(self, msg: Interrupt) -> None:
         """The parent's interrupt: pass it down first, then acknowledge it up."""
         self.parent_interrupt = msg.interrupt_id
-        self.interrupt(msg.mode, msg.source, msg.message, relayed=msg)
+        if msg.agents:  # for some of our agents only: the rest run on
+            for name in msg.agents:
+                self.stop_agent(name, msg.mode, msg.source, msg.message, relayed=msg)
+        else:
+            self.interrupt(msg.mode, msg.source, msg.message, relayed=msg)
         if self.parent is not None:
             self.parent.send(Ack(interrupt_id=msg.interrupt_id, received_at=time.time()))
 
@@ -570,8 +623,8 @@ class Arbiter:
 
     def _after_exit(self, record: AgentRecord, status: str) -> None:
         """Apply the agent's restart policy and the team's strategy to one exit."""
-        if self.mode is not None:
-            return  # the team is stopping: nothing restarts
+        if self.mode is not None or record.stopping:
+            return  # the team is stopping, or this agent was stopped on purpose: nothing restarts
         now = time.monotonic()
         if record.joining_restart:
             self._schedule_restart(record, now, self._group_delay)
@@ -632,9 +685,46 @@ class Arbiter:
                 attempt=self.books[record.name].attempts, cycle=record.cycle,
             )
 
+    def _check_limits(self, now: float) -> None:
+        """The team's wall clock, then each agent's: a graceful stop, source PROGRAMMATIC."""
+        if self.team_deadline is not None and now >= self.team_deadline:
+            self.team_deadline = None
+            if self.mode is None:
+                self._programmatic_stop(f"team timeout {_seconds(self.config.timeout)} reached")
+        for name, deadline in list(self.agent_deadlines.items()):
+            if now >= deadline:
+                del self.agent_deadlines[name]
+                timeout = self.config.agent(name).timeout
+                self._stop_alone(name, f"agent {name} timeout {_seconds(timeout)} reached")
+
+    def _check_team_budget(self) -> None:
+        """Dollars spent by every agent of the tree, earlier runs included, against the team's budget."""
+        budget = self.config.budget_usd
+        if budget is None or self.mode is not None or self.parent is not None:
+            return
+        spent = sum(r.budget_spent_usd for r in self.agents.values() if r.kind == AGENT)
+        spent += sum(m.budget_spent_usd for m in self.members.values())
+        if spent >= budget:
+            self._programmatic_stop(f"team budget ${budget:g} reached (spent ${spent:.4f})")
+
+    def _programmatic_stop(self, message: str) -> None:
+        self.interrupt(GRACEFUL, PROGRAMMATIC, message)
+        self.console.interrupt_notice(GRACEFUL, PROGRAMMATIC, message[0].upper() + message[1:])
+
+    def _stop_alone(self, name: str, message: str) -> None:
+        if self.mode is None and self.stop_agent(name, GRACEFUL, PROGRAMMATIC, message):
+            self.console.line(f"[{name}] ⏹️  {message}: it finishes its cycle and stops; the others run on.")
+
+    def _on_stop_request(self, record: AgentRecord, request: StopRequest, received_at: float) -> None:
+        """The agent asks for its own stop (its budget, its own decision): an interrupt for it alone."""
+        if self.mode is None:
+            self._stop_alone(record.name, request.message)
+        # While the team stops, the team's interrupt is on its way to this worker already.
+
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         self._beat(now)
+        self._check_limits(now)
         if self.service_restart_at is not None and now >= self.service_restart_at:
             self._restart_service()
         self._check_hangs(now)
@@ -719,6 +809,7 @@ class Arbiter:
         record.status = ready.status
         record.checkpoint_id = ready.checkpoint_id
         record.pid = ready.pid
+        record.budget_spent_usd = ready.budget_spent_usd  # what its checkpoint says was spent before
         self.log.emit(
             "worker_started",
             agent_id=record.name,
@@ -727,8 +818,10 @@ class Arbiter:
             max_cycles=ready.max_cycles,
             status=ready.status,
             resumed=ready.resumed,
+            budget_spent_usd=ready.budget_spent_usd,
             startup_ms=round((time.monotonic() - record.process.started_at) * 1000.0, 3),
         )
+        self._check_team_budget()
 
     def _on_cycle_done(self, record: AgentRecord, done: CycleDone, received_at: float) -> None:
         record.cycle = done.cycle
@@ -743,6 +836,7 @@ class Arbiter:
             **{key: value for key, value in known.items() if value is not None},
             reply=done.reply,
         )
+        self._check_team_budget()
 
     def _on_checkpoint_saved(self, record: AgentRecord, saved: CheckpointSaved, received_at: float) -> None:
         record.checkpoint_id = saved.checkpoint_id
@@ -786,6 +880,7 @@ class Arbiter:
         member = self.members.get(str(agent_id))
         if member is not None:
             _track(member, event.event, fields)
+            self._check_team_budget()
 
     def _on_ack(self, record: AgentRecord, ack: Ack, received_at: float) -> None:
         issued = self.interrupts.get(ack.interrupt_id)
@@ -972,6 +1067,7 @@ def _track(member: AgentRecord, event: str, fields: dict[str, Any]) -> None:
         member.cycle = int(number("cycle", member.cycle))
     if event == "worker_started":
         member.status = str(fields.get("status") or RUNNING)
+        member.budget_spent_usd = number("budget_spent_usd", member.budget_spent_usd)
     elif event == "cycle_completed":
         member.budget_spent_usd += number("cost_usd", 0.0)
     elif event == "worker_exited":
@@ -981,6 +1077,15 @@ def _track(member: AgentRecord, event: str, fields: dict[str, Any]) -> None:
         member.status = "restarting"
     if event in ("checkpoint_saved", "interrupt_completed") and isinstance(fields.get("checkpoint_id"), str):
         member.checkpoint_id = fields["checkpoint_id"]
+
+
+def _seconds(value: Optional[float]) -> str:
+    """A duration as a person wrote it: 90s, 2m, 1.5h."""
+    seconds = float(value or 0.0)
+    for unit, size in (("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _public(msg: Interrupt) -> dict[str, Any]:

@@ -322,6 +322,9 @@ class AgentConfig(BaseModel):
     restart: Optional[RestartKind] = None  # None: the team's
     max_restarts: Optional[int] = Field(None, ge=0, le=MAX_RESTARTS_LIMIT)
     restart_window: Optional[Duration] = Field(None, gt=0)
+    # This agent's own limits, on top of the team's: USD across runs, wall clock of one run.
+    budget_usd: Optional[float] = Field(None, gt=0)
+    timeout: Optional[Duration] = Field(None, gt=0)
 
 
 class GroupConfig(BaseModel):
@@ -371,6 +374,10 @@ class TeamConfig(BaseModel):
     max_restarts: int = Field(3, ge=0, le=MAX_RESTARTS_LIMIT)
     restart_window: Duration = Field(60.0, gt=0)
     strategy: Strategy = "one_for_one"
+    # Limits that stop the whole team gracefully (source PROGRAMMATIC): dollars
+    # spent by every agent across runs, and the wall clock of one run.
+    budget_usd: Optional[float] = Field(None, gt=0)
+    timeout: Optional[Duration] = Field(None, gt=0)
     agents: list[AgentConfig]
     # Nested teams, each run by a sub-supervisor process (one level deep).
     groups: list[GroupConfig] = Field(default_factory=list)
@@ -514,6 +521,7 @@ class TeamConfig(BaseModel):
             "storage": str(self.storage),
             "llm": {**agent.llm.model_dump(mode="json"), "model": agent.llm.model_name},
             "checkpoint": self.checkpoint.model_dump(mode="json"),
+            "budget_usd": agent.budget_usd,
         }
 
     def group_config(self, name: str) -> TeamConfig:
@@ -533,6 +541,8 @@ class TeamConfig(BaseModel):
                 "restart": own(group.restart, self.restart),
                 "max_restarts": own(group.max_restarts, self.max_restarts),
                 "restart_window": own(group.restart_window, self.restart_window),
+                "budget_usd": None,  # the team's limits are the root's to enforce, over every agent
+                "timeout": None,
             }
         )
 

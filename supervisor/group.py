@@ -19,7 +19,7 @@ import socket
 import time
 from typing import Any, Optional
 
-from protocol import Error, Event, ProtocolError, Start
+from protocol import Error, Event, Message, ProtocolError, Start
 from protocol.lineage import detach
 from supervisor.console import Console
 from supervisor.process import FramedPipe
@@ -64,9 +64,10 @@ def run_group(sock: socket.socket, parent_pid: int) -> None:
 
 
 def _serve(pipe: FramedPipe) -> int:
-    start = _read_start(pipe)
-    if start is None:
+    first = _read_start(pipe)
+    if first is None:
         return 0  # the parent went away before telling us what to run
+    start, backlog = first
     from supervisor.arbiter import Arbiter
     from supervisor.config import TeamConfig
     from supervisor.process import WORKER_ENTRY, worker_context
@@ -77,12 +78,16 @@ def _serve(pipe: FramedPipe) -> int:
     pipe.sock.setblocking(False)
     host = start.spec.get("model_host")
     arbiter = Arbiter(config, RelayLog(pipe), QuietConsole(), {}, entry=str(entry), own_process=True, parent=pipe,
-                      model_host=str(host) if host else None)
+                      model_host=str(host) if host else None, parent_backlog=backlog)
     return arbiter.run()
 
 
-def _read_start(pipe: FramedPipe) -> Optional[Start]:
-    """Block for the first message, which must be the parent's Start."""
+def _read_start(pipe: FramedPipe) -> Optional[tuple[Start, list[Message]]]:
+    """Block for the first message, which must be the parent's Start.
+
+    What came with it (an interrupt sent while we booted) is returned too: the
+    arbiter acts on it before it starts a single worker.
+    """
     pipe.sock.settimeout(START_TIMEOUT)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -97,7 +102,7 @@ def _read_start(pipe: FramedPipe) -> Optional[Start]:
             first = messages[0]
             if not isinstance(first, Start) or not isinstance(first.spec.get("config"), dict):
                 raise ProtocolError(f"a group expects start with a config first, got {first.type}")
-            return first
+            return first, messages[1:]
     raise ProtocolError(f"no start message within {START_TIMEOUT:g}s")
 
 

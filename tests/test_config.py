@@ -163,6 +163,7 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
             "request_timeout": 120.0, "price_per_1k_tokens": 0.0,
         },
         "checkpoint": {"every": 2, "keep": 5, "compress": False},
+        "budget_usd": None,
     }
     assert msgpack.unpackb(msgpack.packb(spec)) == spec
     with pytest.raises(KeyError, match="no agent 'nobody'"):

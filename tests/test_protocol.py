@@ -31,6 +31,7 @@ from protocol import (
     Ready,
     Start,
     Stopped,
+    StopRequest,
     decode_payload,
     encode,
     from_wire,
@@ -99,6 +100,8 @@ SAMPLES: dict[str, list[Message]] = {
         Interrupt(interrupt_id=1, mode="GRACEFUL", source="USER", message="Ctrl+C", issued_at=1712345678.25),
         Interrupt(interrupt_id=2**40, mode="IMMEDIATE", source="SYSTEM", message="", issued_at=0.0),
         Interrupt(interrupt_id=0, mode="GRACEFUL", source="PROGRAMMATIC", message="stop ⏹", issued_at=-1.5),
+        Interrupt(interrupt_id=3, mode="GRACEFUL", source="PROGRAMMATIC", message="budget", issued_at=2.0,
+                  agents=["crew-a", "crew-b"]),
     ],
     "ack": [
         Ack(interrupt_id=7, received_at=1712345678.5),
@@ -110,6 +113,11 @@ SAMPLES: dict[str, list[Message]] = {
             agent="b", pid=1, cycle=3, max_cycles=3, status="completed", resumed=True, checkpoint_id="ckpt-0003-é"
         ),
         Ready(agent="c", pid=2, cycle=1, max_cycles=5, status="interrupted", resumed=True, checkpoint_id=None),
+        Ready(agent="d", pid=3, cycle=4, max_cycles=9, status="running", resumed=True, budget_spent_usd=0.125),
+    ],
+    "stop_request": [
+        StopRequest(mode="GRACEFUL", source="PROGRAMMATIC", message="agent a budget $0.05 reached"),
+        StopRequest(mode="IMMEDIATE", source="USER", message=""),
     ],
     "cycle_done": [
         CycleDone(cycle=1, duration_ms=812.5, reply="Bonjour 🌍"),

@@ -22,6 +22,7 @@ from protocol import (
     GRACEFUL,
     IMMEDIATE,
     INTERRUPTED,
+    PROGRAMMATIC,
     RUNNING,
     Ack,
     CheckpointSaved,
@@ -34,6 +35,7 @@ from protocol import (
     Ready,
     Start,
     Stopped,
+    StopRequest,
 )
 from workers.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
 from workers.link import SupervisorLink
@@ -117,6 +119,9 @@ class AgentWorker:
         self._started: asyncio.Future[Start] = asyncio.get_running_loop().create_future()
         self._cycle_task: Optional[asyncio.Task[Any]] = None
         self._last_saved: Optional[SavedCheckpoint] = None
+        self._told_to_stop = asyncio.Event()  # set by any interrupt, or by losing the supervisor
+        self._agent = ""
+        self._budget: Optional[float] = None  # this agent's own, USD across runs
 
     # ---- incoming messages (called from the link, never blocks) -----------
 
@@ -136,9 +141,11 @@ class AgentWorker:
             self._cancel_cycle()
         elif self.interrupts.graceful is None:
             self.interrupts.graceful = interrupt
+        self._told_to_stop.set()
 
     def _on_lost(self, reason: str) -> None:
         self.interrupts.supervisor_lost = reason
+        self._told_to_stop.set()
         self._cancel_cycle()
         if not self._started.done():
             self._started.cancel()
@@ -202,6 +209,7 @@ class AgentWorker:
                 status=COMPLETED if done else RUNNING,
                 resumed=checkpoint is not None,
                 checkpoint_id=checkpoint.checkpoint_id if checkpoint else None,
+                budget_spent_usd=convo.budget_spent_usd,
             )
         )
         if done:
@@ -213,13 +221,34 @@ class AgentWorker:
             provider = make_provider(llm, on_retry=self._report_retry)
         except ProviderError as exc:
             return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
+        self._agent, self._budget = agent, spec.get("budget_usd")
         try:
             return await self._cycles(store, provider, convo, max_cycles, int(spec["checkpoint"]["every"]))
         finally:
             await provider.aclose()
 
+    async def _ask_to_stop(self, message: str) -> None:
+        """Ask the supervisor for our own graceful stop, and start no cycle until it answers.
+
+        The stop then runs the one path every interrupt takes: logged, acked,
+        checkpointed, timed and counted, and the supervisor knows not to
+        restart us.
+        """
+        self._send(StopRequest(mode=GRACEFUL, source=PROGRAMMATIC, message=message))
+        await self._told_to_stop.wait()
+
+    def _over_budget(self, convo: Conversation) -> Optional[str]:
+        budget = self._budget
+        if budget is None or convo.budget_spent_usd < budget:
+            return None
+        return f"agent {self._agent} budget ${budget:g} reached (spent ${convo.budget_spent_usd:.4f})"
+
     async def _cycles(self, store: CheckpointStore, provider: Provider, convo: Conversation, max_cycles: int, every: int) -> int:
         while convo.cycle < max_cycles and not self.interrupts.stop_requested:
+            reason = self._over_budget(convo)
+            if reason is not None:
+                await self._ask_to_stop(reason)
+                continue
             cycle = convo.cycle + 1
             prompt = [] if cycle == 1 else [{"role": "user", "content": f"Continue with step {cycle} of {max_cycles}; do not repeat earlier steps."}]
             began = time.monotonic()
