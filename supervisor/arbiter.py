@@ -52,6 +52,7 @@ from protocol import (
 )
 from supervisor.config import AGENT, GROUP, RestartPolicy, TeamConfig
 from supervisor.console import Console
+from supervisor.control import ControlQueue, InterruptRequest
 from supervisor.events import EventWriter
 from supervisor.model_service import ModelService
 from supervisor.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess
@@ -175,6 +176,8 @@ class Arbiter:
         service: Optional[ModelService] = None,
         model_host: Optional[str] = None,
         parent_backlog: Sequence[Message] = (),
+        control: Optional[ControlQueue] = None,
+        handle_signals: bool = True,
     ) -> None:
         self.config = config
         self.log = log
@@ -202,7 +205,8 @@ class Arbiter:
         self.parent_interrupt: Optional[int] = None  # the parent's last interrupt that reached us
         self.parent_backlog = list(parent_backlog)  # what the parent sent along with Start
         self.next_beat = 0.0
-        handled = () if parent is not None else HANDLED
+        handled = HANDLED if parent is None and handle_signals else ()
+        self.control = control  # requests from an embedding program (supervisor.api)
         self.signals = SignalQueue(handled + (signal.SIGCHLD,) if own_process else handled)
         self.lifecycle = "group" if parent is not None else "supervisor"  # group_started / supervisor_started
         # The embedded model server (root only), and the host its agents use (handed down to groups).
@@ -255,6 +259,8 @@ class Arbiter:
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, ("signal", None))
         if self.parent is not None:
             self.selector.register(self.parent.sock, selectors.EVENT_READ, ("parent", None))
+        if self.control is not None:
+            self.selector.register(self.control.fileno(), selectors.EVENT_READ, ("control", None))
         if self.service is not None and self.service.worker is not None:
             self._watch_service(self.service.worker)
         try:
@@ -341,6 +347,9 @@ class Arbiter:
                 self._reap(record)
             elif kind == "parent":
                 self._on_parent(mask)
+            elif kind == "control" and self.control is not None:
+                for request in self.control.drain():
+                    self._on_request(request)
             elif kind == "service":
                 self._on_service(record)
             elif kind == "service-exit":
@@ -714,6 +723,21 @@ class Arbiter:
     def _stop_alone(self, name: str, message: str) -> None:
         if self.mode is None and self.stop_agent(name, GRACEFUL, PROGRAMMATIC, message):
             self.console.line(f"[{name}] ⏹️  {message}: it finishes its cycle and stops; the others run on.")
+
+    def _on_request(self, request: InterruptRequest) -> None:
+        """An embedding program's interrupt (supervisor.api): the whole team, or one agent."""
+        if request.agent is not None:
+            if self.mode is None and self.stop_agent(request.agent, request.mode, PROGRAMMATIC, request.message):
+                self.console.line(f"[{request.agent}] ⏹️  {request.message}")
+        elif request.mode == GRACEFUL and self.mode is None:
+            self._programmatic_stop(request.message)
+        elif request.mode == IMMEDIATE and self.mode != IMMEDIATE:
+            self.interrupt(IMMEDIATE, PROGRAMMATIC, request.message)
+            self.console.interrupt_notice(IMMEDIATE, PROGRAMMATIC, request.message)
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the embedding program: the stop in progress and one row per agent."""
+        return {"team": self.config.team, "stopping": self.mode, "agents": self.rows()}
 
     def _on_stop_request(self, record: AgentRecord, request: StopRequest, received_at: float) -> None:
         """The agent asks for its own stop (its budget, its own decision): an interrupt for it alone."""

@@ -12,10 +12,14 @@ import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
+
+if TYPE_CHECKING:
+    from supervisor.arbiter import Arbiter
+    from supervisor.control import ControlQueue
 
 LOCK_FILE = ".supervisor.lock"
 ARCHIVE_DIR = "archive"
@@ -106,8 +110,18 @@ def run_team(
     console: Optional[Any] = None,
     entry: Optional[str] = None,
     own_process: bool = False,
+    control: Optional["ControlQueue"] = None,
+    handle_signals: bool = True,
+    sinks: Optional[list[Callable[[dict[str, Any]], None]]] = None,
+    on_arbiter: Optional[Callable[["Arbiter"], None]] = None,
 ) -> int:
-    """Run the team to completion or interruption; returns the exit code."""
+    """Run the team to completion or interruption; returns the exit code.
+
+    `control`, `handle_signals`, `sinks` and `on_arbiter` are for programs
+    that embed a run (supervisor.api): requests from other threads, no signal
+    handlers outside the main thread, each event as it is written, and the
+    arbiter for status snapshots.
+    """
     from supervisor.model_service import ModelService, preflight_ollama
     from supervisor.process import WORKER_ENTRY, worker_context
 
@@ -130,7 +144,7 @@ def run_team(
         service = ModelService(config) if ModelService.wanted(config) else None
         console.banner(config.team, str(config.storage), _describe_llm(config), len(config.all_agents()), resumed)
         try:
-            log = EventLog(config.storage, sinks=[console])
+            log = EventLog(config.storage, sinks=[console, *(sinks or [])])
         except OSError as exc:
             raise SupervisorError(f"storage {config.storage}: cannot open the event log: {exc.strerror or exc}", 3) from exc
         try:
@@ -138,7 +152,9 @@ def run_team(
                 console.line(f"🧠 Starting the embedded model server ({service.model})...")
                 service.start_and_wait()
             arbiter = Arbiter(config, log, console, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
-                              service=service)
+                              service=service, control=control, handle_signals=handle_signals)
+            if on_arbiter is not None:
+                on_arbiter(arbiter)
             return arbiter.run()
         finally:
             if service is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 from collections import deque
 from contextlib import contextmanager
 from types import FrameType
@@ -35,6 +36,8 @@ class SignalQueue:
         self.pending.append(signum)
 
     def install(self) -> None:
+        if not self.signals:
+            return  # a run in a program's background thread: signals are that program's (and only its main thread's)
         for signum in self.signals:
             self._previous[signum] = signal.signal(signum, self._handle)
         self._previous_wakeup = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
@@ -70,6 +73,9 @@ def signals_ignored(signals: tuple[int, ...] = HANDLED) -> Iterator[None]:
     forkserver and every worker forked from it never see the terminal's Ctrl+C,
     not even in the instant before a worker sets up its own handlers.
     """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may touch handlers; workers still leave the terminal's signals to us (lineage)
+        return
     previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signals}
     try:
         yield
