@@ -81,7 +81,7 @@ BEAT_INTERVAL = 1.0  # a group's heartbeat to its parent, as a worker's
 SERVICE_MAX_RESTARTS = 5  # the model server, within SERVICE_RESTART_WINDOW seconds
 SERVICE_RESTART_WINDOW = 60.0
 RESERVED_FIELDS = frozenset({"timestamp", "level", "event", "agent_id"})
-WORKER_EVENTS = frozenset({"checkpoint_corrupt", "checkpoint_temp_removed", "llm_retry"})  # logged under their own name
+WORKER_EVENTS = frozenset({"checkpoint_corrupt", "checkpoint_temp_removed", "llm_retry", "hook_failed", "hook_timeout"})  # logged under their own name
 
 
 def _iso(ts: float) -> str:

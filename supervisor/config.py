@@ -14,6 +14,7 @@ appear in the file, so the message always points at the earliest line to fix.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import os
 import re
@@ -277,6 +278,24 @@ def _one_of(*allowed: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+HOOK_POINTS = ("before_interrupt", "after_interrupt", "before_checkpoint", "after_checkpoint", "after_cycle")
+_CALL_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*\Z")
+
+
+def _check_call(value: str) -> str:
+    """`package.module:function`, whose top-level package can be found (nothing is imported here)."""
+    if not _CALL_RE.match(value):
+        raise ValueError(f"must be a dotted path like package.module:function (got {_show(value)})")
+    top = value.split(":")[0].split(".")[0]
+    try:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ValueError(f"no module named {top!r} can be imported (got {_show(value)})")
+    return value
+
+
 RestartKind = Annotated[str, _one_of(*RESTART_KINDS)]
 Strategy = Annotated[str, _one_of(*STRATEGIES)]
 
@@ -309,6 +328,22 @@ class ShutdownConfig(BaseModel):
     immediate_timeout: Duration = Field(2.0, gt=0)
 
 
+class HookConfig(BaseModel):
+    """A function the worker calls at one point of an agent's life, bounded in time.
+
+    Hooks run in ascending `priority` (then file order, team's before the
+    agent's own); one that fails or overruns `timeout` is logged and skipped,
+    never allowed to break a cycle or a shutdown.
+    """
+
+    model_config = _STRICT
+
+    on: Annotated[str, _one_of(*HOOK_POINTS)]
+    call: Annotated[str, AfterValidator(_check_call)]
+    priority: int = 100
+    timeout: Duration = Field(5.0, gt=0)
+
+
 class AgentConfig(BaseModel):
     """One agent; `llm` is already the team's llm block with this agent's overrides merged in."""
 
@@ -325,6 +360,7 @@ class AgentConfig(BaseModel):
     # This agent's own limits, on top of the team's: USD across runs, wall clock of one run.
     budget_usd: Optional[float] = Field(None, gt=0)
     timeout: Optional[Duration] = Field(None, gt=0)
+    hooks: list[HookConfig] = Field(default_factory=list)  # after the team's
 
 
 class GroupConfig(BaseModel):
@@ -378,6 +414,7 @@ class TeamConfig(BaseModel):
     # spent by every agent across runs, and the wall clock of one run.
     budget_usd: Optional[float] = Field(None, gt=0)
     timeout: Optional[Duration] = Field(None, gt=0)
+    hooks: list[HookConfig] = Field(default_factory=list)  # every agent's
     agents: list[AgentConfig]
     # Nested teams, each run by a sub-supervisor process (one level deep).
     groups: list[GroupConfig] = Field(default_factory=list)
@@ -522,6 +559,7 @@ class TeamConfig(BaseModel):
             "llm": {**agent.llm.model_dump(mode="json"), "model": agent.llm.model_name},
             "checkpoint": self.checkpoint.model_dump(mode="json"),
             "budget_usd": agent.budget_usd,
+            "hooks": [h.model_dump(mode="json") for h in sorted([*self.hooks, *agent.hooks], key=lambda h: h.priority)],
         }
 
     def group_config(self, name: str) -> TeamConfig:

@@ -164,6 +164,7 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
         },
         "checkpoint": {"every": 2, "keep": 5, "compress": False},
         "budget_usd": None,
+        "hooks": [],
     }
     assert msgpack.unpackb(msgpack.packb(spec)) == spec
     with pytest.raises(KeyError, match="no agent 'nobody'"):

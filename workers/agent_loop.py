@@ -38,10 +38,12 @@ from protocol import (
     StopRequest,
 )
 from workers.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
+from workers.hooks import Hooks
 from workers.link import SupervisorLink
 from workers.providers import Provider, ProviderError, make_provider
 
 START_TIMEOUT = 30.0
+IMMEDIATE_HOOKS_LIMIT = 0.5  # seconds for all hooks of an immediate stop together: the supervisor's deadline wins
 REPLY_PREVIEW_CHARS = 500
 
 EXIT_OK = 0
@@ -122,6 +124,8 @@ class AgentWorker:
         self._told_to_stop = asyncio.Event()  # set by any interrupt, or by losing the supervisor
         self._agent = ""
         self._budget: Optional[float] = None  # this agent's own, USD across runs
+        self.hooks = Hooks([], self._report_hook)
+        self._before_interrupt_done = False
 
     # ---- incoming messages (called from the link, never blocks) -----------
 
@@ -213,7 +217,7 @@ class AgentWorker:
             )
         )
         if done:
-            if convo.status != COMPLETED and not self._save_or_fail(store, convo, COMPLETED):
+            if convo.status != COMPLETED and not await self._checkpoint(store, convo, COMPLETED):
                 return EXIT_FAILED
             self._report_stopped(convo, COMPLETED, reason="already complete")
             return EXIT_OK
@@ -222,6 +226,7 @@ class AgentWorker:
         except ProviderError as exc:
             return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
         self._agent, self._budget = agent, spec.get("budget_usd")
+        self.hooks = Hooks(list(spec.get("hooks") or []), self._report_hook)
         try:
             return await self._cycles(store, provider, convo, max_cycles, int(spec["checkpoint"]["every"]))
         finally:
@@ -279,20 +284,70 @@ class AgentWorker:
                 )
             )
             finished = cycle >= max_cycles
+            if self.interrupts.stop_requested and not finished:
+                await self._before_interrupt(convo)
             if finished or self.interrupts.graceful is not None or cycle % every == 0:
                 status = COMPLETED if finished else INTERRUPTED if self.interrupts.graceful else RUNNING
-                if not self._save_or_fail(store, convo, status):
+                if not await self._checkpoint(store, convo, status):
                     return EXIT_FAILED
+            if self.hooks:  # after the cycle's checkpoint: a slow hook cannot cost a cycle's work
+                await self.hooks.run("after_cycle", limit=self._hook_limit(), agent=self._agent, cycle=cycle,
+                                     reply=reply.content)
 
         if self.interrupts.must_stop_now:
-            self._report_stopped(self._durable_conversation(convo), INTERRUPTED, reason=self._stop_reason())
+            await self._before_interrupt(convo)
+            durable = self._durable_conversation(convo)
+            await self._after_interrupt(durable)
+            self._report_stopped(durable, INTERRUPTED, reason=self._stop_reason())
             return EXIT_OK
         final = COMPLETED if convo.cycle >= max_cycles else INTERRUPTED
+        if final == INTERRUPTED:
+            await self._before_interrupt(convo)
         if self._last_saved is None or (self._last_saved.cycle, self._last_saved.status) != (convo.cycle, final):
-            if not self._save_or_fail(store, convo, final):
+            if not await self._checkpoint(store, convo, final):
                 return EXIT_FAILED
+        if final == INTERRUPTED:
+            await self._after_interrupt(convo)
         self._report_stopped(convo, final, reason=self._stop_reason() if final == INTERRUPTED else "")
         return EXIT_OK
+
+    # ---- hooks ----------------------------------------------------------------
+
+    def _interrupt_fields(self) -> dict[str, Any]:
+        latest = self.interrupts.latest
+        if latest is None:
+            return {"interrupt": {"mode": GRACEFUL, "source": "SYSTEM", "message": self._stop_reason()}}
+        return {"interrupt": {"mode": latest.mode, "source": latest.source, "message": latest.message}}
+
+    def _hook_limit(self) -> Optional[float]:
+        return IMMEDIATE_HOOKS_LIMIT if self.interrupts.must_stop_now else None
+
+    async def _before_interrupt(self, convo: Conversation) -> None:
+        if self.hooks and not self._before_interrupt_done:
+            self._before_interrupt_done = True
+            await self.hooks.run("before_interrupt", limit=self._hook_limit(), agent=self._agent, cycle=convo.cycle,
+                                 **self._interrupt_fields())
+
+    async def _after_interrupt(self, convo: Conversation) -> None:
+        if self.hooks:
+            saved = self._last_saved.checkpoint_id if self._last_saved else None
+            await self.hooks.run("after_interrupt", limit=self._hook_limit(), agent=self._agent, cycle=convo.cycle,
+                                 checkpoint_id=saved, **self._interrupt_fields())
+
+    async def _checkpoint(self, store: CheckpointStore, convo: Conversation, status: str) -> bool:
+        """A save between its hooks; the save itself is what matters and is never skipped."""
+        if self.hooks:
+            await self.hooks.run("before_checkpoint", limit=self._hook_limit(), agent=self._agent, cycle=convo.cycle,
+                                 status=status)
+        if not self._save_or_fail(store, convo, status):
+            return False
+        if self.hooks and self._last_saved is not None:
+            await self.hooks.run("after_checkpoint", limit=self._hook_limit(), agent=self._agent, cycle=convo.cycle,
+                                 status=status, checkpoint_id=self._last_saved.checkpoint_id)
+        return True
+
+    def _report_hook(self, event: str, fields: dict[str, Any]) -> None:
+        self._send(Event(event=event, level="warning", fields=fields))
 
     # ---- checkpoints and reports -------------------------------------------
 
