@@ -1,12 +1,472 @@
-"""`report CONFIG`: the run's timeline as one self-contained HTML file."""
+"""`report CONFIG`: the run's timeline as one self-contained HTML file.
+
+An operator who was not watching wants to see afterwards what each agent did
+and when: its cycles, checkpoints, interrupts, crashes and restarts. The page
+is rendered here, in Python, as inline SVG and CSS, so it opens from a file
+with no network and no JavaScript (a Content-Security-Policy forbids any fetch
+anyway). Every string taken from an event is escaped: messages and replies
+are user and model text.
+
+Three steps: `build_runs` groups the events into plain dataclasses,
+`render_timeline` draws one run as SVG, `render_page` puts the page together.
+"""
 
 from __future__ import annotations
 
 import argparse
+import html
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
 from supervisor.config import TeamConfig
-from supervisor.errors import UserError
+from supervisor.errors import SupervisorError
+from supervisor.events import EVENTS_FILE
+from supervisor.inspect_cmds import read_events, run_is_live, short_time
+
+REPORT_FILE = "report.html"
+
+# Geometry in CSS pixels; the browser test finds the lanes by LANE_PITCH.
+WIDTH = 1200
+LABEL_WIDTH = 200
+RIGHT_PAD = 24
+LABEL_CHARS = 28  # a longer "group / agent" label is cut (the whole one is its hover title)
+AXIS_HEIGHT = 36
+LANE_PITCH = 32
+BAR_HEIGHT = 14
+
+# Cycle bars: one colour per lane in config order (repeating after eight). No
+# marker uses these, so a lane can be found in a screenshot by its colour.
+LANE_COLOURS = ("#4e79a7", "#59a14f", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#a0cbe8")
+TEAM_INTERRUPT_COLOUR = "#e15759"
+ALIVE_COLOUR = "#e8ebf0"
+DETAIL_MAX = 240  # a long field (a reply, a message) is cut to this in a hover title
+
+# Marker kinds, in legend order: what each one means.
+MARKS = {
+    "checkpoint": "checkpoint saved",
+    "interrupt": "interrupt received (interrupt_initiated)",
+    "stopped": "stopped on the interrupt (interrupt_completed)",
+    "exit": "worker or group exited",
+    "crash": "exited failed (crash, kill, hang)",
+    "restart": "restarted",
+    "hung": "hung (no heartbeat)",
+    "failed": "restart limit reached",
+    "corrupt": "corrupt checkpoint skipped",
+}
+
+
+# ---- the model: events grouped by run and agent --------------------------------
+
+
+@dataclass
+class Cycle:
+    number: int
+    start: float  # seconds since the run started
+    end: float
+    title: str
+
+
+@dataclass
+class Mark:
+    kind: str  # a key of MARKS, or "team" for the supervisor's own interrupt
+    at: float
+    title: str
+
+
+@dataclass
+class Lane:
+    agent: str
+    group: Optional[str]
+    max_cycles: int
+    cycles: list[Cycle] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+    alive: list[list[Optional[float]]] = field(default_factory=list)  # [started, exited or None]
+    status: str = "not started"
+    last_cycle: Optional[int] = None
+    tokens: Optional[int] = None  # None: the provider reports none
+    cost_usd: float = 0.0
+    interrupts: int = 0
+    restarts: int = 0
+
+
+@dataclass
+class Run:
+    number: int
+    started: str  # timestamps as logged
+    stopped: Optional[str]
+    status: str
+    exit_code: Optional[int]
+    duration: float  # seconds, start to the stop (or the last event)
+    lanes: list[Lane]
+    team_marks: list[Mark]  # the supervisor's own interrupts: a line across every lane
+    resumed: list[str]
+    strays: list[str]  # agent ids in the events that the config does not name
+
+
+def _time(value: Any) -> Optional[datetime]:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _tokens(value: Any) -> Optional[int]:
+    """`tokens` is {prompt, completion} from the ollama path; a plain count is taken too."""
+    if isinstance(value, dict):
+        counts = [_number(v) for v in value.values()]
+        return int(sum(c for c in counts if c is not None))
+    count = _number(value)
+    return None if count is None else int(count)
+
+
+def _details(event: dict[str, Any]) -> str:
+    """The hover text: the event, its time and its other fields, one per line."""
+    lines = [f"{event.get('event')} — {event.get('agent_id', '-')}", short_time(event.get("timestamp", "-"))]
+    for key, value in event.items():
+        if key in ("timestamp", "level", "event", "agent_id"):
+            continue
+        text = str(value)
+        lines.append(f"{key}: {text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 1] + '…'}")
+    return "\n".join(lines)
+
+
+def _split_runs(events: Iterable[tuple[int, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Each run's events, in order; lines before the first supervisor_started belong to none."""
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for number, event in events:
+        if number > 0:
+            runs.setdefault(number, []).append(event)
+    return [runs[n] for n in sorted(runs)]
+
+
+def build_run(number: int, events: list[dict[str, Any]], config: TeamConfig, live: bool) -> Run:
+    """One run's lanes, in config order; `live`: a supervisor holds the storage now."""
+    head = events[0]
+    t0 = _time(head.get("timestamp"))
+    groups = {a.name: g.name for g in config.groups for a in g.agents}
+    lanes = {a.name: Lane(a.name, groups.get(a.name), a.max_cycles) for a in config.all_agents()}
+    members = {g.name: [lanes[a.name] for a in g.agents] for g in config.groups}
+    run = Run(number, str(head.get("timestamp", "-")), None, "running" if live else "unfinished", None, 0.0,
+              list(lanes.values()), [], [], [])
+    if isinstance(head.get("resumed"), list):
+        run.resumed = [str(name) for name in head["resumed"]]
+    for event in events[1:]:
+        when = _time(event.get("timestamp"))
+        if when is None or t0 is None:
+            continue
+        at = max(0.0, (when - t0).total_seconds())
+        run.duration = max(run.duration, at)
+        name, agent = event.get("event"), event.get("agent_id")
+        if not isinstance(agent, str):
+            continue
+        if agent == config.team:
+            if name == "supervisor_stopped":
+                run.stopped, run.status = str(event.get("timestamp")), str(event.get("status", "?"))
+                code = _number(event.get("exit_code"))
+                run.exit_code = None if code is None else int(code)
+            elif name == "interrupt_initiated" and "agents" not in event:  # aimed ones show on their agents' lanes
+                run.team_marks.append(Mark("team", at, _details(event)))
+            continue
+        if agent in lanes:
+            _on_agent_event(lanes[agent], name, event, at)
+        elif agent in members:
+            for lane in members[agent]:
+                _on_group_event(lane, name, event, at)
+        elif agent not in run.strays:
+            run.strays.append(agent)
+    for lane in run.lanes:
+        if lane.alive and lane.alive[-1][1] is None:
+            lane.status = "running" if live else "no exit logged"
+    return run
+
+
+# Events drawn as a marker and nothing more, with the marker's kind.
+MARKED = {
+    "checkpoint_saved": "checkpoint", "interrupt_initiated": "interrupt", "interrupt_completed": "stopped",
+    "worker_restarted": "restart", "group_restarted": "restart", "worker_hung": "hung",
+    "restart_limit_reached": "failed", "checkpoint_corrupt": "corrupt",
+}
+
+
+def _on_agent_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> None:
+    if name == "worker_started":
+        lane.alive.append([at, None])
+        lane.status = "running"
+    elif name == "cycle_completed":
+        number = _number(event.get("cycle"))
+        duration = (_number(event.get("duration_ms")) or 0.0) / 1000
+        lane.cycles.append(Cycle(int(number or 0), max(0.0, at - duration), at, _details(event)))
+        lane.last_cycle = int(number) if number is not None else lane.last_cycle
+        tokens = _tokens(event.get("tokens"))
+        if tokens is not None:
+            lane.tokens = (lane.tokens or 0) + tokens
+        lane.cost_usd += _number(event.get("cost_usd")) or 0.0
+    elif name == "worker_exited":
+        lane.status = str(event.get("status", "exited"))
+        lane.marks.append(Mark("crash" if lane.status == "failed" else "exit", at, _details(event)))
+        if lane.alive and lane.alive[-1][1] is None:
+            lane.alive[-1][1] = at
+    elif name in MARKED:
+        lane.interrupts += name == "interrupt_initiated"
+        lane.restarts += name == "worker_restarted"
+        lane.marks.append(Mark(MARKED[name], at, _details(event)))
+
+
+def _on_group_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> None:
+    """What happens to a group (its exit, its restart) happens to each of its agents' lanes."""
+    if name == "group_exited":
+        lane.marks.append(Mark("crash" if event.get("status") == "failed" else "exit", at, _details(event)))
+    elif name in MARKED:
+        lane.restarts += name == "group_restarted"
+        lane.marks.append(Mark(MARKED[name], at, _details(event)))
+
+
+def build_runs(config: TeamConfig, events: Iterable[tuple[int, dict[str, Any]]], live: bool) -> list[Run]:
+    """Every run in the file, oldest first; only the latest can be the live one."""
+    chunks = _split_runs(events)
+    return [build_run(i + 1, chunk, config, live and i == len(chunks) - 1) for i, chunk in enumerate(chunks)]
+
+
+# ---- SVG -------------------------------------------------------------------------
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _span(seconds: float) -> str:
+    """A duration as people say it: 350ms, 1.5s, 2m05s, 1h04m."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def _tick_step(duration: float) -> float:
+    for step in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
+        if duration / step <= 10:
+            return step
+    return 3600 * max(1, round(duration / 36000))
+
+
+GLYPH_OFFSET = {"checkpoint": BAR_HEIGHT / 2 + 3, "interrupt": -BAR_HEIGHT / 2 - 4.5}  # shapes set off the lane's middle
+
+
+def glyph(kind: str, x: float, mid: float) -> str:
+    """The shape of a marker at time position x on a lane whose middle is `mid`."""
+    top, bottom = mid - BAR_HEIGHT / 2, mid + BAR_HEIGHT / 2
+    shapes = {
+        "checkpoint": f'<path d="M{x:.1f} {bottom - 1:.1f}l4 4-4 4-4-4z" fill="#222"/>',
+        "interrupt": f'<path d="M{x - 5:.1f} {top - 8:.1f}h10l-5 7z" fill="#f28e2b"/>',
+        "stopped": f'<rect x="{x - 4:.1f}" y="{mid - 4:.1f}" width="8" height="8" fill="none" stroke="#f28e2b" stroke-width="2.5"/>',
+        "exit": f'<line x1="{x:.1f}" y1="{top - 4:.1f}" x2="{x:.1f}" y2="{bottom + 4:.1f}" stroke="#333" stroke-width="2"/>',
+        "crash": f'<path d="M{x - 5:.1f} {mid - 5:.1f}l10 10m0-10l-10 10" stroke="#b10f2e" stroke-width="2.5"/>',
+        "restart": f'<circle cx="{x:.1f}" cy="{mid:.1f}" r="5" fill="#fff" stroke="#6b3fa0" stroke-width="2"/>',
+        "hung": f'<path d="M{x - 6:.1f} {mid + 5:.1f}h12l-6-11z" fill="#fff" stroke="#b10f2e" stroke-width="2"/>',
+        "failed": f'<rect x="{x - 5:.1f}" y="{mid - 5:.1f}" width="10" height="10" fill="#b10f2e"/>',
+        "corrupt": f'<circle cx="{x:.1f}" cy="{mid:.1f}" r="3.5" fill="#b10f2e"/>',
+    }
+    return shapes[kind]
+
+
+def render_timeline(run: Run) -> str:
+    """One run as an SVG: a time axis, then one lane per agent with its bars and markers."""
+    plot = WIDTH - LABEL_WIDTH - RIGHT_PAD
+    duration = max(run.duration, 0.001)
+    height = AXIS_HEIGHT + LANE_PITCH * len(run.lanes) + 6
+
+    def x(at: float) -> float:
+        return LABEL_WIDTH + plot * min(at, duration) / duration
+
+    out = [f'<svg class="timeline" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img">']
+    for i, _lane in enumerate(run.lanes):
+        y = AXIS_HEIGHT + i * LANE_PITCH
+        out.append(f'<rect x="0" y="{y}" width="{WIDTH}" height="{LANE_PITCH}" fill="{"#fff" if i % 2 else "#f7f8fa"}"/>')
+    step = _tick_step(duration)
+    for k in range(int(duration / step) + 1):
+        tx = x(k * step)
+        out.append(f'<line x1="{tx:.1f}" y1="{AXIS_HEIGHT - 6}" x2="{tx:.1f}" y2="{height - 6}" stroke="#dde1e6"/>')
+        out.append(f'<text x="{tx:.1f}" y="{AXIS_HEIGHT - 10}" class="tick">+{_esc(_span(k * step))}</text>')
+    for i, lane in enumerate(run.lanes):
+        mid = AXIS_HEIGHT + i * LANE_PITCH + LANE_PITCH / 2
+        label = f"{lane.group} / {lane.agent}" if lane.group else lane.agent
+        shown = label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+        group = shown[: len(lane.group) + 3] if lane.group else ""
+        out.append(f'<text x="8" y="{mid + 4:.1f}" class="lane"><title>{_esc(label)}</title>'
+                   f'<tspan class="group">{_esc(group)}</tspan>{_esc(shown[len(group):])}</text>')
+        for start, end in lane.alive:
+            sx, ex = x(start or 0.0), x(duration if end is None else end)
+            out.append(f'<rect x="{sx:.1f}" y="{mid - BAR_HEIGHT / 2 - 4:.1f}" width="{max(ex - sx, 1):.1f}" '
+                       f'height="{BAR_HEIGHT + 8}" fill="{ALIVE_COLOUR}"><title>worker alive</title></rect>')
+        colour = LANE_COLOURS[i % len(LANE_COLOURS)]
+        for cycle in lane.cycles:
+            sx, ex = x(cycle.start), x(cycle.end)
+            width = max(ex - sx - (1 if ex - sx > 3 else 0), 1.5)  # a hairline gap between adjacent cycles
+            out.append(f'<rect class="cycle" x="{sx:.1f}" y="{mid - BAR_HEIGHT / 2:.1f}" width="{width:.1f}" '
+                       f'height="{BAR_HEIGHT}" fill="{colour}"><title>{_esc(cycle.title)}</title></rect>')
+        for mark in lane.marks:
+            out.append(f'<g class="mark {mark.kind}"><title>{_esc(mark.title)}</title>{glyph(mark.kind, x(mark.at), mid)}</g>')
+    for mark in run.team_marks:
+        tx = x(mark.at)
+        out.append(f'<g class="mark team-interrupt"><title>{_esc(mark.title)}</title>'
+                   f'<line x1="{tx:.1f}" y1="{AXIS_HEIGHT - 4}" x2="{tx:.1f}" y2="{height - 4}" '
+                   f'stroke="{TEAM_INTERRUPT_COLOUR}" stroke-width="2.5"/>'
+                   f'<path d="M{tx - 6:.1f} {AXIS_HEIGHT - 8}h12l-6 7z" fill="{TEAM_INTERRUPT_COLOUR}"/></g>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# ---- the page --------------------------------------------------------------------
+
+CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 16px 24px; color: #1f2328; background: #fff; }
+h1 { font-size: 20px; margin: 0 0 6px; } h2 { font-size: 16px; margin: 18px 0 6px; }
+.facts span { margin-right: 18px; } .facts b { font-weight: 600; }
+.status { padding: 1px 7px; border-radius: 9px; background: #eee; }
+.status.completed { background: #d3f0d9; } .status.interrupted { background: #fde3c8; }
+.status.failed, .status.unfinished { background: #f9d0d4; } .status.running { background: #d6e6fb; }
+svg.timeline { display: block; margin: 10px 0 4px; }
+svg text { font: 12px system-ui, sans-serif; fill: #1f2328; } svg text.tick { fill: #667; text-anchor: middle; font-size: 11px; }
+svg tspan.group { fill: #8a8f98; }
+.legend { display: flex; flex-wrap: wrap; gap: 4px 16px; font-size: 12px; color: #444; margin: 4px 0 8px; }
+.legend svg { vertical-align: middle; }
+table { border-collapse: collapse; font-size: 13px; } th, td { padding: 3px 12px 3px 0; text-align: left; }
+th { border-bottom: 1px solid #ccd; font-weight: 600; } td.num { text-align: right; }
+details { margin: 6px 0; } summary { cursor: pointer; } .note { color: #667; font-size: 12px; }
+"""
+
+
+def _legend() -> str:
+    swatch = "".join(f'<rect x="{2 + 6 * i}" y="2" width="5" height="10" fill="{c}"/>' for i, c in enumerate(LANE_COLOURS[:4]))
+    items = [f'<span><svg width="26" height="14">{swatch}</svg>cycle (one colour per lane)</span>',
+             f'<span><svg width="26" height="14"><rect x="2" y="1" width="22" height="12" fill="{ALIVE_COLOUR}"/>'
+             "</svg>worker alive</span>",
+             f'<span><svg width="16" height="22"><line x1="8" y1="1" x2="8" y2="21" stroke="{TEAM_INTERRUPT_COLOUR}" '
+             'stroke-width="2.5"/></svg>the supervisor\'s interrupt (all agents)</span>']
+    for kind, meaning in MARKS.items():
+        mid = 13 - GLYPH_OFFSET.get(kind, 0.0)  # centre each shape in its swatch
+        items.append(f'<span><svg width="18" height="26">{glyph(kind, 9, mid)}</svg>{_esc(meaning)}</span>')
+    return '<div class="legend">' + "".join(items) + "</div>"
+
+
+def _summary_table(run: Run) -> str:
+    rows = []
+    for lane in run.lanes:
+        cycles = f"{len(lane.cycles)}" + (f" (reached {lane.last_cycle}/{lane.max_cycles})" if lane.last_cycle else "")
+        rows.append(
+            f"<tr><td>{_esc(lane.agent)}</td><td>{_esc(lane.group or '')}</td>"
+            f'<td><span class="status {_esc(lane.status)}">{_esc(lane.status)}</span></td>'
+            f'<td class="num">{_esc(cycles)}</td>'
+            f'<td class="num">{"-" if lane.tokens is None else f"{lane.tokens:,}"}</td>'
+            f'<td class="num">${lane.cost_usd:.4f}</td><td class="num">{lane.interrupts}</td>'
+            f'<td class="num">{lane.restarts}</td></tr>'
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("agent", "group", "status", "cycles", "tokens", "dollars",
+                                             "interrupts", "restarts"))
+    return f'<table class="summary"><tr>{head}</tr>{"".join(rows)}</table>'
+
+
+def _run_facts(run: Run) -> str:
+    code = "-" if run.exit_code is None else str(run.exit_code)
+    facts = [("started", short_time(run.started)), ("ended", short_time(run.stopped) if run.stopped else "-"),
+             ("duration", _span(run.duration)), ("exit code", code)]
+    spans = "".join(f"<span>{name} <b>{_esc(value)}</b></span>" for name, value in facts)
+    resumed = f"<span>resumed <b>{len(run.resumed)}</b> of {len(run.lanes)}</span>" if run.resumed else ""
+    return (f'<div class="facts"><span>status <span class="status {_esc(run.status)}">{_esc(run.status)}</span></span>'
+            f"{spans}{resumed}</div>")
+
+
+def _run_section(run: Run, legend: bool) -> str:
+    strays = (f'<p class="note">Events for agents not in this config (not shown): {_esc(", ".join(run.strays))}</p>'
+              if run.strays else "")
+    return render_timeline(run) + (_legend() if legend else "") + strays + _summary_table(run)
+
+
+def render_page(config: TeamConfig, runs: list[Run], skipped: int) -> str:
+    """The whole page: the latest run in full, earlier runs folded below it."""
+    latest, earlier = runs[-1], runs[:-1]
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+        f"<title>{_esc(config.team)}: run {latest.number} report</title><style>{CSS}</style></head><body>",
+        f"<header><h1>Team {_esc(config.team)} — run {latest.number} of {len(runs)}</h1>{_run_facts(latest)}</header>",
+        _run_section(latest, legend=True),
+    ]
+    if earlier:
+        parts.append(f"<h2>Earlier runs ({len(earlier)})</h2>")
+        for run in reversed(earlier):
+            summary = (f"run {run.number}: {short_time(run.started)} → "
+                       f"{short_time(run.stopped) if run.stopped else '?'}, {run.status}, "
+                       f"exit code {'-' if run.exit_code is None else run.exit_code}, "
+                       f"{len(run.team_marks)} interrupt(s)")
+            parts.append(f'<details id="run-{run.number}"><summary>{_esc(summary)}</summary>'
+                         f"{_run_facts(run)}{_run_section(run, legend=False)}</details>")
+    note = f"; {skipped} unreadable line(s) skipped" if skipped else ""
+    parts.append(f'<p class="note">From {_esc(config.storage / EVENTS_FILE)}{_esc(note)}. '
+                 "Hover over a bar or a marker for its details.</p></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# ---- the command -----------------------------------------------------------------
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Temp file in the same folder, then rename: a reader never sees half a report."""
+    fd, temp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
 
 
 def report_command(config: TeamConfig, args: argparse.Namespace) -> int:
-    raise UserError("report: not built yet")
+    """Read events.jsonl, write the latest run's report, print the path written."""
+    path = config.storage / EVENTS_FILE
+    skipped: list[str] = []
+
+    def warn(text: str) -> None:
+        skipped.append(text)
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    try:
+        if not os.path.lexists(path):
+            command = f"python -m supervisor {getattr(args, 'config', config.source)}"
+            raise SupervisorError(f"no events in {path}: run the team first ({command})", 1)
+        events = list(read_events(path, warn))
+        live = run_is_live(config.storage)
+    except OSError as exc:
+        raise SupervisorError(f"storage {config.storage}: cannot read it: {exc.strerror or exc}", 3) from exc
+    runs = build_runs(config, events, live)
+    if not runs:
+        raise SupervisorError(f"no run in {path} (no supervisor_started line)", 1)
+    output = Path(args.output) if args.output else config.storage / REPORT_FILE
+    try:
+        _write_atomically(output, render_page(config, runs, len(skipped)))
+    except OSError as exc:
+        raise SupervisorError(f"cannot write {output}: {exc.strerror or exc}", 2 if args.output else 3) from exc
+    print(output)
+    return 0
