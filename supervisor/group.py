@@ -114,7 +114,7 @@ def _report_crash(pipe: FramedPipe, exc: BaseException) -> None:
     try:
         pipe.sock.setblocking(False)
         pipe.outbox.clear()
-        pipe.pipe_open = True
+        pipe.pipe_open = pipe.writable = True
         pipe.send(Error(kind="crash", message=message, fatal=True))
         pipe.drain(timeout=1.0)
     except Exception:

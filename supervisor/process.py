@@ -57,13 +57,16 @@ class FramedPipe:
     """One end of a stream socket speaking frames: non-blocking writes through an outbox.
 
     A write never blocks the loop: what the socket does not take now waits in
-    the outbox until the selector says the socket is writable again.
+    the outbox until the selector says the socket is writable again. The two
+    directions close apart: a write that fails (the child has exited) must not
+    stop us reading the last words it left in the socket before it went.
     """
 
     sock: socket.socket
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     outbox: bytearray = field(default_factory=bytearray)
-    pipe_open: bool = True
+    pipe_open: bool = True  # the read side: False once EOF (or a broken stream) has been read
+    writable: bool = True  # the write side: False once a write has failed
 
     def send(self, message: Message) -> None:
         """Queue a frame and write what the socket takes now; the rest waits."""
@@ -71,19 +74,19 @@ class FramedPipe:
 
     def send_frame(self, frame: bytes) -> None:
         """`send` for a frame already encoded (one interrupt, many workers)."""
-        if not self.pipe_open:
+        if not (self.pipe_open and self.writable):
             return
         self.outbox += frame
         self.flush()
 
     def flush(self) -> None:
-        while self.outbox and self.pipe_open:
+        while self.outbox and self.pipe_open and self.writable:
             try:
                 sent = self.sock.send(self.outbox)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                self.pipe_open = False
+            except OSError:  # the peer is gone; what it wrote before going is still ours to read
+                self.writable = False
                 self.outbox.clear()
                 return
             del self.outbox[:sent]
@@ -91,7 +94,7 @@ class FramedPipe:
     def drain(self, timeout: float) -> None:
         """Block up to `timeout` seconds until the outbox is written (a process's last words)."""
         deadline = time.monotonic() + timeout
-        while self.outbox and self.pipe_open and time.monotonic() < deadline:
+        while self.outbox and self.pipe_open and self.writable and time.monotonic() < deadline:
             select.select([], [self.sock], [], max(0.0, deadline - time.monotonic()))
             self.flush()
 

@@ -172,3 +172,28 @@ def test_a_slow_reply_is_not_a_hang(make_team):
     run = team.run()
     assert run.proc.returncode == 0, run.output
     assert by_event(run.new_events(), "worker_hung") == []
+
+
+def test_a_failed_write_leaves_the_last_words_readable() -> None:
+    """A child that said `stopped` and exited: our next write fails, its last words must still be read.
+
+    Seen in the chaos test: a second Ctrl+C relayed to a worker that had just
+    exited marked the pipe closed, its unread `stopped` was lost, and the
+    agent was reported failed ("exited with code 0 without reporting").
+    """
+    import socket
+
+    from protocol import Interrupt, Stopped, encode
+    from supervisor.process import FramedPipe
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    pipe = FramedPipe(ours)
+    theirs.sendall(encode(Stopped(status="interrupted", cycle=3, checkpoint_id="c3", budget_spent_usd=0.0)))
+    theirs.close()  # the child exits
+    for _ in range(3):  # the first send may still be buffered; a later one fails with EPIPE
+        pipe.send(Interrupt(interrupt_id=2, mode="IMMEDIATE", source="USER", message="now", issued_at=0.0))
+    assert not pipe.writable
+    [stopped] = pipe.receive()
+    assert isinstance(stopped, Stopped) and stopped.checkpoint_id == "c3"
+    assert not pipe.pipe_open  # and then the end of the stream
