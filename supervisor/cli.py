@@ -8,11 +8,18 @@ that needs them, so `--help` and `import supervisor` stay fast.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from datetime import datetime, timedelta, timezone
 from typing import NoReturn, Optional, Sequence
 
 COMMANDS = ("run", "status", "logs", "checkpoints", "report")
 EXIT_USAGE = 2
+LEVELS = ("debug", "info", "warning", "error", "critical")  # `logs --level L` shows L and everything above it
+_AGO_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+\Z")
+_AGO_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_AGO_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_WHEN_HINT = "use an ISO 8601 time such as 2026-11-24T07:00:00Z, or a duration ago such as 30s, 10m, 2h, 1d"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,25 +46,74 @@ def build_parser() -> argparse.ArgumentParser:
 
     logs = sub.add_parser("logs", help="read the aggregated event stream")
     logs.add_argument("config")
-    logs.add_argument("--agent", help="only this agent's events (the team name for the supervisor's own)")
-    logs.add_argument("--event", help="only events of this name, e.g. interrupt_completed")
+    logs.add_argument(
+        "--agent", action="append", metavar="A",
+        help="only these agents' events (repeat it or give A,B; the team name for the supervisor's own)",
+    )
+    logs.add_argument(
+        "--event", action="append", metavar="E",
+        help="only events of these names, e.g. interrupt_completed (repeat it or give E,F)",
+    )
+    logs.add_argument(
+        "--level", type=str.lower, choices=LEVELS, metavar="LEVEL",
+        help=f"only events of this level and above ({' < '.join(LEVELS)})",
+    )
+    logs.add_argument(
+        "--since", type=parse_when, metavar="WHEN",
+        help="only events at or after WHEN: an ISO 8601 time (UTC unless it says) or a duration ago: 30s, 10m, 2h, 1d",
+    )
+    logs.add_argument("--until", type=parse_when, metavar="WHEN", help="only events at or before WHEN (same forms as --since)")
+    logs.add_argument(
+        "--all-runs", action="store_true",
+        help="the closing statistics cover every run in the file, not only the last one",
+    )
     logs.add_argument(
         "--follow", "-f", action="store_true",
-        help="keep printing new events until Ctrl+C; with --json, one JSON object per line, the last one the summary",
+        help="keep printing new events until Ctrl+C (or --until passes); with --json, one JSON object per line, "
+        "the last one the summary",
     )
     logs.add_argument("--json", action="store_true", help="one JSON document: {events, summary}")
 
-    checkpoints = sub.add_parser("checkpoints", help="list, verify or show checkpoints")
+    checkpoints = sub.add_parser("checkpoints", help="list, verify, show or prune checkpoints")
     checkpoints.add_argument("config")
     checkpoints.add_argument("--agent", help="only this agent")
     checkpoints.add_argument("--verify", action="store_true", help="check every checkpoint; exit 1 if any is corrupt")
     checkpoints.add_argument("--show", nargs="?", const="latest", metavar="ID", help="print one checkpoint (default: latest) as JSON")
-    checkpoints.add_argument("--json", action="store_true", help="one JSON list on stdout")
+    checkpoints.add_argument(
+        "--prune", type=_keep_count, metavar="N",
+        help="delete all but the newest N checkpoints of each agent (N >= 1; never the newest valid one; "
+        "refused while a run is live)",
+    )
+    checkpoints.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     report = sub.add_parser("report", help="write the run's timeline as one self-contained HTML file")
     report.add_argument("config")
     report.add_argument("-o", "--output", help="where to write it (default: <storage>/report.html)")
     return parser
+
+
+def parse_when(text: str, now: Optional[datetime] = None) -> datetime:
+    """`--since`/`--until`: an ISO 8601 time (UTC when it names no zone) or a duration ago (`10m`, `1h30m`)."""
+    value = text.strip()
+    try:
+        if _AGO_RE.match(value):
+            seconds = sum(float(number) * _AGO_SECONDS[unit] for number, unit in _AGO_PART_RE.findall(value))
+            return (now or datetime.now(timezone.utc)) - timedelta(seconds=seconds)
+        when = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: {_WHEN_HINT}") from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
+def _keep_count(text: str) -> int:
+    """`--prune N`: how many checkpoints each agent keeps; at least 1, so its latest always survives."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of checkpoints to keep, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must keep at least 1 checkpoint per agent (got {count})")
+    return count
 
 
 def _normalise(argv: list[str]) -> list[str]:

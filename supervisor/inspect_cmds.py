@@ -1,30 +1,40 @@
-"""The read-only commands: `status`, `logs` and `checkpoints`.
+"""The operator's commands: `status`, `logs` and `checkpoints`.
 
-They look at what a run left in storage (checkpoints and events.jsonl) and
-never change it: no folder is created, no temp file cleaned, no lock taken,
-so they are safe to run next to a live supervisor. Every command returns the
-exit code; `--json` prints exactly one JSON document on stdout and sends
-warnings to stderr, so scripts can pipe it straight into a parser.
+They look at what a run left in storage (checkpoints and events.jsonl) and,
+but for `checkpoints --prune`, never change it: no folder is created, no temp
+file cleaned, no lock taken, so they are safe to run next to a live
+supervisor. `--prune` is the one writer: it takes the run lock for the few
+milliseconds it deletes, so it is refused while a run is live and no run can
+start under it. Every command returns the exit code; `--json` prints exactly
+one JSON document on stdout and sends warnings to stderr, so scripts can pipe
+it straight into a parser.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
+import gzip
 import json
 import os
 import re
 import signal
+import statistics
 import sys
 import threading
 import time
+import zlib
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 from protocol.messages import GRACEFUL, IMMEDIATE, INTERRUPTED, RUNNING, SOURCES
+from supervisor.cli import LEVELS
 from supervisor.config import TeamConfig
+from supervisor.console import RULE
 from supervisor.events import EVENTS_FILE
-from workers.checkpoints import Checkpoint, CheckpointCorrupt, CheckpointStore
+from workers.checkpoints import Checkpoint, CheckpointCorrupt, CheckpointInfo, CheckpointStore
 
 NOT_STARTED = "not started"
 POLL_SECONDS = 0.2
@@ -50,14 +60,29 @@ def _print_json(document: Any, indent: Optional[int] = 2) -> None:
     print(json.dumps(document, indent=indent, ensure_ascii=False, default=str))
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    """Left-aligned columns two spaces apart; the last column is not padded."""
+def _table(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
+    """Columns two spaces apart, left-aligned but for the `right` ones (numbers); the last column is not padded."""
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     lines = []
     for row in [headers, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)] + [row[-1]]
+        cells = [
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(row[:-1], widths))
+        ] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     return lines
+
+
+def _size(count: int) -> str:
+    """Bytes for people: exact below 1 KiB, else one decimal in KiB, MiB or GiB."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def _store(config: TeamConfig, agent: str) -> CheckpointStore:
@@ -225,6 +250,168 @@ class InterruptSummary:
         )
 
 
+RESTART_EVENTS = frozenset({"worker_restarted", "group_restarted", "model_server_restarted"})
+UNKNOWN = "unknown"
+
+
+class RunStats:
+    """The closing EXECUTION STATISTICS of `logs`: one run's status, cycles, budget, interrupts and restarts.
+
+    By default it covers the last run that has events inside the time window,
+    the run an operator has just stopped or is watching; `all_runs` adds up
+    every run in the window instead (status and times are then the last run's).
+    `--agent` narrows what is counted (cycles, budget, interrupts, latency,
+    restarts), while the run's own lines (`supervisor_started`,
+    `supervisor_stopped`) always count, so the status is the run's whatever
+    agent is asked for. `--event` and `--level` only choose which lines are
+    printed and never change the statistics.
+
+    Status: `supervisor_stopped`'s when it is in the window; `running` when the
+    window ends (`--until`) before the run did, or when it is the newest run
+    and a supervisor holds the storage lock now; else `unknown` (a supervisor
+    killed before it could say how the run ended).
+    """
+
+    def __init__(self, agents: Optional[frozenset[str]] = None, all_runs: bool = False) -> None:
+        self.agents = agents
+        self.all_runs = all_runs
+        self.runs = 0  # runs seen in the stream, in the window or not
+        self.run: Optional[int] = None  # the run summed up (the last one when all_runs)
+        self._reset_counts()
+        self._reset_run()
+
+    def _reset_counts(self) -> None:
+        self.interrupts = InterruptSummary()
+        self.cycles = 0
+        self.budget = 0.0
+        self.restarts = 0
+        self.latencies: list[float] = []
+
+    def _reset_run(self) -> None:
+        self.started_at: Optional[str] = None
+        self.stopped: Optional[dict[str, Any]] = None
+        self.cut = False  # the window ended before this run did
+
+    def add(self, run: int, event: dict[str, Any], where: str = "in") -> None:
+        """One event of run `run`; `where` is "before", "in" or "after" the time window."""
+        self.runs = max(self.runs, run)
+        if where != "in":
+            if where == "after" and run == self.run:
+                self.cut = True
+            return
+        if run != self.run:
+            if not self.all_runs:
+                self._reset_counts()
+            self._reset_run()
+            self.run = run
+        name = event.get("event")
+        if name == "supervisor_started":
+            self.started_at = str(event.get("timestamp", "")) or None
+        elif name == "supervisor_stopped":
+            self.stopped = event
+        if self.agents is not None and str(event.get("agent_id")) not in self.agents:
+            return
+        self.interrupts.add(run, event)
+        if name == "cycle_completed":
+            self.cycles += 1
+            cost = event.get("cost_usd")
+            if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+                self.budget += float(cost)
+        elif name == "interrupt_completed":
+            latency = event.get("latency_ms")
+            if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+                self.latencies.append(float(latency))
+        elif name in RESTART_EVENTS:
+            self.restarts += 1
+
+    def status(self, live: bool) -> str:
+        """`live`: whether a supervisor holds the storage lock now."""
+        if self.run is None:
+            return NOT_STARTED if self.runs == 0 else UNKNOWN
+        if self.stopped is not None:
+            return str(self.stopped.get("status", UNKNOWN))
+        if self.cut or (live and self.run == self.runs and self.run > 0):
+            return RUNNING
+        return UNKNOWN
+
+    def as_dict(self, live: bool = False) -> dict[str, Any]:
+        latency: dict[str, Any] = {"median": None, "max": None, "count": len(self.latencies)}
+        if self.latencies:
+            latency["median"] = round(statistics.median(self.latencies), 3)
+            latency["max"] = round(max(self.latencies), 3)
+        stopped = self.stopped or {}
+        return {
+            **self.interrupts.as_dict(),
+            "run": None if self.all_runs else self.run,
+            "runs": self.runs,
+            "status": self.status(live),
+            "started_at": self.started_at,
+            "stopped_at": stopped.get("timestamp"),
+            "exit_code": stopped.get("exit_code"),
+            "cycles": self.cycles,
+            "budget_spent_usd": round(self.budget, 6),
+            "restarts": self.restarts,
+            "interrupt_latency_ms": latency,
+        }
+
+    def lines(self, live: bool = False) -> list[str]:
+        data = self.as_dict(live)
+        if self.run is None:
+            scope = "no run in the events shown" if self.runs else "no run yet"
+        elif self.all_runs:
+            scope = f"all runs (1 to {self.runs})" if self.runs > 1 else "all runs (1)"
+        else:
+            scope = f"run {self.run} of {self.runs}" if self.run else "events before the first run"
+        if data["started_at"] and not self.all_runs:
+            scope += f", started {short_time(data['started_at'])}"
+        if data["stopped_at"] and not self.all_runs:
+            scope += f", stopped {short_time(data['stopped_at'])}"
+        if self.agents is not None:
+            scope += f"; agents: {', '.join(sorted(self.agents))}"
+        sources = ", ".join(f"{source} {count}" for source, count in data["by_source"].items())
+        latency = data["interrupt_latency_ms"]
+        if latency["count"]:
+            stops = f"{latency['count']} agent stop{'s' if latency['count'] != 1 else ''}"
+            latency_text = f"median {latency['median']:.1f} ms, max {latency['max']:.1f} ms ({stops})"
+        else:
+            latency_text = "-"
+        return [
+            "",
+            RULE,
+            "📊 EXECUTION STATISTICS",
+            RULE,
+            f"Scope: {scope}",
+            f"Status: {data['status']}",
+            f"Cycles: {data['cycles']}",
+            f"Budget Spent: ${data['budget_spent_usd']:.4f}",
+            f"Restarts: {data['restarts']}",
+            "",
+            "Interrupt Metrics:",
+            f"  Total Interrupts: {data['total']}",
+            f"  Graceful: {data['graceful']}",
+            f"  Immediate: {data['immediate']}",
+            f"  By Source: {sources}",
+            f"  Latency: {latency_text}",
+            RULE,
+        ]
+
+
+def parse_timestamp(value: Any) -> Optional[datetime]:
+    """An event's ISO 8601 timestamp as an aware datetime (UTC if it names no zone); None if it is not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value[:-1] + "+00:00" if value[-1] in ("Z", "z") else value
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        match = _ISO_RE.match(value)  # Python 3.10 takes only 3 or 6 digits of a second
+        if match is None:
+            return None
+        fraction = (match.group(2) or "").ljust(6, "0")[:6]
+        when = datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
 def short_time(value: Any) -> str:
     """ISO UTC time to the millisecond, as the log lines show it; anything else as it is."""
     text = str(value)
@@ -266,24 +453,34 @@ def format_event(event: dict[str, Any], agent_width: int = 0) -> str:
 # ---- status ------------------------------------------------------------------
 
 
-def _last_interrupts(path: Path) -> dict[str, dict[str, Any]]:
-    """The last interrupt_initiated line of each agent_id (quietly skipping bad lines)."""
+def _scan_for_status(path: Path) -> tuple[dict[str, dict[str, Any]], Optional[dict[str, Any]], Optional[dict[str, Any]]]:
+    """The last interrupt_initiated line of each agent_id, and the newest run's start and stop lines.
+
+    Bad lines are skipped quietly; the stop line is None when the newest run has none (yet).
+    """
     last: dict[str, dict[str, Any]] = {}
+    started: Optional[dict[str, Any]] = None
+    stopped: Optional[dict[str, Any]] = None
     for _, event in read_events(path, warn=lambda _text: None):
-        if event.get("event") == "interrupt_initiated" and "agent_id" in event:
+        name = event.get("event")
+        if name == "interrupt_initiated" and "agent_id" in event:
             last[str(event["agent_id"])] = {
                 "mode": event.get("mode"),
                 "source": event.get("source"),
                 "message": event.get("message"),
                 "timestamp": event.get("timestamp"),
             }
-    return last
+        elif name == "supervisor_started":
+            started, stopped = event, None
+        elif name == "supervisor_stopped":
+            stopped = event
+    return last, started, stopped
 
 
 def status(config: TeamConfig, args: argparse.Namespace) -> int:
-    """One row per agent, from the newest valid checkpoint and the event stream."""
+    """One row per agent, from the newest valid checkpoint and the event stream, under a line on the run."""
     try:
-        interrupts = _last_interrupts(config.storage / EVENTS_FILE)
+        interrupts, started, stopped = _scan_for_status(config.storage / EVENTS_FILE)
         live = run_is_live(config.storage)
         rows: list[dict[str, Any]] = []
         for agent in config.all_agents():
@@ -301,6 +498,7 @@ def status(config: TeamConfig, args: argparse.Namespace) -> int:
                     "budget_spent_usd": checkpoint.budget_spent_usd if checkpoint else 0.0,
                     "last_interrupt": interrupts.get(agent.name),
                     "corrupt": corrupt,
+                    "run_live": live,
                 }
             )
     except OSError as exc:
@@ -308,6 +506,7 @@ def status(config: TeamConfig, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return 0
+    print(_run_line(config, live, started, stopped))
     table = [
         [
             row["agent"],
@@ -319,12 +518,33 @@ def status(config: TeamConfig, args: argparse.Namespace) -> int:
         ]
         for row in rows
     ]
-    for line in _table(["AGENT", "STATUS", "CYCLES", "CHECKPOINT", "BUDGET", "LAST INTERRUPT"], table):
+    headers = ["AGENT", "STATUS", "CYCLES", "LATEST CHECKPOINT", "BUDGET SPENT", "LAST INTERRUPT"]
+    for line in _table(headers, table, right=frozenset({2, 4})):
         print(line)
     for row in rows:
         if row["corrupt"]:
             print(f"{row['agent']}: skipped corrupt checkpoint(s): {', '.join(row['corrupt'])}")
     return 0
+
+
+def _run_line(
+    config: TeamConfig, live: bool, started: Optional[dict[str, Any]], stopped: Optional[dict[str, Any]]
+) -> str:
+    """What the team is doing now: a live run (pid, since when), or how the last one ended."""
+    head = f"team {config.team}"
+    if live:
+        if started is not None and stopped is None:
+            return f"{head}: RUN LIVE (pid {started.get('pid', '?')}, started {short_time(started.get('timestamp'))})"
+        return f"{head}: RUN LIVE"
+    if started is None:
+        return f"{head}: no run live; none recorded yet"
+    if stopped is None:
+        when = short_time(started.get("timestamp"))
+        return f"{head}: no run live; the last one, started {when}, left no supervisor_stopped (killed?)"
+    return (
+        f"{head}: no run live; the last one {stopped.get('status', UNKNOWN)} at {short_time(stopped.get('timestamp'))}"
+        f" (exit {stopped.get('exit_code', '?')})"
+    )
 
 
 def run_is_live(storage: Path) -> bool:
@@ -386,19 +606,60 @@ class _StopFlag:
             signal.signal(signum, handler)
 
 
+def _names(values: Optional[list[str]]) -> Optional[frozenset[str]]:
+    """`--agent a --agent b,c` as {a, b, c}; None when the option was not given."""
+    if values is None:
+        return None
+    return frozenset(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+def _level_rank(level: Any) -> int:
+    """debug 0 < info 1 < warning 2 < error 3 < critical 4; a missing or unknown level counts as info."""
+    text = str(level).lower()
+    return LEVELS.index(text) if text in LEVELS else LEVELS.index("info")
+
+
 def logs(config: TeamConfig, args: argparse.Namespace) -> int:
-    """Print the event stream, filtered, then the interrupt summary; `--follow` keeps reading."""
+    """Print the event stream, filtered, then the run's statistics; `--follow` keeps reading."""
     path = config.storage / EVENTS_FILE
     agent_width = max(len(name) for name in [config.team, *(a.name for a in config.all_agents())])
-    summary = InterruptSummary()
+    agents, names = _names(args.agent), _names(args.event)
+    for option, chosen in (("--agent", agents), ("--event", names)):
+        if chosen is not None and not chosen:
+            raise _supervisor_error(f"{option} needs at least one name", 2)
+    since: Optional[datetime] = args.since
+    until: Optional[datetime] = args.until
+    if since is not None and until is not None and since > until:
+        raise _supervisor_error(
+            f"--since ({since.isoformat(timespec='seconds')}) is after --until ({until.isoformat(timespec='seconds')})", 2
+        )
+    if agents is not None:
+        known = {config.team, *(a.name for a in config.all_agents()), *(g.name for g in config.groups)}
+        for name in sorted(agents - known):
+            _warn(f"no agent or group named '{name}' in team '{config.team}' (showing its events, if any)")
+    min_rank = _level_rank(args.level) if args.level else 0
+    stats = RunStats(agents, all_runs=args.all_runs)
     collected: list[dict[str, Any]] = []
     follow_json = args.follow and args.json
 
+    def where(event: dict[str, Any]) -> str:
+        if since is None and until is None:
+            return "in"
+        when = parse_timestamp(event.get("timestamp"))
+        if when is None or (since is not None and when < since):
+            return "before"  # a line without a readable time cannot be placed in a window
+        return "after" if until is not None and when > until else "in"
+
     def show(run: int, event: dict[str, Any]) -> None:
-        if args.agent is not None and event.get("agent_id") != args.agent:
+        place = where(event)
+        stats.add(run, event, place)  # --event and --level pick lines to print, never what the statistics count
+        if place != "in":
             return
-        summary.add(run, event)  # the summary ignores --event: `--event cycle_completed` still ends with the interrupts
-        if args.event is not None and event.get("event") != args.event:
+        if agents is not None and str(event.get("agent_id")) not in agents:
+            return
+        if names is not None and event.get("event") not in names:
+            return
+        if min_rank and _level_rank(event.get("level")) < min_rank:
             return
         out = sys.stdout
         if follow_json:
@@ -412,12 +673,13 @@ def logs(config: TeamConfig, args: argparse.Namespace) -> int:
                 out.flush()
 
     def finish() -> int:
+        live = run_is_live(config.storage)
         if follow_json:
-            print(json.dumps({"summary": summary.as_dict()}), flush=True)
+            print(json.dumps({"summary": stats.as_dict(live)}, ensure_ascii=False, default=str), flush=True)
         elif args.json:
-            _print_json({"events": collected, "summary": summary.as_dict()})
+            _print_json({"events": collected, "summary": stats.as_dict(live)})
         else:
-            print(summary.line(), flush=True)
+            print("\n".join(stats.lines(live)), flush=True)
         return 0
 
     if not args.follow:
@@ -434,7 +696,7 @@ def logs(config: TeamConfig, args: argparse.Namespace) -> int:
 
     with _StopFlag() as stop:
         try:
-            _follow(path, show, stop)
+            _follow(path, show, stop, until.timestamp() if until is not None else None)
         except KeyboardInterrupt:  # Ctrl+C where no handler could be installed (not the main thread)
             pass
         except BrokenPipeError:
@@ -444,8 +706,10 @@ def logs(config: TeamConfig, args: argparse.Namespace) -> int:
         return finish()
 
 
-def _follow(path: Path, show: Callable[[int, dict[str, Any]], None], stop: _StopFlag) -> None:
-    """Print what is there, then poll for appended lines until stopped.
+def _follow(
+    path: Path, show: Callable[[int, dict[str, Any]], None], stop: _StopFlag, until: Optional[float] = None
+) -> None:
+    """Print what is there, then poll for appended lines until stopped (or the clock passes `until`).
 
     When the file is replaced (`run --fresh` moves it to the archive and the
     next run starts a new one) the old file is drained and the new one read
@@ -457,6 +721,7 @@ def _follow(path: Path, show: Callable[[int, dict[str, Any]], None], stop: _Stop
         print(f"no events yet ({path})", file=sys.stderr, flush=True)
     try:
         while not stop.set:
+            last_look = until is not None and time.time() > until  # read once more, then stop
             if reader.replaced():
                 for event in list(reader.finish()):
                     run += event.get("event") == "supervisor_started"
@@ -468,6 +733,8 @@ def _follow(path: Path, show: Callable[[int, dict[str, Any]], None], stop: _Stop
                 show(run, event)
                 if stop.set:
                     return
+            if last_look:
+                return
             time.sleep(POLL_SECONDS)
     finally:
         reader.close()
@@ -485,8 +752,54 @@ def _agent_names(config: TeamConfig, agent: Optional[str]) -> list[str]:
     return [agent]
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_FLAG_HCRC, _FLAG_EXTRA, _FLAG_NAME, _FLAG_COMMENT = 0x02, 0x04, 0x08, 0x10
+
+
+def _compression(path: Path) -> tuple[str, Optional[int]]:
+    """("gzip" or "none", uncompressed size or None if the file cannot be read through).
+
+    A store with `compress: false` still writes the gzip format, with the
+    deflate data "stored" (level 0), so the first deflate block's type tells
+    compressed from not. The uncompressed size is counted by reading through
+    gzip; a damaged file gives None here (`--verify` says what is wrong).
+    Raises FileNotFoundError if the file is gone (a live run's retention).
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+        if head[:2] != _GZIP_MAGIC:
+            return "none", os.fstat(handle.fileno()).st_size  # not gzip at all (and so not a valid checkpoint)
+        flags, pos = head[3], 10
+        try:
+            if flags & _FLAG_EXTRA:
+                pos += 2 + int.from_bytes(head[pos : pos + 2], "little")
+            for flag in (_FLAG_NAME, _FLAG_COMMENT):
+                if flags & flag:
+                    pos = head.index(b"\0", pos) + 1
+            if flags & _FLAG_HCRC:
+                pos += 2
+            method = "none" if (head[pos] >> 1) & 0b11 == 0 else "gzip"  # BTYPE 00: stored, not compressed
+        except (ValueError, IndexError):
+            return "gzip", None
+        handle.seek(0)
+        total = 0
+        try:
+            with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
+                while True:
+                    chunk = unzipped.read(1 << 16)
+                    if not chunk:
+                        return method, total
+                    total += len(chunk)
+        except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
+            return method, None
+
+
 def checkpoints(config: TeamConfig, args: argparse.Namespace) -> int:
-    """List checkpoints (cheap: names and sizes), verify them, or show one."""
+    """List checkpoints (names, sizes on disk, compression), verify them, show one, or prune."""
+    if args.prune is not None:
+        if args.show is not None or args.verify:
+            raise _supervisor_error("--prune cannot be combined with --show or --verify", 2)
+        return _prune(config, args)
     if args.show is not None:
         if args.agent is None:
             raise _supervisor_error("--show needs --agent", 2)
@@ -497,11 +810,18 @@ def checkpoints(config: TeamConfig, args: argparse.Namespace) -> int:
         for name in _agent_names(config, args.agent):
             store = _store(config, name)
             for info in store.list():
-                row = {
+                try:
+                    method, plain = _compression(info.path)
+                except FileNotFoundError:
+                    continue  # removed by a live run's retention since it was listed
+                row: dict[str, Any] = {
                     "agent": name,
                     "checkpoint_id": info.checkpoint_id,
                     "cycle": info.cycle,
                     "size_bytes": info.size_bytes,
+                    "uncompressed_bytes": plain,
+                    "compression": method,
+                    "ratio": round(plain / info.size_bytes, 2) if method == "gzip" and plain and info.size_bytes else None,
                     "valid": None,
                     "error": None,
                 }
@@ -523,18 +843,112 @@ def checkpoints(config: TeamConfig, args: argparse.Namespace) -> int:
     elif not rows:
         print(f"no checkpoints yet ({config.storage})")
     else:
-        headers = ["AGENT", "CHECKPOINT", "CYCLE", "BYTES"] + (["VERDICT"] if args.verify else [])
+        headers = ["AGENT", "CHECKPOINT", "CYCLE", "SIZE", "UNCOMPRESSED", "COMPRESSION"] + (["VERDICT"] if args.verify else [])
         table: list[list[str]] = []
         for row in rows:
-            cells: list[str] = [str(row["agent"]), str(row["checkpoint_id"]), str(row["cycle"]), str(row["size_bytes"])]
+            cells: list[str] = [
+                str(row["agent"]),
+                str(row["checkpoint_id"]),
+                str(row["cycle"]),
+                _size(row["size_bytes"]),
+                "?" if row["uncompressed_bytes"] is None else _size(row["uncompressed_bytes"]),
+                _describe_compression(row),
+            ]
             if args.verify:
                 cells.append("ok" if row["valid"] else f"corrupt: {row['error']}")
             table.append(cells)
-        for line in _table(headers, table):
+        for line in _table(headers, table, right=frozenset({2, 3, 4})):
             print(line)
+        on_disk = sum(row["size_bytes"] for row in rows)
+        agents = len({row["agent"] for row in rows})
+        print(f"{len(rows)} checkpoint(s) of {agents} agent(s), {_size(on_disk)} on disk")
         if args.verify:
             print(f"verified {len(rows)} checkpoint(s): {bad} corrupt")
     return 1 if bad else 0
+
+
+def _describe_compression(row: dict[str, Any]) -> str:
+    if row["compression"] != "gzip":
+        return "none"
+    return f"gzip {row['ratio']:.1f}x" if row["ratio"] is not None else "gzip (unreadable)"
+
+
+@contextlib.contextmanager
+def _run_lock(config: TeamConfig) -> Iterator[None]:
+    """Hold the storage's run lock, as `run` does, or refuse (exit 2) because a run is live.
+
+    Holding it means no run can start while checkpoints are being deleted. The
+    lock file is the run's own; it is created if missing, never written.
+    """
+    from supervisor.run import LOCK_FILE
+
+    try:
+        fd = os.open(config.storage / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise _supervisor_error(f"storage {config.storage}: cannot take the run lock: {exc.strerror or exc}", 3) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise _supervisor_error(
+                f"storage {config.storage}: team '{config.team}' is running there (pid {holder}); "
+                "stop it before pruning checkpoints",
+                2,
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _prune(config: TeamConfig, args: argparse.Namespace) -> int:
+    """Delete all but the newest N checkpoints of each agent (never an agent's newest valid one)."""
+    keep: int = args.prune
+    names = _agent_names(config, args.agent)
+    removed: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    stuck: list[str] = []
+    if config.storage.is_dir():
+        try:
+            with _run_lock(config):
+                for name in names:
+                    store = _store(config, name)
+                    gone = store.prune(keep)
+                    removed += [_info_row(name, info) for info in gone]
+                    left = store.list()
+                    kept += [_info_row(name, info) for info in left]
+                    if len(left) > keep:  # the newest valid one may stay below the newest N; nothing else may
+                        protected = store.load_latest()
+                        stuck += [
+                            f"{name}/{info.checkpoint_id}"
+                            for info in left[:-keep]
+                            if protected is None or info.checkpoint_id != protected.checkpoint_id
+                        ]
+        except OSError as exc:
+            raise _storage_error(config, exc) from exc
+    freed = sum(row["size_bytes"] for row in removed)
+    if args.json:
+        _print_json({"keep": keep, "removed": removed, "freed_bytes": freed, "kept": kept, "not_removed": stuck})
+    else:
+        for name in names:
+            mine = [row for row in removed if row["agent"] == name]
+            still = [row for row in kept if row["agent"] == name]
+            if mine:
+                cycles = f"cycle {mine[0]['cycle']}" if len(mine) == 1 else f"cycles {mine[0]['cycle']}-{mine[-1]['cycle']}"
+                print(
+                    f"{name}: removed {len(mine)} checkpoint(s) ({cycles}), {_size(sum(r['size_bytes'] for r in mine))} freed;"
+                    f" kept {len(still)}, newest {still[-1]['checkpoint_id']}"
+                )
+            else:
+                print(f"{name}: nothing to remove ({len(still)} checkpoint(s), keeping up to {keep})")
+        print(f"removed {len(removed)} checkpoint(s), {_size(freed)} freed")
+    if stuck:
+        raise _supervisor_error(f"storage {config.storage}: could not delete {', '.join(stuck)}", 3)
+    return 0
+
+
+def _info_row(agent: str, info: CheckpointInfo) -> dict[str, Any]:
+    return {"agent": agent, "checkpoint_id": info.checkpoint_id, "cycle": info.cycle, "size_bytes": info.size_bytes}
 
 
 def _show(config: TeamConfig, agent: str, which: str) -> int:

@@ -1,13 +1,509 @@
-"""Which console a run shows: a live view on a terminal, plain lines elsewhere."""
+"""Which console a run shows: a live view on a terminal, plain lines elsewhere.
+
+The live view is the plain console's lines (banner, replies, notices) printed
+above a table that stays at the bottom of the terminal: one row per agent with
+its status, cycle k/N and a bar, its last event, tokens and dollars, under a
+header with the elapsed time and over a footer with the interrupt state. When
+the run ends the table's last state stays on screen and the outcome and the
+statistics follow it as plain lines.
+
+Rendering never happens in the supervisor's loop: the event sink only updates
+a few fields under a lock and wakes one daemon thread, which draws at most
+`refresh_per_second` times a second when something changed and once every
+`idle_refresh` seconds otherwise (for the clock), so a busy team costs a few
+renders a second and an idle one almost nothing. Nothing here installs a
+signal handler; Ctrl+C stays the supervisor's. Any failure to render (a bug, a
+terminal that went away) is swallowed: the view gives up and the run goes on
+with plain lines, and stopping always shows the cursor again.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import atexit
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, TextIO, cast
+
+from rich import box
+from rich.console import Console as RichConsole
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 from supervisor.config import TeamConfig
 from supervisor.console import Console
 
+PLAIN_TERMS = frozenset({"", "dumb", "unknown"})
+FINAL = frozenset({"completed", "interrupted", "failed"})
+STATUS_STYLE = {
+    "starting": "dim",
+    "running": "green",
+    "stopping": "yellow",
+    "completed": "bold green",
+    "interrupted": "yellow",
+    "failed": "bold red",
+    "restarting": "magenta",
+}
+BAR_WIDTH = 10
+STATUS_WIDTH = len("interrupted")
+MIN_LAST_WIDTH, MAX_LAST_WIDTH = 10, 40
+TABLE_OVERHEAD = 9  # header line, column heads, rules, totals, footer line, the blank line and two to spare
 
-def choose_console(config: TeamConfig, *, plain: bool = False) -> Any:
-    """The plain console for now; the live view comes next."""
-    return Console()
+
+def wants_live(*, plain: bool = False, stream: Optional[TextIO] = None, environ: Optional[Mapping[str, str]] = None) -> bool:
+    """A live view only for a person at a real terminal that can move its cursor."""
+    if plain:
+        return False
+    env = os.environ if environ is None else environ
+    if env.get("TERM", "").strip().lower() in PLAIN_TERMS:
+        return False
+    out = sys.stdout if stream is None else stream
+    try:
+        return bool(out.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def choose_console(config: TeamConfig, *, plain: bool = False, stream: Optional[TextIO] = None) -> Console:
+    """The live view on a terminal; today's plain lines on a pipe, a file, TERM=dumb or with --plain."""
+    if wants_live(plain=plain, stream=stream):
+        try:
+            return LiveConsole(config, stream=stream)
+        except Exception:  # whatever rich makes of this terminal, the run goes on with plain lines
+            pass
+    return Console(stream)
+
+
+@dataclass
+class AgentRow:
+    """What the table shows of one agent, kept from the event stream."""
+
+    name: str
+    group: str
+    max_cycles: int
+    status: str = "starting"
+    cycle: int = 0
+    last: str = "waiting for worker"
+    tokens: Optional[int] = None
+    cost: Optional[float] = None
+
+
+def _elapsed(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+class LiveConsole(Console):
+    """The plain console's interface, drawn as a live table on a terminal."""
+
+    def __init__(
+        self,
+        config: TeamConfig,
+        *,
+        stream: Optional[TextIO] = None,
+        console: Optional[RichConsole] = None,
+        refresh_per_second: float = 4.0,
+        idle_refresh: float = 1.0,
+        redirect: bool = True,
+    ) -> None:
+        if stream is None and console is not None:
+            stream = cast(TextIO, console.file)
+        super().__init__(stream)
+        self.team = config.team
+        self.rich = console if console is not None else RichConsole(file=self.stream)
+        self.min_interval = 1.0 / refresh_per_second
+        self.idle_refresh = idle_refresh
+        self.redirect = redirect
+        group_of = {a.name: g.name for g in config.groups for a in g.agents}
+        self.rows = {a.name: AgentRow(a.name, group_of.get(a.name, ""), a.max_cycles) for a in config.all_agents()}
+        self.members: dict[str, list[str]] = {g.name: [a.name for a in g.agents] for g in config.groups}
+        self.started_at = time.monotonic()
+        self.stopped_at: Optional[float] = None
+        self.final_status: Optional[str] = None
+        self.interrupt_mode: Optional[str] = None
+        self.interrupt_source = ""
+        self.interrupt_what = ""
+        self.broken = False  # rendering failed once: plain lines from then on
+        self.renders = 0
+        self._lock = threading.Lock()  # the rows and pending lines, between the supervisor's thread and the drawer
+        self._pending: list[str] = []
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._live: Optional[Live] = None
+        self._thread: Optional[threading.Thread] = None
+        self._render_cost = 0.0
+        self._armed = False
+
+    # ---- the display's life --------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self._live is not None and not self.broken
+
+    def start(self) -> None:
+        """Show the table (idempotent); the run's first event after the banner does this."""
+        if self._live is not None or self.broken:
+            return
+        try:
+            self.started_at = time.monotonic()
+            self._live = Live(
+                self.view(),
+                console=self.rich,
+                auto_refresh=False,  # our own drawer below: on change, at most refresh_per_second
+                transient=False,
+                redirect_stdout=self.redirect,
+                redirect_stderr=self.redirect,
+                vertical_overflow="ellipsis",
+            )
+            self._live.start(refresh=False)
+            atexit.register(self.stop)  # an error that ends the run early must not leave the cursor hidden
+            self._thread = threading.Thread(target=self._draw_loop, name="live-view", daemon=True)
+            self._thread.start()
+            self._wake.set()
+        except Exception:
+            self._give_up()
+
+    def stop(self) -> None:
+        """Draw the last state, leave it on screen and give the terminal back (cursor shown). Idempotent."""
+        self._armed = False  # once stopped, the table does not come back
+        self._closing.set()
+        self._wake.set()
+        live = self._live
+        if live is None:
+            return
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+            if thread.is_alive():  # stuck in a write the terminal does not take (^S?): leave the display alone
+                self.broken = True
+                self._live = None
+                return
+        try:
+            if not self.broken:
+                self._print_pending(live)
+                live.update(self.view(final=True))
+        except Exception:
+            self.broken = True
+        finally:
+            self._release(live)
+
+    def _release(self, live: Live) -> None:
+        try:
+            live.stop()  # its last refresh, then: stdout/stderr restored, cursor shown, a new line
+        except Exception:
+            try:
+                self.rich.show_cursor(True)
+            except Exception:
+                pass
+        self._live = None
+        try:
+            atexit.unregister(self.stop)
+        except Exception:
+            pass
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if lines:  # the drawer gave up before printing these: they still belong on screen
+            self._print(*lines)
+
+    def _give_up(self) -> None:
+        """Rendering failed: stop trying, keep the run going with plain lines."""
+        self.broken = True
+        live = self._live
+        if live is not None:
+            self._release(live)
+
+    def _draw_loop(self) -> None:
+        """The drawer: wakes on a change or once a second, draws, then rests a moment."""
+        live = self._live
+        if live is None:
+            return
+        while not self._closing.is_set():
+            self._wake.wait(max(self.idle_refresh, 20 * self._render_cost))
+            self._wake.clear()
+            if self._closing.is_set():
+                return
+            began = time.monotonic()
+            try:
+                self._print_pending(live)
+                live.update(self.view(), refresh=True)
+                self.renders += 1
+            except Exception:
+                self._give_up()
+                return
+            self._render_cost = time.monotonic() - began
+            # Rest: no more than refresh_per_second draws, and rendering at most ~10% of a core on a huge team.
+            self._closing.wait(max(self.min_interval, 10 * self._render_cost))
+
+    def _print_pending(self, live: Live) -> None:
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if lines:
+            live.console.print(Text("\n".join(lines)), soft_wrap=True)  # above the table; the terminal wraps
+
+    # ---- the plain console's hooks -----------------------------------------------
+
+    def _print(self, *lines: str) -> None:
+        if self.active:
+            with self._lock:
+                self._pending.extend(lines)
+            self._wake.set()
+        else:
+            try:
+                super()._print(*lines)  # before the table, after it, or when it gave up: exactly the plain lines
+            except Exception:
+                pass
+
+    def banner(self, team: str, storage: str, llm: str, agents: int, resumed: dict[str, int]) -> None:
+        super().banner(team, storage, llm, agents, resumed)
+        self._armed = True  # the table appears with the run's first event: a run that fails to start shows none
+
+    def interrupt_notice(self, mode: str, source: str, reason: str) -> None:
+        what = reason.removesuffix(" detected").removeprefix("Second ")
+        with self._lock:
+            self._set_interrupt(mode, source, what)
+        super().interrupt_notice(mode, source, reason)
+        self._wake.set()
+
+    def outcome(self, status: str, interrupt: Optional[dict[str, Any]]) -> None:
+        self.stop()  # the table's last state stays above the outcome and the statistics
+        super().outcome(status, interrupt)
+
+    def statistics(
+        self, status: str, rows: list[dict[str, Any]], interrupts: dict[str, int], storage: str, config: str = "CONFIG"
+    ) -> None:
+        self.stop()
+        super().statistics(status, rows, interrupts, storage, config)
+
+    # ---- the event sink ---------------------------------------------------------
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        try:
+            if self._armed and self._live is None:
+                self.start()
+            with self._lock:
+                self._track(event)
+            super().__call__(event)  # the plain line, if the event has one, above the table
+            self._wake.set()
+        except Exception:
+            pass  # an odd event must never break the event log that calls us
+
+    def _set_interrupt(self, mode: str, source: str, what: str) -> None:
+        if self.interrupt_mode == "IMMEDIATE" and mode != "IMMEDIATE":
+            return
+        self.interrupt_mode = mode
+        self.interrupt_source = source
+        self.interrupt_what = what
+
+    def _track(self, event: dict[str, Any]) -> None:
+        name = str(event.get("event", ""))
+        agent = str(event.get("agent_id", ""))
+        row = self.rows.get(agent)
+        if agent == self.team and row is None:
+            self._track_team(name, event)
+        if agent in self.members and row is None:
+            self._track_group(name, agent, event)
+            return
+        if row is None:
+            return
+        cycle = event.get("cycle")
+        if isinstance(cycle, int) and not isinstance(cycle, bool) and name in (
+            "worker_started", "cycle_completed", "checkpoint_saved", "interrupt_completed", "worker_restarted"
+        ):
+            row.cycle = cycle
+        if name == "worker_started":
+            status = str(event.get("status") or "running")
+            row.status = status if status in STATUS_STYLE else "running"
+            row.last = f"resumed at cycle {row.cycle}" if event.get("resumed") else f"started, pid {event.get('pid')}"
+        elif name == "cycle_completed":
+            if row.status in ("starting", "restarting"):
+                row.status = "running"
+            tokens = event.get("tokens")
+            if isinstance(tokens, dict):
+                counted = [_number(tokens.get(k)) for k in ("prompt", "completion")]
+                row.tokens = (row.tokens or 0) + int(sum(n for n in counted if n is not None))
+            cost = _number(event.get("cost_usd"))
+            if cost is not None:
+                row.cost = (row.cost or 0.0) + cost
+            duration = _number(event.get("duration_ms"))
+            row.last = f"cycle {row.cycle} done" + (f", {duration / 1000:.1f}s" if duration is not None else "")
+        elif name == "checkpoint_saved":
+            row.last = f"checkpoint {row.cycle} saved"
+        elif name == "interrupt_initiated":
+            if row.status not in FINAL:
+                row.status = "stopping"
+            row.last = "cancelling the cycle" if event.get("mode") == "IMMEDIATE" else "finishing the cycle"
+        elif name == "interrupt_completed":
+            row.status = "interrupted"
+            row.last = "stopped, saved"
+        elif name == "worker_exited":
+            status = str(event.get("status") or "")
+            if status == "interrupted" and row.status == "interrupted":
+                return  # "stopped, saved" says more
+            if status in STATUS_STYLE:
+                row.status = status
+            row.last = "completed" if status == "completed" else f"exited: {event.get('reason') or status}"
+        elif name == "worker_restarted":
+            row.status = "restarting"
+            row.last = f"restart {event.get('attempt', '')}".strip()
+        elif name == "restart_limit_reached":
+            row.status = "failed"
+            row.last = "restart limit reached"
+        elif name == "worker_hung":
+            row.last = "hung: no heartbeat"
+        elif name == "worker_error":
+            row.last = f"{event.get('kind', 'worker')} error"
+        elif name == "llm_retry":
+            row.last = f"LLM retry {event.get('attempt', '')}".strip()
+        elif name == "checkpoint_corrupt":
+            row.last = "corrupt checkpoint skipped"
+        elif name == "worker_event":
+            row.last = str(event.get("name", "event"))
+
+    def _track_team(self, name: str, event: dict[str, Any]) -> None:
+        if name == "interrupt_initiated":
+            message = str(event.get("message", ""))
+            if message.startswith("restarting with "):
+                return  # siblings stopped to restart with a failed agent (the strategy), not a team stop
+            self._set_interrupt(str(event.get("mode", "")), str(event.get("source", "")), message)
+        elif name == "supervisor_stopped":
+            self.final_status = str(event.get("status", ""))
+            self.stopped_at = time.monotonic()
+
+    def _track_group(self, name: str, group: str, event: dict[str, Any]) -> None:
+        """A group's own events speak for its agents when the group itself starts over or dies."""
+        for member in self.members[group]:
+            row = self.rows[member]
+            if name == "group_restarted":
+                row.status = "restarting"
+                row.last = "group restarted"
+            elif name == "group_exited" and row.status not in FINAL:
+                status = str(event.get("status") or "")
+                if status in STATUS_STYLE:
+                    row.status = status
+                row.last = f"group exited: {event.get('reason') or status}"
+
+    # ---- the picture ---------------------------------------------------------------
+
+    def header(self) -> str:
+        end = self.stopped_at if self.stopped_at is not None else time.monotonic()
+        counts: dict[str, int] = {}
+        for row in self.rows.values():
+            counts[row.status] = counts.get(row.status, 0) + 1
+        states = ", ".join(f"{n} {status}" for status, n in counts.items())
+        state = f" · {self.final_status}" if self.final_status else ""
+        return f"team {self.team}{state} · elapsed {_elapsed(end - self.started_at)} · {states}"
+
+    def interrupt_state(self) -> str:
+        mode = self.interrupt_mode
+        what = f"{self.interrupt_source}: {self.interrupt_what}" if self.interrupt_source else self.interrupt_what
+        if mode == "GRACEFUL":
+            if self.final_status is not None:
+                return f"interrupt: graceful stop ({what})"
+            return f"interrupt: graceful stop requested ({what}) — Ctrl+C again to force"
+        if mode == "IMMEDIATE":
+            return f"interrupt: immediate stop ({what})"
+        if self.final_status is not None:
+            return "interrupt: none"
+        return "interrupt: none — Ctrl+C to stop gracefully"
+
+    def view(self, *, final: bool = False) -> RenderableType:
+        """The table as it stands (built under the lock; laid out later, outside it)."""
+        with self._lock:
+            table = self._table()
+        # While live, an empty last line keeps the cursor off the table: a ^C the terminal echoes lands there.
+        return table if final else Group(table, Text(""))
+
+    def _table(self) -> Table:
+        rows = list(self.rows.values())
+        entries: list[tuple[str, Optional[AgentRow]]] = []  # ("", row) an agent; (group, None) a group's heading
+        heading = ""
+        for row in rows:
+            if row.group and row.group != heading:
+                heading = row.group
+                entries.append((heading, None))
+            entries.append(("", row))
+        width, height = self.rich.size
+        budget = max(2, height - TABLE_OVERHEAD)
+        hidden: list[AgentRow] = []
+        if len(entries) > budget:
+            hidden = [r for _, r in entries[budget - 1 :] if r is not None]
+            entries = entries[: budget - 1]
+
+        cycles = sum(r.cycle for r in rows)
+        most = sum(r.max_cycles for r in rows)
+        tokens = [r.tokens for r in rows if r.tokens is not None]
+        costs = [r.cost for r in rows if r.cost is not None]
+        total_tokens = str(sum(tokens)) if tokens else "-"
+        total_cost = f"${sum(costs):.4f}" if costs else "-"
+        number_width = max([len(f"{cycles}/{most}")] + [len(f"{r.cycle}/{r.max_cycles}") for r in rows])
+        indent = "  " if self.members else ""
+        name_width = max([len("agent"), len("total")] + [len((indent if r.group else "") + r.name) for r in rows])
+        token_width = max([len("tokens"), len(total_tokens)] + [len(str(r.tokens)) for r in rows if r.tokens is not None])
+        cost_width = max(len("cost"), len(total_cost), 7)
+        cycle_width = number_width + 1 + BAR_WIDTH
+        fixed = name_width + STATUS_WIDTH + cycle_width + token_width + cost_width + 2 * 5
+        last_width = max(MIN_LAST_WIDTH, min(MAX_LAST_WIDTH, width - fixed - 1))
+
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+            show_footer=True,
+            title=Text(self.header(), style="bold"),
+            title_justify="left",
+            caption=Text(self.interrupt_state(), style="bold yellow" if self.interrupt_mode else "dim"),
+            caption_justify="left",
+        )
+        table.add_column("agent", "total", width=name_width, no_wrap=True, overflow="ellipsis")
+        table.add_column("status", width=STATUS_WIDTH, no_wrap=True)
+        table.add_column("cycle", _cycle_cell(cycles, most, number_width), width=cycle_width, no_wrap=True)
+        table.add_column("last event", width=last_width, no_wrap=True, overflow="ellipsis")
+        table.add_column("tokens", total_tokens, width=token_width, justify="right", no_wrap=True)
+        table.add_column("cost", total_cost, width=cost_width, justify="right", no_wrap=True)
+        for group, entry in entries:
+            if entry is None:
+                table.add_row(Text(group, style="dim italic"), Text("group", style="dim"))
+                continue
+            table.add_row(
+                Text(indent + entry.name if entry.group else entry.name, style="bold"),
+                Text(entry.status, style=STATUS_STYLE.get(entry.status, "")),
+                _cycle_cell(entry.cycle, entry.max_cycles, number_width, failed=entry.status == "failed"),
+                _short(entry.last, last_width),
+                str(entry.tokens) if entry.tokens is not None else "-",
+                f"${entry.cost:.4f}" if entry.cost is not None else "-",
+            )
+        if hidden:
+            counts: dict[str, int] = {}
+            for row in hidden:
+                counts[row.status] = counts.get(row.status, 0) + 1
+            more = ", ".join(f"{n} {status}" for status, n in counts.items())
+            table.add_row(Text(f"+{len(hidden)} more", style="dim"), "", "", Text(more, style="dim"))
+        return table
+
+
+def _cycle_cell(done: int, total: int, width: int, *, failed: bool = False) -> Text:
+    """`3/10 ━━━───────`: k/N and a bar, one cell (heavy for done, light for to do, so it reads without colour)."""
+    filled = 0 if total <= 0 else min(BAR_WIDTH, round(BAR_WIDTH * done / total))
+    cell = Text(f"{done}/{total}".rjust(width) + " ")
+    style = "red" if failed else ("bright_green" if done >= total else "green")
+    cell.append("━" * filled, style=style)
+    cell.append("─" * (BAR_WIDTH - filled), style="grey30")
+    return cell

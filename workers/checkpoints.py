@@ -550,6 +550,32 @@ class CheckpointStore:
         self._apply_retention(keep_name=name)
         return SaveResult(checkpoint_id=name, cycle=cycle, bytes=len(blob), duration_ms=duration_ms, durable_at=durable_at)
 
+    def prune(self, keep: int) -> builtins.list[CheckpointInfo]:
+        """Apply retention now with `keep` (an operator's `checkpoints --prune`); returns what was deleted.
+
+        The same rule as after a save: all but the newest `keep` by (cycle,
+        seq) go, except the newest valid checkpoint, which is never deleted
+        even when `keep` newer ones are corrupt. Only for a store nobody is
+        writing to (the caller holds the run lock); a file that cannot be
+        deleted stays and is not in the result.
+        """
+        if self._index is not None:
+            raise RuntimeError("CheckpointStore.prune() is for a store that is not open for writing")
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an integer >= 1 (got {keep!r})")
+        infos = self.list()
+        if len(infos) <= keep:
+            return []
+        latest = self.load_latest()
+        writer_keep = self.keep
+        self._index, self.keep = [(info.cycle, info.seq, info.checkpoint_id) for info in infos], keep
+        try:
+            self._apply_retention(keep_name=latest.checkpoint_id if latest is not None else "")
+            remaining = {name for _, _, name in self._index}
+        finally:
+            self._index, self.keep = None, writer_keep
+        return [info for info in infos if info.checkpoint_id not in remaining]
+
     def _apply_retention(self, keep_name: str) -> None:
         """Delete the oldest indexed checkpoints beyond `keep`, from the index, without listing.
 

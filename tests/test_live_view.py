@@ -1,0 +1,365 @@
+"""The operator's live view: a table on a real terminal, today's plain lines anywhere else.
+
+End to end, the real CLI runs in a real pseudo-terminal (TERM=xterm-256color
+gets the live view; the harness's TERM=dumb, --plain and a pipe get plain
+lines) and a real ^C is typed into it. Unit-level, a LiveConsole is fed a
+synthetic event stream and drawn into a StringIO-backed rich console.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console as RichConsole
+
+from harness import HANG, Run, Team, by_event
+from supervisor.config import TeamConfig
+from supervisor.console import Console
+from supervisor.live_view import LiveConsole, choose_console
+
+LIVE_TERM = {"TERM": "xterm-256color"}
+CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+
+
+def screen_lines(output: str) -> list[str]:
+    """What was written, without escape sequences, one entry per line (a redraw's lines included)."""
+    return [line.rstrip() for line in re.split(r"\r?\n|\r", CSI.sub("", output))]
+
+
+def wait_output(run: Run, text: str) -> None:
+    """Until `text` is on the terminal (escape sequences aside); the timeout only catches a hang."""
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
+        if text in CSI.sub("", run.output):
+            return
+        if run.proc.poll() is not None:
+            run.wait()
+            assert text in CSI.sub("", run.output), f"{text!r} never shown:\n{run.output}"
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {text!r} on the terminal:\n{run.output}")
+
+
+def table_row(lines: list[str], agent: str, status: str) -> str:
+    """The last drawn table row of `agent` with `status` (the final frame's, once the run is over)."""
+    rows = [line for line in lines if re.match(rf"^\s*{re.escape(agent)}\s+{status}\s.*[━─]", line)]
+    assert rows, f"no row for {agent} ({status}) in:\n" + "\n".join(lines)
+    return rows[-1]
+
+
+def assert_cursor_restored(output: str) -> None:
+    assert HIDE_CURSOR in output, "the live view never started"
+    assert output.rfind(SHOW_CURSOR) > output.rfind(HIDE_CURSOR), "the cursor was left hidden"
+
+
+# ---- end to end: the fallback to plain lines ------------------------------------------
+
+
+def _plain_lines(team: Team, run: Run) -> list[str]:
+    text = run.output.replace("\r\n", "\n").replace(str(team.root), "<root>")
+    return sorted(text.splitlines())  # agents run side by side: the order of their lines may differ
+
+
+def test_a_pipe_plain_and_a_dumb_terminal_get_exactly_the_plain_lines(make_team):
+    ways = {
+        "pipe": ((), False, LIVE_TERM),  # TERM says xterm, but stdout is a pipe
+        "--plain": (("--plain",), True, LIVE_TERM),
+        "TERM=dumb": ((), True, {"TERM": "dumb"}),
+    }
+    seen: dict[str, list[str]] = {}
+    for way, (extra, terminal, env) in ways.items():
+        team = make_team(agents=2, latency=0.05, max_cycles=2)
+        run = team.start(*extra, terminal=terminal, env=env)
+        assert run.wait() == 0, run.output
+        out = run.output
+        assert "\x1b" not in out, f"{way}: escape sequences in plain output:\n{out!r}"
+        assert "[agent-a] CYCLE 1/2: cycle 1:" in out and "[agent-b] CYCLE 2/2: cycle 2:" in out, out
+        assert "Team completed successfully" in out and "EXECUTION STATISTICS" in out, out
+        assert "agent-a  completed    cycles 2/2  checkpoint_00000002_00000002.jsonl.gz" in out, out
+        seen[way] = _plain_lines(team, run)
+    assert seen["pipe"] == seen["--plain"] == seen["TERM=dumb"]
+
+
+# ---- end to end: the live view in a real terminal ------------------------------------
+
+
+def test_live_view_in_a_real_terminal_through_a_graceful_ctrl_c(make_team):
+    team = make_team(agents=2, latency=1.0, max_cycles=6, groups={"crew": {"agents": 1}})
+    team.data["llm"]["cost_per_reply"] = 0.001
+    team.write()
+    run = team.start(terminal=True, env=LIVE_TERM)
+    run.wait_all_started()
+    everyone = lambda ev: all(by_event(ev, "cycle_completed", name) for name in team.names)  # noqa: E731
+    run.wait_for(everyone, "a cycle of every agent")  # and the next one is in flight for about a second
+    wait_output(run, "interrupt: none — Ctrl+C to stop gracefully")
+    run.ctrl_c()
+    wait_output(run, "interrupt: graceful stop requested (USER: Ctrl+C) — Ctrl+C again to force")
+    assert run.wait() == 0, run.output
+
+    out = run.output
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    assert_cursor_restored(out)
+    lines = screen_lines(out)
+    text = "\n".join(lines)
+    assert "[agent-a] CYCLE 1/6: cycle 1:" in text  # the replies scroll above the table
+    assert "interrupt: none — Ctrl+C to stop gracefully" in text
+    assert re.search(r"^agent\s+status\s+cycle\s+last event\s+tokens\s+cost$", text, re.M), text
+    assert re.search(r"^crew\s+group$", text, re.M), text  # a group's heading, its agents indented under it
+
+    # The final frame stays on screen, then the outcome and the statistics follow it.
+    events = run.new_events()
+    done = {name: by_event(events, "cycle_completed", name)[-1]["cycle"] for name in team.names}
+    for name in team.names:
+        row = table_row(lines, name, "interrupted")
+        cycles = done[name]
+        assert re.search(rf"\s{cycles}/6 ━+─*\s", row), row
+        assert "stopped, saved" in row and row.endswith(f"${cycles * 0.001:.4f}"), row
+    total = sum(done.values())
+    footer = [line for line in lines if re.match(r"^total\s", line)][-1]
+    assert f"{total}/18" in footer and footer.endswith(f"${total * 0.001:.4f}"), footer
+    assert "interrupt: graceful stop (USER: Ctrl+C)" in text
+    final = text.rindex("interrupt: graceful stop (USER: Ctrl+C)")
+    assert final < text.rindex("Gracefully interrupted and checkpoints saved") < text.rindex("EXECUTION STATISTICS")
+    assert "Status: interrupted" in text and f"Budget Spent: ${total * 0.001:.4f}" in text
+    for name in team.names:
+        team.assert_exactly_once(name)
+
+
+def test_live_view_shows_the_immediate_stop_after_a_second_ctrl_c(make_team):
+    team = make_team(agents=2, latency=60.0, max_cycles=2, immediate_timeout=2)
+    run = team.start(terminal=True, env=LIVE_TERM)
+    run.wait_all_started()
+    run.ctrl_c()
+    run.wait_for(lambda ev: len(by_event(ev, "interrupt_initiated")) == 1 + len(team.names), "every ack")
+    wait_output(run, "graceful stop requested (USER: Ctrl+C)")
+    run.ctrl_c()
+    assert run.wait() == 1, run.output
+    out = run.output
+    assert "Traceback" not in out
+    assert_cursor_restored(out)
+    lines = screen_lines(out)
+    assert "interrupt: immediate stop (USER: Ctrl+C)" in lines
+    for name in team.names:
+        assert "0/2" in table_row(lines, name, "interrupted")
+    assert "Status: interrupted" in lines
+
+
+# ---- choosing the console ---------------------------------------------------------------
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> TeamConfig:
+    return team_config(tmp_path)
+
+
+def team_config(tmp_path: Path, *, agents: int = 3, groups: bool = False) -> TeamConfig:
+    data: dict[str, Any] = {
+        "team": "demo",
+        "storage": "state",
+        "llm": {"provider": "scripted", "latency": 0.1},
+        "agents": [{"name": f"agent-{chr(ord('a') + i) if agents <= 26 else i}", "task": "Count.", "max_cycles": 5}
+                   for i in range(agents)],
+    }
+    if groups:
+        data["groups"] = [{"name": "crew", "agents": [{"name": "crew-a", "task": "Count.", "max_cycles": 4}]}]
+    return TeamConfig.from_mapping(data, source=tmp_path / "team.yaml")
+
+
+def test_choose_console_live_only_on_a_real_terminal(config, monkeypatch):
+    master, slave = os.openpty()
+    terminal = open(slave, "w", encoding="utf-8")
+    try:
+        monkeypatch.setenv("TERM", "xterm-256color")
+        assert isinstance(choose_console(config, stream=terminal), LiveConsole)
+        assert type(choose_console(config, stream=terminal, plain=True)) is Console
+        assert type(choose_console(config, stream=io.StringIO())) is Console
+        for term in ("dumb", "unknown", ""):
+            monkeypatch.setenv("TERM", term)
+            assert type(choose_console(config, stream=terminal)) is Console, term
+        monkeypatch.delenv("TERM")
+        assert type(choose_console(config, stream=terminal)) is Console
+    finally:
+        terminal.close()
+        os.close(master)
+
+
+# ---- unit level: a synthetic event stream -------------------------------------------------
+
+
+def rich_console(stream: Any = None, *, height: int = 40) -> RichConsole:
+    return RichConsole(file=stream if stream is not None else io.StringIO(), force_terminal=True, width=120, height=height)
+
+
+def frame(live: LiveConsole) -> list[str]:
+    """The table as it stands, laid out in plain text, 120 columns."""
+    out = RichConsole(file=io.StringIO(), width=120, height=200, color_system=None)
+    out.print(live.view(final=True))
+    return [line.rstrip() for line in out.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+
+
+def cells(lines: list[str], agent: str) -> list[str]:
+    row = [line for line in lines if line.strip().startswith(agent + " ")]
+    assert len(row) == 1, lines
+    return re.split(r"\s{2,}", row[0].strip())
+
+
+def feed(live: LiveConsole, *events: dict[str, Any]) -> None:
+    for event in events:
+        live({"timestamp": "2026-01-01T00:00:00Z", "level": "info", **event})
+
+
+def test_live_console_rows_follow_the_events(tmp_path):
+    stream = io.StringIO()
+    live = LiveConsole(team_config(tmp_path, groups=True), console=rich_console(stream), redirect=False)
+    before = signal.getsignal(signal.SIGINT)
+    live.banner("demo", "/tmp/state", "scripted", 4, {})
+    assert not live.active and "AGENT SUPERVISOR - team demo" in stream.getvalue()  # a run that fails here shows no table
+    feed(live, {"event": "supervisor_started", "agent_id": "demo", "team": "demo"})
+    try:
+        assert live.active and HIDE_CURSOR in stream.getvalue()
+        assert signal.getsignal(signal.SIGINT) is before  # Ctrl+C stays the supervisor's
+        lines = frame(live)
+        assert cells(lines, "agent-a") == ["agent-a", "starting", "0/5 ──────────", "waiting for worker", "-", "-"]
+        assert lines[-1] == "interrupt: none — Ctrl+C to stop gracefully"
+        feed(
+            live,
+            {"event": "worker_started", "agent_id": "agent-a", "pid": 11, "cycle": 0, "status": "running", "resumed": False},
+            {"event": "worker_started", "agent_id": "agent-b", "pid": 12, "cycle": 2, "status": "running", "resumed": True},
+            {"event": "worker_started", "agent_id": "agent-c", "pid": 13, "cycle": 0, "status": "running", "resumed": False},
+            {"event": "group_started", "agent_id": "crew"},
+            {"event": "worker_started", "agent_id": "crew-a", "pid": 14, "cycle": 0, "status": "running", "resumed": False},
+            {"event": "cycle_completed", "agent_id": "agent-a", "cycle": 1, "max_cycles": 5, "duration_ms": 1500.0,
+             "tokens": {"prompt": 10, "completion": 5}, "cost_usd": 0.001, "reply": "cycle 1: one"},
+            {"event": "checkpoint_saved", "agent_id": "agent-a", "checkpoint_id": "c1", "cycle": 1},
+            {"event": "cycle_completed", "agent_id": "agent-a", "cycle": 2, "max_cycles": 5, "duration_ms": 1000.0,
+             "tokens": {"prompt": 20, "completion": 7}, "cost_usd": 0.0023, "reply": "cycle 2: two"},
+            {"event": "cycle_completed", "agent_id": "agent-b", "cycle": 3, "max_cycles": 5, "duration_ms": 250.0,
+             "reply": "cycle 3: three"},
+        )
+        lines = frame(live)
+        assert cells(lines, "agent-a") == ["agent-a", "running", "2/5 ━━━━──────", "cycle 2 done, 1.0s", "42", "$0.0033"]
+        assert cells(lines, "agent-b") == ["agent-b", "running", "3/5 ━━━━━━────", "cycle 3 done, 0.2s", "-", "-"]
+        assert cells(lines, "agent-c") == ["agent-c", "running", "0/5 ──────────", "started, pid 13", "-", "-"]
+        assert cells(lines, "crew-a") == ["crew-a", "running", "0/4 ──────────", "started, pid 14", "-", "-"]
+        assert any(re.match(r"^crew\s+group$", line) for line in lines), lines
+        assert cells(lines, "total") == ["total", "5/19 ━━━───────", "42", "$0.0033"]
+        assert re.match(r"^team demo · elapsed \d+:\d\d · 4 running$", lines[0]), lines[0]
+
+        feed(
+            live,
+            {"event": "interrupt_initiated", "agent_id": "demo", "source": "USER", "mode": "GRACEFUL",
+             "message": "User requested graceful shutdown (Ctrl+C)", "interrupt_id": 1},
+        )
+        live.interrupt_notice("GRACEFUL", "USER", "Ctrl+C detected")
+        feed(
+            live,
+            {"event": "interrupt_initiated", "agent_id": "agent-a", "source": "USER", "mode": "GRACEFUL",
+             "message": "User requested graceful shutdown (Ctrl+C)", "interrupt_id": 1},
+            {"event": "interrupt_completed", "agent_id": "agent-b", "checkpoint_id": "c3", "cycle": 3, "mode": "GRACEFUL",
+             "source": "USER"},
+            {"event": "worker_exited", "agent_id": "agent-b", "pid": 12, "exitcode": 0, "status": "interrupted",
+             "reason": "interrupted"},
+            {"event": "worker_exited", "agent_id": "agent-c", "pid": 13, "exitcode": -9, "status": "failed",
+             "reason": "killed by SIGKILL"},
+            {"event": "group_exited", "agent_id": "crew", "pid": 15, "status": "failed", "reason": "killed by SIGKILL"},
+        )
+        lines = frame(live)
+        assert cells(lines, "agent-a")[:2] == ["agent-a", "stopping"] and cells(lines, "agent-a")[3] == "finishing the cycle"
+        assert cells(lines, "agent-b") == ["agent-b", "interrupted", "3/5 ━━━━━━────", "stopped, saved", "-", "-"]
+        assert cells(lines, "agent-c") == ["agent-c", "failed", "0/5 ──────────", "exited: killed by SIGKILL", "-", "-"]
+        assert cells(lines, "crew-a")[:2] == ["crew-a", "failed"]
+        assert lines[-1] == "interrupt: graceful stop requested (USER: Ctrl+C) — Ctrl+C again to force"
+
+        live.interrupt_notice("IMMEDIATE", "USER", "Second Ctrl+C")
+        assert frame(live)[-1] == "interrupt: immediate stop (USER: Ctrl+C)"
+        feed(live, {"event": "supervisor_stopped", "agent_id": "demo", "status": "interrupted", "exit_code": 1})
+        assert frame(live)[0].startswith("team demo · interrupted · elapsed ")
+    finally:
+        live.outcome("interrupted", {"mode": "IMMEDIATE", "source": "USER", "message": "stop", "timestamp": "T"})
+        live.statistics("interrupted", [], {"total": 2, "graceful": 1, "immediate": 1}, "/tmp/state")
+
+    out = stream.getvalue()
+    assert_cursor_restored(out)
+    plain = CSI.sub("", out)
+    assert "[agent-a] CYCLE 2/5: cycle 2: two" in plain  # the plain console's lines, above the table
+    assert "Initiating graceful shutdown" in plain
+    assert plain.rindex("interrupt: immediate stop (USER: Ctrl+C)") < plain.index("Stopped immediately")
+    assert plain.index("Stopped immediately") < plain.index("EXECUTION STATISTICS")
+    assert live._thread is not None and not live._thread.is_alive() and live._thread.daemon
+    assert not live.broken
+
+
+def test_the_drawer_draws_on_events_at_most_refresh_per_second(tmp_path):
+    stream = io.StringIO()
+    live = LiveConsole(team_config(tmp_path), console=rich_console(stream), redirect=False, idle_refresh=60.0)
+    live.banner("demo", "/tmp/state", "scripted", 3, {})
+    began = time.monotonic()
+    feed(live, {"event": "supervisor_started", "agent_id": "demo", "team": "demo"})
+    try:
+        assert [t for t in threading.enumerate() if t.name == "live-view"] == [live._thread]
+        for cycle in range(1, 201):  # a burst of events, each a line above the table and a change in it
+            feed(live, {"event": "cycle_completed", "agent_id": "agent-a", "cycle": cycle, "max_cycles": 5, "reply": "x"})
+        deadline = began + HANG
+        while live.renders < 1 and time.monotonic() < deadline:  # drawn because something changed, not by a timer
+            time.sleep(0.01)
+        assert live.renders >= 1
+    finally:
+        live.stop()
+    elapsed = time.monotonic() - began
+    assert live.renders <= 2 + elapsed / live.min_interval  # not one draw per event
+    assert not any(t.name == "live-view" for t in threading.enumerate())  # the drawer ends with the view
+    plain = CSI.sub("", stream.getvalue())
+    assert "[agent-a] CYCLE 200/5: x" in plain and "200/5" in plain.split("CYCLE 200/5: x")[-1]  # every line, then the table
+
+
+class BrokenTerminal(io.StringIO):
+    """A terminal that went away: every write fails."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise self.error
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), RuntimeError("the renderer broke")])
+def test_a_broken_terminal_never_breaks_the_run(tmp_path, error):
+    live = LiveConsole(team_config(tmp_path), console=rich_console(BrokenTerminal(error)))
+    stdout, stderr = sys.stdout, sys.stderr
+    live.banner("demo", "/tmp/state", "scripted", 3, {})
+    feed(
+        live,
+        {"event": "worker_started", "agent_id": "agent-a", "pid": 11, "cycle": 0, "status": "running", "resumed": False},
+        {"event": "cycle_completed", "agent_id": "agent-a", "cycle": 1, "max_cycles": 5, "reply": "cycle 1: one"},
+        {"event": "cycle_completed", "agent_id": "agent-a"},  # malformed: no cycle; the plain line would raise KeyError
+    )
+    live.interrupt_notice("GRACEFUL", "USER", "Ctrl+C detected")
+    live.line("a line")
+    live.outcome("interrupted", {"mode": "GRACEFUL", "source": "USER", "message": "stop", "timestamp": "T"})
+    live.statistics("interrupted", [], {"total": 1, "graceful": 1, "immediate": 0}, "/tmp/state")
+    live.stop()
+    assert live.broken and live._live is None
+    assert (sys.stdout, sys.stderr) == (stdout, stderr)  # the redirection was undone
+    assert live.rows["agent-a"].cycle == 1  # the view kept counting all along
+
+
+def test_a_big_team_fits_the_terminal(tmp_path):
+    live = LiveConsole(team_config(tmp_path, agents=60), console=rich_console(height=25), redirect=False)
+    lines = frame(live)
+    assert len(lines) <= 25 - 2
+    assert any(re.match(r"^\+\d+ more\s+.*\d+ starting$", line) for line in lines), lines
+    assert cells(lines, "total")[1] == "0/300 ──────────"
