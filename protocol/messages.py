@@ -49,6 +49,14 @@ class Message:
         return data
 
 
+def _check_mode_and_source(message: Any) -> None:
+    """The interrupt vocabulary, for every message that carries a mode and a source."""
+    if message.mode not in MODES:
+        raise ProtocolError(f"{message.type} mode must be one of {MODES}, got {message.mode!r}")
+    if message.source not in SOURCES:
+        raise ProtocolError(f"{message.type} source must be one of {SOURCES}, got {message.source!r}")
+
+
 # --- supervisor -> worker -------------------------------------------------
 
 
@@ -74,10 +82,7 @@ class Interrupt(Message):
     agents: list = field(default_factory=list)  # a group passes it to these of its agents only; empty: to all
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ProtocolError(f"interrupt mode must be one of {MODES}, got {self.mode!r}")
-        if self.source not in SOURCES:
-            raise ProtocolError(f"interrupt source must be one of {SOURCES}, got {self.source!r}")
+        _check_mode_and_source(self)
 
 
 # --- worker -> supervisor -------------------------------------------------
@@ -121,10 +126,7 @@ class StopRequest(Message):
     message: str
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ProtocolError(f"stop_request mode must be one of {MODES}, got {self.mode!r}")
-        if self.source not in SOURCES:
-            raise ProtocolError(f"stop_request source must be one of {SOURCES}, got {self.source!r}")
+        _check_mode_and_source(self)
 
 
 @dataclass(frozen=True)
