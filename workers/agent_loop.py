@@ -290,9 +290,8 @@ class AgentWorker:
                 status = COMPLETED if finished else INTERRUPTED if self.interrupts.graceful else RUNNING
                 if not await self._checkpoint(store, convo, status):
                     return EXIT_FAILED
-            if self.hooks:  # after the cycle's checkpoint: a slow hook cannot cost a cycle's work
-                await self.hooks.run("after_cycle", limit=self._hook_limit(), agent=self._agent, cycle=cycle,
-                                     reply=reply.content)
+            # After the cycle's checkpoint: a slow hook cannot cost a cycle's work.
+            await self._hooks("after_cycle", cycle, reply=reply.content)
 
         if self.interrupts.must_stop_now:
             await self._before_interrupt(convo)
@@ -319,31 +318,30 @@ class AgentWorker:
             return {"interrupt": {"mode": GRACEFUL, "source": "SYSTEM", "message": self._stop_reason()}}
         return {"interrupt": {"mode": latest.mode, "source": latest.source, "message": latest.message}}
 
-    def _hook_limit(self) -> Optional[float]:
-        return IMMEDIATE_HOOKS_LIMIT if self.interrupts.must_stop_now else None
+    async def _hooks(self, point: str, cycle: int, **fields: Any) -> None:
+        """The config's hooks for `point`; during an immediate stop they share IMMEDIATE_HOOKS_LIMIT."""
+        if self.hooks:
+            limit = IMMEDIATE_HOOKS_LIMIT if self.interrupts.must_stop_now else None
+            await self.hooks.run(point, limit=limit, agent=self._agent, cycle=cycle, **fields)
 
     async def _before_interrupt(self, convo: Conversation) -> None:
-        if self.hooks and not self._before_interrupt_done:
+        if not self._before_interrupt_done:
             self._before_interrupt_done = True
-            await self.hooks.run("before_interrupt", limit=self._hook_limit(), agent=self._agent, cycle=convo.cycle,
-                                 **self._interrupt_fields())
+            await self._hooks("before_interrupt", convo.cycle, **self._interrupt_fields())
 
     async def _after_interrupt(self, convo: Conversation) -> None:
-        if self.hooks:
-            saved = self._last_saved.checkpoint_id if self._last_saved else None
-            await self.hooks.run("after_interrupt", limit=self._hook_limit(), agent=self._agent, cycle=convo.cycle,
-                                 checkpoint_id=saved, **self._interrupt_fields())
+        saved = self._last_saved.checkpoint_id if self._last_saved else None
+        await self._hooks("after_interrupt", convo.cycle, checkpoint_id=saved, **self._interrupt_fields())
 
     async def _checkpoint(self, store: CheckpointStore, convo: Conversation, status: str) -> bool:
-        """A save between its hooks; the save itself is what matters and is never skipped."""
-        if self.hooks:
-            await self.hooks.run("before_checkpoint", limit=self._hook_limit(), agent=self._agent, cycle=convo.cycle,
-                                 status=status)
-        if not self._save_or_fail(store, convo, status):
+        """A save between its hooks; False if it failed (the agent has then failed, its last checkpoint intact)."""
+        await self._hooks("before_checkpoint", convo.cycle, status=status)
+        try:
+            checkpoint_id = self._save(store, convo, status)
+        except (CheckpointWriteError, OSError) as exc:
+            self._fail("storage", str(exc), self._durable_cycle, convo.budget_spent_usd)
             return False
-        if self.hooks and self._last_saved is not None:
-            await self.hooks.run("after_checkpoint", limit=self._hook_limit(), agent=self._agent, cycle=convo.cycle,
-                                 status=status, checkpoint_id=self._last_saved.checkpoint_id)
+        await self._hooks("after_checkpoint", convo.cycle, status=status, checkpoint_id=checkpoint_id)
         return True
 
     def _report_hook(self, event: str, fields: dict[str, Any]) -> None:
@@ -351,7 +349,7 @@ class AgentWorker:
 
     # ---- checkpoints and reports -------------------------------------------
 
-    def _save(self, store: CheckpointStore, convo: Conversation, status: str) -> None:
+    def _save(self, store: CheckpointStore, convo: Conversation, status: str) -> str:
         result = store.save(cycle=convo.cycle, status=status, messages=convo.messages, budget_spent_usd=convo.budget_spent_usd)
         convo.status = status
         self._last_saved = SavedCheckpoint(convo.cycle, status, result.checkpoint_id, result.durable_at)
@@ -365,14 +363,7 @@ class AgentWorker:
                 durable_at=result.durable_at,
             )
         )
-
-    def _save_or_fail(self, store: CheckpointStore, convo: Conversation, status: str) -> bool:
-        try:
-            self._save(store, convo, status)
-            return True
-        except (CheckpointWriteError, OSError) as exc:
-            self._fail("storage", str(exc), self._durable_cycle, convo.budget_spent_usd)
-            return False
+        return result.checkpoint_id
 
     @property
     def _durable_cycle(self) -> int:
