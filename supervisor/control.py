@@ -7,11 +7,12 @@ a socket pair, the same way signals reach it. Nothing here touches a worker.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Optional
+
+from supervisor.wakeup import WakeupPipe
 
 
 @dataclass(frozen=True)
@@ -27,30 +28,21 @@ class ControlQueue:
     def __init__(self) -> None:
         self._pending: deque[InterruptRequest] = deque()
         self._lock = threading.Lock()
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
+        self._wakeup = WakeupPipe()
         self.closed = False
 
     def fileno(self) -> int:
-        return self._reader.fileno()
+        return self._wakeup.fileno()
 
     def put(self, request: InterruptRequest) -> None:
         with self._lock:
             if self.closed:
                 raise RuntimeError("the run has ended")
             self._pending.append(request)
-            try:
-                self._writer.send(b"!")
-            except BlockingIOError:
-                pass  # the loop has wake-ups pending already
+            self._wakeup.wake()
 
     def drain(self) -> list[InterruptRequest]:
-        try:
-            while self._reader.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        self._wakeup.clear()
         with self._lock:
             requests = list(self._pending)
             self._pending.clear()
@@ -59,5 +51,4 @@ class ControlQueue:
     def close(self) -> None:
         with self._lock:
             self.closed = True
-            self._reader.close()
-            self._writer.close()
+            self._wakeup.close()

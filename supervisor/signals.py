@@ -9,12 +9,13 @@ get their own behaviour back.
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 from collections import deque
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Iterator, Optional
+
+from supervisor.wakeup import WakeupPipe
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -23,14 +24,12 @@ class SignalQueue:
     def __init__(self, signals: tuple[int, ...] = HANDLED) -> None:
         self.signals = signals
         self.pending: deque[int] = deque()
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
+        self._wakeup = WakeupPipe()
         self._previous: dict[int, Any] = {}
         self._previous_wakeup: Optional[int] = None
 
     def fileno(self) -> int:
-        return self._reader.fileno()
+        return self._wakeup.fileno()
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         self.pending.append(signum)
@@ -40,15 +39,11 @@ class SignalQueue:
             return  # a run in a program's background thread: signals are that program's (and only its main thread's)
         for signum in self.signals:
             self._previous[signum] = signal.signal(signum, self._handle)
-        self._previous_wakeup = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wakeup.write_fileno(), warn_on_full_buffer=False)
 
     def drain(self) -> list[int]:
         """Empty the wake-up pipe and return the signals received, in order."""
-        try:
-            while self._reader.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        self._wakeup.clear()
         received = list(self.pending)
         self.pending.clear()
         return received
@@ -60,8 +55,7 @@ class SignalQueue:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
-        self._reader.close()
-        self._writer.close()
+        self._wakeup.close()
 
 
 @contextmanager
