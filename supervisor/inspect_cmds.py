@@ -33,7 +33,7 @@ from protocol.messages import GRACEFUL, IMMEDIATE, INTERRUPTED, RUNNING, SOURCES
 from supervisor.cli import LEVELS
 from supervisor.config import TeamConfig
 from supervisor.console import RULE
-from supervisor.events import EVENTS_FILE
+from supervisor.events import EVENTS_FILE, event_number
 from workers.checkpoints import Checkpoint, CheckpointCorrupt, CheckpointInfo, CheckpointStore
 
 NOT_STARTED = "not started"
@@ -314,13 +314,11 @@ class RunStats:
         self.interrupts.add(run, event)
         if name == "cycle_completed":
             self.cycles += 1
-            cost = event.get("cost_usd")
-            if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-                self.budget += float(cost)
+            self.budget += event_number(event.get("cost_usd")) or 0.0
         elif name == "interrupt_completed":
-            latency = event.get("latency_ms")
-            if isinstance(latency, (int, float)) and not isinstance(latency, bool):
-                self.latencies.append(float(latency))
+            latency = event_number(event.get("latency_ms"))
+            if latency is not None:
+                self.latencies.append(latency)
         elif name in RESTART_EVENTS:
             self.restarts += 1
 

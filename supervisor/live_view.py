@@ -36,6 +36,7 @@ from rich.text import Text
 
 from supervisor.config import TeamConfig
 from supervisor.console import Console
+from supervisor.events import event_number
 
 PLAIN_TERMS = frozenset({"", "dumb", "unknown"})
 FINAL = frozenset({"completed", "interrupted", "failed"})
@@ -102,12 +103,6 @@ def _elapsed(seconds: float) -> str:
 def _short(text: str, width: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _number(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 class LiveConsole(Console):
@@ -336,12 +331,12 @@ class LiveConsole(Console):
                 row.status = "running"
             tokens = event.get("tokens")
             if isinstance(tokens, dict):
-                counted = [_number(tokens.get(k)) for k in ("prompt", "completion")]
+                counted = [event_number(tokens.get(k)) for k in ("prompt", "completion")]
                 row.tokens = (row.tokens or 0) + int(sum(n for n in counted if n is not None))
-            cost = _number(event.get("cost_usd"))
+            cost = event_number(event.get("cost_usd"))
             if cost is not None:
                 row.cost = (row.cost or 0.0) + cost
-            duration = _number(event.get("duration_ms"))
+            duration = event_number(event.get("duration_ms"))
             row.last = f"cycle {row.cycle} done" + (f", {duration / 1000:.1f}s" if duration is not None else "")
         elif name == "checkpoint_saved":
             row.last = f"checkpoint {row.cycle} saved"

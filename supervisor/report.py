@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import argparse
 import html
-import math
 import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
-from supervisor.events import EVENTS_FILE
-from supervisor.inspect_cmds import read_events, run_is_live, short_time
+from supervisor.events import EVENTS_FILE, event_number
+from supervisor.inspect_cmds import parse_timestamp, read_events, run_is_live, short_time
 
 REPORT_FILE = "report.html"
 
@@ -109,25 +107,12 @@ class Run:
     strays: list[str]  # agent ids in the events that the config does not name
 
 
-def _time(value: Any) -> Optional[datetime]:
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _number(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _tokens(value: Any) -> Optional[int]:
     """`tokens` is {prompt, completion} from the ollama path; a plain count is taken too."""
     if isinstance(value, dict):
-        counts = [_number(v) for v in value.values()]
+        counts = [event_number(v) for v in value.values()]
         return int(sum(c for c in counts if c is not None))
-    count = _number(value)
+    count = event_number(value)
     return None if count is None else int(count)
 
 
@@ -154,7 +139,7 @@ def _split_runs(events: Iterable[tuple[int, dict[str, Any]]]) -> list[list[dict[
 def build_run(number: int, events: list[dict[str, Any]], config: TeamConfig, live: bool) -> Run:
     """One run's lanes, in config order; `live`: a supervisor holds the storage now."""
     head = events[0]
-    t0 = _time(head.get("timestamp"))
+    t0 = parse_timestamp(head.get("timestamp"))
     groups = {a.name: g.name for g in config.groups for a in g.agents}
     lanes = {a.name: Lane(a.name, groups.get(a.name), a.max_cycles) for a in config.all_agents()}
     members = {g.name: [lanes[a.name] for a in g.agents] for g in config.groups}
@@ -163,7 +148,7 @@ def build_run(number: int, events: list[dict[str, Any]], config: TeamConfig, liv
     if isinstance(head.get("resumed"), list):
         run.resumed = [str(name) for name in head["resumed"]]
     for event in events[1:]:
-        when = _time(event.get("timestamp"))
+        when = parse_timestamp(event.get("timestamp"))
         if when is None or t0 is None:
             continue
         at = max(0.0, (when - t0).total_seconds())
@@ -174,7 +159,7 @@ def build_run(number: int, events: list[dict[str, Any]], config: TeamConfig, liv
         if agent == config.team:
             if name == "supervisor_stopped":
                 run.stopped, run.status = str(event.get("timestamp")), str(event.get("status", "?"))
-                code = _number(event.get("exit_code"))
+                code = event_number(event.get("exit_code"))
                 run.exit_code = None if code is None else int(code)
             elif name == "interrupt_initiated" and "agents" not in event:  # aimed ones show on their agents' lanes
                 run.team_marks.append(Mark("team", at, _details(event)))
@@ -205,14 +190,14 @@ def _on_agent_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> 
         lane.alive.append([at, None])
         lane.status = "running"
     elif name == "cycle_completed":
-        number = _number(event.get("cycle"))
-        duration = (_number(event.get("duration_ms")) or 0.0) / 1000
+        number = event_number(event.get("cycle"))
+        duration = (event_number(event.get("duration_ms")) or 0.0) / 1000
         lane.cycles.append(Cycle(int(number or 0), max(0.0, at - duration), at, _details(event)))
         lane.last_cycle = int(number) if number is not None else lane.last_cycle
         tokens = _tokens(event.get("tokens"))
         if tokens is not None:
             lane.tokens = (lane.tokens or 0) + tokens
-        lane.cost_usd += _number(event.get("cost_usd")) or 0.0
+        lane.cost_usd += event_number(event.get("cost_usd")) or 0.0
     elif name == "worker_exited":
         lane.status = str(event.get("status", "exited"))
         lane.marks.append(Mark("crash" if lane.status == "failed" else "exit", at, _details(event)))
