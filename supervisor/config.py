@@ -14,6 +14,7 @@ appear in the file, so the message always points at the earliest line to fix.
 from __future__ import annotations
 
 import difflib
+import importlib.machinery
 import importlib.util
 import math
 import os
@@ -245,7 +246,7 @@ class LLMConfig(BaseModel):
     # ollama and embedded: one code path, the official ollama client
     host: Annotated[str, AfterValidator(normalize_host)] = Field(default_factory=_default_host)
     model: Optional[str] = None  # None: the reference model (ollama) or the bundled one (embedded)
-    options: dict[str, Any] = Field(default_factory=dict)  # handed to Ollama as they are
+    options: PlainData = Field(default_factory=dict)  # handed to Ollama as they are
     request_timeout: Duration = Field(DEFAULT_REQUEST_TIMEOUT, gt=0)
     price_per_1k_tokens: float = Field(0.0, ge=0)
 
@@ -282,21 +283,66 @@ HOOK_POINTS = ("before_interrupt", "after_interrupt", "before_checkpoint", "afte
 _CALL_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*\Z")
 
 
-def _check_call(value: str) -> str:
-    """`package.module:function`, whose top-level package can be found (nothing is imported here)."""
-    if not _CALL_RE.match(value):
-        raise ValueError(f"must be a dotted path like package.module:function (got {_show(value)})")
-    top = value.split(":")[0].split(".")[0]
+def _findable(top: str, beside: Optional[Path]) -> bool:
+    """Whether a worker could import package `top`: from its path, or from the config's folder."""
     try:
-        found = importlib.util.find_spec(top) is not None
+        if importlib.util.find_spec(top) is not None:
+            return True
+        return beside is not None and importlib.machinery.PathFinder.find_spec(top, [str(beside)]) is not None
     except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise ValueError(f"no module named {top!r} can be imported (got {_show(value)})")
+        return False
+
+
+def _dotted_path(what: str) -> AfterValidator:
+    """`package.module:name` whose top-level package can be found; nothing is imported here.
+
+    Workers put the config file's folder on their path, so a module kept next
+    to the config counts as found.
+    """
+
+    def check(value: str, info: ValidationInfo) -> str:
+        if not _CALL_RE.match(value):
+            raise ValueError(f"must be a dotted path like package.module:{what} (got {_show(value)})")
+        top = value.split(":")[0].split(".")[0]
+        base = (info.context or {}).get("base_dir")
+        if not _findable(top, Path(base) if base is not None else None):
+            raise ValueError(f"no module named {top!r} can be imported (got {_show(value)})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _check_plain_data(value: dict[str, Any]) -> dict[str, Any]:
+    """Only what JSON and msgpack both carry unchanged: the value travels to a worker and into checkpoints."""
+
+    def walk(item: Any, where: str) -> None:
+        at = f" at {where}" if where else ""
+        if item is None or isinstance(item, (str, bool, int)):
+            return
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"must hold finite numbers (got {item}{at})")
+        elif isinstance(item, list):
+            for index, element in enumerate(item):
+                walk(element, f"{where}[{index}]")
+        elif isinstance(item, dict):
+            for key, element in item.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"keys must be strings (got {_show(key)}{at})")
+                walk(element, f"{where}.{key}" if where else key)
+        else:
+            raise ValueError(f"must hold plain data: strings, numbers, booleans, lists, mappings (got {_describe(item)}{at})")
+
+    walk(value, "")
     return value
 
 
+PlainData = Annotated[dict[str, Any], AfterValidator(_check_plain_data)]
+
+
 RestartKind = Annotated[str, _one_of(*RESTART_KINDS)]
+AgentClass = Annotated[str, _dotted_path("Class")]
+DEFAULT_AGENT_CLASS = "workers.chat_agent:ChatAgent"  # the worker's default too; the supervisor never imports it
 Strategy = Annotated[str, _one_of(*STRATEGIES)]
 
 
@@ -339,7 +385,7 @@ class HookConfig(BaseModel):
     model_config = _STRICT
 
     on: Annotated[str, _one_of(*HOOK_POINTS)]
-    call: Annotated[str, AfterValidator(_check_call)]
+    call: Annotated[str, _dotted_path("function")]
     priority: int = 100
     timeout: Duration = Field(5.0, gt=0)
 
@@ -361,6 +407,9 @@ class AgentConfig(BaseModel):
     budget_usd: Optional[float] = Field(None, gt=0)
     timeout: Optional[Duration] = Field(None, gt=0)
     hooks: list[HookConfig] = Field(default_factory=list)  # after the team's
+    # A custom agent class (None: the team's, else the built-in chat agent) and its own settings.
+    agent_class: Optional[AgentClass] = Field(None, alias="agent")
+    params: PlainData = Field(default_factory=dict)
 
 
 class GroupConfig(BaseModel):
@@ -415,6 +464,7 @@ class TeamConfig(BaseModel):
     budget_usd: Optional[float] = Field(None, gt=0)
     timeout: Optional[Duration] = Field(None, gt=0)
     hooks: list[HookConfig] = Field(default_factory=list)  # every agent's
+    agent_class: Optional[AgentClass] = Field(None, alias="agent")  # every agent's default
     agents: list[AgentConfig]
     # Nested teams, each run by a sub-supervisor process (one level deep).
     groups: list[GroupConfig] = Field(default_factory=list)
@@ -434,6 +484,8 @@ class TeamConfig(BaseModel):
             if "source" in data:
                 raise _LocatedError(("source",), "unknown key")
             data["source"] = context["source"]
+        if "agents" not in data and isinstance(data.get("agent"), list):
+            raise _LocatedError(("agent",), "must be a dotted path like package.module:Class (did you mean 'agents'?)")
         groups = data.get("groups")
         if "agents" not in data and isinstance(groups, list) and groups:
             data["agents"] = []  # a team of groups alone needs no agents of its own
@@ -560,6 +612,9 @@ class TeamConfig(BaseModel):
             "checkpoint": self.checkpoint.model_dump(mode="json"),
             "budget_usd": agent.budget_usd,
             "hooks": [h.model_dump(mode="json") for h in sorted([*self.hooks, *agent.hooks], key=lambda h: h.priority)],
+            "agent_class": agent.agent_class or self.agent_class or DEFAULT_AGENT_CLASS,
+            "params": agent.params,
+            "python_path": [str(self.source.parent)],
         }
 
     def group_config(self, name: str) -> TeamConfig:
@@ -586,7 +641,7 @@ class TeamConfig(BaseModel):
 
     def to_spec(self) -> dict[str, Any]:
         """This config as plain data for another process; `from_spec` rebuilds and re-checks it."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> TeamConfig:

@@ -165,6 +165,9 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
         "checkpoint": {"every": 2, "keep": 5, "compress": False},
         "budget_usd": None,
         "hooks": [],
+        "agent_class": "workers.chat_agent:ChatAgent",
+        "params": {},
+        "python_path": [str(tmp_path)],
     }
     assert msgpack.unpackb(msgpack.packb(spec)) == spec
     with pytest.raises(KeyError, match="no agent 'nobody'"):

@@ -1,9 +1,10 @@
 """The agent loop inside one worker: cycles, checkpoints, and interrupts.
 
-One cycle is one LLM call on the agent's conversation, run as an asyncio task
-so that an IMMEDIATE interrupt cancels it at once. A cycle's reply and the
-cycle counter enter the conversation together and reach disk together, in one
-atomic checkpoint: that is what makes resume exactly-once.
+One cycle is one call of the agent's `cycle(k)` (for the built-in chat agent,
+one LLM call on the conversation), run as an asyncio task so that an IMMEDIATE
+interrupt cancels it at once. A cycle's reply, the agent's state and the cycle
+counter change together and reach disk together, in one atomic checkpoint:
+that is what makes resume exactly-once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -37,10 +39,11 @@ from protocol import (
     Stopped,
     StopRequest,
 )
+from workers.agent import DEFAULT_AGENT, Agent, AgentContext, AgentLoadError, Step, Usage, load_agent_class
 from workers.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
 from workers.hooks import Hooks
 from workers.link import SupervisorLink
-from workers.providers import Provider, ProviderError, make_provider
+from workers.providers import ProviderError, make_provider
 
 START_TIMEOUT = 30.0
 IMMEDIATE_HOOKS_LIMIT = 0.5  # seconds for all hooks of an immediate stop together: the supervisor's deadline wins
@@ -59,12 +62,13 @@ def describe_exception(exc: BaseException) -> str:
 
 @dataclass
 class Conversation:
-    """What a checkpoint holds: the messages and how many cycles produced them."""
+    """What a checkpoint holds: the messages, the agent's state, and how many cycles produced them."""
 
     cycle: int
     messages: list[dict]
     budget_spent_usd: float = 0.0
     status: str = RUNNING
+    state: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, system_prompt: str, task: str) -> "Conversation":
@@ -77,7 +81,22 @@ class Conversation:
             messages=list(checkpoint.messages),
             budget_spent_usd=checkpoint.budget_spent_usd,
             status=checkpoint.status,
+            state=_saved_state(checkpoint),
         )
+
+
+def _saved_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    state = checkpoint.extra.get("state")
+    return dict(state) if isinstance(state, dict) else {}
+
+
+def as_step(result: Any) -> Optional[Step]:
+    """A cycle's return value as a Step, or None if it is neither a str nor a well-formed Step."""
+    if isinstance(result, str):
+        return Step(result)
+    if isinstance(result, Step) and isinstance(result.reply, str) and (result.prompt is None or isinstance(result.prompt, str)):
+        return result
+    return None
 
 
 @dataclass
@@ -123,6 +142,7 @@ class AgentWorker:
         self._last_saved: Optional[SavedCheckpoint] = None
         self._told_to_stop = asyncio.Event()  # set by any interrupt, or by losing the supervisor
         self._agent = ""
+        self._agent_class = DEFAULT_AGENT
         self._budget: Optional[float] = None  # this agent's own, USD across runs
         self.hooks = Hooks([], self._report_hook)
         self._before_interrupt_done = False
@@ -196,6 +216,10 @@ class AgentWorker:
         for name in stale:  # a save interrupted by a crash left it; the checkpoint it would have been never counted
             self._send(Event(event="checkpoint_temp_removed", level="warning", fields={"file": name}))
         checkpoint = store.load_latest(on_corrupt=self._report_corrupt)
+        self._agent_class = str(spec.get("agent_class") or DEFAULT_AGENT)
+        for folder in spec.get("python_path") or []:  # the config's folder: agents and hooks kept beside it
+            if folder not in sys.path:
+                sys.path.append(folder)
         llm = spec["llm"]
         if checkpoint is not None:
             convo = Conversation.from_checkpoint(checkpoint)
@@ -228,9 +252,35 @@ class AgentWorker:
         self._agent, self._budget = agent, spec.get("budget_usd")
         self.hooks = Hooks(list(spec.get("hooks") or []), self._report_hook)
         try:
-            return await self._cycles(store, provider, convo, max_cycles, int(spec["checkpoint"]["every"]))
+            context = AgentContext(
+                name=agent,
+                task=spec["task"],
+                max_cycles=max_cycles,
+                params=dict(spec.get("params") or {}),
+                state=convo.state,
+                messages=convo.messages,
+                provider=provider,
+                budget_spent_usd=convo.budget_spent_usd,
+            )
+            try:
+                instance = self._make_agent(context)
+            except AgentLoadError as exc:
+                return self._fail("agent", str(exc), convo.cycle, convo.budget_spent_usd)
+            return await self._cycles(store, instance, context, convo, max_cycles, int(spec["checkpoint"]["every"]))
         finally:
             await provider.aclose()
+
+    def _make_agent(self, context: AgentContext) -> Agent:
+        """The config's agent class, created and set up; any failure is one AgentLoadError line."""
+        path = self._agent_class
+        cls = load_agent_class(path)
+        try:
+            instance = cls()
+            instance.attach(context)
+            instance.setup()
+        except Exception as exc:  # noqa: BLE001 - the user's code: one line, never a traceback
+            raise AgentLoadError(f"agent {path}: setup failed: {describe_exception(exc)}") from None
+        return instance
 
     async def _ask_to_stop(self, message: str) -> None:
         """Ask the supervisor for our own graceful stop, and start no cycle until it answers.
@@ -248,39 +298,52 @@ class AgentWorker:
             return None
         return f"agent {self._agent} budget ${budget:g} reached (spent ${convo.budget_spent_usd:.4f})"
 
-    async def _cycles(self, store: CheckpointStore, provider: Provider, convo: Conversation, max_cycles: int, every: int) -> int:
+    async def _cycles(
+        self, store: CheckpointStore, agent: Agent, context: AgentContext, convo: Conversation, max_cycles: int, every: int
+    ) -> int:
         while convo.cycle < max_cycles and not self.interrupts.stop_requested:
-            reason = self._over_budget(convo)
+            reason = self._over_budget(convo) or context.stop_message
             if reason is not None:
                 await self._ask_to_stop(reason)
                 continue
             cycle = convo.cycle + 1
-            prompt = [] if cycle == 1 else [{"role": "user", "content": f"Continue with step {cycle} of {max_cycles}; do not repeat earlier steps."}]
+            context.cycle, context.usage, context.budget_spent_usd = cycle, Usage(), convo.budget_spent_usd
             began = time.monotonic()
-            self._cycle_task = asyncio.create_task(provider.chat(convo.messages + prompt, cycle=cycle))
+            self._cycle_task = asyncio.create_task(agent.cycle(cycle))
             try:
-                reply = await self._cycle_task
+                result = await self._cycle_task
             except asyncio.CancelledError:
                 if self.interrupts.must_stop_now:
-                    break  # the in-flight call is dropped; the last durable checkpoint stays the truth
+                    break  # the in-flight cycle is dropped; the last durable checkpoint stays the truth
                 raise
             except ProviderError as exc:
                 return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
+            except Exception as exc:  # noqa: BLE001 - the agent's own code failed: one line, checkpoint intact
+                return self._fail("agent", f"agent {self._agent_class} cycle {cycle}: {describe_exception(exc)}", convo.cycle, convo.budget_spent_usd)
             finally:
                 self._cycle_task = None
+                context.cycle = 0
             if self.interrupts.must_stop_now:
                 break
-            convo.messages.extend(prompt + [{"role": "assistant", "content": reply.content}])
+            step = as_step(result)
+            if step is None:
+                returned = type(result).__name__
+                return self._fail("agent", f"agent {self._agent_class} cycle {cycle} returned {returned}, not a str or Step", convo.cycle, convo.budget_spent_usd)
+            usage = context.usage
+            if step.prompt is not None:
+                convo.messages.append({"role": "user", "content": step.prompt})
+            convo.messages.append({"role": "assistant", "content": step.reply})
             convo.cycle = cycle
-            convo.budget_spent_usd += reply.cost_usd
+            convo.budget_spent_usd += usage.cost_usd
+            convo.state = context.state
             self._send(
                 CycleDone(
                     cycle=cycle,
                     duration_ms=(time.monotonic() - began) * 1000.0,
-                    reply=reply.content[:REPLY_PREVIEW_CHARS],
-                    tokens=reply.tokens,
-                    cost_usd=reply.cost_usd,
-                    model_ms=reply.model_ms,
+                    reply=step.reply[:REPLY_PREVIEW_CHARS],
+                    tokens=usage.tokens,
+                    cost_usd=usage.cost_usd,
+                    model_ms=usage.model_ms,
                 )
             )
             finished = cycle >= max_cycles
@@ -291,7 +354,7 @@ class AgentWorker:
                 if not await self._checkpoint(store, convo, status):
                     return EXIT_FAILED
             # After the cycle's checkpoint: a slow hook cannot cost a cycle's work.
-            await self._hooks("after_cycle", cycle, reply=reply.content)
+            await self._hooks("after_cycle", cycle, reply=step.reply)
 
         if self.interrupts.must_stop_now:
             await self._before_interrupt(convo)
@@ -341,6 +404,9 @@ class AgentWorker:
         except (CheckpointWriteError, OSError) as exc:
             self._fail("storage", str(exc), self._durable_cycle, convo.budget_spent_usd)
             return False
+        except (TypeError, ValueError) as exc:  # json refused the agent's state; nothing was written
+            self._fail("agent", f"agent {self._agent_class}: state is not JSON: {exc}", self._durable_cycle, convo.budget_spent_usd)
+            return False
         await self._hooks("after_checkpoint", convo.cycle, status=status, checkpoint_id=checkpoint_id)
         return True
 
@@ -350,7 +416,13 @@ class AgentWorker:
     # ---- checkpoints and reports -------------------------------------------
 
     def _save(self, store: CheckpointStore, convo: Conversation, status: str) -> str:
-        result = store.save(cycle=convo.cycle, status=status, messages=convo.messages, budget_spent_usd=convo.budget_spent_usd)
+        result = store.save(
+            cycle=convo.cycle,
+            status=status,
+            messages=convo.messages,
+            budget_spent_usd=convo.budget_spent_usd,
+            extra={"agent_class": self._agent_class, "state": convo.state},
+        )
         convo.status = status
         self._last_saved = SavedCheckpoint(convo.cycle, status, result.checkpoint_id, result.durable_at)
         self._send(

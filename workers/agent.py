@@ -1,0 +1,187 @@
+"""The base class of every agent: one `cycle` per step, and `state` that is checkpointed.
+
+Write an agent by subclassing `Agent` and naming it in the config
+(`agent: package.module:Class`). The worker does the rest: it loads the latest
+checkpoint, calls `cycle(k)` for k = cycles done + 1 .. max_cycles, appends the
+cycle's reply to the conversation and saves the conversation *and* `self.state`
+in one atomic checkpoint, so a resumed agent continues with both exactly where
+the last durable cycle left them.
+
+What a cycle may rely on, and what it must keep to:
+
+* `self.state` is a dict of JSON values. Change it freely inside `cycle`; it
+  reaches disk together with that cycle's reply, and a cycle that does not
+  complete (an immediate stop, a crash) never reaches disk, so its half-done
+  changes are gone on resume, as they must be.
+* `await self.chat(messages)` is one LLM call through the agent's configured
+  provider; its tokens and dollars are counted for the cycle and the budget.
+  Every await inside `cycle` can be cancelled by an immediate stop.
+* The return value is the cycle's reply: a `str`, or a `Step` that also names
+  the prompt it answers. The conversation holds exactly one assistant reply per
+  cycle: that is what makes resume exactly-once checkable.
+* `self.request_stop(message)` asks for this agent's own graceful stop once the
+  cycle's checkpoint is safe; the stop is logged and counted like any other
+  interrupt (source PROGRAMMATIC), and the agent is not restarted. A later run
+  resumes it.
+
+The built-in LLM chat agent (`workers.chat_agent:ChatAgent`) is one such class.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+from workers.providers import Provider, Reply
+
+__all__ = ["DEFAULT_AGENT", "Agent", "AgentContext", "AgentLoadError", "Step", "Usage", "load_agent_class"]
+
+DEFAULT_AGENT = "workers.chat_agent:ChatAgent"
+
+
+@dataclass(frozen=True)
+class Step:
+    """A cycle's reply, and the prompt that asked for it (recorded as a user message before it)."""
+
+    reply: str
+    prompt: Optional[str] = None
+
+
+@dataclass
+class Usage:
+    """What the LLM calls of one cycle cost, summed over however many calls it made."""
+
+    calls: int = 0
+    cost_usd: float = 0.0
+    tokens: Optional[dict[str, int]] = None
+    model_ms: Optional[float] = None
+
+    def add(self, reply: Reply) -> None:
+        self.calls += 1
+        self.cost_usd += reply.cost_usd
+        if reply.tokens is not None:
+            totals = self.tokens if self.tokens is not None else {}
+            for key, count in reply.tokens.items():
+                totals[key] = totals.get(key, 0) + int(count)
+            self.tokens = totals
+        if reply.model_ms is not None:
+            self.model_ms = (self.model_ms or 0.0) + reply.model_ms
+
+
+@dataclass
+class AgentContext:
+    """What the worker hands an agent: who it is, its live conversation, its provider."""
+
+    name: str
+    task: str
+    max_cycles: int
+    params: dict[str, Any]
+    state: dict[str, Any]
+    messages: list[dict[str, Any]]  # the worker's own list: agents read it through a copy
+    provider: Provider
+    budget_spent_usd: float = 0.0  # before the current cycle
+    cycle: int = 0  # the cycle running now, 0 between cycles
+    usage: Usage = field(default_factory=Usage)
+    stop_message: Optional[str] = None
+
+
+class Agent:
+    """Subclass this and override `cycle`; `setup` is optional.
+
+    A subclass must be constructible without arguments: the worker creates it,
+    then attaches the context (`name`, `task`, `state`, ...) before `setup`.
+    """
+
+    _context: AgentContext
+
+    def attach(self, context: AgentContext) -> None:
+        """Called once by the worker, before `setup`; not for agents to call."""
+        self._context = context
+
+    # ---- what an agent overrides -------------------------------------------
+
+    def setup(self) -> None:
+        """Called once before the first cycle of each run, with `state` already restored.
+
+        The place for defaults: `self.state.setdefault("notes", [])`.
+        """
+
+    async def cycle(self, k: int) -> Union[str, Step]:
+        """Do step `k` (1-based) of `max_cycles` and return its reply."""
+        raise NotImplementedError(f"{type(self).__name__} must define `async def cycle(self, k)`")
+
+    # ---- what an agent uses ------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._context.name
+
+    @property
+    def task(self) -> str:
+        return self._context.task
+
+    @property
+    def max_cycles(self) -> int:
+        return self._context.max_cycles
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The agent's `params:` from the config, as given."""
+        return self._context.params
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """JSON values, saved in every checkpoint with the conversation."""
+        return self._context.state
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        if not isinstance(value, dict):
+            raise TypeError(f"state must be a dict (got {type(value).__name__})")
+        self._context.state = value
+
+    @property
+    def messages(self) -> tuple[dict[str, Any], ...]:
+        """The conversation so far (system prompt, task, then one prompt/reply per cycle); a copy."""
+        return tuple(dict(m) for m in self._context.messages)
+
+    @property
+    def budget_spent_usd(self) -> float:
+        """Dollars spent by this agent across runs, this cycle's calls included."""
+        return self._context.budget_spent_usd + self._context.usage.cost_usd
+
+    async def chat(self, messages: Sequence[dict[str, Any]]) -> str:
+        """One LLM call on `messages` ({"role", "content"} dicts); returns the reply's text.
+
+        Raises `workers.providers.ProviderError` when the backend has failed for
+        good (after its retries); left uncaught, that fails the agent with its
+        last checkpoint intact.
+        """
+        context = self._context
+        reply = await context.provider.chat([dict(m) for m in messages], cycle=context.cycle)
+        context.usage.add(reply)
+        return reply.content
+
+    def request_stop(self, message: str) -> None:
+        """Stop this agent gracefully after the current cycle is checkpointed."""
+        self._context.stop_message = str(message) or f"agent {self.name} asked to stop"
+
+
+class AgentLoadError(Exception):
+    """The config's `agent:` cannot be made into an Agent; the message is one line."""
+
+
+def load_agent_class(path: str) -> type[Agent]:
+    """Import `package.module:Class` and check it is an `Agent` subclass."""
+    module_name, _, class_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix, in one line
+        raise AgentLoadError(f"agent {path}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+    found = getattr(module, class_name, None)
+    if found is None:
+        raise AgentLoadError(f"agent {path}: module {module_name} has no {class_name!r}")
+    if not (isinstance(found, type) and issubclass(found, Agent)):
+        raise AgentLoadError(f"agent {path}: {class_name} is not a subclass of workers.agent.Agent")
+    return found
