@@ -8,13 +8,16 @@ are loaded inside the workers by their dotted path, as a user's class would be.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from harness import HANG, REPO, by_event, wait_gone
+from supervisor.config import load_config
 from ollama_double import MODEL, OllamaDouble
+from workers.agent import load_agent_class
 from workers.examples.notebook import note_of
 from workers.providers.scripted import scripted_reply
 
@@ -216,3 +219,29 @@ def test_a_bad_agent_in_the_config_is_one_line_and_exit_2(make_team, where, valu
     assert run.proc.returncode == 2, run.output
     assert problem in run.output and "Traceback" not in run.output
     assert len(run.output.strip().splitlines()) == 1
+
+
+def _readme_agent() -> str:
+    section = (REPO / "README.md").read_text().split("## Custom agents", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README's Custom agents section has a python example"
+    return match.group(1)
+
+
+def test_the_readme_agent_runs_as_shown(make_team):
+    team = make_team(agents=2, latency=0.02, max_cycles=3)
+    (team.root / "my_agents.py").write_text(_readme_agent())
+    _use_agent(team, "my_agents:Critic")
+    run = team.run()
+    assert run.proc.returncode == 0, run.output
+    for name in team.names:
+        final = team.assert_exactly_once(name, 3)
+        assert len(final.extra["state"]["scores"]) == 3
+        assert [m["content"] for m in final.messages if m["role"] == "user"][1].startswith("Step 1: find one flaw")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    config = load_config(path)
+    for agent in config.all_agents():
+        load_agent_class(config.agent_spec(agent.name)["agent_class"])  # raises if the class is not an Agent
