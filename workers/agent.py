@@ -159,7 +159,7 @@ class Agent:
         last checkpoint intact.
         """
         context = self._context
-        reply = await context.provider.chat([dict(m) for m in messages], cycle=context.cycle)
+        reply = await context.provider.chat(list(messages), cycle=context.cycle)  # providers never change messages
         context.usage.add(reply)
         return reply.content
 
