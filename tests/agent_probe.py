@@ -41,3 +41,10 @@ class Probe(Agent):
 class NotAnAgent:
     async def cycle(self, k: int) -> str:
         return f"cycle {k}: not an agent"
+
+
+class AsyncProbe(Probe):
+    async def setup(self) -> None:  # type: ignore[override]
+        await asyncio.sleep(0.01)  # e.g. opening a client
+        super().setup()
+        self.state["opened"] = True

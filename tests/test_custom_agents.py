@@ -113,12 +113,14 @@ def test_custom_agents_run_in_a_group_with_the_team_default_and_their_own_class(
     team = make_team(agents=1, latency=0.02, max_cycles=3, groups={"crew": {"agents": 2}})
     team.data["agent"] = PROBE  # every agent's default, carried down to the group's sub-supervisor
     team.data["groups"][0]["agents"][1]["agent"] = NOTEBOOK
+    team.data["agents"][0]["agent"] = "tests.agent_probe:AsyncProbe"  # an `async def setup`
     team.write()
     run = team.run()
     assert run.proc.returncode == 0, run.output
     classes = {name: team.assert_exactly_once(name, 3).extra["agent_class"] for name in team.names}
-    assert classes == {"agent-a": PROBE, "crew-a": PROBE, "crew-b": NOTEBOOK}
+    assert classes == {"agent-a": "tests.agent_probe:AsyncProbe", "crew-a": PROBE, "crew-b": NOTEBOOK}
     assert team.latest("crew-a").extra["state"]["done"] == [1, 2, 3]
+    assert team.latest("agent-a").extra["state"] == {"done": [1, 2, 3], "runs": 1, "opened": True}
 
 
 def test_request_stop_after_the_cycle_is_saved_and_the_next_run_resumes(make_team):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Awaitable, Optional, Sequence, Union
 
 from workers.providers import Provider, Reply
 
@@ -101,11 +101,13 @@ class Agent:
 
     # ---- what an agent overrides -------------------------------------------
 
-    def setup(self) -> None:
+    def setup(self) -> Optional[Awaitable[None]]:
         """Called once before the first cycle of each run, with `state` already restored.
 
-        The place for defaults: `self.state.setdefault("notes", [])`.
+        The place for defaults: `self.state.setdefault("notes", [])`. It may
+        also be `async def setup(self)`, to open a client for instance.
         """
+        return None
 
     async def cycle(self, k: int) -> Union[str, Step]:
         """Do step `k` (1-based) of `max_cycles` and return its reply."""

@@ -10,6 +10,7 @@ that is what makes resume exactly-once.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import socket
 import sys
@@ -263,21 +264,23 @@ class AgentWorker:
                 budget_spent_usd=convo.budget_spent_usd,
             )
             try:
-                instance = self._make_agent(context)
+                instance = await self._make_agent(context)
             except AgentLoadError as exc:
                 return self._fail("agent", str(exc), convo.cycle, convo.budget_spent_usd)
             return await self._cycles(store, instance, context, convo, max_cycles, int(spec["checkpoint"]["every"]))
         finally:
             await provider.aclose()
 
-    def _make_agent(self, context: AgentContext) -> Agent:
+    async def _make_agent(self, context: AgentContext) -> Agent:
         """The config's agent class, created and set up; any failure is one AgentLoadError line."""
         path = self._agent_class
         cls = load_agent_class(path)
         try:
             instance = cls()
             instance.attach(context)
-            instance.setup()
+            pending = instance.setup()
+            if inspect.isawaitable(pending):  # `async def setup` is allowed too
+                await pending
         except Exception as exc:  # noqa: BLE001 - the user's code: one line, never a traceback
             raise AgentLoadError(f"agent {path}: setup failed: {describe_exception(exc)}") from None
         return instance
