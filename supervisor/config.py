@@ -342,7 +342,6 @@ PlainData = Annotated[dict[str, Any], AfterValidator(_check_plain_data)]
 
 RestartKind = Annotated[str, _one_of(*RESTART_KINDS)]
 AgentClass = Annotated[str, _dotted_path("Class")]
-DEFAULT_AGENT_CLASS = "workers.chat_agent:ChatAgent"  # the worker's default too; the supervisor never imports it
 Strategy = Annotated[str, _one_of(*STRATEGIES)]
 
 
@@ -612,7 +611,7 @@ class TeamConfig(BaseModel):
             "checkpoint": self.checkpoint.model_dump(mode="json"),
             "budget_usd": agent.budget_usd,
             "hooks": [h.model_dump(mode="json") for h in sorted([*self.hooks, *agent.hooks], key=lambda h: h.priority)],
-            "agent_class": agent.agent_class or self.agent_class or DEFAULT_AGENT_CLASS,
+            "agent_class": agent.agent_class or self.agent_class,  # None: the worker's built-in chat agent
             "params": agent.params,
             "python_path": [str(self.source.parent)],
         }

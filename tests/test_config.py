@@ -165,7 +165,7 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
         "checkpoint": {"every": 2, "keep": 5, "compress": False},
         "budget_usd": None,
         "hooks": [],
-        "agent_class": "workers.chat_agent:ChatAgent",
+        "agent_class": None,
         "params": {},
         "python_path": [str(tmp_path)],
     }

@@ -17,7 +17,7 @@ import pytest
 from harness import HANG, REPO, by_event, wait_gone
 from supervisor.config import load_config
 from ollama_double import MODEL, OllamaDouble
-from workers.agent import load_agent_class
+from workers.agent import DEFAULT_AGENT, load_agent_class
 from workers.examples.notebook import note_of
 from workers.providers.scripted import scripted_reply
 
@@ -258,4 +258,4 @@ def test_the_readme_agent_runs_as_shown(make_team):
 def test_every_shipped_config_is_valid(path):
     config = load_config(path)
     for agent in config.all_agents():
-        load_agent_class(config.agent_spec(agent.name)["agent_class"])  # raises if the class is not an Agent
+        load_agent_class(config.agent_spec(agent.name)["agent_class"] or DEFAULT_AGENT)  # raises if not an Agent
