@@ -57,9 +57,7 @@ async def agent_cycle(agent: ChatAgent, context: AgentContext, k: int) -> None:
     context.cycle, context.usage = k, Usage()
     step = as_step(await agent.cycle(k))
     assert step is not None
-    if step.prompt is not None:
-        context.messages.append({"role": "user", "content": step.prompt})
-    context.messages.append({"role": "assistant", "content": step.reply})
+    context.messages.extend(step.turns())
 
 
 async def per_cycle_us(size: int, cycles: int) -> tuple[float, float]:

@@ -47,18 +47,21 @@ class Step:
     reply: str
     prompt: Optional[str] = None
 
+    def turns(self) -> list[dict[str, str]]:
+        """What the step adds to the conversation: the prompt, if any, then the one reply."""
+        asked = [] if self.prompt is None else [{"role": "user", "content": self.prompt}]
+        return [*asked, {"role": "assistant", "content": self.reply}]
+
 
 @dataclass
 class Usage:
     """What the LLM calls of one cycle cost, summed over however many calls it made."""
 
-    calls: int = 0
     cost_usd: float = 0.0
     tokens: Optional[dict[str, int]] = None
     model_ms: Optional[float] = None
 
     def add(self, reply: Reply) -> None:
-        self.calls += 1
         self.cost_usd += reply.cost_usd
         if reply.tokens is not None:
             totals = self.tokens if self.tokens is not None else {}

@@ -333,9 +333,7 @@ class AgentWorker:
                 returned = type(result).__name__
                 return self._fail("agent", f"agent {self._agent_class} cycle {cycle} returned {returned}, not a str or Step", convo.cycle, convo.budget_spent_usd)
             usage = context.usage
-            if step.prompt is not None:
-                convo.messages.append({"role": "user", "content": step.prompt})
-            convo.messages.append({"role": "assistant", "content": step.reply})
+            convo.messages.extend(step.turns())
             convo.cycle = cycle
             convo.budget_spent_usd += usage.cost_usd
             convo.state = context.state
