@@ -36,15 +36,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def _gone(pids: list[int]) -> bool:
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            continue
-    return True
+from tests.harness import gone  # noqa: E402  (the tests' own "every pid has exited")
 
 
 def _events(path: Path) -> list[dict]:
@@ -164,7 +156,7 @@ def supervisor_sigkill(workers: int, grouped: bool = False) -> float:
         began = time.monotonic()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        while not _gone(family):
+        while not gone(family):
             if time.monotonic() - began > 10:
                 raise RuntimeError(f"processes still alive 10 s after the supervisor's SIGKILL: {family}")
             time.sleep(0.001)
@@ -194,7 +186,7 @@ def bare_floor(workers: int) -> float:
     began = time.monotonic()
     os.kill(parent, signal.SIGKILL)
     os.waitpid(parent, 0)
-    while not _gone(family):
+    while not gone(family):
         time.sleep(0.001)
     return (time.monotonic() - began) * 1000.0
 
