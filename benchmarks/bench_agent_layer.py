@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from workers.agent import AgentContext, Usage  # noqa: E402
 from workers.agent_loop import as_step  # noqa: E402
 from workers.chat_agent import ChatAgent  # noqa: E402
-from workers.checkpoints import CheckpointStore  # noqa: E402
+from protocol.checkpoints import CheckpointStore  # noqa: E402
 from workers.providers import Reply  # noqa: E402
 
 REPLY = "x" * 300

@@ -37,7 +37,7 @@ TASK = "Tell a long story about a lighthouse keeper, with many details."
 
 def _backend():
     """The model as the server loads it for one agent: same file, threads and slot count."""
-    from supervisor.model_service import THREADS, embedded_model_path
+    from supervisor.runtime.model_service import THREADS, embedded_model_path
     from workers.model_server import LlamaBackend
 
     return LlamaBackend("m", str(embedded_model_path()), threads=THREADS, slots=1)
@@ -75,7 +75,7 @@ def through_the_tree(tokens: int, cycles: int) -> tuple[list[float], list[list[d
     from the checkpoint, so the floor can be measured on the very same work (a
     later cycle carries a longer prompt, and is slower for the model itself).
     """
-    from workers.checkpoints import CheckpointStore
+    from protocol.checkpoints import CheckpointStore
 
     root = Path(tempfile.mkdtemp(prefix="bench-embedded-"))
     try:

@@ -196,7 +196,7 @@ def main() -> int:
     parser.add_argument("--workers", default="8,32")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    from supervisor.restarts import FIRST_DELAY
+    from supervisor.runtime.restarts import FIRST_DELAY
 
     print("| step | N | median ms | worst ms | floor ms | target |")
     print("| --- | --: | --: | --: | --: | --- |")

@@ -463,7 +463,7 @@ def conversation(count: int) -> list[dict[str, str]]:
 
 def checkpoint_step() -> dict[str, Any]:
     """Step checkpoint: CheckpointStore.save of a 200-message conversation, interleaved with the bare durable write of the same size."""
-    from workers.checkpoints import CheckpointStore
+    from protocol.checkpoints import CheckpointStore
 
     folder = Path(tempfile.mkdtemp(prefix="bench-checkpoints-", dir=TMP_ROOT))
     try:

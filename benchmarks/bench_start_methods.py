@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-PRELOAD = ["workers.entry", "workers.agent_loop", "workers.checkpoints", "workers.providers.scripted"]
+PRELOAD = ["workers.entry", "workers.agent_loop", "protocol.checkpoints", "workers.providers.scripted"]
 
 
 def ready_target(conn: Any) -> None:

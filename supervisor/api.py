@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
 from protocol import GRACEFUL, MODES
 from supervisor.config import TeamConfig, load_config
-from supervisor.control import ControlQueue, InterruptRequest
+from supervisor.runtime.control import ControlQueue, InterruptRequest
 
 if TYPE_CHECKING:
-    from supervisor.arbiter import Arbiter
+    from supervisor.runtime.arbiter import Arbiter
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -82,7 +82,7 @@ class TeamRunner:
         """Run in a background thread; `wait()` for the exit code."""
         if self._thread is not None:
             raise RuntimeError("this runner has been started already")
-        from supervisor.process import worker_context
+        from supervisor.runtime.process import worker_context
 
         worker_context()  # from the calling thread: in the main thread, the forkserver ignores Ctrl+C
         self._thread = threading.Thread(target=self._run, kwargs={"handle_signals": False},
@@ -131,11 +131,11 @@ class TeamRunner:
     # ---- inside ----------------------------------------------------------------
 
     def _run(self, handle_signals: bool) -> None:
-        from supervisor.run import run_team
+        from supervisor.runtime.run import run_team
 
         console: Any = None
         if self.quiet:
-            from supervisor.group import QuietConsole
+            from supervisor.runtime.group import QuietConsole
 
             console = QuietConsole()
         sinks: list[Callable[[dict[str, Any]], None]] = [self._deliver] if self.on_event is not None else []

@@ -15,7 +15,7 @@ from typing import NoReturn, Optional, Sequence
 
 COMMANDS = ("run", "status", "logs", "checkpoints", "report")
 EXIT_USAGE = 2
-LEVELS = ("debug", "info", "warning", "error", "critical")  # `logs --level L` shows L and everything above it
+from supervisor.vocabulary import LEVELS
 _AGO_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+\Z")
 _AGO_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _AGO_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -125,23 +125,23 @@ def _normalise(argv: list[str]) -> list[str]:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        from supervisor.process import worker_context
+        from supervisor.runtime.process import worker_context
 
         worker_context()  # the forkserver's ~80 ms boot overlaps loading the config on the other core
     from supervisor.config import load_config
 
     config = load_config(args.config)
     if args.command == "run":
-        from supervisor.live_view import choose_console
-        from supervisor.run import run_team
+        from supervisor.terminal.live_view import choose_console
+        from supervisor.runtime.run import run_team
 
         console = choose_console(config, plain=args.plain)
         return run_team(config, fresh=args.fresh, console=console, own_process=True)  # the CLI owns its process: adopt orphans
     if args.command == "report":
-        from supervisor.report import report_command
+        from supervisor.tools.report import report_command
 
         return report_command(config, args)
-    from supervisor import inspect_cmds
+    from supervisor.tools import inspect_cmds
 
     return inspect_cmds.COMMANDS[args.command](config, args)
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 import psutil
 import yaml
 
-from workers.checkpoints import Checkpoint, CheckpointStore
+from protocol.checkpoints import Checkpoint, CheckpointStore
 from workers.providers.scripted import scripted_reply
 
 HANG = 60.0  # seconds: only ever reached when something is broken

@@ -9,9 +9,9 @@ only be tested in a process of its own, not inside pytest's.
 import sys
 
 from supervisor.config import load_config
-from supervisor.console import Console
-from supervisor.process import worker_context
-from supervisor.run import run_team
+from supervisor.terminal.console import Console
+from supervisor.runtime.process import worker_context
+from supervisor.runtime.run import run_team
 
 if __name__ == "__main__":
     worker_context()

@@ -1,4 +1,4 @@
-"""Tests for workers.checkpoints: durable saves, strict loads, latest-by-name, retention."""
+"""Tests for protocol.checkpoints: durable saves, strict loads, latest-by-name, retention."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 
-from workers.checkpoints import (
+from protocol.checkpoints import (
     CHECKPOINT_FORMAT,
     Checkpoint,
     CheckpointCorrupt,

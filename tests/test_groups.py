@@ -15,7 +15,7 @@ import signal
 import psutil
 
 from harness import by_event, wait_gone
-from supervisor.inspect_cmds import InterruptSummary
+from supervisor.tools.inspect_cmds import InterruptSummary
 from test_wire_e2e import run_with_entry
 
 
@@ -184,7 +184,7 @@ def test_killing_the_supervisor_takes_every_group_with_it(make_team):
 
 def test_a_group_may_speak_only_for_its_own_agents(make_team, monkeypatch):
     team = make_team(agents=1, max_cycles=2, latency=0.02, restart="temporary", groups={"writers": {"agents": 1}})
-    monkeypatch.setattr("supervisor.arbiter.GROUP_ENTRY", "wire_faults:group_speaking_for_others")
+    monkeypatch.setattr("supervisor.runtime.arbiter.GROUP_ENTRY", "wire_faults:group_speaking_for_others")
     code, _ = run_with_entry(team, "workers.entry:run_worker")
     assert code == 3  # the group failed (temporary: not restarted); the real agent completed
     events = team.events()

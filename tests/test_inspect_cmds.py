@@ -20,9 +20,9 @@ import pytest
 from harness import Team, by_event
 from supervisor.cli import main, parse_when
 from supervisor.config import load_config
-from supervisor.console import RULE
-from supervisor.inspect_cmds import InterruptSummary, RunStats, format_event, short_time
-from workers.checkpoints import CheckpointStore
+from supervisor.terminal.console import RULE
+from supervisor.tools.inspect_cmds import InterruptSummary, RunStats, format_event, short_time
+from protocol.checkpoints import CheckpointStore
 
 CONFIG = """\
 team: demo

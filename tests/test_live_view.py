@@ -23,8 +23,8 @@ from rich.console import Console as RichConsole
 
 from harness import HANG, Run, Team, by_event
 from supervisor.config import TeamConfig
-from supervisor.console import Console
-from supervisor.live_view import LiveConsole, choose_console
+from supervisor.terminal.console import Console
+from supervisor.terminal.live_view import LiveConsole, choose_console
 
 LIVE_TERM = {"TERM": "xterm-256color"}
 CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

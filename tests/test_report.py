@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness import REPO, Team, by_event
-from supervisor.report import BAR_HEIGHT, LANE_COLOURS, LANE_PITCH, TEAM_INTERRUPT_COLOUR
+from supervisor.tools.report import BAR_HEIGHT, LANE_COLOURS, LANE_PITCH, TEAM_INTERRUPT_COLOUR
 
 CHROMIUM = Path("/usr/bin/chromium")
 TOLERANCE = 12  # per RGB channel: anti-aliased edges blend, a bar's inside is its exact colour

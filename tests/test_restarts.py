@@ -10,7 +10,7 @@ import pytest
 
 from harness import by_event
 from supervisor.config import RestartPolicy
-from supervisor.restarts import FIRST_DELAY, MAX_DELAY, RestartBook, restarts_with, wants_restart
+from supervisor.runtime.restarts import FIRST_DELAY, MAX_DELAY, RestartBook, restarts_with, wants_restart
 from test_wire_e2e import run_with_entry
 
 

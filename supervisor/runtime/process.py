@@ -22,8 +22,8 @@ from typing import Any, Optional
 from protocol import FrameDecoder, Message, ProtocolError, encode
 
 WORKER_ENTRY = "workers.entry:run_worker"
-GROUP_ENTRY = "supervisor.group:run_group"
-WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "workers.checkpoints", "workers.providers.scripted"]
+GROUP_ENTRY = "supervisor.runtime.group:run_group"
+WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "protocol.checkpoints", "workers.providers.scripted"]
 
 _context: Any = None
 
@@ -35,7 +35,7 @@ def worker_context() -> Any:
         import multiprocess
         from multiprocess import forkserver
 
-        from supervisor.signals import signals_ignored
+        from supervisor.runtime.signals import signals_ignored
 
         ctx = multiprocess.get_context("forkserver")
         ctx.set_forkserver_preload(WORKER_PRELOAD)
@@ -150,7 +150,7 @@ class WorkerProcess(FramedPipe):
 
     def kill_tree(self) -> None:
         """SIGKILL the worker, its process group, and descendants that left the group."""
-        from supervisor.reaper import kill_descendants
+        from supervisor.runtime.reaper import kill_descendants
 
         kill_descendants(self.pid)
         try:

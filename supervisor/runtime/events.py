@@ -10,7 +10,6 @@ never sees half a line and a crash loses at most the line being written.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
@@ -18,23 +17,12 @@ from typing import Any, Callable, Optional, Protocol
 import structlog
 from structlog.typing import EventDict
 
-EVENTS_FILE = "events.jsonl"
-METRICS_FILE = "interrupt_metrics.jsonl"
+from supervisor.storage import EVENTS_FILE, METRICS_FILE
+
 INTERRUPT_EVENTS = frozenset({"interrupt_initiated", "interrupt_completed"})
 LEADING_KEYS = ("timestamp", "level", "event", "agent_id")
 
 EventSink = Callable[[dict[str, Any]], None]
-
-
-def event_number(value: Any) -> Optional[float]:
-    """A numeric field of an event as read back (a log line, a sink's dict); None if it is not a finite number.
-
-    bool is an int to Python but never a count here, and NaN or Infinity (which
-    only a damaged or hand-edited log holds) would poison every sum it joins.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _open_append(path: Path) -> int:

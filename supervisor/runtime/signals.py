@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Iterator, Optional
 
-from supervisor.wakeup import WakeupPipe
+from supervisor.runtime.wakeup import WakeupPipe
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

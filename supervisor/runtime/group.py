@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 from protocol import Error, Event, Message, ProtocolError, Start
 from protocol.lineage import detach
-from supervisor.console import Console
-from supervisor.process import FramedPipe
+from supervisor.terminal.console import Console
+from supervisor.runtime.process import FramedPipe
 
 START_TIMEOUT = 10.0  # seconds for the parent's Start; it is sent right after the fork
 
@@ -68,9 +68,9 @@ def _serve(pipe: FramedPipe) -> int:
     if first is None:
         return 0  # the parent went away before telling us what to run
     start, backlog = first
-    from supervisor.arbiter import Arbiter
+    from supervisor.runtime.arbiter import Arbiter
     from supervisor.config import TeamConfig
-    from supervisor.process import WORKER_ENTRY, worker_context
+    from supervisor.runtime.process import WORKER_ENTRY, worker_context
 
     config = TeamConfig.from_spec(start.spec["config"])
     entry = start.spec.get("worker_entry") or WORKER_ENTRY
