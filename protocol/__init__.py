@@ -29,6 +29,7 @@ from protocol.messages import (
     Heartbeat,
     Interrupt,
     Message,
+    Proceed,
     Ready,
     Start,
     Stopped,
@@ -40,6 +41,6 @@ __all__ = [
     "COMPLETED", "FAILED", "GRACEFUL", "IMMEDIATE", "INTERRUPTED", "MODES", "PROGRAMMATIC",
     "PROTOCOL_VERSION", "RUNNING", "SOURCES", "STATUSES", "SYSTEM", "USER",
     "Ack", "CheckpointSaved", "CycleDone", "Error", "Event", "FrameDecoder", "Heartbeat",
-    "Interrupt", "MAX_FRAME_BYTES", "Message", "ProtocolError", "Ready", "Start", "Stopped", "StopRequest",
+    "Interrupt", "MAX_FRAME_BYTES", "Message", "Proceed", "ProtocolError", "Ready", "Start", "Stopped", "StopRequest",
     "decode_payload", "encode", "from_wire",
 ]

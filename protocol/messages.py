@@ -85,6 +85,18 @@ class Interrupt(Message):
         _check_mode_and_source(self)
 
 
+@dataclass(frozen=True)
+class Proceed(Message):
+    """The worker's cycles up to `cycle` are counted against the team's budget: it may start the next.
+
+    Only a worker told in its Start to wait for it (a team with a budget) does;
+    no grant comes once the budget is reached, and the interrupt follows instead.
+    """
+
+    type: ClassVar[str] = "proceed"
+    cycle: int
+
+
 # --- worker -> supervisor -------------------------------------------------
 
 
@@ -202,7 +214,7 @@ class Event(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
-    for cls in (Start, Interrupt, Ack, Ready, StopRequest, CycleDone, CheckpointSaved, Stopped, Error, Heartbeat, Event)
+    for cls in (Start, Interrupt, Proceed, Ack, Ready, StopRequest, CycleDone, CheckpointSaved, Stopped, Error, Heartbeat, Event)
 }
 
 

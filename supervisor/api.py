@@ -133,15 +133,18 @@ class TeamRunner:
     def _run(self, handle_signals: bool) -> None:
         from supervisor.runtime.run import run_team
 
-        console: Any = None
-        if self.quiet:
-            from supervisor.runtime.group import QuietConsole
+        from supervisor.terminal.console import Console
 
-            console = QuietConsole()
-        sinks: list[Callable[[dict[str, Any]], None]] = [self._deliver] if self.on_event is not None else []
+        console = None if self.quiet else Console()
+        sinks: list[Callable[[dict[str, Any]], None]] = [console] if console is not None else []
+        if self.on_event is not None:
+            sinks.append(self._deliver)
         try:
-            self.exit_code = run_team(self.config, fresh=self.fresh, console=console, control=self._control,
-                                      handle_signals=handle_signals, sinks=sinks, on_arbiter=self._attach)
+            outcome = run_team(self.config, fresh=self.fresh, control=self._control, handle_signals=handle_signals,
+                               sinks=sinks, on_arbiter=self._attach)
+            if console is not None:
+                console.finish(outcome, str(self.config.storage), str(self.config.source))
+            self.exit_code = outcome.exit_code
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits, in their thread
             self.error = exc
             self.exit_code = getattr(exc, "exit_code", 3)

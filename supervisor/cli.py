@@ -136,7 +136,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from supervisor.runtime.run import run_team
 
         console = choose_console(config, plain=args.plain)
-        return run_team(config, fresh=args.fresh, console=console, own_process=True)  # the CLI owns its process: adopt orphans
+        try:  # the CLI owns its process: it adopts orphans
+            outcome = run_team(config, fresh=args.fresh, sinks=[console], own_process=True)
+        finally:
+            console.stop()  # the live view's last frame stays above what follows; a no-op for plain lines
+        console.finish(outcome, str(config.storage), str(config.source))
+        return outcome.exit_code
     if args.command == "report":
         from supervisor.tools.report import report_command
 

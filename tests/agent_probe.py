@@ -48,3 +48,16 @@ class AsyncProbe(Probe):
         await asyncio.sleep(0.01)  # e.g. opening a client
         super().setup()
         self.state["opened"] = True
+
+
+HOSTILE = (
+    "cycle {k}: \x1b]52;c;QUJD\x07 clipboard, \x1b]0;pwned\x07 title, \x1b[2J clear,"
+    " \x9b31m C1, \u202eesrever bidi, \x00 nul"
+)
+
+
+class Hostile(Agent):
+    """A prompt-injected model: its replies carry escape sequences meant for the operator's terminal."""
+
+    async def cycle(self, k: int) -> str:
+        return HOSTILE.format(k=k)

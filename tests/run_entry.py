@@ -15,5 +15,8 @@ from supervisor.runtime.run import run_team
 
 if __name__ == "__main__":
     worker_context()
-    code = run_team(load_config(sys.argv[1]), entry=sys.argv[2], own_process=True, console=Console(sys.stderr))
-    sys.exit(code)
+    console = Console(sys.stderr)
+    config = load_config(sys.argv[1])
+    outcome = run_team(config, entry=sys.argv[2], own_process=True, sinks=[console])
+    console.finish(outcome, str(config.storage), str(config.source))
+    sys.exit(outcome.exit_code)

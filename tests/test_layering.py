@@ -87,12 +87,8 @@ def violations(files: list[Path]) -> list[str]:
     return sorted(set(found))
 
 
-# Being moved out: the arbiter still prints through the console (next commit).
-PENDING = {"supervisor/runtime/arbiter.py", "supervisor/runtime/group.py", "supervisor/runtime/run.py"}
-
-
 def test_the_tree_keeps_every_import_rule() -> None:
-    assert [v for v in violations(module_files()) if v.split(" ")[0] not in PENDING] == []
+    assert violations(module_files()) == []
 
 
 @pytest.mark.parametrize(

@@ -141,3 +141,27 @@ def test_a_budget_inside_a_group_is_the_groups_to_enforce(make_team):
     assert team.assert_exactly_once("crew-a", 6).status == "completed"
     assert team.assert_exactly_once("agent-a", 6).status == "completed"
     assert not by_event(events, "group_restarted")
+
+
+def test_the_team_budget_overshoots_by_at_most_the_cycles_in_flight_over_seeded_runs(make_team):
+    """Prices that are not binary-exact (0.005) and several agents racing, run after run.
+
+    When the spending reaches the budget, each agent may finish the one cycle it
+    has in flight and no more: at most one reply per agent beyond the budget.
+    """
+    import random
+
+    rng = random.Random(17)
+    price, budget = 0.005, 0.05  # ten replies: a float sum of ten 0.005 is 0.04999...
+    for trial in range(6):
+        agents = rng.choice((2, 3, 4))
+        team = make_team(agents=agents, latency=rng.choice((0.03, 0.05, 0.1)), max_cycles=40)
+        team.data["budget_usd"] = budget
+        _charge(team, price)
+        run = team.run()
+        assert run.proc.returncode == 0, run.output
+        replies = sum(team.assert_exactly_once(n).cycle for n in team.names)  # type: ignore[union-attr]
+        spent = replies * price
+        assert budget - 1e-9 <= spent <= budget + agents * price + 1e-9, (trial, agents, replies)
+        [issued] = _programmatic(team.events())
+        assert "team budget $0.05 reached" in issued["message"]

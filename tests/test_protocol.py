@@ -19,6 +19,7 @@ from protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Ack,
+    Proceed,
     CheckpointSaved,
     CycleDone,
     Error,
@@ -103,6 +104,7 @@ SAMPLES: dict[str, list[Message]] = {
         Interrupt(interrupt_id=3, mode="GRACEFUL", source="PROGRAMMATIC", message="budget", issued_at=2.0,
                   agents=["crew-a", "crew-b"]),
     ],
+    "proceed": [Proceed(cycle=0), Proceed(cycle=2**40)],
     "ack": [
         Ack(interrupt_id=7, received_at=1712345678.5),
         Ack(interrupt_id=-1, received_at=1e-300),

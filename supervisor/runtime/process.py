@@ -98,12 +98,18 @@ class FramedPipe:
             select.select([], [self.sock], [], max(0.0, deadline - time.monotonic()))
             self.flush()
 
-    def receive(self) -> list[Message]:
-        """Everything readable now. Raises ProtocolError for a broken stream."""
+    def receive(self, max_bytes: Optional[int] = None) -> list[Message]:
+        """What is readable now, up to `max_bytes` (the rest waits for the next call).
+
+        The bound keeps one child that writes without pause from holding the
+        loop: the others, and the signals, are served between two calls.
+        Raises ProtocolError for a broken stream.
+        """
         messages: list[Message] = []
-        while self.pipe_open:
+        budget = max_bytes
+        while self.pipe_open and (budget is None or budget > 0):
             try:
-                data = self.sock.recv(65536)
+                data = self.sock.recv(65536 if budget is None else min(65536, budget))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -112,6 +118,8 @@ class FramedPipe:
                 self.pipe_open = False
                 self.decoder.close()  # raises if the stream ended inside a frame
                 break
+            if budget is not None:
+                budget -= len(data)
             messages.extend(self.decoder.feed(data))
         return messages
 

@@ -5,16 +5,22 @@ before it has failed (intensity: `max_restarts` within `restart_window`
 seconds), how long to wait before each attempt (a doubling delay), and which
 other agents restart with it (the team's strategy). No processes, no clocks of
 its own: the arbiter passes `now` in, so every rule is testable as data.
+`RestartPlanner` applies them to a run's exits and schedules the restarts.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
-from protocol import COMPLETED, FAILED
-from supervisor.config import RestartPolicy
+from protocol import COMPLETED, FAILED, GRACEFUL, IMMEDIATE, SYSTEM
+from supervisor.config import GROUP, RestartPolicy, TeamConfig
+from supervisor.runtime.children import Child, Phase, StopIntent
+from supervisor.runtime.events import EventWriter
+from supervisor.runtime.reactor import Reactor
+from supervisor.runtime.shutdown import StopOrder
 
 FIRST_DELAY = 0.1  # seconds before the first restart of a window
 MAX_DELAY = 5.0  # the doubling stops here
@@ -61,3 +67,70 @@ def restarts_with(strategy: str, order: list[str], failed: str) -> list[str]:
     if strategy == "rest_for_one":
         return order[order.index(failed) :]
     return [failed]
+
+
+class RestartPlanner:
+    """Applies each child's restart policy and the team's strategy to one exit.
+
+    It decides and schedules (a named timer per child); the arbiter starts the
+    process when the timer fires, and the stop path stops siblings that go with it.
+    """
+
+    def __init__(
+        self,
+        config: TeamConfig,
+        children: dict[str, Child],
+        reactor: Reactor,
+        log: EventWriter,
+        request: Callable[[StopOrder], bool],
+        restart: Callable[[Child], None],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.config = config
+        self.children = children
+        self.reactor = reactor
+        self.log = log
+        self.request = request
+        self.restart = restart
+        self.stopping = stopping  # the team is stopping: nothing restarts
+        self.books = {name: RestartBook(config.restart_policy(name)) for name in children}
+        self._group_delay = 0.0  # the delay of the restart that siblings join
+
+    def after_exit(self, child: Child, status: str) -> None:
+        if self.stopping() or child.intent is StopIntent.ALONE:
+            return  # the team is stopping, or this child was stopped on purpose: nothing restarts
+        now = time.monotonic()
+        if child.intent is StopIntent.WITH_SIBLING:
+            self._schedule(child, now, self._group_delay)
+            return
+        book = self.books[child.name]
+        if not wants_restart(book.policy.restart, status):
+            return
+        delay = book.admit(now)
+        if delay is None:
+            self._give_up(child, book.policy)
+            return
+        self._group_delay = delay
+        self._schedule(child, now, delay)
+        order = list(self.children)  # start order: agents, then groups
+        for name in restarts_with(self.config.strategy, order, child.name):
+            sibling = self.children[name]
+            if sibling is not child and sibling.running:
+                self.request(StopOrder(IMMEDIATE, SYSTEM, f"restarting with {child.name} ({self.config.strategy})",
+                                       "strategy", agents=(name,), intent=StopIntent.WITH_SIBLING))
+
+    def _schedule(self, child: Child, now: float, delay: float) -> None:
+        child.phase, child.status = Phase.RESTARTING, "restarting"
+        self.reactor.at(f"restart:{child.name}", now + delay, lambda: self.restart(child))
+
+    def _give_up(self, child: Child, policy: RestartPolicy) -> None:
+        """Beyond its restart intensity the child has failed, and the team stops gracefully."""
+        child.status = FAILED
+        what = "group" if child.kind == GROUP else "agent"
+        child.failure = (
+            f"failed {policy.max_restarts + 1} times within {policy.restart_window:g}s "
+            f"(max_restarts {policy.max_restarts}): {child.failure}"
+        )
+        self.log.emit("restart_limit_reached", level="error", agent_id=child.name, max_restarts=policy.max_restarts,
+                      restart_window=policy.restart_window, reason=child.failure, team=self.config.team)
+        self.request(StopOrder(GRACEFUL, SYSTEM, f"{what} {child.name} failed beyond its restart limit", "restart_limit"))

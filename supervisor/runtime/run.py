@@ -6,33 +6,36 @@ into a one-line `SupervisorError` with the contract's exit code.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
 from supervisor.storage import StorageLock, archive_state, prepare_storage, resumable_agents
 
 if TYPE_CHECKING:
-    from supervisor.runtime.arbiter import Arbiter
+    from supervisor.runtime.arbiter import Arbiter, Outcome
     from supervisor.runtime.control import ControlQueue
+    from supervisor.runtime.events import EventLog
+    from supervisor.runtime.model_service import ModelService
+
 
 def run_team(
     config: TeamConfig,
     *,
     fresh: bool = False,
-    console: Optional[Any] = None,
     entry: Optional[str] = None,
     own_process: bool = False,
     control: Optional["ControlQueue"] = None,
     handle_signals: bool = True,
-    sinks: Optional[list[Callable[[dict[str, Any]], None]]] = None,
+    sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
     on_arbiter: Optional[Callable[["Arbiter"], None]] = None,
-) -> int:
-    """Run the team to completion or interruption; returns the exit code.
+) -> "Outcome":
+    """Run the team to completion or interruption; returns how it ended.
 
-    `control`, `handle_signals`, `sinks` and `on_arbiter` are for programs
-    that embed a run (supervisor.api): requests from other threads, no signal
-    handlers outside the main thread, each event as it is written, and the
+    `sinks` see each event as it is written (the console, the live view, a
+    program's callback); nothing here prints. `control`, `handle_signals` and
+    `on_arbiter` are for programs that embed a run (supervisor.api): requests
+    from other threads, no signal handlers outside the main thread, and the
     arbiter for status snapshots.
     """
     from supervisor.runtime.model_service import ModelService, preflight_ollama
@@ -44,40 +47,52 @@ def run_team(
     try:
         worker_context()  # started already by the CLI; an embedding program starts it here
         from supervisor.runtime.arbiter import Arbiter
-        from supervisor.terminal.console import Console
         from supervisor.runtime.events import EventLog
 
-        console = console or Console()
-        if fresh:
-            moved = archive_state(config.storage)
-            if moved is not None:
-                console.line(f"🗄️  Previous state archived to {moved}")
-        resumed = resumable_agents(config)
-        preflight_ollama(config)  # before any worker: an unreachable server or a missing model is exit 3
-        service = ModelService(config) if ModelService.wanted(config) else None
-        console.banner(config.team, str(config.storage), _describe_llm(config), len(config.all_agents()), resumed)
+        moved = archive_state(config.storage) if fresh else None
         try:
-            log = EventLog(config.storage, sinks=[console, *(sinks or [])])
+            log = EventLog(config.storage, sinks=list(sinks))
         except OSError as exc:
             raise SupervisorError(f"storage {config.storage}: cannot open the event log: {exc.strerror or exc}", 3) from exc
         try:
-            if service is not None:
-                console.line(f"🧠 Starting the embedded model server ({service.model})...")
-                service.start_and_wait()
-            arbiter = Arbiter(config, log, console, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
+            if moved is not None:
+                log.emit("state_archived", agent_id=config.team, to=str(moved))
+            resumed = resumable_agents(config)
+            preflight_ollama(config)  # before any worker: an unreachable server or a missing model is exit 3
+            service = ModelService(config) if ModelService.wanted(config) else None
+            arbiter = Arbiter(config, log, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
                               service=service, control=control, handle_signals=handle_signals)
-            if on_arbiter is not None:
-                on_arbiter(arbiter)
-            return arbiter.run()
+            arbiter.announce(storage=str(config.storage), llm=describe_llm(config))
+            try:
+                if service is not None:
+                    _start_service(service, log, config.team)
+                if on_arbiter is not None:
+                    on_arbiter(arbiter)
+                return arbiter.run()
+            finally:
+                if service is not None:
+                    service.stop()
         finally:
-            if service is not None:
-                service.stop()
             log.close()
     finally:
         lock.release()
 
 
-def _describe_llm(config: TeamConfig) -> str:
+def _start_service(service: "ModelService", log: "EventLog", team: str) -> None:
+    """Load the embedded model before any worker needs it; a failure ends the run it announced."""
+    log.emit("model_server_starting", agent_id=team, model=service.model)
+    try:
+        service.start_and_wait()
+    except SupervisorError as exc:
+        log.emit("supervisor_stopped", level="error", agent_id=team, status="failed", exit_code=exc.exit_code,
+                 reason=str(exc))
+        raise
+    worker = service.worker
+    log.emit("model_server_started", agent_id=team, pid=worker.pid if worker else None, host=service.host,
+             load_ms=service.load_ms)
+
+
+def describe_llm(config: TeamConfig) -> str:
     llm = config.llm
     if llm.provider == "scripted":
         return f"scripted (deterministic, {llm.latency:g}s per reply)"

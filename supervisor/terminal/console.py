@@ -1,23 +1,36 @@
 """What a person at the terminal sees, in the reference example's voice.
 
-The console is a sink of the event stream (it sees each event as the JSONL
-writer does) plus a few blocks of its own: the banner, the interrupt notices
-and the statistics. It only formats; it decides nothing.
+The console is a sink of the event stream: it sees each event as the JSONL
+writer does and renders the ones a person should see (the banner from
+`supervisor_started`, the notices from `interrupt_initiated`, a line per
+cycle). The run's outcome and statistics come at the end, from the outcome the
+run returns. It only formats; it decides nothing, and every line it writes has
+its control characters neutralised.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
+
+from supervisor.terminal.text import neutralise
 
 RULE = "=" * 60
+SIGNALS = ("Ctrl+C", "SIGTERM", "SIGHUP")  # triggers that are a signal's name
+SELF_STOPS = ("agent", "timeout", "budget")  # an agent stopped by its own limit or request
 
 
 class Console:
     def __init__(self, stream: Optional[TextIO] = None) -> None:
         self.stream = stream or sys.stdout
+        self.team = ""  # the root team, from supervisor_started: its stops are the team's
+
+    def _show(self, *lines: str) -> None:
+        """Every line goes out through here: control characters are shown, never obeyed."""
+        self._print(*(neutralise(line) for line in lines))
 
     def _print(self, *lines: str) -> None:
+        """The raw write (a subclass draws elsewhere); only `_show` calls it."""
         try:
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
@@ -32,7 +45,7 @@ class Console:
             session = f"📂 EXISTING CHECKPOINTS FOUND - Resuming previous session ({where})"
         else:
             session = "🚀 NEW SESSION - Starting fresh execution"
-        self._print(
+        self._show(
             RULE,
             f"🤖 AGENT SUPERVISOR - team {team} ({agents} agent{'s' if agents != 1 else ''})",
             RULE,
@@ -49,7 +62,7 @@ class Console:
 
     def interrupt_notice(self, mode: str, source: str, reason: str) -> None:
         if mode == "GRACEFUL":
-            self._print(
+            self._show(
                 "",
                 f"⚠️  {reason}! Initiating graceful shutdown...",
                 "   Every agent finishes its current cycle and saves a checkpoint...",
@@ -57,18 +70,18 @@ class Console:
                 "",
             )
         else:
-            self._print("", f"🛑 {reason}! Immediate shutdown: cancelling in-flight LLM calls...", "")
+            self._show("", f"🛑 {reason}! Immediate shutdown: cancelling in-flight LLM calls...", "")
 
     def outcome(self, status: str, interrupt: Optional[dict[str, Any]]) -> None:
         if status == "completed":
-            self._print("", "✅ Team completed successfully!")
+            self._show("", "✅ Team completed successfully!")
         elif status == "interrupted" and interrupt is not None:
             headline = (
                 "✅ Gracefully interrupted and checkpoints saved!"
                 if interrupt["mode"] == "GRACEFUL"
                 else "🛑 Stopped immediately; the last durable checkpoints are kept."
             )
-            self._print(
+            self._show(
                 "",
                 headline,
                 "   Run again to resume from where you left off.",
@@ -79,7 +92,7 @@ class Console:
                 f"   Timestamp: {interrupt['timestamp']}",
             )
         elif status == "failed":
-            self._print("", "❌ The run ended with failed agents; see the statistics and events.jsonl.")
+            self._show("", "❌ The run ended with failed agents; see the statistics and events.jsonl.")
 
     def statistics(
         self, status: str, rows: list[dict[str, Any]], interrupts: dict[str, int], storage: str, config: str = "CONFIG"
@@ -113,27 +126,104 @@ class Console:
             f"   View detailed metrics: cat {storage}/interrupt_metrics.jsonl",
             f"   All events: python -m supervisor logs {config}",
         ]
-        self._print(*lines)
+        self._show(*lines)
 
     def line(self, text: str) -> None:
-        self._print(text)
+        self._show(text)
+
+    def stop(self) -> None:
+        """Nothing to take down: plain lines stay as they were written."""
+
+    def finish(self, outcome: Any, storage: str, config: str = "CONFIG") -> None:
+        """How the run ended (a `runtime.arbiter.Outcome`), then the closing statistics."""
+        self.outcome(outcome.status, outcome.interrupt)
+        if outcome.storage_failure is not None:
+            self.line(f"❌ storage {storage}: {outcome.storage_failure} (the agents' checkpoints are intact)")
+        self.statistics(outcome.status, outcome.rows, outcome.interrupts, storage, config)
 
     # ---- the event sink -------------------------------------------------------
 
     def __call__(self, event: dict[str, Any]) -> None:
-        name = event.get("event")
-        agent = event.get("agent_id", "")
-        if name == "cycle_completed":
-            reply = str(event.get("reply", "")).splitlines()[0:1]
-            text = reply[0] if reply else ""
-            self._print(f"[{agent}] CYCLE {event['cycle']}/{event.get('max_cycles', '?')}: {text}")
-        elif name == "worker_started" and event.get("resumed"):
-            self._print(f"[{agent}] resuming from checkpoint (cycles completed: {event['cycle']})")
-        elif name == "interrupt_completed":
-            self._print(f"[{agent}] stopped at cycle {event['cycle']}; checkpoint: {event.get('checkpoint_id') or 'none'}")
-        elif name == "checkpoint_corrupt":
-            self._print(f"[{agent}] ⚠️  corrupt checkpoint skipped: {event['checkpoint_id']} ({event['error']})")
-        elif name == "worker_exited" and event.get("status") == "failed":
-            self._print(f"[{agent}] ❌ worker exited unexpectedly ({event.get('reason', 'exit code ' + str(event.get('exitcode')))})")
-        elif name == "worker_error":
-            self._print(f"[{agent}] ❌ {event.get('kind')}: {event.get('message')}")
+        render = self._renderers.get(str(event.get("event")))
+        if render is not None:
+            render(self, event, str(event.get("agent_id", "")))
+
+    def _started(self, event: dict[str, Any], agent: str) -> None:
+        self.team = agent
+        resumed = event.get("resumed_cycles")
+        agents = event.get("agents")
+        self.banner(agent, str(event.get("storage", "")), str(event.get("llm", "")),
+                    len(agents) if isinstance(agents, list) else 0, resumed if isinstance(resumed, dict) else {})
+
+    def _archived(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"🗄️  Previous state archived to {event.get('to')}")
+
+    def _model_loading(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"🧠 Starting the embedded model server ({event.get('model')})...")
+
+    def _interrupt(self, event: dict[str, Any], agent: str) -> None:
+        """A stop the supervisor started (not an agent's acknowledgement of it)."""
+        if agent != self.team or "trigger" not in event:
+            return
+        mode, source, message = str(event.get("mode")), str(event.get("source")), str(event.get("message", ""))
+        trigger = str(event["trigger"])
+        aimed = event.get("agents")
+        if isinstance(aimed, list):
+            tail = ": it finishes its cycle and stops; the others run on." if trigger in SELF_STOPS else ""
+            for name in aimed:
+                self.line(f"[{name}] ⏹️  {message}{tail}")
+        elif trigger in SIGNALS:
+            self.interrupt_notice(mode, source, f"{trigger} detected" if mode == "GRACEFUL" else f"Second {trigger}")
+        elif trigger == "graceful_timeout":
+            self.line(f"⏱️  Graceful timeout ran out ({message}): stopping immediately.")
+        elif trigger == "model_server":
+            self.line("❌ the embedded model server keeps dying; stopping the team.")
+        elif trigger in ("program", "budget", "timeout"):
+            self.interrupt_notice(mode, source, message[:1].upper() + message[1:])
+
+    def _gave_up(self, event: dict[str, Any], agent: str) -> None:
+        team = event.get("team")
+        which = "the team" if team in (None, self.team) else f"group {team}"
+        self.line(f"[{agent}] ❌ {event.get('reason')}; stopping {which}.")
+
+    def _killed(self, event: dict[str, Any], agent: str) -> None:
+        if event.get("trigger") in SIGNALS:
+            self.line(f"🛑 {event.get('trigger')} again: killing what is left now.")
+
+    def _cycle(self, event: dict[str, Any], agent: str) -> None:
+        reply = str(event.get("reply", "")).splitlines()[0:1]
+        text = reply[0] if reply else ""
+        self.line(f"[{agent}] CYCLE {event.get('cycle')}/{event.get('max_cycles', '?')}: {text}")
+
+    def _worker_started(self, event: dict[str, Any], agent: str) -> None:
+        if event.get("resumed"):
+            self.line(f"[{agent}] resuming from checkpoint (cycles completed: {event.get('cycle')})")
+
+    def _stopped(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"[{agent}] stopped at cycle {event.get('cycle')}; checkpoint: {event.get('checkpoint_id') or 'none'}")
+
+    def _corrupt(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"[{agent}] ⚠️  corrupt checkpoint skipped: {event.get('checkpoint_id')} ({event.get('error')})")
+
+    def _exited(self, event: dict[str, Any], agent: str) -> None:
+        if event.get("status") == "failed":
+            reason = event.get("reason", f"exit code {event.get('exitcode')}")
+            self.line(f"[{agent}] ❌ worker exited unexpectedly ({reason})")
+
+    def _error(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"[{agent}] ❌ {event.get('kind')}: {event.get('message')}")
+
+    _renderers: dict[str, Callable[["Console", dict[str, Any], str], None]] = {
+        "supervisor_started": _started,
+        "state_archived": _archived,
+        "model_server_starting": _model_loading,
+        "interrupt_initiated": _interrupt,
+        "restart_limit_reached": _gave_up,
+        "workers_killed": _killed,
+        "cycle_completed": _cycle,
+        "worker_started": _worker_started,
+        "interrupt_completed": _stopped,
+        "checkpoint_corrupt": _corrupt,
+        "worker_exited": _exited,
+        "worker_error": _error,
+    }

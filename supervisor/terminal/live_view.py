@@ -36,6 +36,7 @@ from rich.text import Text
 
 from supervisor.config import TeamConfig
 from supervisor.terminal.console import Console
+from supervisor.terminal.text import neutralise
 from supervisor.vocabulary import event_number
 
 PLAIN_TERMS = frozenset({"", "dumb", "unknown"})
@@ -101,7 +102,7 @@ def _elapsed(seconds: float) -> str:
 
 
 def _short(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
+    text = neutralise(" ".join(str(text).split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -462,9 +463,9 @@ class LiveConsole(Console):
             pad_edge=False,
             collapse_padding=True,
             show_footer=True,
-            title=Text(self.header(), style="bold"),
+            title=Text(neutralise(self.header()), style="bold"),
             title_justify="left",
-            caption=Text(self.interrupt_state(), style="bold yellow" if self.interrupt_mode else "dim"),
+            caption=Text(neutralise(self.interrupt_state()), style="bold yellow" if self.interrupt_mode else "dim"),
             caption_justify="left",
         )
         table.add_column("agent", "total", width=name_width, no_wrap=True, overflow="ellipsis")
@@ -481,7 +482,7 @@ class LiveConsole(Console):
                 Text(indent + entry.name if entry.group else entry.name, style="bold"),
                 Text(entry.status, style=STATUS_STYLE.get(entry.status, "")),
                 _cycle_cell(entry.cycle, entry.max_cycles, number_width, failed=entry.status == "failed"),
-                _short(entry.last, last_width),
+                Text(_short(entry.last, last_width)),  # Text: a reason's "[...]" is not markup
                 str(entry.tokens) if entry.tokens is not None else "-",
                 f"${entry.cost:.4f}" if entry.cost is not None else "-",
             )

@@ -1,0 +1,79 @@
+"""Faults of the loop itself: a paused supervisor, a worker that floods its pipe.
+
+A supervisor that is stopped (Ctrl+Z then `fg`, a debugger, SIGSTOP/SIGCONT)
+for longer than the hang timeout must not judge its healthy workers hung: what
+they sent meanwhile waits in their pipes and is read before any deadline. A
+worker that sends valid frames without pause must not keep the loop from the
+others or from the signals, and past a sane message rate it is broken.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import HANG, by_event, gone
+
+HERE = Path(__file__).resolve().parent
+PAUSE = 5.0  # seconds the supervisor is stopped: longer than the hang timeout below
+
+
+def test_a_paused_supervisor_does_not_kill_its_healthy_workers(make_team):
+    team = make_team(agents=3, latency=0.2, max_cycles=12)
+    team.data["hang_timeout"] = 3
+    team.write()
+    run = team.start()
+    run.wait_all_started()
+    run.wait_cycles(3)
+    os.kill(run.pid, signal.SIGSTOP)
+    time.sleep(PAUSE)  # the fault itself: the supervisor stays stopped this long
+    os.kill(run.pid, signal.SIGCONT)
+    assert run.wait() == 0, run.output
+    events = team.events()
+    assert by_event(events, "worker_hung") == []
+    assert by_event(events, "worker_restarted") == []
+    for name in team.names:
+        team.assert_exactly_once(name, 12)
+
+
+def run_flooding_team(team, *extra_env: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": f"{HERE}:{HERE.parent}"}
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "run_entry.py"), str(team.config), "wire_faults:flood"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_a_flooding_worker_is_stopped_as_broken_and_memory_stays_flat(make_team):
+    team = make_team(agents=2, max_cycles=2, restart="temporary")
+    proc = run_flooding_team(team)
+    _, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == 3, err
+    errors = by_event(team.events(), "protocol_error")
+    assert sorted(e["agent_id"] for e in errors) == team.names
+    assert all("flooding" in e["error"] for e in errors), errors
+    assert "Traceback" not in err
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert peak_mib < 400, f"a process of the run peaked at {peak_mib:.0f} MiB"
+
+
+def test_ctrl_c_is_served_while_workers_flood(make_team):
+    team = make_team(agents=2, max_cycles=2, restart="permanent", graceful_timeout=2, immediate_timeout=1)
+    team.data["max_restarts"] = 1000
+    team.write()
+    proc = run_flooding_team(team)
+    deadline = time.monotonic() + HANG
+    while not (team.storage / "events.jsonl").exists() or not by_event(team.events(), "protocol_error"):
+        assert proc.poll() is None and time.monotonic() < deadline, "no flooding worker was ever caught"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=HANG)
+    initiated = [e for e in by_event(team.events(), "interrupt_initiated") if e.get("agent_id") == team.team]
+    assert [(e["source"], e["mode"]) for e in initiated][:1] == [("USER", "GRACEFUL")]
+    pids = [e["pid"] for e in by_event(team.events(), "worker_exited")]
+    assert gone(pids)

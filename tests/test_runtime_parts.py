@@ -1,0 +1,201 @@
+"""The runtime's parts as plain logic: the exit table, the timer table, the stop path.
+
+No processes here: each part is exercised through its own interface, with the
+children as data, so a rule that breaks shows up in about a millisecond.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import pytest
+
+from protocol import COMPLETED, FAILED, GRACEFUL, IMMEDIATE, INTERRUPTED, PROGRAMMATIC, SYSTEM, USER, Stopped, decode_payload
+from supervisor.config import TeamConfig
+from supervisor.runtime.children import Child, Phase, StopIntent, classify_exit, describe_exit
+from supervisor.runtime.reactor import Reactor
+from supervisor.runtime.shutdown import Shutdown, StopOrder
+
+
+def stopped(status: str, reason: str = "") -> Stopped:
+    return Stopped(status=status, cycle=3, checkpoint_id="c", budget_spent_usd=0.0, interrupt_id=None,
+                   total_interrupts=0, graceful_interrupts=0, immediate_interrupts=0, reason=reason)
+
+
+# ---- classify_exit: one row per case ------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("last_word", "failure", "killed", "intent", "exitcode", "expected"),
+    [
+        (stopped(COMPLETED), None, False, StopIntent.NONE, 0, (COMPLETED, COMPLETED)),
+        (stopped(INTERRUPTED, "graceful"), None, False, StopIntent.ALONE, 0, (INTERRUPTED, "graceful")),
+        (stopped(INTERRUPTED), None, True, StopIntent.NONE, -9, (INTERRUPTED, INTERRUPTED)),  # its word wins over our kill
+        (None, None, True, StopIntent.NONE, -9, (INTERRUPTED, "killed after the immediate timeout")),
+        (None, None, False, StopIntent.WITH_SIBLING, -9, (INTERRUPTED, "stopped to restart with a sibling")),
+        (None, None, False, StopIntent.NONE, -9, (FAILED, "killed by SIGKILL")),
+        (None, None, False, StopIntent.ALONE, 1, (FAILED, "exited with code 1 without reporting")),
+        (None, None, False, StopIntent.NONE, None, (FAILED, "exit status unknown")),
+        (None, "hung: no heartbeat", True, StopIntent.NONE, -9, (FAILED, "hung: no heartbeat")),  # our kill of a hung one
+        (stopped(COMPLETED), "protocol error: x", False, StopIntent.NONE, 0, (FAILED, "protocol error: x")),
+        (None, "agent: boom", False, StopIntent.WITH_SIBLING, 0, (FAILED, "agent: boom")),
+    ],
+)
+def test_an_exit_is_classified_by_one_table(last_word, failure, killed, intent, exitcode, expected) -> None:
+    assert classify_exit(last_word, failure, killed, intent, exitcode) == expected
+
+
+def test_an_unknown_signal_number_is_still_described() -> None:
+    assert describe_exit(-200) == "killed by signal 200"
+
+
+# ---- the reactor's timers -------------------------------------------------------------------
+
+def test_timers_fire_earliest_first_and_a_replaced_or_cancelled_one_does_not() -> None:
+    reactor = Reactor()
+    fired: list[str] = []
+    now = time.monotonic()
+    reactor.at("b", now - 0.001, lambda: fired.append("b"))
+    reactor.at("a", now - 0.002, lambda: fired.append("a"))
+    reactor.at("c", now - 0.003, lambda: fired.append("c-old"))
+    reactor.at("c", now + 60, lambda: fired.append("c-new"))  # replaced: not due
+    reactor.at("d", now - 0.004, lambda: fired.append("d"))
+    reactor.cancel("d")
+    reactor.at("e", now - 0.0005, lambda: reactor.cancel("f"))  # a timer may cancel a later one of the same tick
+    reactor.at("f", now - 0.0001, lambda: fired.append("f"))
+    reactor.tick()
+    assert fired == ["a", "b"]
+    assert reactor.when("c") == pytest.approx(now + 60)
+    assert 59 < (reactor.timeout(time.monotonic()) or 0) <= 60
+    reactor.close()
+
+
+def test_a_descriptor_callback_runs_before_the_timers_that_are_due() -> None:
+    """What waits in a pipe is read before any deadline is judged (a paused loop must not misjudge)."""
+    import socket
+
+    reactor = Reactor()
+    ours, theirs = socket.socketpair()
+    order: list[str] = []
+    reactor.watch(ours, lambda mask: (order.append("read"), ours.recv(10)))
+    reactor.at("hang:a", time.monotonic() - 1, lambda: order.append("deadline"))
+    theirs.send(b"beat")
+    reactor.tick()
+    assert order == ["read", "deadline"]
+    reactor.close()
+    ours.close()
+    theirs.close()
+
+
+# ---- the stop path ------------------------------------------------------------------------------
+
+class FakeWorker:
+    """Stands in for a process: the stop path only sends frames and kills."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.killed = False
+
+    def send_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def kill_tree(self) -> None:
+        self.killed = True
+
+
+class Log:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.failure: Optional[str] = None
+
+    def emit(self, event: str, *, level: str = "info", **fields: Any) -> None:
+        self.events.append({"event": event, "level": level, **fields})
+
+
+def stop_path(names=("a", "b")) -> tuple[Shutdown, dict[str, Child], Reactor, Log]:
+    config = TeamConfig.from_mapping(
+        {"team": "t", "storage": "s", "shutdown": {"graceful_timeout": 30, "immediate_timeout": 2},
+         "agents": [{"name": n, "task": "x", "max_cycles": 3} for n in names]},
+        source=__import__("pathlib").Path("/tmp/t.yaml"), base_dir=__import__("pathlib").Path("/tmp"),
+    )
+    children = {n: Child(name=n, max_cycles=3) for n in names}
+    for child in children.values():
+        child.worker = FakeWorker()  # type: ignore[assignment]
+        child.phase = Phase.RUNNING
+    reactor = Reactor()
+    log = Log()
+    shutdown = Shutdown(config, children, {}, reactor, log, lambda c, f: c.worker.send_frame(f),  # type: ignore[union-attr]
+                        lambda: None, is_group=False)
+    return shutdown, children, reactor, log
+
+
+def sent(child: Child) -> list[Any]:
+    return [decode_payload(f[4:]) for f in child.worker.frames]  # type: ignore[union-attr]  # Interrupt messages
+
+
+def test_first_ctrl_c_is_graceful_second_immediate_third_kills() -> None:
+    import signal
+
+    shutdown, children, reactor, log = stop_path()
+    shutdown.on_signal(signal.SIGINT)
+    assert shutdown.mode == GRACEFUL and reactor.when("graceful") is not None
+    shutdown.on_signal(signal.SIGINT)
+    assert shutdown.mode == IMMEDIATE and reactor.when("graceful") is None and reactor.when("kill") is not None
+    assert shutdown.forced
+    assert [m.mode for m in sent(children["a"])] == [GRACEFUL, IMMEDIATE]
+    shutdown.on_signal(signal.SIGINT)
+    assert all(c.worker.killed and c.killed for c in children.values())  # type: ignore[union-attr]
+    initiated = [e for e in log.events if e["event"] == "interrupt_initiated"]
+    assert [(e["mode"], e["source"], e["trigger"]) for e in initiated] == [(GRACEFUL, USER, "Ctrl+C"), (IMMEDIATE, USER, "Ctrl+C")]
+    assert [e["trigger"] for e in log.events if e["event"] == "workers_killed"] == ["Ctrl+C"]
+
+
+def test_sighup_never_escalates() -> None:
+    import signal
+
+    shutdown, children, reactor, log = stop_path()
+    shutdown.on_signal(signal.SIGHUP)
+    shutdown.on_signal(signal.SIGHUP)
+    assert shutdown.mode == GRACEFUL and not shutdown.forced
+    assert len(sent(children["a"])) == 1
+    assert not any(c.killed for c in children.values())
+
+
+def test_the_graceful_deadline_escalates_and_the_immediate_one_kills() -> None:
+    shutdown, children, reactor, log = stop_path()
+    shutdown.request(StopOrder(GRACEFUL, PROGRAMMATIC, "enough", "program"))
+    reactor.at("graceful", time.monotonic() - 1, reactor._timers["graceful"][1])  # the deadline has passed
+    reactor.tick()
+    assert shutdown.mode == IMMEDIATE
+    assert log.events[-1]["trigger"] == "graceful_timeout" and log.events[-1]["source"] == SYSTEM
+    reactor.at("kill", time.monotonic() - 1, reactor._timers["kill"][1])
+    reactor.tick()
+    assert all(c.killed for c in children.values())
+    assert [e["trigger"] for e in log.events if e["event"] == "workers_killed"] == ["immediate_timeout"]
+
+
+def test_an_aimed_stop_reaches_its_agent_alone_and_marks_it_never_to_restart() -> None:
+    shutdown, children, reactor, log = stop_path()
+    assert shutdown.request(StopOrder(GRACEFUL, PROGRAMMATIC, "its budget", "agent", agents=("a",)))
+    assert children["a"].intent is StopIntent.ALONE and children["b"].intent is StopIntent.NONE
+    assert sent(children["a"])[0].agents == ["a"] and sent(children["b"]) == []
+    assert reactor.when("kill:a") is not None
+    assert not shutdown.request(StopOrder(GRACEFUL, PROGRAMMATIC, "again", "agent", agents=("a",)))  # once
+    assert shutdown.mode is None  # the team runs on
+
+
+def test_while_the_team_stops_an_aimed_stop_changes_nothing() -> None:
+    shutdown, children, reactor, log = stop_path()
+    shutdown.request(StopOrder(GRACEFUL, USER, "Ctrl+C", "Ctrl+C"))
+    assert not shutdown.request(StopOrder(GRACEFUL, PROGRAMMATIC, "timeout", "timeout", agents=("a",)))
+    assert children["a"].intent is StopIntent.NONE
+
+
+def test_a_team_stop_cancels_the_restarts_that_were_waiting() -> None:
+    shutdown, children, reactor, log = stop_path()
+    children["b"].phase = Phase.RESTARTING
+    reactor.at("restart:b", time.monotonic() + 5, lambda: None)
+    shutdown.request(StopOrder(GRACEFUL, SYSTEM, "SIGTERM", "SIGTERM"))
+    assert children["b"].phase is Phase.EXITED and children["b"].status == INTERRUPTED
+    assert reactor.when("restart:b") is None
+    assert len(sent(children["b"])) == 0 and len(sent(children["a"])) == 1
