@@ -112,7 +112,7 @@ def test_mistakes_are_plain_errors(tmp_path: Path) -> None:
 
 def _docs_example() -> str:
     text = (REPO / "docs" / "python-api.md").read_text()
-    match = re.search(r"```python\n(.*?)```", text, re.S)
+    match = re.search(r"```python\n(.*?)```", text, re.DOTALL)
     assert match, "docs/python-api.md has a python example"
     return match.group(1)
 

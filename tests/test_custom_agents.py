@@ -237,7 +237,7 @@ def test_a_bad_agent_in_the_config_is_one_line_and_exit_2(make_team, where, valu
 
 def _docs_agent() -> str:
     text = (REPO / "docs" / "custom-agents.md").read_text()
-    match = re.search(r"```python\n(.*?)```", text, re.S)
+    match = re.search(r"```python\n(.*?)```", text, re.DOTALL)
     assert match, "docs/custom-agents.md has a python example"
     return match.group(1)
 

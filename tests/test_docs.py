@@ -13,19 +13,20 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
-
 from harness import REPO
+
 from supervisor.config import ConfigError, TeamConfig, load_config
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```[ \t]*$", re.S | re.M)
+FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 PLACEHOLDER = re.compile(r"\b(?:agent|call):\s*(my_\w+)[.:]")
-BARE_ON = re.compile(r"^\s*(?:-\s+)?on:|[{,]\s*on:", re.M)  # a hook's `on:` key, unquoted
+BARE_ON = re.compile(r"^\s*(?:-\s+)?on:|[{,]\s*on:", re.MULTILINE)  # a hook's `on:` key, unquoted
 BARE_ON_BUG = (
     "YAML 1.1 reads a bare `on:` key as true, so load_config rejects the hooks example "
     "(`hooks[0].true: unknown key`) until the loader accepts `on` written bare"
@@ -42,6 +43,9 @@ class Block(NamedTuple):
     @property
     def where(self) -> str:
         return f"{self.page.relative_to(REPO)}:{self.line}"
+
+    def __str__(self) -> str:
+        return self.where
 
 
 def _blocks(page: Path) -> Iterator[Block]:
@@ -71,7 +75,7 @@ def _is_team_fragment(data: Any) -> bool:
 
 def _quote_on(text: str) -> str:
     """The block with each hook's `on` key written `"on"`, which every YAML reads as the string."""
-    return re.sub(r"(^[ \t]*(?:-\s+)?|[{,]\s*)on:", r'\1"on":', text, flags=re.M)
+    return re.sub(r"(^[ \t]*(?:-\s+)?|[{,]\s*)on:", r'\1"on":', text, flags=re.MULTILINE)
 
 
 def _config_cases() -> Iterator[Any]:
@@ -103,7 +107,7 @@ def test_the_docs_show_full_configs_and_fragments() -> None:
     assert any(_is_team_fragment(data) for page, data in shown)
 
 
-@pytest.mark.parametrize("block", _yaml_blocks(), ids=lambda b: b.where)
+@pytest.mark.parametrize("block", _yaml_blocks(), ids=str)
 def test_every_yaml_block_parses(block: Block) -> None:
     yaml.safe_load(block.text)
 
@@ -117,7 +121,7 @@ def test_every_full_config_shown_loads(block: Block, text: str, tmp_path: Path) 
     assert config.all_agents()
 
 
-@pytest.mark.parametrize("block", [b for b in _yaml_blocks() if _is_team_fragment(_parsed(b.text))], ids=lambda b: b.where)
+@pytest.mark.parametrize("block", [b for b in _yaml_blocks() if _is_team_fragment(_parsed(b.text))], ids=str)
 def test_every_fragment_of_team_keys_loads_in_a_team(block: Block, tmp_path: Path) -> None:
     """A fragment made only of team keys must load once the keys it leaves out are filled in."""
     filled = {"team": "docs", "storage": "state", **yaml.safe_load(_quote_on(block.text))}
@@ -137,8 +141,8 @@ def _command_rows() -> list[str]:
 
 
 def _help(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "supervisor", *args, "--help"], capture_output=True, text=True,
-                          timeout=60, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    done = subprocess.run([sys.executable, "-m", "supervisor", *args, "--help"], check=False, capture_output=True,
+                          text=True, timeout=60, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -153,7 +157,7 @@ def test_every_command_in_the_readme_table_exists(shown: str) -> None:
     if words[:3] == ["python", "-m", "supervisor"]:
         words = words[3:]
     command = "run" if words[0] == "CONFIG" else words[0]
-    assert re.search(rf"^\s+{re.escape(command)}\b", _help(), re.M), f"{command!r} is not in --help"
+    assert re.search(rf"^\s+{re.escape(command)}\b", _help(), re.MULTILINE), f"{command!r} is not in --help"
     if words[0] == "CONFIG":
         assert "`python -m supervisor CONFIG` is short for `run CONFIG`" in _help()
     options = _help(command)
@@ -169,7 +173,7 @@ def _slug(heading: str) -> str:
 
 def _anchors(page: Path) -> set[str]:
     text = FENCE.sub("", page.read_text(encoding="utf-8"))
-    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+)$", text, re.M)}
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+)$", text, re.MULTILINE)}
 
 
 def _links() -> list[tuple[Path, str]]:
