@@ -110,19 +110,18 @@ def test_mistakes_are_plain_errors(tmp_path: Path) -> None:
         TeamRunner({**_config(tmp_path), "agents": [{"name": "x", "task": "t", "max_cycles": 0}]}, base_dir=tmp_path)
 
 
-def _readme_example() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Python API", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "the README's Python API section has a python example"
+def _docs_example() -> str:
+    text = (REPO / "docs" / "python-api.md").read_text()
+    match = re.search(r"```python\n(.*?)```", text, re.DOTALL)
+    assert match, "docs/python-api.md has a python example"
     return match.group(1)
 
 
-def test_the_readme_example_runs_as_shown(tmp_path: Path) -> None:
+def test_the_documented_example_runs_as_shown(tmp_path: Path) -> None:
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "team-scripted.yaml").write_text((REPO / "configs" / "team-scripted.yaml").read_text())
     script = tmp_path / "example.py"
-    script.write_text(_readme_example())
+    script.write_text(_docs_example())
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=HANG,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout + done.stderr

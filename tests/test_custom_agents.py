@@ -235,16 +235,16 @@ def test_a_bad_agent_in_the_config_is_one_line_and_exit_2(make_team, where, valu
     assert len(run.output.strip().splitlines()) == 1
 
 
-def _readme_agent() -> str:
-    section = (REPO / "README.md").read_text().split("## Custom agents", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "the README's Custom agents section has a python example"
+def _docs_agent() -> str:
+    text = (REPO / "docs" / "custom-agents.md").read_text()
+    match = re.search(r"```python\n(.*?)```", text, re.DOTALL)
+    assert match, "docs/custom-agents.md has a python example"
     return match.group(1)
 
 
-def test_the_readme_agent_runs_as_shown(make_team):
+def test_the_documented_agent_runs_as_shown(make_team):
     team = make_team(agents=2, latency=0.02, max_cycles=3)
-    (team.root / "my_agents.py").write_text(_readme_agent())
+    (team.root / "my_agents.py").write_text(_docs_agent())
     _use_agent(team, "my_agents:Critic")
     run = team.run()
     assert run.proc.returncode == 0, run.output
