@@ -77,3 +77,40 @@ def test_ctrl_c_is_served_while_workers_flood(make_team):
     assert [(e["source"], e["mode"]) for e in initiated][:1] == [("USER", "GRACEFUL")]
     pids = [e["pid"] for e in by_event(team.events(), "worker_exited")]
     assert gone(pids)
+
+
+def ignored_signals(pid: int) -> set[int]:
+    mask = next(int(line.split()[1], 16) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("SigIgn:"))
+    return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+
+
+def forkserver_of(supervisor_pid: int):
+    import psutil
+
+    servers = [p for p in psutil.Process(supervisor_pid).children() if "forkserver" in " ".join(p.cmdline())]
+    assert len(servers) == 1, servers
+    return servers[0]
+
+
+def test_a_dying_forkserver_is_replaced_and_its_workers_restart_through_the_new_one(make_team):
+    """Killed twice while the team runs: each time its workers die with it and restart by policy."""
+    team = make_team(agents=3, latency=0.1, max_cycles=12)
+    run = team.start()
+    run.wait_all_started()
+    killed = []
+    for round_ in (1, 2):
+        run.wait_cycles(3 * round_ + 1)
+        server = forkserver_of(run.pid)
+        server.kill()
+        killed.append(server.pid)
+        run.wait_for(lambda ev, n=round_: len(by_event(ev, "worker_restarted")) >= 3 * n, f"restart round {round_}")
+    server = forkserver_of(run.pid)  # the third: the terminal's signals are as ignored in it as in the first
+    assert ignored_signals(server.pid) >= {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    assert run.wait() == 0, run.output
+    for name in team.names:
+        team.assert_exactly_once(name, 12)
+    events = team.events()
+    assert by_event(events, "restart_limit_reached") == []
+    assert {e["agent_id"] for e in by_event(events, "worker_restarted")} == set(team.names)
+    assert gone(killed + [e["pid"] for e in by_event(events, "worker_exited")])

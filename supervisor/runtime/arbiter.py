@@ -42,7 +42,7 @@ from supervisor.runtime.events import EventWriter
 from supervisor.runtime.handlers import MessageHandlers
 from supervisor.runtime.limits import Limits
 from supervisor.runtime.model_service import ModelService, ServiceWatch
-from supervisor.runtime.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess
+from supervisor.runtime.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess, helper_pids
 from supervisor.runtime.reactor import Reactor
 from supervisor.runtime.reaper import Reaper, become_subreaper
 from supervisor.runtime.restarts import RestartPlanner
@@ -141,7 +141,7 @@ class Arbiter:
     def run(self) -> Outcome:
         if self.own_process:
             become_subreaper()
-            self.reaper = Reaper()
+            self.reaper = Reaper(helpers=helper_pids)
         self.signals.install()
         try:
             self.reactor.watch(self.signals.fileno(), lambda mask: self._on_signals())

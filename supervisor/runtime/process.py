@@ -45,6 +45,46 @@ def worker_context() -> Any:
     return _context
 
 
+def replace_dead_forkserver() -> bool:
+    """Start a new forkserver if ours is gone (killed, out of descriptors); True if it was.
+
+    Its children die with it (their parent-death signal), so their restarts,
+    by their own policy, go through the new one. multiprocess would start one
+    by itself on the next connect, but with the supervisor's signal handlers
+    reset to the defaults by exec: a terminal's SIGHUP would kill it and a
+    Ctrl+C in its first milliseconds would print a traceback. So it is started
+    here like the first, with the terminal's signals ignored (a signal arriving
+    in that millisecond is lost, as during the first start).
+    """
+    from multiprocess import forkserver
+
+    from supervisor.runtime.signals import signals_ignored
+
+    server = forkserver._forkserver
+    pid = server._forkserver_pid
+    if pid is None:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        done = pid  # reaped already (by someone's wait): gone all the same
+    if not done:
+        return False
+    os.close(server._forkserver_alive_fd)
+    server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+    with signals_ignored():
+        forkserver.ensure_running()
+    return True
+
+
+def helper_pids() -> set[int]:
+    """The processes the supervisor keeps on purpose: the forkserver and the resource tracker, now."""
+    from multiprocess import forkserver, resource_tracker
+
+    pids = {forkserver._forkserver._forkserver_pid, getattr(resource_tracker._resource_tracker, "_pid", None)}
+    return {pid for pid in pids if pid is not None}
+
+
 def _resolve_entry(entry: str) -> Any:
     import importlib
 
@@ -135,11 +175,15 @@ class WorkerProcess(FramedPipe):
     @classmethod
     def start(cls, name: str, entry: str = WORKER_ENTRY) -> "WorkerProcess":
         ctx = worker_context()
+        replace_dead_forkserver()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         process = ctx.Process(target=_resolve_entry(entry), args=(theirs, os.getpid()), name=f"agent-{name}", daemon=False)
         started_at = time.monotonic()
         try:
             process.start()
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         ours.setblocking(False)

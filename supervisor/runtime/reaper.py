@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Callable
 
 import psutil
 
@@ -26,15 +27,18 @@ def become_subreaper() -> bool:
 class Reaper:
     """Kills and reaps the supervisor's children that it did not start itself."""
 
-    def __init__(self) -> None:
-        # Children present now (the forkserver and its resource tracker) are ours to keep.
+    def __init__(self, helpers: Callable[[], set[int]] = set) -> None:
+        # Children present now are ours to keep, and so are the helpers of the moment (a forkserver
+        # restarted after this was made is a helper, not an orphan).
         self.keep = {child.pid for child in psutil.Process().children()}
+        self.helpers = helpers
 
     def sweep(self) -> list[int]:
         """SIGKILL every adopted orphan, reap the dead ones; returns the pids acted on."""
         acted: list[int] = []
+        keep = self.keep | self.helpers()
         for child in psutil.Process().children():
-            if child.pid in self.keep:
+            if child.pid in keep:
                 continue
             try:
                 if child.status() != psutil.STATUS_ZOMBIE:
