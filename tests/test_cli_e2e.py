@@ -11,6 +11,8 @@ import pytest
 
 from harness import HANG, by_event
 
+pytestmark = pytest.mark.e2e  # every test here runs the CLI in a process of its own
+
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True, text=True, timeout=HANG, cwd=cwd)
