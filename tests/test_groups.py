@@ -15,8 +15,8 @@ import signal
 import psutil
 
 from harness import by_event, wait_gone
+from run_entry import run_with_entry
 from supervisor.tools.inspect_cmds import InterruptSummary
-from test_wire_e2e import run_with_entry
 
 
 def _group_pid(run, group: str, nth: int = 1) -> int:

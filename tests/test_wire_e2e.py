@@ -7,31 +7,14 @@ checkpoints intact.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 
 import pytest
 
 from harness import by_event
-from supervisor.runtime.arbiter import Arbiter
-from supervisor.config import load_config
-from supervisor.terminal.console import Console
-from supervisor.runtime.events import EventLog
+from run_entry import run_with_entry
 from supervisor.runtime.process import WorkerProcess
-from supervisor.runtime.run import prepare_storage
-
-
-def run_with_entry(team, entry: str) -> tuple[int, str]:
-    config = load_config(team.config)
-    prepare_storage(config.storage)
-    console = Console(io.StringIO())
-    log = EventLog(config.storage, sinks=[console])
-    try:
-        code = Arbiter(config, log, console, {}, entry=entry).run()
-    finally:
-        log.close()
-    return code, console.stream.getvalue()
 
 
 @pytest.mark.parametrize("fault", ["random_bytes", "oversized_frame", "unknown_message", "truncated_then_exit", "wrong_direction"])
@@ -129,7 +112,7 @@ def test_a_wedged_worker_still_dies_with_its_supervisor(make_team):
     team = make_team(agents=1, max_cycles=1)
     here = Path(__file__).resolve().parent
     script = (
-        "import sys; from test_wire_e2e import run_with_entry; from harness import Team; from pathlib import Path\n"
+        "import sys; from run_entry import run_with_entry; from harness import Team; from pathlib import Path\n"
         f"team = Team.__new__(Team); team.config = Path({str(team.config)!r})\n"
         "run_with_entry(team, 'wire_faults:deaf_worker')\n"
     )
