@@ -7,12 +7,13 @@ checkpoints intact.
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
+import wire_faults
 from harness import by_event
+from protocol import FrameDecoder, Heartbeat, ProtocolError, encode
 from run_entry import run_with_entry
 from supervisor.runtime.process import WorkerProcess
 
@@ -31,7 +32,14 @@ def test_a_worker_sending_garbage_is_stopped_and_reported(make_team, fault):
     assert by_event(events, "supervisor_stopped")[0]["exit_code"] == 3
 
 
-@pytest.mark.parametrize("garbage", [os.urandom(256), b"\x7f\xff\xff\xff", b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1"])
+def test_the_random_garbage_is_refused_on_arrival() -> None:
+    """What the garbage tests rely on: it is refused at once, not read as the start of a long frame to wait for."""
+    for sent in (encode(Heartbeat(sent_at=0.0)) + wire_faults.garbage(64), wire_faults.garbage(256)):
+        with pytest.raises(ProtocolError):
+            FrameDecoder().feed(sent)
+
+
+@pytest.mark.parametrize("garbage", [wire_faults.garbage(256), b"\x7f\xff\xff\xff", b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1"])
 def test_a_worker_receiving_garbage_exits_cleanly(make_team, garbage):
     team = make_team(agents=1, max_cycles=3, latency=0.05)
     assert team.run().proc.returncode == 0  # leave a completed checkpoint behind
