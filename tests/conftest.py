@@ -59,4 +59,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.write_sep("=", f"unmarked tests slower than {UNIT_BUDGET_S} s", yellow=True)
     for seconds, nodeid in slow:
-        terminalreporter.write_line(f"WARNING {seconds:.2f}s {nodeid}: mark it e2e, or make it a unit test again")
+        terminalreporter.write_line(f"WARNING {seconds:.2f}s {nodeid}: not marked e2e; mark it if it starts processes, else make it faster")
