@@ -15,21 +15,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import TeamRun, agents, named  # noqa: E402
 
 SYSTEM = "You are a storyteller."
 TASK = "Tell a long story about a lighthouse keeper, with many details."
@@ -53,19 +51,12 @@ def direct(backend, requests: list[list[dict]], tokens: int) -> list[float]:
     return rates
 
 
-def _team(root: Path, agents: int, tokens: int, cycles: int) -> Path:
-    config = root / "team.yaml"
-    config.write_text(yaml.safe_dump({
-        "team": "bench", "storage": "state",
+def _team(count: int, tokens: int, cycles: int) -> dict[str, Any]:
+    return {
+        "team": "bench",
         "llm": {"provider": "embedded", "options": {"temperature": 0, "num_predict": tokens}, "system_prompt": SYSTEM},
-        "agents": [{"name": f"a{i}", "task": TASK, "max_cycles": cycles} for i in range(agents)],
-    }))
-    return config
-
-
-def _events(root: Path) -> list[dict]:
-    path = root / "state" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        "agents": agents(count, task=TASK, max_cycles=cycles),
+    }
 
 
 def through_the_tree(tokens: int, cycles: int) -> tuple[list[float], list[list[dict]]]:
@@ -77,38 +68,31 @@ def through_the_tree(tokens: int, cycles: int) -> tuple[list[float], list[list[d
     """
     from protocol.checkpoints import CheckpointStore
 
-    root = Path(tempfile.mkdtemp(prefix="bench-embedded-"))
-    try:
-        subprocess.run([sys.executable, "-m", "supervisor", str(_team(root, 1, tokens, cycles))],
-                       stdout=subprocess.DEVNULL, check=True)
-        done = sorted((e for e in _events(root) if e["event"] == "cycle_completed"), key=lambda e: e["cycle"])
+    with TeamRun(_team(1, tokens, cycles), "bench-embedded-") as run:
+        code = run.wait_exit()
+        if code != 0:
+            raise run.failed(f"the run exited with code {code}")
+        done = sorted(named(run.events, "cycle_completed"), key=lambda e: e["cycle"])
         rates = [e["tokens"]["completion"] / (e["duration_ms"] / 1000.0) for e in done]
-        latest = CheckpointStore(root / "state", "a0").load_latest()
+        latest = CheckpointStore(run.storage, "a0").load_latest()
         assert latest is not None and latest.cycle == cycles, "the run did not checkpoint every cycle"
         messages = list(latest.messages)
         requests = [messages[:i] for i, m in enumerate(messages) if m["role"] == "assistant"]
         return rates, requests
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def immediate_stop() -> float:
     """ms from the second SIGINT to the supervisor's exit, two agents mid-generation."""
-    root = Path(tempfile.mkdtemp(prefix="bench-embedded-"))
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(_team(root, 2, 4000, 2))],
-                                stdout=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while len([e for e in _events(root) if e["event"] == "worker_started"]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with TeamRun(_team(2, 4000, 2), "bench-embedded-") as run:
+        run.wait_started(2, timeout=60)
         time.sleep(1.0)  # both replies well into generation
-        family = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
-        os.kill(proc.pid, signal.SIGINT)
-        while len([e for e in _events(root) if e["event"] == "interrupt_initiated"]) < 3:
-            time.sleep(0.005)
+        family = run.process_tree()
+        os.kill(run.pid, signal.SIGINT)
+        run.wait_for(lambda ev: len(named(ev, "interrupt_initiated")) >= 3, 60, "the graceful acks", poll=0.005)
         began = time.monotonic()
-        os.kill(proc.pid, signal.SIGINT)
-        proc.wait(30)
+        os.kill(run.pid, signal.SIGINT)
+        assert run.proc is not None
+        run.proc.wait(30)
         exited = (time.monotonic() - began) * 1000.0
         for pid in family:
             try:
@@ -116,8 +100,6 @@ def immediate_stop() -> float:
             except psutil.NoSuchProcess:
                 pass
         return exited
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> int:

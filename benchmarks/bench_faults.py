@@ -19,117 +19,82 @@ Each run is `python -m supervisor` with N scripted agents whose replies are in f
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness import TeamRun, agents, named, timestamp  # noqa: E402
 from tests.harness import gone  # noqa: E402  (the tests' own "every pid has exited")
-
-
-def _events(path: Path) -> list[dict]:
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [json.loads(line) for line in lines if line]
-
-
-def _ts(event: dict) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
-
 
 GROUP_SIZE = 8
 
 
-def _start_team(root: Path, workers: int, grouped: bool = False) -> tuple[subprocess.Popen, list[dict]]:
-    """`python -m supervisor` with N agents whose replies stay in flight; returns it and its worker_started events."""
-    agents = [{"name": f"a{i}", "task": "t", "max_cycles": 3} for i in range(workers)]
-    data: dict[str, Any] = {"team": "bench", "storage": "state", "llm": {"provider": "scripted", "latency": 60.0}}
+def start(workers: int, grouped: bool = False) -> TeamRun:
+    """`python -m supervisor` with N agents whose replies stay in flight (not started until entered)."""
+    team = agents(workers, task="t", max_cycles=3)
+    config: dict[str, Any] = {"team": "bench", "llm": {"provider": "scripted", "latency": 60.0}}
     if grouped:
-        data["groups"] = [
-            {"name": f"g{i // GROUP_SIZE}", "agents": agents[i : i + GROUP_SIZE]} for i in range(0, workers, GROUP_SIZE)
+        config["groups"] = [
+            {"name": f"g{i // GROUP_SIZE}", "agents": team[i : i + GROUP_SIZE]} for i in range(0, workers, GROUP_SIZE)
         ]
     else:
-        data["agents"] = agents
-    config = root / "team.yaml"
-    config.write_text(yaml.safe_dump(data))
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor", str(config)], stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
-        started = _wait(root / "state" / "events.jsonl", lambda ev: [e for e in ev if e["event"] == "worker_started"], workers)
-    except RuntimeError:
-        proc.kill()
-        raise
+        config["agents"] = team
+    return TeamRun(config, "bench-faults-")
+
+
+def settled(run: TeamRun, workers: int) -> list[dict]:
+    """Once every worker reported ready and has been idle in its reply a moment: their worker_started events."""
+    started = run.wait_started(workers, timeout=60)
     time.sleep(0.3)  # every worker idle in its reply
-    return proc, started
+    return started
 
 
 def worker_sigkill(workers: int) -> float:
     """ms from SIGKILL of one worker to its replacement reporting ready."""
-    root = Path(tempfile.mkdtemp(prefix="bench-faults-"))
-    try:
-        proc, started = _start_team(root, workers)
-        events = root / "state" / "events.jsonl"
+    with start(workers) as run:
+        started = settled(run, workers)
         try:
             victim = started[workers // 2]
             killed_at = time.time()
             os.kill(int(victim["pid"]), signal.SIGKILL)
-            again = _wait(
-                events,
-                lambda ev: [e for e in ev if e["event"] == "worker_started" and e["agent_id"] == victim["agent_id"]],
-                2,
-            )
-            return (_ts(again[1]) - killed_at) * 1000.0
+
+            def replaced(events: list[dict]) -> list[dict]:
+                found = named(events, "worker_started", victim["agent_id"])
+                return found if len(found) >= 2 else []
+
+            again = run.wait_for(replaced, 60, f"{victim['agent_id']}'s replacement")
+            return (timestamp(again[1]) - killed_at) * 1000.0
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+            run.stop(signal.SIGTERM, 60)
 
 
 def group_sigkill(workers: int) -> float:
     """ms from SIGKILL of one group to the last of its agents ready again."""
-    root = Path(tempfile.mkdtemp(prefix="bench-faults-"))
-    try:
-        proc, started = _start_team(root, workers, grouped=True)
-        events = root / "state" / "events.jsonl"
+    with start(workers, grouped=True) as run:
+        settled(run, workers)
         try:
-            group = next(e for e in _events(events) if e["event"] == "group_started")
+            run.poll()
+            group = named(run.events, "group_started")[0]
             members = set(group["agents"])
             killed_at = time.time()
             os.kill(int(group["pid"]), signal.SIGKILL)
-            again = _wait(
-                events,
-                lambda ev: [e for e in ev if e["event"] == "worker_started" and e["agent_id"] in members],
-                2 * len(members),
-            )
-            return (max(_ts(e) for e in again[len(members) :]) - killed_at) * 1000.0
+
+            def ready_again(events: list[dict]) -> list[dict]:
+                found = [e for e in named(events, "worker_started") if e["agent_id"] in members]
+                return found if len(found) >= 2 * len(members) else []
+
+            again = run.wait_for(ready_again, 60, f"{group['agent_id']}'s agents ready again")
+            return (max(timestamp(e) for e in again[len(members) :]) - killed_at) * 1000.0
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait(path: Path, select: Any, count: int) -> list[dict]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = select(_events(path))
-        if len(found) >= count:
-            return found
-        time.sleep(0.02)
-    raise RuntimeError(f"timed out waiting for {count} events in {path}")
+            run.stop(signal.SIGTERM, 60)
 
 
 def bare_start_floor() -> float:
@@ -149,20 +114,17 @@ def bare_start_floor() -> float:
 
 def supervisor_sigkill(workers: int, grouped: bool = False) -> float:
     """ms from SIGKILL of the supervisor to every process it started being gone."""
-    root = Path(tempfile.mkdtemp(prefix="bench-faults-"))
-    try:
-        proc, _ = _start_team(root, workers, grouped)
-        family = [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
+    with start(workers, grouped) as run:
+        settled(run, workers)
+        family = run.process_tree()
         began = time.monotonic()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.kill(run.pid, signal.SIGKILL)
+        run.proc.wait()
         while not gone(family):
             if time.monotonic() - began > 10:
                 raise RuntimeError(f"processes still alive 10 s after the supervisor's SIGKILL: {family}")
             time.sleep(0.001)
         return (time.monotonic() - began) * 1000.0
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def bare_floor(workers: int) -> float:

@@ -36,9 +36,8 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import psutil
 
@@ -46,13 +45,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _floors  # noqa: E402  (needs HERE on sys.path)
+from harness import TeamRun, agents, timestamp  # noqa: E402
 
 TEAM = "bench"
 SETTLE = 0.3  # seconds between "every worker ready" and Ctrl+C: workers are idle in their LLM call
 GRACEFUL_LATENCY = 2.0  # seconds per scripted reply in the ack/graceful runs
 IMMEDIATE_LATENCY = 30.0  # long enough that every reply is in flight at the second Ctrl+C
 ACK_WAIT = 0.2  # immediate runs: longest wait for the graceful acks before the second Ctrl+C
-POLL = 0.02  # seconds between looks at events.jsonl while waiting (timings come from the events, so a slow look costs no accuracy and steals no CPU from the run)
 IMPORT_RUNS = 10
 CHECKPOINT_SAVES = 200
 CHECKPOINT_MESSAGES = 200
@@ -65,14 +64,6 @@ def progress(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
-def ts(event: dict[str, Any]) -> float:
-    """An event's ISO UTC timestamp as time.time() seconds (same clock as ours)."""
-    text = event["timestamp"]
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"  # 3.10's fromisoformat has no 'Z'
-    return datetime.fromisoformat(text).timestamp()
-
-
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile: an observed value, no interpolation to flatter the tail."""
     ordered = sorted(values)
@@ -81,41 +72,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # ---- watching the product --------------------------------------------------------------
-
-
-class EventTail:
-    """Reads new complete lines of events.jsonl as the supervisor appends them."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: Optional[int] = None
-        self.partial = b""
-        self.events: list[dict[str, Any]] = []
-
-    def poll(self) -> list[dict[str, Any]]:
-        if self.fd is None:
-            try:
-                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return []
-        chunks = [self.partial]
-        while True:
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        *lines, self.partial = b"".join(chunks).split(b"\n")
-        new = [json.loads(line) for line in lines if line.strip()]
-        self.events.extend(new)
-        return new
-
-    def count(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
-        return sum(1 for event in self.events if predicate(event))
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 class ExitWatch:
@@ -178,119 +134,29 @@ class ExitWatch:
         self.fds.clear()
 
 
-def write_config(folder: Path, workers: int, latency: float) -> Path:
-    """A team of `workers` scripted agents that would run for days; JSON is valid YAML."""
-    config = {
+def team(workers: int, latency: float) -> dict[str, Any]:
+    """A team of `workers` scripted agents that would run for days."""
+    return {
         "team": TEAM,
-        "storage": str(folder / "state"),
         "llm": {"provider": "scripted", "latency": latency},
         "checkpoint": {"every": 1, "keep": 20, "compress": True},
         "shutdown": {"graceful_timeout": 60, "immediate_timeout": 2},
-        "agents": [
-            {"name": f"agent-{i:03d}", "task": "Count from 1 upwards, five numbers per cycle.", "max_cycles": 100_000}
-            for i in range(workers)
-        ],
+        "agents": agents(workers, task="Count from 1 upwards, five numbers per cycle.", max_cycles=100_000, name="agent-{:03d}"),
     }
-    path = folder / "team.yaml"
-    path.write_text(json.dumps(config, indent=1))
-    return path
 
 
-class SupervisorRun:
-    """One real `python -m supervisor` run in a fresh storage folder; cleaned up whatever happens."""
+def start(workers: int, latency: float) -> TeamRun:
+    """One real `python -m supervisor` run of `team(workers, latency)` in a fresh folder under TMP_ROOT."""
+    return TeamRun(team(workers, latency), "bench-interrupts-", TMP_ROOT)
 
-    def __init__(self, workers: int, latency: float) -> None:
-        self.workers = workers
-        self.folder = Path(tempfile.mkdtemp(prefix="bench-interrupts-", dir=TMP_ROOT))
-        self.config = write_config(self.folder, workers, latency)
-        self.tail = EventTail(self.folder / "state" / "events.jsonl")
-        self.proc: Optional[subprocess.Popen[bytes]] = None
-        self.popen_at = 0.0
-        self.known: list[psutil.Process] = []
 
-    def __enter__(self) -> "SupervisorRun":
-        self.stderr = open(self.folder / "stderr.txt", "wb")
-        self.popen_at = time.time()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", str(self.config)],
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self.stderr,
-            cwd=self.folder,
-        )
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self._kill_leftovers()
-        finally:
-            self.stderr.close()
-            self.tail.close()
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _kill_leftovers(self) -> None:
-        assert self.proc is not None
-        leftovers = list(self.known)
-        try:
-            leftovers += psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        for process in leftovers:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(leftovers, timeout=5)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def _failed(self, what: str) -> RuntimeError:
-        self.stderr.flush()
-        detail = (self.folder / "stderr.txt").read_text(errors="replace").strip()[-2000:]
-        return RuntimeError(f"{what} (N={self.workers}); supervisor stderr: {detail or '(empty)'}")
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str, poll: float = POLL) -> None:
-        """Poll events.jsonl until `predicate` holds; fail fast if the supervisor died."""
-        assert self.proc is not None
-        deadline = time.time() + timeout
-        while True:
-            self.tail.poll()
-            if predicate():
-                return
-            if self.proc.poll() is not None:
-                raise self._failed(f"supervisor exited with code {self.proc.returncode} while waiting for {what}")
-            if time.time() > deadline:
-                raise self._failed(f"timed out after {timeout:g}s waiting for {what}")
-            time.sleep(poll)
-
-    def wait_ready(self) -> list[dict[str, Any]]:
-        self.wait_for(
-            lambda: self.tail.count(lambda e: e["event"] == "worker_started") >= self.workers,
-            60 + 0.5 * self.workers,
-            f"{self.workers} worker_started events",
-        )
-        return [e for e in self.tail.events if e["event"] == "worker_started"]
-
-    def process_tree(self, worker_pids: list[int]) -> list[int]:
-        """Every process the supervisor started (workers, forkserver, resource tracker), noted before the stop."""
-        assert self.proc is not None
-        try:
-            self.known = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            self.known = []
-        return list(dict.fromkeys([*worker_pids, *(p.pid for p in self.known)]))
-
-    def acks(self, interrupt_id: int) -> list[dict[str, Any]]:
-        return [
-            e
-            for e in self.tail.events
-            if e["event"] == "interrupt_initiated" and e.get("agent_id") != TEAM and e.get("interrupt_id") == interrupt_id
-        ]
+def acks_of(events: list[dict[str, Any]], interrupt_id: int) -> list[dict[str, Any]]:
+    """The workers' acknowledgements of interrupt `interrupt_id` (the team's own line is not one)."""
+    return [
+        e
+        for e in events
+        if e["event"] == "interrupt_initiated" and e.get("agent_id") != TEAM and e.get("interrupt_id") == interrupt_id
+    ]
 
 
 def _first(events: list[dict[str, Any]], name: str) -> Optional[dict[str, Any]]:
@@ -298,12 +164,12 @@ def _first(events: list[dict[str, Any]], name: str) -> Optional[dict[str, Any]]:
 
 
 def _last_ts(events: list[dict[str, Any]], name: str, after: float = 0.0) -> Optional[float]:
-    times = [ts(e) for e in events if e["event"] == name and ts(e) >= after]
+    times = [timestamp(e) for e in events if e["event"] == name and timestamp(e) >= after]
     return max(times) if times else None
 
 
 def _first_ts_after(events: list[dict[str, Any]], name: str, after: float) -> Optional[float]:
-    times = [ts(e) for e in events if e["event"] == name and ts(e) >= after]
+    times = [timestamp(e) for e in events if e["event"] == name and timestamp(e) >= after]
     return min(times) if times else None
 
 
@@ -313,21 +179,21 @@ def _ms(later: Optional[float], earlier: Optional[float]) -> Optional[float]:
     return (later - earlier) * 1000.0
 
 
-def _startup(run: SupervisorRun, ready: list[dict[str, Any]]) -> dict[str, Optional[float]]:
-    last_ready = max(ts(e) for e in ready)
-    started = _first(run.tail.events, "supervisor_started")
+def _startup(run: TeamRun, ready: list[dict[str, Any]]) -> dict[str, Optional[float]]:
+    last_ready = max(timestamp(e) for e in ready)
+    started = _first(run.events, "supervisor_started")
     return {
         "startup_ms": _ms(last_ready, run.popen_at),
-        "spawn_ms": _ms(last_ready, ts(started) if started else None),
-        "popen_to_supervisor_started_ms": _ms(ts(started) if started else None, run.popen_at),
+        "spawn_ms": _ms(last_ready, timestamp(started) if started else None),
+        "popen_to_supervisor_started_ms": _ms(timestamp(started) if started else None, run.popen_at),
     }
 
 
 def graceful_run(workers: int) -> dict[str, Any]:
     """Steps ack, graceful (and startup): one Ctrl+C while every worker is mid-reply."""
-    with SupervisorRun(workers, GRACEFUL_LATENCY) as run:
+    with start(workers, GRACEFUL_LATENCY) as run:
         assert run.proc is not None
-        ready = run.wait_ready()
+        ready = run.wait_started(workers)
         time.sleep(SETTLE)
         worker_pids = [int(e["pid"]) for e in ready]
         tree = run.process_tree(worker_pids)
@@ -337,14 +203,14 @@ def graceful_run(workers: int) -> dict[str, Any]:
             os.kill(run.proc.pid, signal.SIGINT)
             exited_at = watch.wait([run.proc.pid], t0 + GRACEFUL_LATENCY + 60)
             if exited_at is None:
-                raise run._failed("the supervisor did not exit after a graceful Ctrl+C")
+                raise run.failed(f"the supervisor did not exit after a graceful Ctrl+C (N={workers})")
             returncode = run.proc.wait()
             tree_gone = watch.wait(tree, time.time() + 3.0)
         finally:
             watch.close()
-        run.tail.poll()
-        events = run.tail.events
-        acks = run.acks(1)
+        run.poll()
+        events = run.events
+        acks = acks_of(events, 1)
         issued = next((e for e in events if e["event"] == "interrupt_initiated" and e.get("agent_id") == TEAM), None)
         last_cycle = _last_ts(events, "cycle_completed", after=t0)
         result: dict[str, Any] = {
@@ -382,9 +248,9 @@ def graceful_run(workers: int) -> dict[str, Any]:
 
 def immediate_run(workers: int) -> dict[str, Any]:
     """Step immediate (and startup): Ctrl+C, then a second one while every reply is in flight."""
-    with SupervisorRun(workers, IMMEDIATE_LATENCY) as run:
+    with start(workers, IMMEDIATE_LATENCY) as run:
         assert run.proc is not None
-        ready = run.wait_ready()
+        ready = run.wait_started(workers)
         time.sleep(SETTLE)
         worker_pids = [int(e["pid"]) for e in ready]
         tree = run.process_tree(worker_pids)
@@ -392,10 +258,10 @@ def immediate_run(workers: int) -> dict[str, Any]:
         try:
             os.kill(run.proc.pid, signal.SIGINT)
             deadline = time.time() + ACK_WAIT
-            while len(run.acks(1)) < workers and time.time() < deadline:
-                run.tail.poll()
+            while len(acks_of(run.events, 1)) < workers and time.time() < deadline:
+                run.poll()
                 time.sleep(0.001)
-            acked = len(run.acks(1))
+            acked = len(acks_of(run.events, 1))
             t1 = time.time()
             os.kill(run.proc.pid, signal.SIGINT)
             gone_at = watch.wait([run.proc.pid, *worker_pids], t1 + 10.0)
@@ -403,8 +269,8 @@ def immediate_run(workers: int) -> dict[str, Any]:
             returncode = run.proc.wait(timeout=5)
         finally:
             watch.close()
-        run.tail.poll()
-        events = run.tail.events
+        run.poll()
+        events = run.events
         workers_gone = max((watch.gone[pid] for pid in worker_pids if pid in watch.gone), default=None)
         result: dict[str, Any] = {
             "returncode": returncode,
@@ -413,7 +279,7 @@ def immediate_run(workers: int) -> dict[str, Any]:
             "workers_gone_ms": _ms(workers_gone, t1),
             "supervisor_exit_ms": _ms(watch.gone.get(run.proc.pid), t1),
             "tree_gone_ms": _ms(tree_gone, t1),
-            "second_to_last_ack_ms": _ms(max((ts(e) for e in run.acks(2)), default=None), t1),
+            "second_to_last_ack_ms": _ms(max((timestamp(e) for e in acks_of(events, 2)), default=None), t1),
             "second_to_last_worker_exited_ms": _ms(_last_ts(events, "worker_exited"), t1),
             "second_to_supervisor_stopped_ms": _ms(_last_ts(events, "supervisor_stopped"), t1),
             "processes_in_tree": len(tree),

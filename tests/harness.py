@@ -281,6 +281,13 @@ class Run:
             pass
 
 
+def cli(*args: str, cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
+    """`python -m supervisor ARGS` run to its end, as a user types it, on this tree's code; output captured."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    argv = [sys.executable, "-m", "supervisor", *args]
+    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=HANG, cwd=cwd, env=env)
+
+
 def _take_terminal() -> None:
     """In the child, after setsid: make the pty our controlling terminal."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)

@@ -46,6 +46,7 @@ def _config(tmp_path: Path, cycles: int = 200, latency: float = 0.02) -> dict[st
     }
 
 
+@pytest.mark.e2e
 def test_interrupt_one_agent_from_another_thread_the_others_finish(tmp_path: Path) -> None:
     events = Events()
     runner = TeamRunner(_config(tmp_path, cycles=30), base_dir=tmp_path, quiet=True, on_event=events)
@@ -65,6 +66,7 @@ def test_interrupt_one_agent_from_another_thread_the_others_finish(tmp_path: Pat
     assert runner.status()["exit_code"] == 0 and not runner.status()["running"]
 
 
+@pytest.mark.e2e
 def test_a_team_wide_graceful_then_immediate_stop(tmp_path: Path) -> None:
     events = Events()
     runner = TeamRunner(_config(tmp_path, latency=0.5), base_dir=tmp_path, quiet=True, on_event=events).start()
@@ -79,6 +81,7 @@ def test_a_team_wide_graceful_then_immediate_stop(tmp_path: Path) -> None:
     assert by_event(events.seen, "supervisor_stopped")[-1]["exit_code"] == 1
 
 
+@pytest.mark.e2e
 def test_run_in_the_main_thread_from_a_file_with_a_failing_callback(tmp_path: Path, capsys) -> None:
     (tmp_path / "team.yaml").write_text(
         "team: filed\nstorage: state\nllm: {provider: scripted, latency: 0.0}\n"
@@ -117,6 +120,7 @@ def _docs_example() -> str:
     return match.group(1)
 
 
+@pytest.mark.e2e
 def test_the_documented_example_runs_as_shown(tmp_path: Path) -> None:
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "team-scripted.yaml").write_text((REPO / "configs" / "team-scripted.yaml").read_text())

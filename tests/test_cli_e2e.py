@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from harness import HANG, by_event
+from harness import by_event, cli
 
-
-def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True, text=True, timeout=HANG, cwd=cwd)
+pytestmark = pytest.mark.e2e  # every test here runs the CLI in a process of its own
 
 
 BAD_CONFIGS = {

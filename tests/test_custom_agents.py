@@ -7,14 +7,11 @@ are loaded inside the workers by their dotted path, as a user's class would be.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from harness import HANG, REPO, by_event, wait_gone
+from harness import REPO, by_event, cli, wait_gone
 from supervisor.config import load_config
 from ollama_double import MODEL, OllamaDouble
 from workers.agent import DEFAULT_AGENT, load_agent_class
@@ -202,9 +199,7 @@ def test_an_agent_module_beside_the_config_is_found_from_any_folder(make_team, t
     _use_agent(team, "my_agents:Echo", word="ha")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "dumb"}
-    done = subprocess.run([sys.executable, "-m", "supervisor", str(team.config)], cwd=elsewhere, env=env,
-                          capture_output=True, text=True, timeout=HANG)
+    done = cli(str(team.config), cwd=elsewhere, env={"TERM": "dumb"})
     assert done.returncode == 0, done.stdout + done.stderr
     final = team.latest("agent-a")
     assert [m["content"] for m in final.messages if m["role"] == "assistant"] == ["cycle 1: ha", "cycle 2: haha", "cycle 3: hahaha"]

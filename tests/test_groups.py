@@ -15,8 +15,8 @@ import signal
 import psutil
 
 from harness import by_event, wait_gone
+from run_entry import run_with_entry
 from supervisor.tools.inspect_cmds import InterruptSummary
-from test_wire_e2e import run_with_entry
 
 
 def _group_pid(run, group: str, nth: int = 1) -> int:
@@ -49,7 +49,8 @@ def test_a_team_with_a_group_completes_every_agent_exactly_once(make_team):
 
 
 def test_ctrl_c_travels_down_through_a_group_and_the_next_run_resumes(make_team):
-    team = make_team(agents=1, latency=0.1, max_cycles=8, groups={"writers": {"agents": 2}})
+    # Enough cycles that agent-a, which starts before the group, is still running when writers-b is at 2.
+    team = make_team(agents=1, latency=0.1, max_cycles=30, groups={"writers": {"agents": 2}})
     run = team.start(terminal=True)
     run.wait_all_started()
     run.wait_cycles(2, "writers-b")
@@ -73,7 +74,7 @@ def test_ctrl_c_travels_down_through_a_group_and_the_next_run_resumes(make_team)
     again = team.run()
     assert again.proc.returncode == 0, again.output
     for name in team.names:
-        assert team.assert_exactly_once(name, 8).status == "completed"
+        assert team.assert_exactly_once(name, 30).status == "completed"
     resumed = {e["agent_id"]: e["resumed"] for e in by_event(again.new_events(), "worker_started")}
     assert resumed == {name: True for name in team.names}
 

@@ -342,6 +342,7 @@ def _stop(proc: subprocess.Popen[str], signum: int) -> str:
     return proc.stderr.read()
 
 
+@pytest.mark.e2e
 def test_follow_json_lines_until_ctrl_c(team: dict[str, Any]) -> None:
     events = team["storage"] / "events.jsonl"
     events.write_text("\n".join(EVENTS) + "\n")  # no torn tail: appended lines must parse
@@ -376,6 +377,7 @@ def test_follow_json_lines_until_ctrl_c(team: dict[str, Any]) -> None:
     }
 
 
+@pytest.mark.e2e
 def test_follow_waits_for_the_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "team.yaml"
     config.write_text(CONFIG)
@@ -518,6 +520,7 @@ def test_commands_never_write(team: dict[str, Any], capsys: pytest.CaptureFixtur
     assert snapshot() == before
 
 
+@pytest.mark.e2e
 def test_follow_moves_on_to_a_new_file_after_fresh(team: dict[str, Any]) -> None:
     """`run --fresh` moves events.jsonl to the archive; the next run starts a new one."""
     storage = team["storage"]
@@ -710,6 +713,7 @@ def test_run_stats_status() -> None:
     assert RunStats().status(live=False) == "not started"
 
 
+@pytest.mark.e2e
 def test_follow_stops_by_itself_once_until_passes(team: dict[str, Any]) -> None:
     now = datetime.now(timezone.utc)
     _write_events(team["storage"], [

@@ -175,6 +175,7 @@ def team_config(tmp_path: Path, *, agents: int = 3, groups: bool = False) -> Tea
     return TeamConfig.from_mapping(data, source=tmp_path / "team.yaml")
 
 
+@pytest.mark.e2e
 def test_choose_console_live_only_on_a_real_terminal(config, monkeypatch):
     master, slave = os.openpty()
     terminal = open(slave, "w", encoding="utf-8")

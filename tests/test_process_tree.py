@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from harness import HANG, by_event, wait_gone
-
-HERE = Path(__file__).resolve().parent
+from run_entry import start_entry
 
 
 @pytest.mark.parametrize("entry,how", [("tools_then_crash", "crashed"), ("tools_then_hang", "killed as hung")])
@@ -21,18 +17,19 @@ def test_a_workers_tools_die_with_it(make_team, tmp_path, entry, how):
     team.data["hang_timeout"] = 2
     team.write()
     tools_file = tmp_path / "tools.json"
-    env = {**os.environ, "PYTHONPATH": f"{HERE}:{HERE.parent}", "TOOLS_FILE": str(tools_file)}
-    result = subprocess.run(
-        [sys.executable, str(HERE / "run_entry.py"), str(team.config), f"wire_faults:{entry}"],
-        env=env, capture_output=True, text=True, timeout=HANG,
-    )
-    assert result.returncode == 3, result.stderr
+    proc = start_entry(team.config, f"wire_faults:{entry}", {"TOOLS_FILE": str(tools_file)},
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate(timeout=HANG)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, stderr
     noted = json.loads(tools_file.read_text())
     # One tool stayed in the worker's process group, one escaped it with setsid: both are gone.
     wait_gone(noted["tools"], 2)
     exited = by_event(team.events(), "worker_exited")[0]
     assert exited["status"] == "failed" and exited["pid"] == noted["worker"]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in stderr
 
 
 def test_adopted_orphans_are_reaped_while_the_supervisor_runs(make_team, tmp_path):
@@ -46,11 +43,7 @@ def test_adopted_orphans_are_reaped_while_the_supervisor_runs(make_team, tmp_pat
     team.data["max_restarts"] = 50  # it keeps crashing, leaving orphans each time; the supervisor lives on
     team.write()
     tools_file = tmp_path / "tools.json"
-    env = {**os.environ, "PYTHONPATH": f"{HERE}:{HERE.parent}", "TOOLS_FILE": str(tools_file)}
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "run_entry.py"), str(team.config), "wire_faults:tools_then_crash"],
-        env=env, stderr=subprocess.DEVNULL,
-    )
+    proc = start_entry(team.config, "wire_faults:tools_then_crash", {"TOOLS_FILE": str(tools_file)}, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + HANG
         while len(by_event(team.events(), "worker_exited")) < 3 and time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import pytest
 from harness import by_event
 from supervisor.config import RestartPolicy
 from supervisor.runtime.restarts import FIRST_DELAY, MAX_DELAY, RestartBook, restarts_with, wants_restart
-from test_wire_e2e import run_with_entry
+from run_entry import run_with_entry, start_entry
 
 
 @pytest.mark.parametrize(
@@ -115,22 +115,15 @@ def test_the_strategy_restarts_siblings_with_the_failed_agent(make_team, strateg
 
 
 def test_a_stop_cancels_a_pending_restart(make_team):
-    import os
     import signal
     import subprocess
-    import sys
-    from pathlib import Path
 
     from harness import HANG
 
-    here = Path(__file__).resolve().parent
     team = make_team(agents=1, max_cycles=2)
     team.data["max_restarts"] = 10  # delays 0.1, 0.2, 0.4, 0.8 s...: wide windows to interrupt in
     team.write()
-    proc = subprocess.Popen(
-        [sys.executable, str(here / "run_entry.py"), str(team.config), "wire_faults:crash_in_agent_loop"],
-        env={**os.environ, "PYTHONPATH": f"{here}:{here.parent}"}, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_entry(team.config, "wire_faults:crash_in_agent_loop", stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + HANG
         while len(by_event(team.events(), "worker_exited")) < 4 and time.monotonic() < deadline:

@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from harness import HANG, by_event, wait_gone
+from harness import HANG, by_event, cli, wait_gone
 
 SEED_INITIATED = {"timestamp", "event", "source", "mode", "message", "agent_id"}
 SEED_COMPLETED = {"timestamp", "event", "checkpoint_id", "agent_id", "total_interrupts", "graceful_interrupts", "immediate_interrupts"}
@@ -216,21 +216,15 @@ def test_a_corrupt_checkpoint_is_skipped_and_resume_falls_back(make_team, damage
 
 def test_status_shows_a_live_run_as_running(make_team):
     import json
-    import subprocess
-    import sys
 
     team = make_team(latency=0.2, max_cycles=100, agents=1)
     run = team.start()
     run.wait_cycles(2)
-    status = subprocess.run(
-        [sys.executable, "-m", "supervisor", "status", str(team.config), "--json"], capture_output=True, text=True, timeout=HANG
-    )
+    status = cli("status", str(team.config), "--json")
     assert json.loads(status.stdout)[0]["status"] == "running"
     run.ctrl_c()
     assert run.wait() == 0
-    status = subprocess.run(
-        [sys.executable, "-m", "supervisor", "status", str(team.config), "--json"], capture_output=True, text=True, timeout=HANG
-    )
+    status = cli("status", str(team.config), "--json")
     assert json.loads(status.stdout)[0]["status"] == "interrupted"
 
 

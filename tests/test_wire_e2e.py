@@ -7,34 +7,15 @@ checkpoints intact.
 
 from __future__ import annotations
 
-import io
-import os
 import time
 
 import pytest
 
+import wire_faults
 from harness import by_event
-from supervisor.runtime.arbiter import Arbiter
-from supervisor.config import load_config
-from supervisor.terminal.console import Console
-from supervisor.runtime.events import EventLog
+from protocol import FrameDecoder, Heartbeat, ProtocolError, encode
+from run_entry import run_with_entry
 from supervisor.runtime.process import WorkerProcess
-from supervisor.storage import prepare_storage
-
-
-def run_with_entry(team, entry: str) -> tuple[int, str]:
-    config = load_config(team.config)
-    prepare_storage(config.storage)
-    console = Console(io.StringIO())
-    log = EventLog(config.storage, sinks=[console])
-    try:
-        arbiter = Arbiter(config, log, {}, entry=entry)
-        arbiter.announce()
-        outcome = arbiter.run()
-        console.finish(outcome, str(config.storage), str(config.source))
-    finally:
-        log.close()
-    return outcome.exit_code, console.stream.getvalue()
 
 
 @pytest.mark.parametrize("fault", ["random_bytes", "oversized_frame", "unknown_message", "truncated_then_exit", "wrong_direction"])
@@ -51,7 +32,14 @@ def test_a_worker_sending_garbage_is_stopped_and_reported(make_team, fault):
     assert by_event(events, "supervisor_stopped")[0]["exit_code"] == 3
 
 
-@pytest.mark.parametrize("garbage", [os.urandom(256), b"\x7f\xff\xff\xff", b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1"])
+def test_the_random_garbage_is_refused_on_arrival() -> None:
+    """What the garbage tests rely on: it is refused at once, not read as the start of a long frame to wait for."""
+    for sent in (encode(Heartbeat(sent_at=0.0)) + wire_faults.garbage(64), wire_faults.garbage(256)):
+        with pytest.raises(ProtocolError):
+            FrameDecoder().feed(sent)
+
+
+@pytest.mark.parametrize("garbage", [wire_faults.garbage(256), b"\x7f\xff\xff\xff", b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1"])
 def test_a_worker_receiving_garbage_exits_cleanly(make_team, garbage):
     team = make_team(agents=1, max_cycles=3, latency=0.05)
     assert team.run().proc.returncode == 0  # leave a completed checkpoint behind
@@ -132,7 +120,7 @@ def test_a_wedged_worker_still_dies_with_its_supervisor(make_team):
     team = make_team(agents=1, max_cycles=1)
     here = Path(__file__).resolve().parent
     script = (
-        "import sys; from test_wire_e2e import run_with_entry; from harness import Team; from pathlib import Path\n"
+        "import sys; from run_entry import run_with_entry; from harness import Team; from pathlib import Path\n"
         f"team = Team.__new__(Team); team.config = Path({str(team.config)!r})\n"
         "run_with_entry(team, 'wire_faults:deaf_worker')\n"
     )

@@ -7,11 +7,25 @@ The supervisor starts them exactly as it starts `workers.entry:run_worker`
 from __future__ import annotations
 
 import os
+import random
 import socket
 import struct
 import time
 
 from protocol import Heartbeat, encode
+
+GARBAGE_SEED = 0
+
+
+def garbage(size: int) -> bytes:
+    """`size` random bytes, the same every run.
+
+    Unseeded, about one draw in a thousand begins with a header that reads as a
+    frame of a few MB still to come (under the 4 MiB limit): the reader then
+    rightly waits for the rest, and the test waits with it, for as long as the
+    sender lives. tests/test_wire_e2e.py checks that these are refused on arrival.
+    """
+    return random.Random(GARBAGE_SEED).randbytes(size)
 
 
 def _finish(sock: socket.socket) -> None:
@@ -21,7 +35,7 @@ def _finish(sock: socket.socket) -> None:
 
 
 def random_bytes(sock: socket.socket, supervisor_pid: int) -> None:
-    sock.sendall(encode(Heartbeat(sent_at=time.time())) + os.urandom(64))
+    sock.sendall(encode(Heartbeat(sent_at=time.time())) + garbage(64))
     time.sleep(30)  # the supervisor must stop us, not wait for us
 
 
