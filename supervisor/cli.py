@@ -170,7 +170,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _exit_now(code)
         return code
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from supervisor.terminal.text import neutralise
+
+        print(f"error: {neutralise(exc)}", file=sys.stderr)  # it may quote a file name or a value from a file
         return exc.exit_code
     except BrokenPipeError:
         return 0  # `... | head` closed the pipe: not an error

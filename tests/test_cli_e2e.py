@@ -127,3 +127,13 @@ def test_an_event_log_that_cannot_be_opened_is_exit_3(make_team):
     result = cli(str(team.config))
     assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [f"error: storage {team.storage}: cannot open the event log: Is a directory"]
+
+
+def test_a_one_line_error_shows_control_characters_instead_of_sending_them(tmp_path):
+    bad = tmp_path / "\x1b]0;retitled\x07\x9b2J.yaml"
+    for args in (("status", str(bad)), (str(bad),)):
+        result = cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert "\x1b" not in result.stderr and "\x07" not in result.stderr and "\x9b" not in result.stderr
+        assert "\\x1b]0;retitled\\x07\\x9b2J.yaml" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
