@@ -137,13 +137,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         console = choose_console(config, plain=args.plain)
         return run_team(config, fresh=args.fresh, console=console, own_process=True)  # the CLI owns its process: adopt orphans
-    if args.command == "report":
-        from supervisor.tools.report import report_command
+    from supervisor import tools
 
-        return report_command(config, args)
-    from supervisor.tools import inspect_cmds
-
-    return inspect_cmds.COMMANDS[args.command](config, args)
+    return tools.COMMANDS[args.command](config, args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

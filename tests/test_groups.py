@@ -15,7 +15,7 @@ import signal
 import psutil
 
 from harness import by_event, wait_gone
-from supervisor.tools.inspect_cmds import InterruptSummary
+from supervisor.tools.stats import InterruptSummary
 from test_wire_e2e import run_with_entry
 
 

@@ -26,7 +26,8 @@ from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
 from supervisor.storage import EVENTS_FILE, REPORT_FILE, run_is_live
 from supervisor.vocabulary import event_number, parse_timestamp
-from supervisor.tools.inspect_cmds import read_events, short_time
+from supervisor.tools.events import read_events
+from supervisor.tools.text import short_time
 
 
 # Geometry in CSS pixels; the browser test finds the lanes by LANE_PITCH.

@@ -1,0 +1,92 @@
+"""How the tools lay out what they print: tables, sizes, times, event lines, JSON.
+
+Every command prints through these helpers, so a change of layout (or of what
+is made safe before it reaches a terminal) happens in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any, Optional
+
+from supervisor.vocabulary import ISO_RE
+
+VALUE_MAX = 80  # a long string field (a reply, a message) is cut to this in text output
+LEVEL_WIDTH = 7  # "warning"; a rare "critical" just pushes its line one column right
+SHOWN_FIRST = ("timestamp", "level", "agent_id", "event")
+
+_BARE_RE = re.compile(r"[^\s\"'=\\]+\Z")
+
+
+def warn(text: str) -> None:
+    """A warning on stderr, so `--json` output on stdout stays one document."""
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def print_json(document: Any, indent: Optional[int] = 2) -> None:
+    print(json.dumps(document, indent=indent, ensure_ascii=False, default=str))
+
+
+def table(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
+    """Columns two spaces apart, left-aligned but for the `right` ones (numbers); the last column is not padded."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(row[:-1], widths))
+        ] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def size(count: int) -> str:
+    """Bytes for people: exact below 1 KiB, else one decimal in KiB, MiB or GiB."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def short_time(value: Any) -> str:
+    """ISO UTC time to the millisecond, as the log lines show it; anything else as it is."""
+    text = str(value)
+    match = ISO_RE.match(text)
+    if not match:
+        return text
+    fraction = (match.group(2) or "").ljust(3, "0")[:3]
+    return f"{match.group(1)}.{fraction}Z"
+
+
+def show_value(value: Any) -> str:
+    """A field value for a k=v pair: bare when safe, quoted when it has spaces, cut when long."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) >= 1 else f"{value:.6g}"
+    if isinstance(value, int):
+        return str(value)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > VALUE_MAX:
+        text = text[: VALUE_MAX - 3] + "..."
+    if isinstance(value, str) and _BARE_RE.match(text):
+        return text
+    return json.dumps(text, ensure_ascii=False) if isinstance(value, str) else text
+
+
+def format_event(event: dict[str, Any], agent_width: int = 0) -> str:
+    """One readable line: time, level, agent, event, then the other fields as k=v."""
+    head = [
+        short_time(event.get("timestamp", "-")),
+        str(event.get("level", "-")).ljust(LEVEL_WIDTH),
+        str(event.get("agent_id", "-")).ljust(agent_width),
+        str(event.get("event", "-")),
+    ]
+    fields = " ".join(f"{key}={show_value(value)}" for key, value in event.items() if key not in SHOWN_FIRST)
+    return "  ".join(head + [fields]).rstrip()
