@@ -22,7 +22,8 @@ from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
 from supervisor.storage import exclusive_run_lock
 from supervisor.tools.stores import agent_names, checkpoint_store, storage_error
-from supervisor.tools.text import print_json, size, table, warn
+from supervisor.terminal.text import neutralise
+from supervisor.tools.text import print_json, print_lines, size, table, warn
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _FLAG_HCRC, _FLAG_EXTRA, _FLAG_NAME, _FLAG_COMMENT = 0x02, 0x04, 0x08, 0x10
@@ -113,7 +114,7 @@ def checkpoints_command(config: TeamConfig, args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     elif not rows:
-        print(f"no checkpoints yet ({config.storage})")
+        print_lines(f"no checkpoints yet ({config.storage})")
     else:
         headers = ["AGENT", "CHECKPOINT", "CYCLE", "SIZE", "UNCOMPRESSED", "COMPRESSION"] + (["VERDICT"] if args.verify else [])
         listing: list[list[str]] = []
@@ -129,13 +130,12 @@ def checkpoints_command(config: TeamConfig, args: argparse.Namespace) -> int:
             if args.verify:
                 cells.append("ok" if row["valid"] else f"corrupt: {row['error']}")
             listing.append(cells)
-        for line in table(headers, listing, right=frozenset({2, 3, 4})):
-            print(line)
+        print_lines(*table(headers, listing, right=frozenset({2, 3, 4})))
         on_disk = sum(row["size_bytes"] for row in rows)
         agents = len({row["agent"] for row in rows})
-        print(f"{len(rows)} checkpoint(s) of {agents} agent(s), {size(on_disk)} on disk")
+        print_lines(f"{len(rows)} checkpoint(s) of {agents} agent(s), {size(on_disk)} on disk")
         if args.verify:
-            print(f"verified {len(rows)} checkpoint(s): {bad} corrupt")
+            print_lines(f"verified {len(rows)} checkpoint(s): {bad} corrupt")
     return 1 if bad else 0
 
 
@@ -179,15 +179,15 @@ def _prune(config: TeamConfig, args: argparse.Namespace) -> int:
             still = [row for row in kept if row["agent"] == name]
             if mine:
                 cycles = f"cycle {mine[0]['cycle']}" if len(mine) == 1 else f"cycles {mine[0]['cycle']}-{mine[-1]['cycle']}"
-                print(
+                print_lines(
                     f"{name}: removed {len(mine)} checkpoint(s) ({cycles}), {size(sum(r['size_bytes'] for r in mine))} freed;"
                     f" kept {len(still)}, newest {still[-1]['checkpoint_id']}"
                 )
             else:
-                print(f"{name}: nothing to remove ({len(still)} checkpoint(s), keeping up to {keep})")
-        print(f"removed {len(removed)} checkpoint(s), {size(freed)} freed")
+                print_lines(f"{name}: nothing to remove ({len(still)} checkpoint(s), keeping up to {keep})")
+        print_lines(f"removed {len(removed)} checkpoint(s), {size(freed)} freed")
     if stuck:
-        raise SupervisorError(f"storage {config.storage}: could not delete {', '.join(stuck)}", 3)
+        raise SupervisorError(neutralise(f"storage {config.storage}: could not delete {', '.join(stuck)}"), 3)
     return 0
 
 
@@ -209,10 +209,10 @@ def _show(config: TeamConfig, agent: str, which: str) -> int:
             try:
                 checkpoint = store.load(which)
             except ValueError as exc:  # not a checkpoint name at all (a typo, or a path)
-                print(f"error: agent '{agent}': {exc}", file=sys.stderr)
+                print_lines(f"error: agent '{agent}': {exc}", file=sys.stderr)
                 return 1
             except CheckpointCorrupt as exc:  # reason "missing" when no such file
-                print(f"error: checkpoint {which} of agent '{agent}' is corrupt: {exc.reason}", file=sys.stderr)
+                print_lines(f"error: checkpoint {which} of agent '{agent}' is corrupt: {exc.reason}", file=sys.stderr)
                 return 1
     except OSError as exc:
         raise storage_error(config, exc) from exc

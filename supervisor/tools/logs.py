@@ -9,7 +9,6 @@ and `--level` say. `--json` prints one document `{events, summary}`; with
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -22,7 +21,7 @@ from supervisor.storage import EVENTS_FILE, run_is_live
 from supervisor.tools.events import follow_events, read_events
 from supervisor.tools.stats import RunStats
 from supervisor.tools.stores import storage_error
-from supervisor.tools.text import format_event, print_json, warn
+from supervisor.tools.text import format_event, json_text, print_json, print_lines, warn
 from supervisor.vocabulary import LEVELS, parse_timestamp
 
 
@@ -104,7 +103,7 @@ def logs_command(config: TeamConfig, args: argparse.Namespace) -> int:
             return
         out = sys.stdout
         if follow_json:
-            out.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+            out.write(json_text(event, indent=None) + "\n")
             out.flush()
         elif args.json:
             collected.append(event)
@@ -116,15 +115,15 @@ def logs_command(config: TeamConfig, args: argparse.Namespace) -> int:
     def finish() -> int:
         live = run_is_live(config.storage)
         if follow_json:
-            print(json.dumps({"summary": stats.as_dict(live)}, ensure_ascii=False, default=str), flush=True)
+            print(json_text({"summary": stats.as_dict(live)}, indent=None), flush=True)
         elif args.json:
             print_json({"events": collected, "summary": stats.as_dict(live)})
         else:
-            print("\n".join(stats.lines(live)), flush=True)
+            print_lines(*stats.lines(live), flush=True)
         return 0
 
     if not path.exists():
-        print(f"no events yet ({path})", file=sys.stderr, flush=True)
+        print_lines(f"no events yet ({path})", file=sys.stderr, flush=True)
     if not args.follow:
         try:
             for run, event in read_events(path):

@@ -5,7 +5,8 @@ and when: its cycles, checkpoints, interrupts, crashes and restarts. The page
 is rendered here, in Python, as inline SVG and CSS, so it opens from a file
 with no network and no JavaScript (a Content-Security-Policy forbids any fetch
 anyway). Every string taken from an event is escaped: messages and replies
-are user and model text.
+are user and model text, so markup shows as text and control characters as
+visible escapes (`\x1b`), never reaching a browser or a terminal raw.
 
 Three steps: `build_runs` groups the events into plain dataclasses,
 `render_timeline` draws one run as SVG, `render_page` puts the page together.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import html
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +25,10 @@ from typing import Any, Iterable, Optional
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
 from supervisor.storage import EVENTS_FILE, REPORT_FILE, run_is_live
+from supervisor.terminal.text import neutralise
 from supervisor.vocabulary import event_number, parse_timestamp
 from supervisor.tools.events import read_events
-from supervisor.tools.text import short_time
+from supervisor.tools.text import print_lines, short_time, warn
 
 
 # Geometry in CSS pixels; the browser test finds the lanes by LANE_PITCH.
@@ -229,7 +230,8 @@ def build_runs(config: TeamConfig, events: Iterable[tuple[int, dict[str, Any]]],
 
 
 def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """Event text as HTML text: markup escaped, control characters shown (newlines kept for hover titles)."""
+    return html.escape(neutralise(value, lines=True), quote=True)
 
 
 def _span(seconds: float) -> str:
@@ -416,7 +418,8 @@ def _write_atomically(path: Path, text: str) -> None:
     """Temp file in the same folder, then rename: a reader never sees half a report."""
     fd, temp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=path.parent)  # created 0600
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        # A lone surrogate (JSON can name half a UTF-16 pair) has no UTF-8 form: written as `\\ud800`.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -434,15 +437,15 @@ def report_command(config: TeamConfig, args: argparse.Namespace) -> int:
     path = config.storage / EVENTS_FILE
     skipped: list[str] = []
 
-    def warn(text: str) -> None:
+    def count_and_warn(text: str) -> None:
         skipped.append(text)
-        print(f"warning: {text}", file=sys.stderr, flush=True)
+        warn(text)
 
     try:
         if not os.path.lexists(path):
             command = f"python -m supervisor {getattr(args, 'config', config.source)}"
             raise SupervisorError(f"no events in {path}: run the team first ({command})", 1)
-        events = list(read_events(path, warn))
+        events = list(read_events(path, count_and_warn))
         live = run_is_live(config.storage)
     except OSError as exc:
         raise SupervisorError(f"storage {config.storage}: cannot read it: {exc.strerror or exc}", 3) from exc
@@ -454,5 +457,5 @@ def report_command(config: TeamConfig, args: argparse.Namespace) -> int:
         _write_atomically(output, render_page(config, runs, len(skipped)))
     except OSError as exc:
         raise SupervisorError(f"cannot write {output}: {exc.strerror or exc}", 2 if args.output else 3) from exc
-    print(output)
+    print_lines(str(output))
     return 0

@@ -18,7 +18,7 @@ from supervisor.storage import EVENTS_FILE, run_is_live
 from supervisor.tools.events import read_events
 from supervisor.tools.stats import NOT_STARTED, UNKNOWN
 from supervisor.tools.stores import checkpoint_store, storage_error
-from supervisor.tools.text import print_json, short_time, show_value, table
+from supervisor.tools.text import print_json, print_lines, short_time, show_value, table
 
 
 def _scan_for_status(path: Path) -> tuple[dict[str, dict[str, Any]], Optional[dict[str, Any]], Optional[dict[str, Any]]]:
@@ -76,7 +76,7 @@ def status_command(config: TeamConfig, args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    print(_run_line(config, live, started, stopped))
+    print_lines(_run_line(config, live, started, stopped))
     cells = [
         [
             row["agent"],
@@ -89,11 +89,10 @@ def status_command(config: TeamConfig, args: argparse.Namespace) -> int:
         for row in rows
     ]
     headers = ["AGENT", "STATUS", "CYCLES", "LATEST CHECKPOINT", "BUDGET SPENT", "LAST INTERRUPT"]
-    for line in table(headers, cells, right=frozenset({2, 4})):
-        print(line)
+    print_lines(*table(headers, cells, right=frozenset({2, 4})))
     for row in rows:
         if row["corrupt"]:
-            print(f"{row['agent']}: skipped corrupt checkpoint(s): {', '.join(row['corrupt'])}")
+            print_lines(f"{row['agent']}: skipped corrupt checkpoint(s): {', '.join(row['corrupt'])}")
     return 0
 
 

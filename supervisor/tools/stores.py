@@ -11,6 +11,7 @@ from typing import Optional
 from protocol.checkpoints import CheckpointStore
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
+from supervisor.terminal.text import neutralise
 
 
 def checkpoint_store(config: TeamConfig, agent: str) -> CheckpointStore:
@@ -28,5 +29,5 @@ def agent_names(config: TeamConfig, agent: Optional[str]) -> list[str]:
     if agent is None:
         return names
     if agent not in names:
-        raise SupervisorError(f"{config.source}: no agent named '{agent}' in team '{config.team}'", 2)
+        raise SupervisorError(neutralise(f"{config.source}: no agent named '{agent}' in team '{config.team}'"), 2)
     return [agent]

@@ -1,7 +1,10 @@
 """How the tools lay out what they print: tables, sizes, times, event lines, JSON.
 
-Every command prints through these helpers, so a change of layout (or of what
-is made safe before it reaches a terminal) happens in one place.
+Every command prints through these helpers, so a change of layout, or of what
+is made safe before it reaches a terminal, happens in one place. What the
+tools print comes from storage (model replies, messages, file contents) and is
+not trusted: text goes through `neutralise`, so an escape sequence is shown,
+never obeyed, and JSON escapes every character a terminal would act on.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
+from supervisor.terminal.text import neutralise
 from supervisor.vocabulary import ISO_RE
 
 VALUE_MAX = 80  # a long string field (a reply, a message) is cut to this in text output
@@ -18,19 +22,39 @@ LEVEL_WIDTH = 7  # "warning"; a rare "critical" just pushes its line one column 
 SHOWN_FIRST = ("timestamp", "level", "agent_id", "event")
 
 _BARE_RE = re.compile(r"[^\s\"'=\\]+\Z")
+# What json.dumps leaves raw with ensure_ascii=False though a terminal acts on it
+# (DEL, the C1 controls, the Unicode line separators and bidi controls), and
+# lone surrogates, which cannot be printed as UTF-8. C0 controls it escapes itself.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def warn(text: str) -> None:
     """A warning on stderr, so `--json` output on stdout stays one document."""
-    print(f"warning: {text}", file=sys.stderr, flush=True)
+    print(f"warning: {neutralise(text)}", file=sys.stderr, flush=True)
+
+
+def print_lines(*lines: str, file: Optional[TextIO] = None, flush: bool = False) -> None:
+    """Each line as one line on the terminal, its control characters shown as escapes."""
+    print("\n".join(neutralise(line) for line in lines), file=file or sys.stdout, flush=flush)
+
+
+def json_text(document: Any, indent: Optional[int] = 2) -> str:
+    """`document` as JSON with no character a terminal would act on: the same data, read back."""
+    text = json.dumps(document, indent=indent, ensure_ascii=False, default=str)
+    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def print_json(document: Any, indent: Optional[int] = 2) -> None:
-    print(json.dumps(document, indent=indent, ensure_ascii=False, default=str))
+    print(json_text(document, indent))
 
 
 def table(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
-    """Columns two spaces apart, left-aligned but for the `right` ones (numbers); the last column is not padded."""
+    """Columns two spaces apart, left-aligned but for the `right` ones (numbers); the last column is not padded.
+
+    Cells are neutralised first, so the columns line up on what the terminal shows.
+    """
+    headers = [neutralise(cell) for cell in headers]
+    rows = [[neutralise(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     lines = []
     for row in [headers, *rows]:
@@ -81,12 +105,14 @@ def show_value(value: Any) -> str:
 
 
 def format_event(event: dict[str, Any], agent_width: int = 0) -> str:
-    """One readable line: time, level, agent, event, then the other fields as k=v."""
+    """One readable line: time, level, agent, event, then the other fields as k=v; safe to print."""
     head = [
-        short_time(event.get("timestamp", "-")),
-        str(event.get("level", "-")).ljust(LEVEL_WIDTH),
-        str(event.get("agent_id", "-")).ljust(agent_width),
-        str(event.get("event", "-")),
+        neutralise(short_time(event.get("timestamp", "-"))),
+        neutralise(event.get("level", "-")).ljust(LEVEL_WIDTH),
+        neutralise(event.get("agent_id", "-")).ljust(agent_width),
+        neutralise(event.get("event", "-")),
     ]
-    fields = " ".join(f"{key}={show_value(value)}" for key, value in event.items() if key not in SHOWN_FIRST)
+    fields = " ".join(
+        f"{neutralise(key)}={neutralise(show_value(value))}" for key, value in event.items() if key not in SHOWN_FIRST
+    )
     return "  ".join(head + [fields]).rstrip()
