@@ -235,20 +235,24 @@ def test_follow_waits_for_the_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "team.yaml"
     config.write_text(CONFIG)
     proc, lines = _start_follow(str(config))
+    first = ""
     try:
-        time.sleep(0.5)
+        stderr = proc.stderr
+        assert stderr is not None
+        said: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: said.put(stderr.readline()), daemon=True).start()
+        first = _next(said)  # "no events yet": it is waiting for the file, so only now does the file appear
         storage = tmp_path / "state"
         storage.mkdir()
         _append(storage / "events.jsonl", EVENTS[0] + "\n")
         assert "supervisor_started" in _next(lines)
     finally:
-        err = _stop(proc, signal.SIGTERM)
+        err = first + _stop(proc, signal.SIGTERM)
     assert proc.returncode == 0
     assert "no events yet" in err and "Traceback" not in err
     rest = [_next(lines, timeout=5) for _ in range(16)]
     assert rest[2] == "📊 EXECUTION STATISTICS\n" and "Scope: run 1 of 1, started 2026-11-24T03:55:00.123Z\n" in rest
     assert "Status: unknown\n" in rest and "  Total Interrupts: 0\n" in rest  # no supervisor holds the lock
-
 
 
 def test_follow_moves_on_to_a_new_file_after_fresh(team: dict[str, Any]) -> None:
