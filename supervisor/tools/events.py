@@ -5,6 +5,11 @@ through `EventReader`: whole lines only, numbered, bad ones skipped with a
 warning. `read_events` reads the file once and tags each event with the run it
 belongs to; `follow_events` keeps reading as the file grows, and moves on to
 the new file when `run --fresh` archives the old one.
+
+The file may hold what another process or person wrote, so reading it is
+bounded: a line longer than MAX_LINE_BYTES is dropped as it is read (never
+held whole), and one nested deeper than MAX_DEPTH is skipped before anything
+recurses into it (parsing, printing or rendering it could exhaust the stack).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from typing import Any, BinaryIO, Callable, Iterator, Optional
 from supervisor.tools.text import warn as _warn
 
 POLL_SECONDS = 0.2
+CHUNK_BYTES = 1 << 20
+MAX_LINE_BYTES = 1 << 20  # the supervisor's lines are a few hundred bytes (replies are previews)
+MAX_DEPTH = 64  # events are flat records with a few small lists and objects in them
+_TOO_LONG = f"longer than {MAX_LINE_BYTES >> 20} MiB"
 STARTED = "supervisor_started"  # the line that opens a run: runs are numbered by it, from 1
 
 
@@ -35,7 +44,8 @@ class EventReader:
         self._warn = warn
         self._file: Optional[BinaryIO] = None
         self._inode: Optional[tuple[int, int]] = None
-        self._pending = b""
+        self._pending = b""  # the start of a line whose newline has not been read yet
+        self._overlong = False  # the line being read is past MAX_LINE_BYTES: its rest is dropped
         self._line = 0
 
     def open(self) -> bool:
@@ -47,7 +57,7 @@ class EventReader:
         stat = os.fstat(handle.fileno())
         self.close()
         self._file, self._inode = handle, (stat.st_dev, stat.st_ino)
-        self._pending, self._line = b"", 0
+        self._pending, self._overlong, self._line = b"", False, 0
         return True
 
     def close(self) -> None:
@@ -60,24 +70,46 @@ class EventReader:
         if self._file is None:
             return
         while True:
-            chunk = self._file.read(1 << 20)
+            chunk = self._file.read(CHUNK_BYTES)
             if not chunk:
                 return
-            lines = (self._pending + chunk).split(b"\n")
-            self._pending = lines.pop()
-            for raw in lines:
+            lines = chunk.split(b"\n")
+            tail = lines.pop()  # after the last newline: the start of the next line, if any
+            for index, raw in enumerate(lines):
+                if index == 0:  # ends the line kept back from earlier reads
+                    raw, self._pending = self._pending + raw, b""
+                    if self._overlong:
+                        self._overlong = False
+                        self._skip_overlong()
+                        continue
                 event = self._parse(raw)
                 if event is not None:
                     yield event
+            self._keep_back(tail)
 
     def finish(self) -> Iterator[dict[str, Any]]:
         """Read to the end, taking a last line that has no newline as it is."""
         yield from self.read()
-        if self._pending:
+        if self._overlong:
+            self._overlong = False
+            self._skip_overlong()
+        elif self._pending:
             raw, self._pending = self._pending, b""
             event = self._parse(raw)
             if event is not None:
                 yield event
+
+    def _keep_back(self, piece: bytes) -> None:
+        """Hold the start of an unfinished line, unless it is already too long to be one."""
+        if self._overlong:
+            return
+        self._pending += piece
+        if len(self._pending) > MAX_LINE_BYTES:
+            self._pending, self._overlong = b"", True
+
+    def _skip_overlong(self) -> None:
+        self._line += 1
+        self._skip_line(_TOO_LONG)
 
     def replaced(self) -> bool:
         """Whether the path now names another file (`run --fresh` archived it) or ours shrank."""
@@ -93,18 +125,43 @@ class EventReader:
 
     def _parse(self, raw: bytes) -> Optional[dict[str, Any]]:
         self._line += 1
+        if len(raw) > MAX_LINE_BYTES:
+            self._skip_line(_TOO_LONG)
+            return None
         text = raw.decode("utf-8", errors="replace").strip()
         if not text:
             return None
+        problem = None
         try:
             event = json.loads(text)
+        except RecursionError:
+            problem = f"nested deeper than {MAX_DEPTH} levels"
         except ValueError:
-            self._warn(f"{self.path.name} line {self._line}: not valid JSON, skipped")
-            return None
-        if not isinstance(event, dict):
-            self._warn(f"{self.path.name} line {self._line}: not a JSON object, skipped")
+            problem = "not valid JSON"
+        else:
+            if not isinstance(event, dict):
+                problem = "not a JSON object"
+            elif raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _deeper_than(event, MAX_DEPTH):
+                problem = f"nested deeper than {MAX_DEPTH} levels"  # parsed, but printing it could recurse that deep
+        if problem is not None:
+            self._skip_line(problem)
             return None
         return event
+
+    def _skip_line(self, why: str) -> None:
+        self._warn(f"{self.path.name} line {self._line}: {why}, skipped")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects in `value` nest more than `limit` levels (counted without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def read_events(path: Path, warn: Callable[[str], None] = _warn) -> Iterator[tuple[int, dict[str, Any]]]:

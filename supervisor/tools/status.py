@@ -24,12 +24,12 @@ from supervisor.tools.text import print_json, print_lines, short_time, show_valu
 def _scan_for_status(path: Path) -> tuple[dict[str, dict[str, Any]], Optional[dict[str, Any]], Optional[dict[str, Any]]]:
     """The last interrupt_initiated line of each agent_id, and the newest run's start and stop lines.
 
-    Bad lines are skipped quietly; the stop line is None when the newest run has none (yet).
+    Bad lines are skipped with a warning on stderr; the stop line is None when the newest run has none (yet).
     """
     last: dict[str, dict[str, Any]] = {}
     started: Optional[dict[str, Any]] = None
     stopped: Optional[dict[str, Any]] = None
-    for _, event in read_events(path, warn=lambda _text: None):
+    for _, event in read_events(path):
         name = event.get("event")
         if name == "interrupt_initiated" and "agent_id" in event:
             last[str(event["agent_id"])] = {
