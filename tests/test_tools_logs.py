@@ -62,6 +62,16 @@ def test_logs_json_counts_each_interrupt_once_per_run(team: dict[str, Any], caps
     assert (summary["run"], summary["runs"], summary["status"], summary["cycles"]) == (None, 2, "interrupted", 2)
 
 
+@pytest.mark.parametrize("argv", [[], ["--all-runs", "--agent", "counter-b"], ["--event", "no_such_event"]], ids=str)
+def test_logs_json_is_laid_out_as_json_dumps_would(
+    team: dict[str, Any], capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """The document is written event by event, and still reads exactly as one json.dumps(indent=2) of it."""
+    code, out, _ = run_cli(capsys, "logs", team["config"], "--json", *argv)
+    assert code == 0
+    assert out == json.dumps(json.loads(out), indent=2, ensure_ascii=False) + "\n"
+
+
 def test_logs_filters(team: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = run_cli(capsys, "logs", team["config"], "--agent", "counter-b", "--json", "--all-runs")
     document = json.loads(out)

@@ -11,6 +11,7 @@ big file may add only a few megabytes to that.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ with open("/proc/self/status") as status:
 sys.exit(code)
 """
 HEADROOM_KIB = 32 * 1024  # what a big file may add to the small file's peak
+RUNS, LINES_PER_RUN = 200, 500  # 100,000 lines, 22 MB: kept whole, they took ten times the headroom
 
 
 def measure(argv: list[str], out: Path) -> tuple[int, str]:
@@ -36,7 +38,7 @@ def measure(argv: list[str], out: Path) -> tuple[int, str]:
     with open(out, "w") as stdout:
         done = subprocess.run(
             [sys.executable, "-c", MEASURE, *argv], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=out.parent, env={**os.environ, "PYTHONPATH": str(REPO)},  # `-c` puts the cwd first on the path
         )
     *err, peak = done.stderr.splitlines()
     assert done.returncode == 0, done.stderr
@@ -55,3 +57,47 @@ def test_a_64_mib_line_is_never_held(tmp_path: Path) -> None:
     big, err = measure(["logs", team["config"], "--json"], tmp_path / "big.json")
     assert err.count("longer than 1 MiB, skipped") == 2
     assert big < small + HEADROOM_KIB, f"peak {big} KiB against {small} KiB for the small file"
+
+
+def write_history(path: Path) -> int:
+    """RUNS runs of LINES_PER_RUN lines: a start, two agents' cycles, an interrupt, a stop. Returns the line count."""
+    lines = 0
+    with open(path, "w") as out:
+        for run in range(1, RUNS + 1):
+            hour = f"2026-11-24T{run // 60:02d}:{run % 60:02d}"
+            out.write(f'{{"timestamp": "{hour}:00.000Z", "level": "info", "event": "supervisor_started", '
+                      f'"agent_id": "demo", "team": "demo", "pid": {run}, "resumed": []}}\n')
+            for k in range(1, LINES_PER_RUN - 2):
+                out.write(f'{{"timestamp": "{hour}:{k // 20:02d}.{k % 20 * 50:03d}Z", "level": "info", '
+                          f'"event": "cycle_completed", "agent_id": "counter-{"ab"[k % 2]}", "cycle": {k}, '
+                          f'"duration_ms": 40.5, "cost_usd": 0.001, "reply": "cycle {k}: one two three four five six"}}\n')
+            out.write(f'{{"timestamp": "{hour}:30.000Z", "level": "info", "event": "interrupt_initiated", '
+                      f'"agent_id": "demo", "source": "USER", "mode": "GRACEFUL", "message": "Ctrl+C", "interrupt_id": 1}}\n')
+            out.write(f'{{"timestamp": "{hour}:31.000Z", "level": "info", "event": "supervisor_stopped", '
+                      f'"agent_id": "demo", "status": "interrupted", "exit_code": 0}}\n')
+            lines += LINES_PER_RUN
+    return lines
+
+
+def test_a_long_history_costs_no_memory(tmp_path: Path) -> None:
+    """`logs --json` streams its document; `report` draws the latest run and gives each earlier one a line."""
+    team = write_team(tmp_path)
+    config, events = team["config"], team["storage"] / "events.jsonl"
+    small = {
+        "logs": measure(["logs", config, "--json"], tmp_path / "small.json")[0],
+        "report": measure(["report", config, "-o", str(tmp_path / "small.html")], tmp_path / "small.out")[0],
+    }
+    lines = write_history(events)
+    big = {
+        "logs": measure(["logs", config, "--json"], tmp_path / "big.json")[0],
+        "report": measure(["report", config, "-o", str(tmp_path / "big.html")], tmp_path / "big.out")[0],
+    }
+    for command, peak in big.items():
+        assert peak < small[command] + HEADROOM_KIB, f"{command}: peak {peak} KiB against {small[command]} KiB"
+
+    document = json.loads((tmp_path / "big.json").read_text())
+    assert len(document["events"]) == lines and document["summary"]["runs"] == RUNS
+    html = (tmp_path / "big.html").read_text()
+    assert f"run {RUNS} of {RUNS}" in html and f"<h2>Earlier runs ({RUNS - 1})</h2>" in html
+    assert html.count('class="cycle"') == LINES_PER_RUN - 3  # the latest run's cycles, drawn
+    assert len(html) < 1 << 20  # every run drawn in full made it 24 MB

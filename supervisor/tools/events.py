@@ -18,7 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Optional
 
 from supervisor.tools.text import warn as _warn
 
@@ -30,13 +30,22 @@ _TOO_LONG = f"longer than {MAX_LINE_BYTES >> 20} MiB"
 STARTED = "supervisor_started"  # the line that opens a run: runs are numbered by it, from 1
 
 
+class Position(NamedTuple):
+    """Where a line starts: its byte offset in the file and its line number (from 1)."""
+
+    offset: int
+    line: int
+
+
 class EventReader:
     """Reads events.jsonl incrementally: whole lines only, numbered, bad ones skipped.
 
     A line whose newline has not arrived yet is kept back until it does: a
     reader polling a growing file can catch a write half done. `finish()`
     takes that last piece too, for a one-shot read, where a tail without its
-    newline is all there will ever be (often torn by a crash).
+    newline is all there will ever be (often torn by a crash). `position` is
+    where the line of the last event read starts; `rewind` goes back to it, on
+    the same open file, for a second look at part of it.
     """
 
     def __init__(self, path: Path, warn: Callable[[str], None] = _warn) -> None:
@@ -45,8 +54,11 @@ class EventReader:
         self._file: Optional[BinaryIO] = None
         self._inode: Optional[tuple[int, int]] = None
         self._pending = b""  # the start of a line whose newline has not been read yet
+        self._pending_size = 0  # how many bytes of that line were read, kept back or dropped
         self._overlong = False  # the line being read is past MAX_LINE_BYTES: its rest is dropped
+        self._next_at = 0  # the offset where that line starts
         self._line = 0
+        self.position = Position(0, 0)
 
     def open(self) -> bool:
         """Open the file from its start; False if it does not exist (yet)."""
@@ -57,8 +69,25 @@ class EventReader:
         stat = os.fstat(handle.fileno())
         self.close()
         self._file, self._inode = handle, (stat.st_dev, stat.st_ino)
-        self._pending, self._overlong, self._line = b"", False, 0
+        self._restart(Position(0, 1))
         return True
+
+    def rewind(self, position: Position, warn: Optional[Callable[[str], None]] = None) -> None:
+        """Read again from the line at `position` (of this same file, even if it has been moved since).
+
+        `warn`: where warnings go from now on (lines read once already were warned about then).
+        """
+        if self._file is None:
+            raise ValueError("rewind before open")
+        self._file.seek(position.offset)
+        self._restart(position)
+        if warn is not None:
+            self._warn = warn
+
+    def _restart(self, position: Position) -> None:
+        self._pending, self._pending_size, self._overlong = b"", 0, False
+        self._next_at, self._line = position.offset, position.line - 1
+        self.position = position
 
     def close(self) -> None:
         if self._file is not None:
@@ -76,13 +105,16 @@ class EventReader:
             lines = chunk.split(b"\n")
             tail = lines.pop()  # after the last newline: the start of the next line, if any
             for index, raw in enumerate(lines):
+                size = len(raw)
                 if index == 0:  # ends the line kept back from earlier reads
-                    raw, self._pending = self._pending + raw, b""
-                    if self._overlong:
-                        self._overlong = False
-                        self._skip_overlong()
-                        continue
-                event = self._parse(raw)
+                    size += self._pending_size
+                    raw, self._pending, self._pending_size = self._pending + raw, b"", 0
+                at, self._next_at = self._next_at, self._next_at + size + 1
+                if index == 0 and self._overlong:
+                    self._overlong = False
+                    self._skip_overlong()
+                    continue
+                event = self._parse(raw, at)
                 if event is not None:
                     yield event
             self._keep_back(tail)
@@ -94,13 +126,14 @@ class EventReader:
             self._overlong = False
             self._skip_overlong()
         elif self._pending:
-            raw, self._pending = self._pending, b""
-            event = self._parse(raw)
+            raw, self._pending, self._pending_size = self._pending, b"", 0
+            event = self._parse(raw, self._next_at)
             if event is not None:
                 yield event
 
     def _keep_back(self, piece: bytes) -> None:
         """Hold the start of an unfinished line, unless it is already too long to be one."""
+        self._pending_size += len(piece)
         if self._overlong:
             return
         self._pending += piece
@@ -123,7 +156,7 @@ class EventReader:
             return True
         return stat.st_size < self._file.tell()
 
-    def _parse(self, raw: bytes) -> Optional[dict[str, Any]]:
+    def _parse(self, raw: bytes, at: int) -> Optional[dict[str, Any]]:
         self._line += 1
         if len(raw) > MAX_LINE_BYTES:
             self._skip_line(_TOO_LONG)
@@ -146,6 +179,7 @@ class EventReader:
         if problem is not None:
             self._skip_line(problem)
             return None
+        self.position = Position(at, self._line)
         return event
 
     def _skip_line(self, why: str) -> None:

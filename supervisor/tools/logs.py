@@ -2,7 +2,8 @@
 
 `--agent`, `--event`, `--level`, `--since` and `--until` choose the lines
 printed; the closing statistics (`RunStats`) count the run whatever `--event`
-and `--level` say. `--json` prints one document `{events, summary}`; with
+and `--level` say. `--json` prints one document `{events, summary}`, written
+as the events are read so that memory stays flat however long the file; with
 `--follow`, one JSON object a line, the last one the summary.
 """
 
@@ -13,7 +14,7 @@ import signal
 import sys
 import threading
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
@@ -21,7 +22,7 @@ from supervisor.storage import EVENTS_FILE, run_is_live
 from supervisor.tools.events import follow_events, read_events
 from supervisor.tools.stats import RunStats
 from supervisor.tools.stores import storage_error
-from supervisor.tools.text import format_event, json_text, print_json, print_lines, warn
+from supervisor.tools.text import format_event, json_text, print_lines, warn
 from supervisor.vocabulary import LEVELS, parse_timestamp
 
 
@@ -44,6 +45,31 @@ class _StopFlag:
     def __exit__(self, *_exc: Any) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class _JsonDocument:
+    """`{"events": [...], "summary": {...}}` written event by event, laid out as `json.dumps(indent=2)` lays it out.
+
+    Nothing is written before the first event or the summary, so a command
+    that fails before reading anything prints no half document. (JSON strings
+    hold no raw newline, so re-indenting an event's own lines is safe.)
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.events = 0
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.out.write(('{\n  "events": [\n    ' if not self.events else ",\n    ") + _indented(event, 4))
+        self.events += 1
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.out.write(('\n  ],\n' if self.events else '{\n  "events": [],\n') + '  "summary": ' + _indented(summary, 2) + "\n}\n")
+        self.out.flush()
+
+
+def _indented(value: Any, by: int) -> str:
+    return json_text(value, indent=2).replace("\n", "\n" + " " * by)
 
 
 def _names(values: Optional[list[str]]) -> Optional[frozenset[str]]:
@@ -79,7 +105,7 @@ def logs_command(config: TeamConfig, args: argparse.Namespace) -> int:
             warn(f"no agent or group named '{name}' in team '{config.team}' (showing its events, if any)")
     min_rank = _level_rank(args.level) if args.level else 0
     stats = RunStats(agents, all_runs=args.all_runs)
-    collected: list[dict[str, Any]] = []
+    document = _JsonDocument(sys.stdout)
     follow_json = args.follow and args.json
 
     def where(event: dict[str, Any]) -> str:
@@ -106,7 +132,7 @@ def logs_command(config: TeamConfig, args: argparse.Namespace) -> int:
             out.write(json_text(event, indent=None) + "\n")
             out.flush()
         elif args.json:
-            collected.append(event)
+            document.add(event)
         else:
             out.write(format_event(event, agent_width) + "\n")
             if args.follow:
@@ -117,7 +143,7 @@ def logs_command(config: TeamConfig, args: argparse.Namespace) -> int:
         if follow_json:
             print(json_text({"summary": stats.as_dict(live)}, indent=None), flush=True)
         elif args.json:
-            print_json({"events": collected, "summary": stats.as_dict(live)})
+            document.close(stats.as_dict(live))
         else:
             print_lines(*stats.lines(live), flush=True)
         return 0

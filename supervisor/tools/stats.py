@@ -21,10 +21,12 @@ class InterruptSummary:
     """Counts distinct interrupts: one per (run, interrupt_id), however many agents acknowledged it.
 
     The supervisor logs an interrupt once under the team's name and each agent
-    once more as it acknowledges; interrupt ids restart at 1 every run.
+    once more as it acknowledges; interrupt ids restart at 1 every run. Runs
+    come in order, so only the current run's ids are remembered.
     """
 
     def __init__(self) -> None:
+        self._run: Optional[int] = None
         self._seen: set[tuple[int, Any]] = set()
         self._lines = 0
         self.total = 0
@@ -35,6 +37,9 @@ class InterruptSummary:
     def add(self, run: int, event: dict[str, Any]) -> None:
         if event.get("event") != "interrupt_initiated":
             return
+        if run != self._run:
+            self._run = run
+            self._seen.clear()
         interrupt_id = event.get("interrupt_id")
         if interrupt_id is None:  # cannot be matched with its other lines: count the line itself
             self._lines += 1

@@ -21,8 +21,13 @@ from supervisor.tools.stores import checkpoint_store, storage_error
 from supervisor.tools.text import print_json, print_lines, short_time, show_value, table
 
 
-def _scan_for_status(path: Path) -> tuple[dict[str, dict[str, Any]], Optional[dict[str, Any]], Optional[dict[str, Any]]]:
-    """The last interrupt_initiated line of each agent_id, and the newest run's start and stop lines.
+def _scan_for_status(
+    path: Path, agents: frozenset[str]
+) -> tuple[dict[str, dict[str, Any]], Optional[dict[str, Any]], Optional[dict[str, Any]]]:
+    """The last interrupt_initiated line of each of `agents`, and the newest run's start and stop lines.
+
+    Only what a row shows is kept, so memory does not grow with the file (nor
+    with the agent ids a damaged or foreign file may hold).
 
     Bad lines are skipped with a warning on stderr; the stop line is None when the newest run has none (yet).
     """
@@ -30,9 +35,9 @@ def _scan_for_status(path: Path) -> tuple[dict[str, dict[str, Any]], Optional[di
     started: Optional[dict[str, Any]] = None
     stopped: Optional[dict[str, Any]] = None
     for _, event in read_events(path):
-        name = event.get("event")
-        if name == "interrupt_initiated" and "agent_id" in event:
-            last[str(event["agent_id"])] = {
+        name, agent = event.get("event"), event.get("agent_id")
+        if name == "interrupt_initiated" and isinstance(agent, str) and agent in agents:
+            last[agent] = {
                 "mode": event.get("mode"),
                 "source": event.get("source"),
                 "message": event.get("message"),
@@ -48,7 +53,8 @@ def _scan_for_status(path: Path) -> tuple[dict[str, dict[str, Any]], Optional[di
 def status_command(config: TeamConfig, args: argparse.Namespace) -> int:
     """One row per agent, from the newest valid checkpoint and the event stream, under a line on the run."""
     try:
-        interrupts, started, stopped = _scan_for_status(config.storage / EVENTS_FILE)
+        names = frozenset(agent.name for agent in config.all_agents())
+        interrupts, started, stopped = _scan_for_status(config.storage / EVENTS_FILE, names)
         live = run_is_live(config.storage)
         rows: list[dict[str, Any]] = []
         for agent in config.all_agents():

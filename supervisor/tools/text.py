@@ -9,6 +9,7 @@ never obeyed, and JSON escapes every character a terminal would act on.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -39,9 +40,46 @@ def print_lines(*lines: str, file: Optional[TextIO] = None, flush: bool = False)
 
 
 def json_text(document: Any, indent: Optional[int] = 2) -> str:
-    """`document` as JSON with no character a terminal would act on: the same data, read back."""
-    text = json.dumps(document, indent=indent, ensure_ascii=False, default=str)
+    """`document` as JSON with no character a terminal would act on: the same data, read back.
+
+    Laid out exactly as `json.dumps(document, indent=indent, ensure_ascii=False, default=str)`.
+    """
+    text = _encode(document) if indent is None else _layout(document, "\n", " " * indent)
     return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode  # one line, in C
+
+
+def _layout(value: Any, newline: str, step: str) -> str:
+    """What json.dumps(indent=...) writes, several times faster.
+
+    json's indenting encoder is pure Python, and `logs --json` spent most of
+    its time in it. Here an object whose values are all scalars (an event,
+    mostly) is one call to the C encoder, its items joined by newline and
+    indent; deeper values are laid out one level at a time.
+    """
+    if isinstance(value, dict) and value:
+        inner = newline + step
+        if not any(isinstance(item, (dict, list, tuple)) and item for item in value.values()):
+            return "{" + inner + _flat_encoder(inner)(value)[1:-1] + newline + "}"
+        items = (f"{inner}{_encode(_key(key))}: {_layout(item, inner, step)}" for key, item in value.items())
+        return "{" + ",".join(items) + newline + "}"
+    if isinstance(value, (list, tuple)) and value:
+        inner = newline + step
+        return "[" + ",".join(inner + _layout(item, inner, step) for item in value) + newline + "]"
+    return _encode(value)
+
+
+@functools.lru_cache(maxsize=16)
+def _flat_encoder(inner: str) -> Any:
+    """The C encoder writing an object's items one a line, at the indent `inner` (a newline and spaces)."""
+    return json.JSONEncoder(ensure_ascii=False, default=str, separators=("," + inner, ": ")).encode
+
+
+def _key(key: Any) -> str:
+    """A key as json.dumps writes it: strings as they are, numbers, true, false and null as their JSON text."""
+    return key if isinstance(key, str) else _encode(key)
 
 
 def print_json(document: Any, indent: Optional[int] = 2) -> None:
