@@ -109,3 +109,21 @@ def test_an_impossible_timestamp_is_no_time_at_all(team: dict[str, Any], tmp_pat
     assert 7 not in [e.get("cycle") for e in json.loads(out)["events"]]  # no time: not inside the window
     code, _, err = run_cli(capsys, "report", team["config"], "-o", str(tmp_path / "r.html"))
     assert code == 0, err
+
+
+@pytest.mark.parametrize("argv", [*COMMANDS, ["logs", "--event", "x"], ["logs", "--all-runs", "--level", "warning"]], ids=" ".join)
+def test_fields_of_the_wrong_type_are_no_crash(team: dict[str, Any], argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Valid JSON, but a list where a name belongs: compared, counted and shown, never used as a key."""
+    odd = [
+        {"timestamp": "2026-11-24T03:55:14.5Z", "level": ["x"], "event": ["x"], "agent_id": ["counter-a"]},
+        {"timestamp": "2026-11-24T03:55:14.6Z", "level": "info", "event": "interrupt_initiated", "agent_id": ["counter-a"],
+         "interrupt_id": {"a": 1}, "source": {"a": 1}, "mode": [2]},
+        {"timestamp": "2026-11-24T03:55:14.7Z", "level": "info", "event": ["cycle_completed"], "agent_id": "counter-a"},
+        {"timestamp": ["2026"], "level": {}, "event": {"e": 1}, "agent_id": {"a": 1}},
+    ]
+    write_lines(team, EVENTS[:-1] + [json.dumps(e) for e in odd] + EVENTS[-1:], tail="")
+    code, out, err = run_cli(capsys, argv[0], team["config"], *argv[1:])
+    assert code == 0, err
+    assert "Traceback" not in err
+    if argv == ["logs", "--json"]:
+        assert len(json.loads(out)["events"]) == len(EVENTS) + len(odd)

@@ -198,6 +198,12 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+def name_of(event: dict[str, Any]) -> Optional[str]:
+    """The event's name, or None when it has none that is a string (a damaged or foreign line may hold a list there)."""
+    name = event.get("event")
+    return name if isinstance(name, str) else None
+
+
 def read_events(path: Path, warn: Callable[[str], None] = _warn) -> Iterator[tuple[int, dict[str, Any]]]:
     """Every event of the file with the number of the run it belongs to (0 before the first start)."""
     reader = EventReader(path, warn)

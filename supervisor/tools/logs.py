@@ -19,7 +19,7 @@ from typing import Any, Optional, TextIO
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
 from supervisor.storage import EVENTS_FILE, run_is_live
-from supervisor.tools.events import follow_events, read_events
+from supervisor.tools.events import follow_events, name_of, read_events
 from supervisor.tools.stats import RunStats
 from supervisor.tools.stores import storage_error
 from supervisor.tools.text import format_event, json_text, print_lines, warn
@@ -123,7 +123,7 @@ def logs_command(config: TeamConfig, args: argparse.Namespace) -> int:
             return
         if agents is not None and str(event.get("agent_id")) not in agents:
             return
-        if names is not None and event.get("event") not in names:
+        if names is not None and name_of(event) not in names:
             return
         if min_rank and _level_rank(event.get("level")) < min_rank:
             return

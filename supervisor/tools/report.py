@@ -35,7 +35,7 @@ from supervisor.errors import SupervisorError
 from supervisor.storage import EVENTS_FILE, REPORT_FILE, run_is_live
 from supervisor.terminal.text import neutralise
 from supervisor.vocabulary import event_number, parse_timestamp
-from supervisor.tools.events import STARTED, EventReader
+from supervisor.tools.events import STARTED, EventReader, name_of
 from supervisor.tools.text import print_lines, short_time, warn
 
 
@@ -166,7 +166,7 @@ class RunTally:
         at = max(0.0, (when - self._t0).total_seconds())
         facts = self.facts
         facts.duration = max(facts.duration, at)
-        name, agent = event.get("event"), event.get("agent_id")
+        name, agent = name_of(event), event.get("agent_id")
         if not isinstance(agent, str):
             return at
         if agent == self._team:
@@ -194,7 +194,7 @@ def build_run(number: int, head: dict[str, Any], rest: Iterable[dict[str, Any]],
         at = tally.add(event)
         if at is None:
             continue
-        name, agent = event.get("event"), event.get("agent_id")
+        name, agent = name_of(event), event.get("agent_id")
         if not isinstance(agent, str):
             continue
         if agent == config.team:
@@ -225,7 +225,7 @@ MARKED = {
 }
 
 
-def _on_agent_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> None:
+def _on_agent_event(lane: Lane, name: Optional[str], event: dict[str, Any], at: float) -> None:
     if name == "worker_started":
         lane.alive.append([at, None])
         lane.status = "running"
@@ -249,7 +249,7 @@ def _on_agent_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> 
         lane.marks.append(Mark(MARKED[name], at, _details(event)))
 
 
-def _on_group_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> None:
+def _on_group_event(lane: Lane, name: Optional[str], event: dict[str, Any], at: float) -> None:
     """What happens to a group (its exit, its restart) happens to each of its agents' lanes."""
     if name == "group_exited":
         lane.marks.append(Mark("crash" if event.get("status") == "failed" else "exit", at, _details(event)))

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from protocol.messages import GRACEFUL, IMMEDIATE, RUNNING, SOURCES
 from supervisor.terminal.console import RULE
+from supervisor.tools.events import name_of
 from supervisor.tools.text import short_time
 from supervisor.vocabulary import event_number
 
@@ -128,7 +129,7 @@ class RunStats:
                 self._reset_counts()
             self._reset_run()
             self.run = run
-        name = event.get("event")
+        name = name_of(event)
         if name == "supervisor_started":
             self.started_at = str(event.get("timestamp", "")) or None
         elif name == "supervisor_stopped":
