@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tools_state import CONFIG, corrupt, run_cli, write_team
 
 from protocol.checkpoints import CheckpointStore
 from supervisor.cli import main
-from tools_state import CONFIG, corrupt, run_cli, write_team
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tools_state import EVENTS, TORN, event_line, run_cli, write_team
 
 from supervisor.tools.events import MAX_DEPTH, MAX_LINE_BYTES, EventReader
-from tools_state import EVENTS, TORN, event_line, run_cli, write_team
 
 COMMANDS = (["logs"], ["logs", "--json"], ["status"], ["status", "--json"], ["report"])
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tools_state import event_line, interrupt_line, run_cli, write_team
 
 from protocol.checkpoints import CheckpointStore
-from tools_state import event_line, interrupt_line, run_cli, write_team
 
 CLIPBOARD = "\x1b]52;c;QUJD\x07"  # OSC 52: "ABC" into the clipboard
 TITLE = "\x1b]0;title\x07"  # OSC 0: the window's title
@@ -125,6 +125,13 @@ def test_report_shows_escapes_visibly(team: dict[str, Any], tmp_path: Path, caps
     assert r"reply: \x1b]52;c;QUJD\x07" in html
     assert r"message: stop \x1b]0;title\x07 now \x9b31m" in html
     assert r'class="status interrupted\x1b]0;title\x07"' in html
+
+
+def test_report_error_quoting_an_argument_shows_escapes(team: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "report", team["config"], "-o", str(tmp_path / f"no-such-folder{CLEAR}" / "r.html"))
+    assert (code, out) == (2, "")
+    assert_no_raw_control(err)
+    assert err.startswith("error: cannot write ") and r"no-such-folder\x1b[2J" in err
 
 
 def test_report_of_a_lone_surrogate_is_written(team: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,15 +15,24 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
-
 from harness import Team, by_event
+from tools_state import (
+    CONFIG,
+    EVENTS,
+    LONG_REPLY,
+    event_line,
+    interrupt_line,
+    logs_json,
+    run_cli,
+    stamp,
+    write_events,
+    write_team,
+)
+
 from supervisor.cli import main, parse_when
 from supervisor.terminal.console import RULE
 from supervisor.tools.stats import InterruptSummary, RunStats
 from supervisor.tools.text import format_event, short_time
-from tools_state import (
-    CONFIG, EVENTS, LONG_REPLY, event_line, interrupt_line, logs_json, run_cli, stamp, write_events, write_team,
-)
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
 from harness import Team, by_event
-from supervisor.cli import main
 from tools_state import CONFIG, corrupt, logs_json, run_cli, write_team
+
+from supervisor.cli import main
 
 
 @pytest.fixture

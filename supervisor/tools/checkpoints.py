@@ -19,11 +19,9 @@ from typing import Any, Optional
 
 from protocol.checkpoints import CheckpointCorrupt, CheckpointInfo
 from supervisor.config import TeamConfig
-from supervisor.errors import SupervisorError
 from supervisor.storage import exclusive_run_lock
 from supervisor.tools.stores import agent_names, checkpoint_store, storage_error
-from supervisor.terminal.text import neutralise
-from supervisor.tools.text import print_json, print_lines, size, table, warn
+from supervisor.tools.text import error, print_json, print_lines, size, table, warn
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _FLAG_HCRC, _FLAG_EXTRA, _FLAG_NAME, _FLAG_COMMENT = 0x02, 0x04, 0x08, 0x10
@@ -71,11 +69,11 @@ def checkpoints_command(config: TeamConfig, args: argparse.Namespace) -> int:
     """List checkpoints (names, sizes on disk, compression), verify them, show one, or prune."""
     if args.prune is not None:
         if args.show is not None or args.verify:
-            raise SupervisorError("--prune cannot be combined with --show or --verify", 2)
+            raise error("--prune cannot be combined with --show or --verify", 2)
         return _prune(config, args)
     if args.show is not None:
         if args.agent is None:
-            raise SupervisorError("--show needs --agent", 2)
+            raise error("--show needs --agent", 2)
         agent_names(config, args.agent)
         return _show(config, args.agent, args.show)
     rows: list[dict[str, Any]] = []
@@ -187,7 +185,7 @@ def _prune(config: TeamConfig, args: argparse.Namespace) -> int:
                 print_lines(f"{name}: nothing to remove ({len(still)} checkpoint(s), keeping up to {keep})")
         print_lines(f"removed {len(removed)} checkpoint(s), {size(freed)} freed")
     if stuck:
-        raise SupervisorError(neutralise(f"storage {config.storage}: could not delete {', '.join(stuck)}"), 3)
+        raise error(f"storage {config.storage}: could not delete {', '.join(stuck)}", 3)
     return 0
 
 
@@ -204,7 +202,7 @@ def _show(config: TeamConfig, agent: str, which: str) -> int:
                 on_corrupt=lambda cid, why: warn(f"checkpoint {cid} of agent '{agent}' is corrupt: {why}, skipped")
             )
             if checkpoint is None:
-                raise SupervisorError(f"agent '{agent}' has no valid checkpoint", 1)
+                raise error(f"agent '{agent}' has no valid checkpoint", 1)
         else:
             try:
                 checkpoint = store.load(which)

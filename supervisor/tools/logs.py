@@ -17,12 +17,11 @@ from datetime import datetime
 from typing import Any, Optional, TextIO
 
 from supervisor.config import TeamConfig
-from supervisor.errors import SupervisorError
 from supervisor.storage import EVENTS_FILE, run_is_live
 from supervisor.tools.events import follow_events, name_of, read_events
 from supervisor.tools.stats import RunStats
 from supervisor.tools.stores import storage_error
-from supervisor.tools.text import format_event, json_text, print_lines, warn
+from supervisor.tools.text import error, format_event, json_text, print_lines, warn
 from supervisor.vocabulary import LEVELS, parse_timestamp
 
 
@@ -92,11 +91,11 @@ def logs_command(config: TeamConfig, args: argparse.Namespace) -> int:
     agents, names = _names(args.agent), _names(args.event)
     for option, chosen in (("--agent", agents), ("--event", names)):
         if chosen is not None and not chosen:
-            raise SupervisorError(f"{option} needs at least one name", 2)
+            raise error(f"{option} needs at least one name", 2)
     since: Optional[datetime] = args.since
     until: Optional[datetime] = args.until
     if since is not None and until is not None and since > until:
-        raise SupervisorError(
+        raise error(
             f"--since ({since.isoformat(timespec='seconds')}) is after --until ({until.isoformat(timespec='seconds')})", 2
         )
     if agents is not None:

@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from supervisor.config import TeamConfig
-from supervisor.errors import SupervisorError
 from supervisor.storage import EVENTS_FILE, REPORT_FILE, run_is_live
 from supervisor.terminal.text import neutralise
-from supervisor.vocabulary import event_number, parse_timestamp
 from supervisor.tools.events import STARTED, EventReader, name_of
-from supervisor.tools.text import print_lines, short_time, warn
-
+from supervisor.tools.stores import storage_error
+from supervisor.tools.text import error, print_lines, short_time, warn
+from supervisor.vocabulary import event_number, parse_timestamp
 
 # Geometry in CSS pixels; the browser test finds the lanes by LANE_PITCH.
 WIDTH = 1200
@@ -284,7 +283,7 @@ def read_runs(reader: EventReader, config: TeamConfig, live: bool) -> tuple[Opti
     events = reader.finish()
     head = next(events, None)
     if head is None or head.get("event") != STARTED:
-        raise SupervisorError(f"{reader.path} changed while it was read (truncated?): run report again", 1)
+        raise error(f"{reader.path} changed while it was read (truncated?): run report again", 1)
     facts.pop()
     return build_run(runs, head, _until_next_run(events), config, live), list(facts), runs
 
@@ -528,19 +527,19 @@ def report_command(config: TeamConfig, args: argparse.Namespace) -> int:
     try:
         if not os.path.lexists(path) or not reader.open():
             command = f"python -m supervisor {getattr(args, 'config', config.source)}"
-            raise SupervisorError(f"no events in {path}: run the team first ({command})", 1)
+            raise error(f"no events in {path}: run the team first ({command})", 1)
         live = run_is_live(config.storage)
         latest, earlier, runs = read_runs(reader, config, live)
     except OSError as exc:
-        raise SupervisorError(f"storage {config.storage}: cannot read it: {exc.strerror or exc}", 3) from exc
+        raise storage_error(config, exc) from exc
     finally:
         reader.close()
     if latest is None:
-        raise SupervisorError(f"no run in {path} (no supervisor_started line)", 1)
+        raise error(f"no run in {path} (no supervisor_started line)", 1)
     output = Path(args.output) if args.output else config.storage / REPORT_FILE
     try:
         _write_atomically(output, page_parts(config, latest, earlier, runs, skipped))
     except OSError as exc:
-        raise SupervisorError(f"cannot write {output}: {exc.strerror or exc}", 2 if args.output else 3) from exc
+        raise error(f"cannot write {output}: {exc.strerror or exc}", 2 if args.output else 3) from exc
     print_lines(str(output))
     return 0

@@ -11,7 +11,7 @@ from typing import Optional
 from protocol.checkpoints import CheckpointStore
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
-from supervisor.terminal.text import neutralise
+from supervisor.tools.text import error
 
 
 def checkpoint_store(config: TeamConfig, agent: str) -> CheckpointStore:
@@ -20,7 +20,7 @@ def checkpoint_store(config: TeamConfig, agent: str) -> CheckpointStore:
 
 def storage_error(config: TeamConfig, exc: OSError) -> SupervisorError:
     """Unreadable storage is a backend problem (exit 3), said in one line."""
-    return SupervisorError(f"storage {config.storage}: cannot read it: {exc.strerror or exc}", 3)
+    return error(f"storage {config.storage}: cannot read it: {exc.strerror or exc}", 3)
 
 
 def agent_names(config: TeamConfig, agent: Optional[str]) -> list[str]:
@@ -29,5 +29,5 @@ def agent_names(config: TeamConfig, agent: Optional[str]) -> list[str]:
     if agent is None:
         return names
     if agent not in names:
-        raise SupervisorError(neutralise(f"{config.source}: no agent named '{agent}' in team '{config.team}'"), 2)
+        raise error(f"{config.source}: no agent named '{agent}' in team '{config.team}'", 2)
     return [agent]

@@ -15,6 +15,7 @@ import re
 import sys
 from typing import Any, Optional, TextIO
 
+from supervisor.errors import SupervisorError
 from supervisor.terminal.text import neutralise
 from supervisor.vocabulary import ISO_RE
 
@@ -32,6 +33,11 @@ _JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud80
 def warn(text: str) -> None:
     """A warning on stderr, so `--json` output on stdout stays one document."""
     print(f"warning: {neutralise(text)}", file=sys.stderr, flush=True)
+
+
+def error(message: str, exit_code: int) -> SupervisorError:
+    """The one-line error the CLI prints, made safe here: it may quote storage, paths or arguments."""
+    return SupervisorError(neutralise(message), exit_code)
 
 
 def print_lines(*lines: str, file: Optional[TextIO] = None, flush: bool = False) -> None:
