@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tools_state import EVENTS, TORN, event_line, run_cli, write_team
 
-from supervisor.tools.events import MAX_DEPTH, MAX_LINE_BYTES, EventReader
+from supervisor.tools.events import MAX_DEPTH, MAX_LINE_BYTES, EventReader, Position
 
 COMMANDS = (["logs"], ["logs", "--json"], ["status"], ["status", "--json"], ["report"])
 
@@ -97,6 +97,22 @@ def test_a_growing_overlong_line_is_dropped_as_it_comes(tmp_path: Path) -> None:
         handle.write("\n" + EVENTS[1] + "\n")
     assert [e["event"] for e in reader.read()] == ["worker_started"]
     assert warnings == ["events.jsonl line 2: longer than 1 MiB, skipped"]
+    reader.close()
+
+
+def test_positions_point_at_each_line_across_skipped_ones(tmp_path: Path) -> None:
+    """`report` goes back to where the last run starts: positions stay right past blank, bad and overlong lines."""
+    lines = [EVENTS[0], "", "x" * (2 * MAX_LINE_BYTES), "{bad", EVENTS[1], "   ", EVENTS[2], EVENTS[3]]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines))  # the last line without its newline
+    starts = [sum(len(line) + 1 for line in lines[:i]) for i in range(len(lines))]
+    reader = EventReader(path, lambda _text: None)
+    assert reader.open()
+    seen = [(event["event"], reader.position) for event in reader.finish()]
+    names = [json.loads(lines[i])["event"] for i in (0, 4, 6, 7)]
+    assert seen == [(name, Position(starts[i], i + 1)) for name, i in zip(names, (0, 4, 6, 7))]
+    reader.rewind(seen[2][1])
+    assert [(event["event"], reader.position) for event in reader.finish()] == seen[2:]
     reader.close()
 
 
