@@ -142,13 +142,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             console.stop()  # the live view's last frame stays above what follows; a no-op for plain lines
         console.finish(outcome, str(config.storage), str(config.source))
         return outcome.exit_code
-    if args.command == "report":
-        from supervisor.tools.report import report_command
+    from supervisor import tools
 
-        return report_command(config, args)
-    from supervisor.tools import inspect_cmds
-
-    return inspect_cmds.COMMANDS[args.command](config, args)
+    return tools.COMMANDS[args.command](config, args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

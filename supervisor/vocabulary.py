@@ -38,5 +38,8 @@ def parse_timestamp(value: Any) -> Optional[datetime]:
         if match is None:
             return None
         fraction = (match.group(2) or "").ljust(6, "0")[:6]
-        when = datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+        try:
+            when = datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+        except ValueError:  # the shape of a time but not one (second 60, month 13): a damaged or hand-made line
+            return None
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when

@@ -151,6 +151,7 @@ def test_the_readme_has_a_commands_table() -> None:
     assert len(_command_rows()) >= 5
 
 
+@pytest.mark.e2e  # runs the CLI
 @pytest.mark.parametrize("shown", _command_rows(), ids=lambda shown: shown.split(" [")[0])
 def test_every_command_in_the_readme_table_exists(shown: str) -> None:
     words = shown.split()

@@ -16,7 +16,7 @@ import psutil
 
 from harness import by_event, wait_gone
 from run_entry import run_with_entry
-from supervisor.tools.inspect_cmds import InterruptSummary
+from supervisor.tools.stats import InterruptSummary
 
 
 def _group_pid(run, group: str, nth: int = 1) -> int:

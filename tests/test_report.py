@@ -62,11 +62,23 @@ def assert_offline(html: str) -> None:
 def test_report_of_an_interrupted_and_resumed_run(make_team: Any) -> None:
     team = make_team(agents=2, latency=0.02, max_cycles=40, groups={"crew": {"agents": 1}})
     interrupted_run(team, cycles_each=2)
-    assert team.run().proc.returncode == 0  # resumed to completion
+    written = team.storage / "report.html"
 
+    # Run 1 while it is the latest: drawn in full, its interrupt a line across the lanes and marks on each lane.
     done = report(team)
     assert done.returncode == 0, done.stderr
-    written = team.storage / "report.html"
+    first = written.read_text()
+    assert "run 1 of 1" in first and "Earlier runs" not in first
+    first_run = team.events()
+    acks, stops = by_event(first_run, "interrupt_initiated"), by_event(first_run, "interrupt_completed")
+    assert first.count('class="mark team-interrupt"') == 1
+    assert first.count('class="mark interrupt"') == len(acks) - 1 >= 1  # the supervisor's own line is the team mark
+    assert first.count('class="mark stopped"') == len(stops) >= 1
+    assert "User requested graceful shutdown (Ctrl+C)" in first and "source: USER" in first
+
+    assert team.run().proc.returncode == 0  # resumed to completion
+    done = report(team)
+    assert done.returncode == 0, done.stderr
     assert done.stdout == f"{written}\n" and done.stderr == ""
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
     html = written.read_text()
@@ -78,15 +90,11 @@ def test_report_of_an_interrupted_and_resumed_run(make_team: Any) -> None:
     # Every agent's cycles of this run, as bars with their hover titles.
     for name in team.names:
         assert latest.count(f"cycle_completed — {name}\n") == len(by_event(team.runs[1].new_events(), "cycle_completed", name))
-    # The interrupt belongs to run 1: a line across the lanes there, marks on each lane, its message in the titles.
     assert "team-interrupt" not in latest
-    first_run = team.events()[: len(team.events()) - len(team.runs[1].new_events())]
-    acks, stops = by_event(first_run, "interrupt_initiated"), by_event(first_run, "interrupt_completed")
-    assert earlier.count('class="mark team-interrupt"') == 1
-    assert earlier.count('class="mark interrupt"') == len(acks) - 1 >= 1  # the supervisor's own line is the team mark
-    assert earlier.count('class="mark stopped"') == len(stops) >= 1
-    assert "User requested graceful shutdown (Ctrl+C)" in earlier and "source: USER" in earlier
+    # Run 1 is now one line: how it ended, its interrupt, its cycles; no timeline.
     assert "interrupted, exit code 0, 1 interrupt(s)" in earlier
+    assert f", {len(by_event(first_run, 'cycle_completed'))} cycle(s)</li>" in earlier
+    assert earlier.count("<li") == 1 and "<svg" not in earlier
 
 
 # ---- it renders: lanes measured in a real headless Chromium's screenshot ---------------
@@ -233,3 +241,36 @@ def test_event_text_is_escaped(make_team: Any) -> None:
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
     assert "Events for agents not in this config (not shown): &lt;b&gt;stranger&lt;/b&gt;" in html
     assert ">12<" in html  # the tokens of the one cycle, in the summary table
+
+
+def test_earlier_runs_are_one_line_each_and_the_oldest_only_counted(
+    make_team: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supervisor.cli import main
+    from supervisor.tools import report as report_module
+
+    monkeypatch.setattr(report_module, "EARLIER_SHOWN", 2)
+    team = make_team(agents=1)
+    team.storage.mkdir()
+
+    def ev(second: int, event: str, agent: str, **fields: Any) -> str:
+        line = {"timestamp": f"2026-11-24T03:{second // 60:02d}:{second % 60:02d}.000Z", "level": "info",
+                "event": event, "agent_id": agent}
+        return json.dumps({**line, **fields}) + "\n"
+
+    lines = []
+    for run in range(1, 6):  # five runs; run k has k cycles and ends with exit code k
+        t = run * 100
+        lines += [ev(t, "supervisor_started", team.team, resumed=[]), ev(t + 1, "worker_started", "agent-a", pid=1)]
+        lines += [ev(t + 1 + c, "cycle_completed", "agent-a", cycle=c, duration_ms=500) for c in range(1, run + 1)]
+        lines += [ev(t + 9, "supervisor_stopped", team.team, status="failed", exit_code=run)]
+    (team.storage / "events.jsonl").write_text("".join(lines))
+    assert main(["report", str(team.config)]) == 0
+    capsys.readouterr()
+    html = (team.storage / "report.html").read_text()
+    latest, earlier = html.split("<h2>Earlier runs (4)</h2>")
+    assert "run 5 of 5" in latest and latest.count('class="cycle"') == 5
+    assert re.findall(r'<li id="run-(\d)">run \d: [^<]* \(9s\), failed, exit code (\d), 0 interrupt\(s\), (\d) cycle\(s\)</li>', earlier) == [
+        ("4", "4", "4"), ("3", "3", "3"),
+    ]
+    assert "<li>and 2 older run(s)</li>" in earlier

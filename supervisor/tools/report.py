@@ -5,10 +5,18 @@ and when: its cycles, checkpoints, interrupts, crashes and restarts. The page
 is rendered here, in Python, as inline SVG and CSS, so it opens from a file
 with no network and no JavaScript (a Content-Security-Policy forbids any fetch
 anyway). Every string taken from an event is escaped: messages and replies
-are user and model text.
+are user and model text, so markup shows as text and control characters as
+visible escapes (`\x1b`), never reaching a browser or a terminal raw.
 
-Three steps: `build_runs` groups the events into plain dataclasses,
-`render_timeline` draws one run as SVG, `render_page` puts the page together.
+Three steps: `read_runs` turns the events into plain dataclasses,
+`timeline_lines` draws one run as SVG, `page_parts` puts the page together.
+
+A long history must not cost its size in memory: the latest run is drawn in
+full and each earlier one is a line of facts (start, status, exit code,
+duration, cycles, interrupts). `read_runs` reads the file twice on one open
+handle: the first pass tallies every run's facts and notes where the last one
+starts, the second goes back there and builds that run alone. The page is
+written to disk piece by piece.
 """
 
 from __future__ import annotations
@@ -16,18 +24,19 @@ from __future__ import annotations
 import argparse
 import html
 import os
-import sys
 import tempfile
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from supervisor.config import TeamConfig
-from supervisor.errors import SupervisorError
 from supervisor.storage import EVENTS_FILE, REPORT_FILE, run_is_live
+from supervisor.terminal.text import neutralise
+from supervisor.tools.events import STARTED, EventReader, name_of
+from supervisor.tools.stores import storage_error
+from supervisor.tools.text import error, print_lines, short_time, warn
 from supervisor.vocabulary import event_number, parse_timestamp
-from supervisor.tools.inspect_cmds import read_events, short_time
-
 
 # Geometry in CSS pixels; the browser test finds the lanes by LANE_PITCH.
 WIDTH = 1200
@@ -44,6 +53,8 @@ LANE_COLOURS = ("#4e79a7", "#59a14f", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"
 TEAM_INTERRUPT_COLOUR = "#e15759"
 ALIVE_COLOUR = "#e8ebf0"
 DETAIL_MAX = 240  # a long field (a reply, a message) is cut to this in a hover title
+EARLIER_SHOWN = 1000  # earlier runs listed, newest first; older ones are counted
+STRAYS_SHOWN = 20  # agent ids the config does not name, listed under a run; more are only mentioned
 
 # Marker kinds, in legend order: what each one means.
 MARKS = {
@@ -94,17 +105,27 @@ class Lane:
 
 
 @dataclass
-class Run:
+class RunFacts:
+    """What one run amounts to: the latest run's header, and the one line of each earlier run."""
+
     number: int
     started: str  # timestamps as logged
-    stopped: Optional[str]
-    status: str
-    exit_code: Optional[int]
-    duration: float  # seconds, start to the stop (or the last event)
+    stopped: Optional[str] = None
+    status: str = "unfinished"
+    exit_code: Optional[int] = None
+    duration: float = 0.0  # seconds, start to the stop (or the last event)
+    cycles: int = 0  # of the agents the config names
+    interrupts: int = 0  # the supervisor's own
+
+
+@dataclass
+class Run:
+    facts: RunFacts
     lanes: list[Lane]
-    team_marks: list[Mark]  # the supervisor's own interrupts: a line across every lane
-    resumed: list[str]
-    strays: list[str]  # agent ids in the events that the config does not name
+    team_marks: list[Mark] = field(default_factory=list)  # the supervisor's own interrupts: a line across every lane
+    resumed: list[str] = field(default_factory=list)
+    strays: list[str] = field(default_factory=list)  # agent ids in the events that the config does not name
+    more_strays: bool = False  # more of them than STRAYS_SHOWN
 
 
 def _tokens(value: Any) -> Optional[int]:
@@ -127,41 +148,56 @@ def _details(event: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _split_runs(events: Iterable[tuple[int, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
-    """Each run's events, in order; lines before the first supervisor_started belong to none."""
-    runs: dict[int, list[dict[str, Any]]] = {}
-    for number, event in events:
-        if number > 0:
-            runs.setdefault(number, []).append(event)
-    return [runs[n] for n in sorted(runs)]
+class RunTally:
+    """Counts one run's facts event by event and keeps nothing else: cheap enough for every run in the file."""
+
+    def __init__(self, number: int, head: dict[str, Any], config: TeamConfig, live: bool) -> None:
+        self.facts = RunFacts(number, str(head.get("timestamp", "-")), status="running" if live else "unfinished")
+        self._t0 = parse_timestamp(head.get("timestamp"))
+        self._team = config.team
+        self._agents = frozenset(a.name for a in config.all_agents())
+
+    def add(self, event: dict[str, Any]) -> Optional[float]:
+        """Count an event of the run; its time in seconds from the start, or None when it has no time to place it."""
+        when = parse_timestamp(event.get("timestamp"))
+        if when is None or self._t0 is None:
+            return None
+        at = max(0.0, (when - self._t0).total_seconds())
+        facts = self.facts
+        facts.duration = max(facts.duration, at)
+        name, agent = name_of(event), event.get("agent_id")
+        if not isinstance(agent, str):
+            return at
+        if agent == self._team:
+            if name == "supervisor_stopped":
+                facts.stopped, facts.status = str(event.get("timestamp")), str(event.get("status", "?"))
+                code = event_number(event.get("exit_code"))
+                facts.exit_code = None if code is None else int(code)
+            elif name == "interrupt_initiated" and "agents" not in event:
+                facts.interrupts += 1
+        elif name == "cycle_completed" and agent in self._agents:
+            facts.cycles += 1
+        return at
 
 
-def build_run(number: int, events: list[dict[str, Any]], config: TeamConfig, live: bool) -> Run:
-    """One run's lanes, in config order; `live`: a supervisor holds the storage now."""
-    head = events[0]
-    t0 = parse_timestamp(head.get("timestamp"))
+def build_run(number: int, head: dict[str, Any], rest: Iterable[dict[str, Any]], config: TeamConfig, live: bool) -> Run:
+    """One run in full, from its supervisor_started line `head`; lanes in config order. `live`: a supervisor holds the storage now."""
+    tally = RunTally(number, head, config, live)
     groups = {a.name: g.name for g in config.groups for a in g.agents}
     lanes = {a.name: Lane(a.name, groups.get(a.name), a.max_cycles) for a in config.all_agents()}
     members = {g.name: [lanes[a.name] for a in g.agents] for g in config.groups}
-    run = Run(number, str(head.get("timestamp", "-")), None, "running" if live else "unfinished", None, 0.0,
-              list(lanes.values()), [], [], [])
+    run = Run(tally.facts, list(lanes.values()))
     if isinstance(head.get("resumed"), list):
         run.resumed = [str(name) for name in head["resumed"]]
-    for event in events[1:]:
-        when = parse_timestamp(event.get("timestamp"))
-        if when is None or t0 is None:
+    for event in rest:
+        at = tally.add(event)
+        if at is None:
             continue
-        at = max(0.0, (when - t0).total_seconds())
-        run.duration = max(run.duration, at)
-        name, agent = event.get("event"), event.get("agent_id")
+        name, agent = name_of(event), event.get("agent_id")
         if not isinstance(agent, str):
             continue
         if agent == config.team:
-            if name == "supervisor_stopped":
-                run.stopped, run.status = str(event.get("timestamp")), str(event.get("status", "?"))
-                code = event_number(event.get("exit_code"))
-                run.exit_code = None if code is None else int(code)
-            elif name == "interrupt_initiated" and "agents" not in event:  # aimed ones show on their agents' lanes
+            if name == "interrupt_initiated" and "agents" not in event:  # aimed ones show on their agents' lanes
                 run.team_marks.append(Mark("team", at, _details(event)))
             continue
         if agent in lanes:
@@ -170,7 +206,10 @@ def build_run(number: int, events: list[dict[str, Any]], config: TeamConfig, liv
             for lane in members[agent]:
                 _on_group_event(lane, name, event, at)
         elif agent not in run.strays:
-            run.strays.append(agent)
+            if len(run.strays) < STRAYS_SHOWN:
+                run.strays.append(agent)
+            else:
+                run.more_strays = True
     for lane in run.lanes:
         if lane.alive and lane.alive[-1][1] is None:
             lane.status = "running" if live else "no exit logged"
@@ -185,7 +224,7 @@ MARKED = {
 }
 
 
-def _on_agent_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> None:
+def _on_agent_event(lane: Lane, name: Optional[str], event: dict[str, Any], at: float) -> None:
     if name == "worker_started":
         lane.alive.append([at, None])
         lane.status = "running"
@@ -209,7 +248,7 @@ def _on_agent_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> 
         lane.marks.append(Mark(MARKED[name], at, _details(event)))
 
 
-def _on_group_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> None:
+def _on_group_event(lane: Lane, name: Optional[str], event: dict[str, Any], at: float) -> None:
     """What happens to a group (its exit, its restart) happens to each of its agents' lanes."""
     if name == "group_exited":
         lane.marks.append(Mark("crash" if event.get("status") == "failed" else "exit", at, _details(event)))
@@ -218,17 +257,51 @@ def _on_group_event(lane: Lane, name: Any, event: dict[str, Any], at: float) -> 
         lane.marks.append(Mark(MARKED[name], at, _details(event)))
 
 
-def build_runs(config: TeamConfig, events: Iterable[tuple[int, dict[str, Any]]], live: bool) -> list[Run]:
-    """Every run in the file, oldest first; only the latest can be the live one."""
-    chunks = _split_runs(events)
-    return [build_run(i + 1, chunk, config, live and i == len(chunks) - 1) for i, chunk in enumerate(chunks)]
+def read_runs(reader: EventReader, config: TeamConfig, live: bool) -> tuple[Optional[Run], list[RunFacts], int]:
+    """The latest run in full, the facts of the earlier ones (the newest EARLIER_SHOWN, oldest first), and how many runs.
+
+    Two passes on the one open file, so memory is the latest run's whatever
+    the history: the first tallies each run and notes where the last one
+    starts, the second goes back there and builds it. Lines before the first
+    supervisor_started belong to no run. Only the latest run can be the live one.
+    """
+    facts: deque[RunFacts] = deque(maxlen=EARLIER_SHOWN + 1)
+    tally: Optional[RunTally] = None
+    start = None
+    runs = 0
+    for event in reader.finish():
+        if event.get("event") == STARTED:
+            runs += 1
+            tally = RunTally(runs, event, config, live=False)
+            facts.append(tally.facts)
+            start = reader.position
+        elif tally is not None:
+            tally.add(event)
+    if start is None:
+        return None, [], 0
+    reader.rewind(start, warn=lambda _text: None)  # each line from there was read, and warned about, once already
+    events = reader.finish()
+    head = next(events, None)
+    if head is None or head.get("event") != STARTED:
+        raise error(f"{reader.path} changed while it was read (truncated?): run report again", 1)
+    facts.pop()
+    return build_run(runs, head, _until_next_run(events), config, live), list(facts), runs
+
+
+def _until_next_run(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The events up to the next supervisor_started: a run started since the first pass is not the one counted."""
+    for event in events:
+        if event.get("event") == STARTED:
+            return
+        yield event
 
 
 # ---- SVG -------------------------------------------------------------------------
 
 
 def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """Event text as HTML text: markup escaped, control characters shown (newlines kept for hover titles)."""
+    return html.escape(neutralise(value, lines=True), quote=True)
 
 
 def _span(seconds: float) -> str:
@@ -269,51 +342,50 @@ def glyph(kind: str, x: float, mid: float) -> str:
     return shapes[kind]
 
 
-def render_timeline(run: Run) -> str:
-    """One run as an SVG: a time axis, then one lane per agent with its bars and markers."""
+def timeline_lines(run: Run) -> Iterator[str]:
+    """One run as an SVG, line by line: a time axis, then one lane per agent with its bars and markers."""
     plot = WIDTH - LABEL_WIDTH - RIGHT_PAD
-    duration = max(run.duration, 0.001)
+    duration = max(run.facts.duration, 0.001)
     height = AXIS_HEIGHT + LANE_PITCH * len(run.lanes) + 6
 
     def x(at: float) -> float:
         return LABEL_WIDTH + plot * min(at, duration) / duration
 
-    out = [f'<svg class="timeline" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img">']
+    yield f'<svg class="timeline" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img">'
     for i, _lane in enumerate(run.lanes):
         y = AXIS_HEIGHT + i * LANE_PITCH
-        out.append(f'<rect x="0" y="{y}" width="{WIDTH}" height="{LANE_PITCH}" fill="{"#fff" if i % 2 else "#f7f8fa"}"/>')
+        yield f'<rect x="0" y="{y}" width="{WIDTH}" height="{LANE_PITCH}" fill="{"#fff" if i % 2 else "#f7f8fa"}"/>'
     step = _tick_step(duration)
     for k in range(int(duration / step) + 1):
         tx = x(k * step)
-        out.append(f'<line x1="{tx:.1f}" y1="{AXIS_HEIGHT - 6}" x2="{tx:.1f}" y2="{height - 6}" stroke="#dde1e6"/>')
-        out.append(f'<text x="{tx:.1f}" y="{AXIS_HEIGHT - 10}" class="tick">+{_esc(_span(k * step))}</text>')
+        yield f'<line x1="{tx:.1f}" y1="{AXIS_HEIGHT - 6}" x2="{tx:.1f}" y2="{height - 6}" stroke="#dde1e6"/>'
+        yield f'<text x="{tx:.1f}" y="{AXIS_HEIGHT - 10}" class="tick">+{_esc(_span(k * step))}</text>'
     for i, lane in enumerate(run.lanes):
         mid = AXIS_HEIGHT + i * LANE_PITCH + LANE_PITCH / 2
         label = f"{lane.group} / {lane.agent}" if lane.group else lane.agent
         shown = label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
         group = shown[: len(lane.group) + 3] if lane.group else ""
-        out.append(f'<text x="8" y="{mid + 4:.1f}" class="lane"><title>{_esc(label)}</title>'
-                   f'<tspan class="group">{_esc(group)}</tspan>{_esc(shown[len(group):])}</text>')
+        yield (f'<text x="8" y="{mid + 4:.1f}" class="lane"><title>{_esc(label)}</title>'
+               f'<tspan class="group">{_esc(group)}</tspan>{_esc(shown[len(group):])}</text>')
         for start, end in lane.alive:
             sx, ex = x(start or 0.0), x(duration if end is None else end)
-            out.append(f'<rect x="{sx:.1f}" y="{mid - BAR_HEIGHT / 2 - 4:.1f}" width="{max(ex - sx, 1):.1f}" '
-                       f'height="{BAR_HEIGHT + 8}" fill="{ALIVE_COLOUR}"><title>worker alive</title></rect>')
+            yield (f'<rect x="{sx:.1f}" y="{mid - BAR_HEIGHT / 2 - 4:.1f}" width="{max(ex - sx, 1):.1f}" '
+                   f'height="{BAR_HEIGHT + 8}" fill="{ALIVE_COLOUR}"><title>worker alive</title></rect>')
         colour = LANE_COLOURS[i % len(LANE_COLOURS)]
         for cycle in lane.cycles:
             sx, ex = x(cycle.start), x(cycle.end)
             width = max(ex - sx - (1 if ex - sx > 3 else 0), 1.5)  # a hairline gap between adjacent cycles
-            out.append(f'<rect class="cycle" x="{sx:.1f}" y="{mid - BAR_HEIGHT / 2:.1f}" width="{width:.1f}" '
-                       f'height="{BAR_HEIGHT}" fill="{colour}"><title>{_esc(cycle.title)}</title></rect>')
+            yield (f'<rect class="cycle" x="{sx:.1f}" y="{mid - BAR_HEIGHT / 2:.1f}" width="{width:.1f}" '
+                   f'height="{BAR_HEIGHT}" fill="{colour}"><title>{_esc(cycle.title)}</title></rect>')
         for mark in lane.marks:
-            out.append(f'<g class="mark {mark.kind}"><title>{_esc(mark.title)}</title>{glyph(mark.kind, x(mark.at), mid)}</g>')
+            yield f'<g class="mark {mark.kind}"><title>{_esc(mark.title)}</title>{glyph(mark.kind, x(mark.at), mid)}</g>'
     for mark in run.team_marks:
         tx = x(mark.at)
-        out.append(f'<g class="mark team-interrupt"><title>{_esc(mark.title)}</title>'
-                   f'<line x1="{tx:.1f}" y1="{AXIS_HEIGHT - 4}" x2="{tx:.1f}" y2="{height - 4}" '
-                   f'stroke="{TEAM_INTERRUPT_COLOUR}" stroke-width="2.5"/>'
-                   f'<path d="M{tx - 6:.1f} {AXIS_HEIGHT - 8}h12l-6 7z" fill="{TEAM_INTERRUPT_COLOUR}"/></g>')
-    out.append("</svg>")
-    return "\n".join(out)
+        yield (f'<g class="mark team-interrupt"><title>{_esc(mark.title)}</title>'
+               f'<line x1="{tx:.1f}" y1="{AXIS_HEIGHT - 4}" x2="{tx:.1f}" y2="{height - 4}" '
+               f'stroke="{TEAM_INTERRUPT_COLOUR}" stroke-width="2.5"/>'
+               f'<path d="M{tx - 6:.1f} {AXIS_HEIGHT - 8}h12l-6 7z" fill="{TEAM_INTERRUPT_COLOUR}"/></g>')
+    yield "</svg>"
 
 
 # ---- the page --------------------------------------------------------------------
@@ -332,7 +404,7 @@ svg tspan.group { fill: #8a8f98; }
 .legend svg { vertical-align: middle; }
 table { border-collapse: collapse; font-size: 13px; } th, td { padding: 3px 12px 3px 0; text-align: left; }
 th { border-bottom: 1px solid #ccd; font-weight: 600; } td.num { text-align: right; }
-details { margin: 6px 0; } summary { cursor: pointer; } .note { color: #667; font-size: 12px; }
+ul.earlier { margin: 4px 0; padding-left: 20px; } .note { color: #667; font-size: 12px; }
 """
 
 
@@ -367,56 +439,69 @@ def _summary_table(run: Run) -> str:
 
 
 def _run_facts(run: Run) -> str:
-    code = "-" if run.exit_code is None else str(run.exit_code)
-    facts = [("started", short_time(run.started)), ("ended", short_time(run.stopped) if run.stopped else "-"),
-             ("duration", _span(run.duration)), ("exit code", code)]
-    spans = "".join(f"<span>{name} <b>{_esc(value)}</b></span>" for name, value in facts)
+    facts = run.facts
+    code = "-" if facts.exit_code is None else str(facts.exit_code)
+    shown = [("started", short_time(facts.started)), ("ended", short_time(facts.stopped) if facts.stopped else "-"),
+             ("duration", _span(facts.duration)), ("exit code", code)]
+    spans = "".join(f"<span>{name} <b>{_esc(value)}</b></span>" for name, value in shown)
     resumed = f"<span>resumed <b>{len(run.resumed)}</b> of {len(run.lanes)}</span>" if run.resumed else ""
-    return (f'<div class="facts"><span>status <span class="status {_esc(run.status)}">{_esc(run.status)}</span></span>'
+    return (f'<div class="facts"><span>status <span class="status {_esc(facts.status)}">{_esc(facts.status)}</span></span>'
             f"{spans}{resumed}</div>")
 
 
-def _run_section(run: Run, legend: bool) -> str:
-    strays = (f'<p class="note">Events for agents not in this config (not shown): {_esc(", ".join(run.strays))}</p>'
-              if run.strays else "")
-    return render_timeline(run) + (_legend() if legend else "") + strays + _summary_table(run)
+def _strays(run: Run) -> str:
+    if not run.strays:
+        return ""
+    names = ", ".join(run.strays) + (", and more" if run.more_strays else "")
+    return f'<p class="note">Events for agents not in this config (not shown): {_esc(names)}</p>'
 
 
-def render_page(config: TeamConfig, runs: list[Run], skipped: int) -> str:
-    """The whole page: the latest run in full, earlier runs folded below it."""
-    latest, earlier = runs[-1], runs[:-1]
-    parts = [
+def earlier_line(facts: RunFacts) -> str:
+    """One earlier run in a line: when, how it ended, how long, how much it did."""
+    ended = short_time(facts.stopped) if facts.stopped else "?"
+    code = "-" if facts.exit_code is None else facts.exit_code
+    return (f"run {facts.number}: {short_time(facts.started)} → {ended} ({_span(facts.duration)}), {facts.status}, "
+            f"exit code {code}, {facts.interrupts} interrupt(s), {facts.cycles} cycle(s)")
+
+
+def page_parts(config: TeamConfig, latest: Run, earlier: list[RunFacts], runs: int, skipped: int) -> Iterator[str]:
+    """The whole page, piece by piece: the latest run in full, then one line per earlier run, newest first."""
+    number = latest.facts.number
+    yield "\n".join([
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
-        f"<title>{_esc(config.team)}: run {latest.number} report</title><style>{CSS}</style></head><body>",
-        f"<header><h1>Team {_esc(config.team)} — run {latest.number} of {len(runs)}</h1>{_run_facts(latest)}</header>",
-        _run_section(latest, legend=True),
-    ]
-    if earlier:
-        parts.append(f"<h2>Earlier runs ({len(earlier)})</h2>")
-        for run in reversed(earlier):
-            summary = (f"run {run.number}: {short_time(run.started)} → "
-                       f"{short_time(run.stopped) if run.stopped else '?'}, {run.status}, "
-                       f"exit code {'-' if run.exit_code is None else run.exit_code}, "
-                       f"{len(run.team_marks)} interrupt(s)")
-            parts.append(f'<details id="run-{run.number}"><summary>{_esc(summary)}</summary>'
-                         f"{_run_facts(run)}{_run_section(run, legend=False)}</details>")
+        f"<title>{_esc(config.team)}: run {number} report</title><style>{CSS}</style></head><body>",
+        f"<header><h1>Team {_esc(config.team)} — run {number} of {runs}</h1>{_run_facts(latest)}</header>",
+        "",
+    ])
+    for index, line in enumerate(timeline_lines(latest)):
+        yield line if index == 0 else "\n" + line
+    yield _legend() + _strays(latest) + _summary_table(latest) + "\n"
+    if runs > 1:
+        yield f'<h2>Earlier runs ({runs - 1})</h2>\n<ul class="earlier">\n'
+        for facts in reversed(earlier):
+            yield f'<li id="run-{facts.number}">{_esc(earlier_line(facts))}</li>\n'
+        older = runs - 1 - len(earlier)
+        if older:
+            yield f"<li>and {older} older run(s)</li>\n"
+        yield "</ul>\n"
     note = f"; {skipped} unreadable line(s) skipped" if skipped else ""
-    parts.append(f'<p class="note">From {_esc(config.storage / EVENTS_FILE)}{_esc(note)}. '
-                 "Hover over a bar or a marker for its details.</p></body></html>")
-    return "\n".join(parts) + "\n"
+    yield (f'<p class="note">From {_esc(config.storage / EVENTS_FILE)}{_esc(note)}. '
+           "Hover over a bar or a marker for its details.</p></body></html>\n")
 
 
 # ---- the command -----------------------------------------------------------------
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, parts: Iterable[str]) -> None:
     """Temp file in the same folder, then rename: a reader never sees half a report."""
     fd, temp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=path.parent)  # created 0600
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        # A lone surrogate (JSON can name half a UTF-16 pair) has no UTF-8 form: written as `\\ud800`.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
+            for part in parts:
+                handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
@@ -431,27 +516,30 @@ def _write_atomically(path: Path, text: str) -> None:
 def report_command(config: TeamConfig, args: argparse.Namespace) -> int:
     """Read events.jsonl, write the latest run's report, print the path written."""
     path = config.storage / EVENTS_FILE
-    skipped: list[str] = []
+    skipped = 0
 
-    def warn(text: str) -> None:
-        skipped.append(text)
-        print(f"warning: {text}", file=sys.stderr, flush=True)
+    def count_and_warn(text: str) -> None:
+        nonlocal skipped
+        skipped += 1
+        warn(text)
 
+    reader = EventReader(path, count_and_warn)
     try:
-        if not os.path.lexists(path):
+        if not os.path.lexists(path) or not reader.open():
             command = f"python -m supervisor {getattr(args, 'config', config.source)}"
-            raise SupervisorError(f"no events in {path}: run the team first ({command})", 1)
-        events = list(read_events(path, warn))
+            raise error(f"no events in {path}: run the team first ({command})", 1)
         live = run_is_live(config.storage)
+        latest, earlier, runs = read_runs(reader, config, live)
     except OSError as exc:
-        raise SupervisorError(f"storage {config.storage}: cannot read it: {exc.strerror or exc}", 3) from exc
-    runs = build_runs(config, events, live)
-    if not runs:
-        raise SupervisorError(f"no run in {path} (no supervisor_started line)", 1)
+        raise storage_error(config, exc) from exc
+    finally:
+        reader.close()
+    if latest is None:
+        raise error(f"no run in {path} (no supervisor_started line)", 1)
     output = Path(args.output) if args.output else config.storage / REPORT_FILE
     try:
-        _write_atomically(output, render_page(config, runs, len(skipped)))
+        _write_atomically(output, page_parts(config, latest, earlier, runs, skipped))
     except OSError as exc:
-        raise SupervisorError(f"cannot write {output}: {exc.strerror or exc}", 2 if args.output else 3) from exc
-    print(output)
+        raise error(f"cannot write {output}: {exc.strerror or exc}", 2 if args.output else 3) from exc
+    print_lines(str(output))
     return 0

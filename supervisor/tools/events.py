@@ -1,0 +1,257 @@
+"""The one reader of events.jsonl that every tool uses.
+
+`status`, `logs` (once or following), and `report` all read the event stream
+through `EventReader`: whole lines only, numbered, bad ones skipped with a
+warning. `read_events` reads the file once and tags each event with the run it
+belongs to; `follow_events` keeps reading as the file grows, and moves on to
+the new file when `run --fresh` archives the old one.
+
+The file may hold what another process or person wrote, so reading it is
+bounded: a line longer than MAX_LINE_BYTES is dropped as it is read (never
+held whole), and one nested deeper than MAX_DEPTH is skipped before anything
+recurses into it (parsing, printing or rendering it could exhaust the stack).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Optional
+
+from supervisor.tools.text import warn as _warn
+
+POLL_SECONDS = 0.2
+CHUNK_BYTES = 1 << 20
+MAX_LINE_BYTES = 1 << 20  # the supervisor's lines are a few hundred bytes (replies are previews)
+MAX_DEPTH = 64  # events are flat records with a few small lists and objects in them
+_TOO_LONG = f"longer than {MAX_LINE_BYTES >> 20} MiB"
+STARTED = "supervisor_started"  # the line that opens a run: runs are numbered by it, from 1
+
+
+class Position(NamedTuple):
+    """Where a line starts: its byte offset in the file and its line number (from 1)."""
+
+    offset: int
+    line: int
+
+
+class EventReader:
+    """Reads events.jsonl incrementally: whole lines only, numbered, bad ones skipped.
+
+    A line whose newline has not arrived yet is kept back until it does: a
+    reader polling a growing file can catch a write half done. `finish()`
+    takes that last piece too, for a one-shot read, where a tail without its
+    newline is all there will ever be (often torn by a crash). `position` is
+    where the line of the last event read starts; `rewind` goes back to it, on
+    the same open file, for a second look at part of it.
+    """
+
+    def __init__(self, path: Path, warn: Callable[[str], None] = _warn) -> None:
+        self.path = path
+        self._warn = warn
+        self._file: Optional[BinaryIO] = None
+        self._inode: Optional[tuple[int, int]] = None
+        self._pending = b""  # the start of a line whose newline has not been read yet
+        self._pending_size = 0  # how many bytes of that line were read, kept back or dropped
+        self._overlong = False  # the line being read is past MAX_LINE_BYTES: its rest is dropped
+        self._next_at = 0  # the offset where that line starts
+        self._line = 0
+        self.position = Position(0, 0)
+
+    def open(self) -> bool:
+        """Open the file from its start; False if it does not exist (yet)."""
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
+            return False
+        stat = os.fstat(handle.fileno())
+        self.close()
+        self._file, self._inode = handle, (stat.st_dev, stat.st_ino)
+        self._restart(Position(0, 1))
+        return True
+
+    def rewind(self, position: Position, warn: Optional[Callable[[str], None]] = None) -> None:
+        """Read again from the line at `position` (of this same file, even if it has been moved since).
+
+        `warn`: where warnings go from now on (lines read once already were warned about then).
+        """
+        if self._file is None:
+            raise ValueError("rewind before open")
+        self._file.seek(position.offset)
+        self._restart(position)
+        if warn is not None:
+            self._warn = warn
+
+    def _restart(self, position: Position) -> None:
+        self._pending, self._pending_size, self._overlong = b"", 0, False
+        self._next_at, self._line = position.offset, position.line - 1
+        self.position = position
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        """The events in the complete lines appended since the last call."""
+        if self._file is None:
+            return
+        while True:
+            chunk = self._file.read(CHUNK_BYTES)
+            if not chunk:
+                return
+            lines = chunk.split(b"\n")
+            tail = lines.pop()  # after the last newline: the start of the next line, if any
+            for index, raw in enumerate(lines):
+                size = len(raw)
+                if index == 0:  # ends the line kept back from earlier reads
+                    size += self._pending_size
+                    raw, self._pending, self._pending_size = self._pending + raw, b"", 0
+                at, self._next_at = self._next_at, self._next_at + size + 1
+                if index == 0 and self._overlong:
+                    self._overlong = False
+                    self._skip_overlong()
+                    continue
+                event = self._parse(raw, at)
+                if event is not None:
+                    yield event
+            self._keep_back(tail)
+
+    def finish(self) -> Iterator[dict[str, Any]]:
+        """Read to the end, taking a last line that has no newline as it is."""
+        yield from self.read()
+        if self._overlong:
+            self._overlong = False
+            self._skip_overlong()
+        elif self._pending:
+            raw, self._pending, self._pending_size = self._pending, b"", 0
+            event = self._parse(raw, self._next_at)
+            if event is not None:
+                yield event
+
+    def _keep_back(self, piece: bytes) -> None:
+        """Hold the start of an unfinished line, unless it is already too long to be one."""
+        self._pending_size += len(piece)
+        if self._overlong:
+            return
+        self._pending += piece
+        if len(self._pending) > MAX_LINE_BYTES:
+            self._pending, self._overlong = b"", True
+
+    def _skip_overlong(self) -> None:
+        self._line += 1
+        self._skip_line(_TOO_LONG)
+
+    def replaced(self) -> bool:
+        """Whether the path now names another file (`run --fresh` archived it) or ours shrank."""
+        if self._file is None:
+            return self.path.exists()
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return False  # moved away, the new one is not there yet: keep draining the old
+        if (stat.st_dev, stat.st_ino) != self._inode:
+            return True
+        return stat.st_size < self._file.tell()
+
+    def _parse(self, raw: bytes, at: int) -> Optional[dict[str, Any]]:
+        self._line += 1
+        if len(raw) > MAX_LINE_BYTES:
+            self._skip_line(_TOO_LONG)
+            return None
+        text = raw.decode("utf-8", errors="replace").strip()
+        if not text:
+            return None
+        problem = None
+        try:
+            event = json.loads(text)
+        except RecursionError:
+            problem = f"nested deeper than {MAX_DEPTH} levels"
+        except ValueError:
+            problem = "not valid JSON"
+        else:
+            if not isinstance(event, dict):
+                problem = "not a JSON object"
+            elif raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _deeper_than(event, MAX_DEPTH):
+                problem = f"nested deeper than {MAX_DEPTH} levels"  # parsed, but printing it could recurse that deep
+        if problem is not None:
+            self._skip_line(problem)
+            return None
+        self.position = Position(at, self._line)
+        return event
+
+    def _skip_line(self, why: str) -> None:
+        self._warn(f"{self.path.name} line {self._line}: {why}, skipped")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects in `value` nest more than `limit` levels (counted without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def name_of(event: dict[str, Any]) -> Optional[str]:
+    """The event's name, or None when it has none that is a string (a damaged or foreign line may hold a list there)."""
+    name = event.get("event")
+    return name if isinstance(name, str) else None
+
+
+def read_events(path: Path, warn: Callable[[str], None] = _warn) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every event of the file with the number of the run it belongs to (0 before the first start)."""
+    reader = EventReader(path, warn)
+    if not reader.open():
+        return
+    run = 0
+    try:
+        for event in reader.finish():
+            if event.get("event") == STARTED:
+                run += 1
+            yield run, event
+    finally:
+        reader.close()
+
+
+def follow_events(
+    path: Path,
+    stopped: Callable[[], bool],
+    until: Optional[float] = None,
+    warn: Callable[[str], None] = _warn,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """What is there, then what is appended, polling until `stopped()` (or the clock passes `until`).
+
+    `stopped` is asked between two events, so a consumer stops between lines,
+    never mid-line. When the file is replaced (`run --fresh` moves it to the
+    archive and the next run starts a new one) the old file is drained and the
+    new one read from its start, so nothing is shown twice and nothing is
+    missed; run numbers go on counting across files.
+    """
+    reader = EventReader(path, warn)
+    run = 0
+    reader.open()
+    try:
+        while not stopped():
+            last_look = until is not None and time.time() > until  # read once more, then stop
+            if reader.replaced():
+                for event in list(reader.finish()):
+                    run += event.get("event") == STARTED
+                    yield run, event
+                reader.close()
+                reader.open()
+            for event in reader.read():
+                run += event.get("event") == STARTED
+                yield run, event
+                if stopped():
+                    return
+            if last_look:
+                return
+            time.sleep(POLL_SECONDS)
+    finally:
+        reader.close()
