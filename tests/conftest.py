@@ -12,11 +12,12 @@ a process-level test cannot hide among the unit tests unnoticed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from harness import Team
+from tools_state import write_team
 
 E2E_FIXTURES = frozenset({"make_team"})
 UNIT_BUDGET_S = 0.5
@@ -60,3 +61,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("=", f"unmarked tests slower than {UNIT_BUDGET_S} s", yellow=True)
     for seconds, nodeid in slow:
         terminalreporter.write_line(f"WARNING {seconds:.2f}s {nodeid}: not marked e2e; mark it if it starts processes, else make it faster")
+
+
+@pytest.fixture
+def team(tmp_path: Path) -> dict[str, Any]:
+    """State for the operator's tools: a config, checkpoints for two of three agents, an events.jsonl with a torn last line."""
+    return write_team(tmp_path)

@@ -8,16 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tools_state import CONFIG, corrupt, run_cli, write_team
+from tools_state import CONFIG, corrupt, run_cli
 
 from protocol.checkpoints import CheckpointStore
 from supervisor.cli import main
-
-
-@pytest.fixture
-def team(tmp_path: Path) -> dict[str, Any]:
-    """A config, checkpoints for two of three agents, and an events.jsonl with a torn last line."""
-    return write_team(tmp_path)
 
 
 # ---- checkpoints -------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tools_state import EVENTS, TORN, event_line, run_cli, write_team
+from tools_state import EVENTS, TORN, event_line, run_cli
 
 from supervisor.tools.events import MAX_DEPTH, MAX_LINE_BYTES, EventReader, Position
 
@@ -29,11 +29,6 @@ def write_lines(team: dict[str, Any], lines: list[str], tail: str = TORN) -> Pat
     path: Path = team["storage"] / "events.jsonl"
     path.write_text("\n".join(lines) + "\n" + tail)
     return path
-
-
-@pytest.fixture
-def team(tmp_path: Path) -> dict[str, Any]:
-    return write_team(tmp_path)
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=" ".join)

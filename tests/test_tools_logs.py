@@ -26,19 +26,12 @@ from tools_state import (
     run_cli,
     stamp,
     write_events,
-    write_team,
 )
 
 from supervisor.cli import main, parse_when
 from supervisor.terminal.console import RULE
 from supervisor.tools.stats import InterruptSummary, RunStats
 from supervisor.tools.text import format_event, short_time
-
-
-@pytest.fixture
-def team(tmp_path: Path) -> dict[str, Any]:
-    """A config, checkpoints for two of three agents, and an events.jsonl with a torn last line."""
-    return write_team(tmp_path)
 
 
 # ---- logs --------------------------------------------------------------------

@@ -8,15 +8,9 @@ from typing import Any, Callable
 
 import pytest
 from harness import Team, by_event
-from tools_state import CONFIG, corrupt, logs_json, run_cli, write_team
+from tools_state import CONFIG, corrupt, logs_json, run_cli
 
 from supervisor.cli import main
-
-
-@pytest.fixture
-def team(tmp_path: Path) -> dict[str, Any]:
-    """A config, checkpoints for two of three agents, and an events.jsonl with a torn last line."""
-    return write_team(tmp_path)
 
 
 # ---- status ------------------------------------------------------------------
