@@ -63,12 +63,6 @@ class Reactor:
     def after_each_tick(self, callback: Callback) -> None:
         self._after_tick.append(callback)
 
-    def shift(self, prefix: str, by: float) -> None:
-        """Move every timer whose name starts with `prefix` later by `by` seconds."""
-        for name, (when, callback) in list(self._timers.items()):
-            if name.startswith(prefix):
-                self._timers[name] = (when + by, callback)
-
     # ---- the loop's one step ---------------------------------------------------------
 
     def timeout(self, now: float) -> Optional[float]:

@@ -40,10 +40,6 @@ class Uplink:
         self.reactor.after_each_tick(self._watch_writes)  # events queued for the parent this tick
         self._beat()
 
-    @property
-    def connected(self) -> bool:
-        return self.pipe.pipe_open
-
     def on_interrupt(self, msg: Interrupt) -> None:
         """The parent's interrupt: pass it down first, then acknowledge it up."""
         self.last_interrupt = msg.interrupt_id
