@@ -18,15 +18,14 @@ from typing import Annotated, Any, Optional
 
 from pydantic import AfterValidator, BeforeValidator, ValidationInfo
 
+from protocol.specs import HOOK_POINTS, PROVIDERS
 from supervisor.config.errors import describe, show
 
-PROVIDERS = ("scripted", "ollama", "embedded")
 AVAILABLE_PROVIDERS = PROVIDERS
 DEFAULT_OLLAMA_PORT = 11434
 NAME_MAX = 64
 RESTART_KINDS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
-HOOK_POINTS = ("before_interrupt", "after_interrupt", "before_checkpoint", "after_checkpoint", "after_cycle")
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 _DURATION_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h)\s*\Z")

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from protocol.specs import AgentSpec, CheckpointSpec, GroupSpec, HookSpec, LLMSpec
 from supervisor.config.errors import ConfigError, LocatedError, describe, first_error, format_loc, show
 from supervisor.config.fields import (
     AVAILABLE_PROVIDERS,
@@ -346,22 +347,29 @@ class TeamConfig(BaseModel):
             restart_window=own.restart_window if own is not None and own.restart_window is not None else self.restart_window,
         )
 
-    def agent_spec(self, name: str) -> dict[str, Any]:
-        """What a worker process needs to run one agent, as plain msgpack-safe data."""
+    def agent_spec(self, name: str, model_host: Optional[str] = None) -> AgentSpec:
+        """What a worker needs to run one agent; `model_host` is the embedded model server's, once it serves."""
         agent = self.agent(name)
-        return {
-            "agent": agent.name,
-            "task": agent.task,
-            "max_cycles": agent.max_cycles,
-            "storage": str(self.storage),
-            "llm": {**agent.llm.model_dump(mode="json"), "model": agent.llm.model_name},
-            "checkpoint": self.checkpoint.model_dump(mode="json"),
-            "budget_usd": agent.budget_usd,
-            "hooks": [h.model_dump(mode="json") for h in sorted([*self.hooks, *agent.hooks], key=lambda h: h.priority)],
-            "agent_class": agent.agent_class or self.agent_class,  # None: the worker's built-in chat agent
-            "params": agent.params,
-            "python_path": [str(self.source.parent)],
-        }
+        llm = agent.llm
+        host = model_host if llm.provider == "embedded" and model_host else llm.host
+        hooks = sorted([*self.hooks, *agent.hooks], key=lambda h: h.priority)
+        return AgentSpec(
+            agent=agent.name,
+            task=agent.task,
+            max_cycles=agent.max_cycles,
+            storage=str(self.storage),
+            llm=LLMSpec(**{**llm.model_dump(), "model": llm.model_name, "host": host}),
+            checkpoint=CheckpointSpec(**self.checkpoint.model_dump()),
+            budget_usd=agent.budget_usd,
+            hooks=tuple(HookSpec(**hook.model_dump()) for hook in hooks),
+            agent_class=agent.agent_class or self.agent_class,  # None: the worker's built-in chat agent
+            params=agent.params,
+            python_path=(str(self.source.parent),),
+        )
+
+    def group_spec(self, name: str, worker_entry: str, model_host: Optional[str] = None) -> GroupSpec:
+        """What a group's sub-supervisor runs: its config, its workers' entry point, the model server's host."""
+        return GroupSpec(config=self.group_config(name).to_spec(), worker_entry=worker_entry, model_host=model_host)
 
     def group_config(self, name: str) -> TeamConfig:
         """The team a group's sub-supervisor runs: the group's agents under its own keys."""

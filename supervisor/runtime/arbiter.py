@@ -321,12 +321,8 @@ class Arbiter:
     def _spec(self, record: AgentRecord) -> dict[str, Any]:
         """A child's Start spec: an agent's, or a group's whole config (and which workers to run)."""
         if record.kind == GROUP:
-            return {"config": self.config.group_config(record.name).to_spec(), "worker_entry": self.entry,
-                    "model_host": self.model_host}
-        spec = self.config.agent_spec(record.name)
-        if spec["llm"]["provider"] == "embedded" and self.model_host:
-            spec["llm"]["host"] = self.model_host
-        return spec
+            return self.config.group_spec(record.name, self.entry, self.model_host).to_wire()
+        return self.config.agent_spec(record.name, self.model_host).to_wire()
 
     def _live(self) -> bool:
         return any(not r.exited or r.restart_at is not None for r in self.agents.values())
