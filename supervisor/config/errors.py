@@ -19,12 +19,36 @@ from pydantic import BaseModel, ValidationError
 
 from supervisor.errors import UserError
 
-__all__ = ["ConfigError", "LocatedError", "describe", "first_error", "format_loc", "one_line", "show"]
+__all__ = ["ConfigError", "LocatedError", "describe", "first_error", "format_loc", "one_line", "printable", "show"]
+
+
+KEY_MAX = 60  # characters of one key in a field path
+PROBLEM_MAX = 400  # characters of one problem; the rest of a quoted value adds nothing to fix it
 
 
 def one_line(text: str) -> str:
     """Collapse all whitespace, newlines included: the CLI contract is one line."""
     return " ".join(text.split())
+
+
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on written as its escape (`\\x1b`, `\\u202e`).
+
+    Messages quote values and keys from the file, and the file may hold
+    escape sequences or bidirectional overrides; they must reach the
+    terminal as text to read, not as commands. This is the config's own
+    escaping: the base of the tree cannot use the terminal's.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
+def _clean(text: str, limit: int | None = None) -> str:
+    text = printable(one_line(text))
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
 
 
 class ConfigError(UserError):
@@ -35,10 +59,10 @@ class ConfigError(UserError):
     """
 
     def __init__(self, source: str, field: str | None, problem: str) -> None:
-        self.source = str(source)
-        self.field = field
-        self.problem = one_line(problem)
-        parts = [self.source, field, self.problem] if field else [self.source, self.problem]
+        self.source = _clean(str(source))
+        self.field = _clean(field) if field else field
+        self.problem = _clean(problem, PROBLEM_MAX)
+        parts = [self.source, self.field, self.problem] if self.field else [self.source, self.problem]
         super().__init__(one_line(": ".join(parts)))
 
     def __str__(self) -> str:
@@ -76,6 +100,8 @@ def show(value: Any, limit: int = 60) -> str:
         return "a mapping"
     if isinstance(value, (list, tuple)):
         return "a list"
+    if isinstance(value, int) and value.bit_length() > 200:  # str() of a huge int is slow, or refused
+        return f"an integer of {value.bit_length()} bits"
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -126,6 +152,8 @@ def format_loc(loc: tuple[Any, ...], last_is_key: bool = False) -> str:
             out += f"[{part}]"
         else:
             text = show(part) if is_key else str(part)
+            if len(text) > KEY_MAX:
+                text = text[: KEY_MAX - 3] + "..."
             out += f".{text}" if out else text
     return out
 
