@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from pydantic import AfterValidator, BeforeValidator, ValidationInfo
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo
 
 from protocol.specs import HOOK_POINTS, PROVIDERS
 from supervisor.config.errors import describe, show
@@ -26,6 +26,12 @@ DEFAULT_OLLAMA_PORT = 11434
 NAME_MAX = 64
 RESTART_KINDS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+
+MAX_DURATION = 365 * 24 * 3600.0  # timers beyond a year overflow select() and sleep() on some platforms
+MAX_USD = 1e9  # sums of costs stay finite, and finite numbers are all a checkpoint can hold
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+PLAIN_DATA_DEPTH = 16  # params and options nest at most this deep: a group's Start frame adds its own levels
+MAX_NUM_CTX = 2**31 - 1  # llama.cpp and Ollama read the context size as a 32-bit integer
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 _DURATION_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h)\s*\Z")
@@ -58,6 +64,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"invalid duration {show(value)} (must be a finite number of seconds)")
     if seconds < 0:
         raise ValueError(f"must not be negative (got {show(value)})")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most 365 days (got {show(value)})")
     return seconds
 
 
@@ -151,27 +159,50 @@ def dotted_path(what: str) -> AfterValidator:
 
 
 def check_plain_data(value: dict[str, Any]) -> dict[str, Any]:
-    """Only what JSON and msgpack both carry unchanged: the value travels to a worker and into checkpoints."""
+    """Only what JSON and msgpack both carry unchanged: the value travels to a worker and into checkpoints.
 
-    def walk(item: Any, where: str) -> None:
+    The walk keeps its own stack and stops at PLAIN_DATA_DEPTH, so neither deep
+    nesting nor a mapping that contains itself can exhaust Python's.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, where, depth = stack.pop()
         at = f" at {where}" if where else ""
-        if item is None or isinstance(item, (str, bool, int)):
-            return
-        if isinstance(item, float):
+        if item is None or isinstance(item, (str, bool)):
+            continue
+        if isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise ValueError(f"must hold integers that fit in 64 bits (got {show(item)}{at})")
+        elif isinstance(item, float):
             if not math.isfinite(item):
                 raise ValueError(f"must hold finite numbers (got {item}{at})")
-        elif isinstance(item, list):
-            for index, element in enumerate(item):
-                walk(element, f"{where}[{index}]")
-        elif isinstance(item, dict):
+        elif isinstance(item, (list, dict)):
+            if depth >= PLAIN_DATA_DEPTH:
+                raise ValueError(f"must not nest deeper than {PLAIN_DATA_DEPTH} levels{at}")
+            if isinstance(item, list):
+                stack.extend((element, f"{where}[{index}]", depth + 1) for index, element in reversed(list(enumerate(item))))
+                continue
+            entries = []
             for key, element in item.items():
                 if not isinstance(key, str):
                     raise ValueError(f"keys must be strings (got {show(key)}{at})")
-                walk(element, f"{where}.{key}" if where else key)
+                entries.append((element, f"{where}.{key}" if where else key, depth + 1))
+            stack.extend(reversed(entries))
         else:
             raise ValueError(f"must hold plain data: strings, numbers, booleans, lists, mappings (got {describe(item)}{at})")
+    return value
 
-    walk(value, "")
+
+def check_llm_options(value: dict[str, Any]) -> dict[str, Any]:
+    """The options the workers read themselves must be what they read: whole numbers."""
+    for key, low, high in (("num_ctx", 1, MAX_NUM_CTX), ("num_predict", -2, MAX_NUM_CTX)):
+        if key not in value or value[key] is None:
+            continue
+        number = value[key]
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise ValueError(f"{key} must be an integer (got {describe(number)})")
+        if not low <= number <= high:
+            raise ValueError(f"{key} must be between {low} and {high} (got {show(number)})")
     return value
 
 
@@ -180,6 +211,9 @@ Name = Annotated[str, AfterValidator(check_name)]
 Task = Annotated[str, AfterValidator(check_not_blank)]
 Host = Annotated[str, AfterValidator(normalize_host)]
 PlainData = Annotated[dict[str, Any], AfterValidator(check_plain_data)]
+LLMOptions = Annotated[dict[str, Any], AfterValidator(check_plain_data), AfterValidator(check_llm_options)]
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+USD = Annotated[float, Field(le=MAX_USD)]
 RestartKind = Annotated[str, one_of(*RESTART_KINDS)]
 Strategy = Annotated[str, one_of(*STRATEGIES)]
 HookPoint = Annotated[str, one_of(*HOOK_POINTS)]

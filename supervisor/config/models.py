@@ -25,13 +25,17 @@ from supervisor.config.fields import (
     HookCall,
     HookPoint,
     Host,
+    Int64,
+    LLMOptions,
     Name,
     PlainData,
     RestartKind,
     Strategy,
     Task,
+    USD,
     default_host,
 )
+from supervisor.config.frames import check_start_frames
 
 __all__ = [
     "AGENT",
@@ -55,6 +59,7 @@ MAX_CYCLES_LIMIT = 1_000_000
 DEFAULT_HANG_TIMEOUT = 120.0  # generous: a worker's event loop answers within a second when healthy
 MIN_HANG_TIMEOUT = 2.0  # workers beat once a second; less would flag healthy ones
 MAX_RESTARTS_LIMIT = 1000
+MAX_KEEP = 1_000_000
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -75,14 +80,14 @@ class LLMConfig(BaseModel):
 
     provider: str = "scripted"
     latency: Duration = Field(0.2, ge=0)  # scripted
-    cost_per_reply: float = Field(0.0, ge=0)  # scripted
+    cost_per_reply: USD = Field(0.0, ge=0)  # scripted
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     # ollama and embedded: one code path, the official ollama client
     host: Host = Field(default_factory=default_host)
     model: Optional[str] = None  # None: the reference model (ollama) or the bundled one (embedded)
-    options: PlainData = Field(default_factory=dict)  # handed to Ollama as they are
+    options: LLMOptions = Field(default_factory=dict)  # handed to Ollama as they are
     request_timeout: Duration = Field(DEFAULT_REQUEST_TIMEOUT, gt=0)
-    price_per_1k_tokens: float = Field(0.0, ge=0)
+    price_per_1k_tokens: USD = Field(0.0, ge=0)
 
     @property
     def model_name(self) -> str:
@@ -107,8 +112,8 @@ class CheckpointConfig(BaseModel):
 
     model_config = _STRICT
 
-    every: int = Field(1, ge=1)
-    keep: int = Field(20, ge=1)
+    every: int = Field(1, ge=1, le=MAX_CYCLES_LIMIT)
+    keep: int = Field(20, ge=1, le=MAX_KEEP)
     compress: bool = True
 
 
@@ -133,7 +138,7 @@ class HookConfig(BaseModel):
 
     on: HookPoint
     call: HookCall
-    priority: int = 100
+    priority: Int64 = 100
     timeout: Duration = Field(5.0, gt=0)
 
 
@@ -151,7 +156,7 @@ class AgentConfig(BaseModel):
     max_restarts: Optional[int] = Field(None, ge=0, le=MAX_RESTARTS_LIMIT)
     restart_window: Optional[Duration] = Field(None, gt=0)
     # This agent's own limits, on top of the team's: USD across runs, wall clock of one run.
-    budget_usd: Optional[float] = Field(None, gt=0)
+    budget_usd: Optional[USD] = Field(None, gt=0)
     timeout: Optional[Duration] = Field(None, gt=0)
     hooks: list[HookConfig] = Field(default_factory=list)  # after the team's
     # A custom agent class (None: the team's, else the built-in chat agent) and its own settings.
@@ -208,7 +213,7 @@ class TeamConfig(BaseModel):
     strategy: Strategy = "one_for_one"
     # Limits that stop the whole team gracefully (source PROGRAMMATIC): dollars
     # spent by every agent across runs, and the wall clock of one run.
-    budget_usd: Optional[float] = Field(None, gt=0)
+    budget_usd: Optional[USD] = Field(None, gt=0)
     timeout: Optional[Duration] = Field(None, gt=0)
     hooks: list[HookConfig] = Field(default_factory=list)  # every agent's
     agent_class: Optional[AgentClass] = Field(None, alias="agent")  # every agent's default
@@ -280,6 +285,12 @@ class TeamConfig(BaseModel):
             claim(group.name, ("groups", g), GROUP)
             for index, agent in enumerate(group.agents):
                 claim(agent.name, ("groups", g, "agents", index), AGENT)
+        return self
+
+    @model_validator(mode="after")
+    def _fits_the_wire(self) -> TeamConfig:
+        """Every Start this config makes must be sendable: found now, not after the run has started."""
+        check_start_frames(self)
         return self
 
     @classmethod
