@@ -118,7 +118,8 @@ def test_unicode_that_cannot_be_encoded_is_refused_by_name_when_given_as_data(tm
 @pytest.mark.parametrize(
     ("line", "field", "phrase"),
     [
-        ("hang_timeout: 1000000h", "hang_timeout", "must be at most 365 days"),
+        ("hang_timeout: 1000000h", "hang_timeout", "must be at most 24 days"),
+        ("timeout: 577h", "timeout", "must be at most 24 days"),
         ("shutdown: {graceful_timeout: 400d}", "shutdown.graceful_timeout", "invalid duration"),
         ("checkpoint: {keep: 100000000000000000000}", "checkpoint.keep", "must be <= 1000000"),
         ("checkpoint: {every: 10000000}", "checkpoint.every", "must be <= 1000000"),
@@ -128,6 +129,7 @@ def test_unicode_that_cannot_be_encoded_is_refused_by_name_when_given_as_data(tm
         ("llm: {options: {num_ctx: many}}", "llm.options", "num_ctx must be an integer (got the string 'many')"),
         ("llm: {options: {num_predict: 1.5}}", "llm.options", "num_predict must be an integer"),
         ("llm: {options: {num_ctx: 0}}", "llm.options", "num_ctx must be between 1 and 2147483647"),
+        ('llm: {host: "http://h:1/\\e[2J"}', "llm.host", "invalid host 'http://h:1/\\x1b[2J' (control characters)"),
     ],
 )
 def test_numbers_the_runtime_cannot_use_are_refused(tmp_path: Path, line: str, field: str, phrase: str) -> None:

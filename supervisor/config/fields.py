@@ -27,7 +27,7 @@ NAME_MAX = 64
 RESTART_KINDS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
-MAX_DURATION = 365 * 24 * 3600.0  # timers beyond a year overflow select() and sleep() on some platforms
+MAX_DURATION = 24 * 24 * 3600.0  # epoll takes its timeout in 32-bit milliseconds: at most 24.8 days
 MAX_USD = 1e9  # sums of costs stay finite, and finite numbers are all a checkpoint can hold
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PLAIN_DATA_DEPTH = 16  # params and options nest at most this deep: a group's Start frame adds its own levels
@@ -65,7 +65,7 @@ def parse_duration(value: object) -> float:
     if seconds < 0:
         raise ValueError(f"must not be negative (got {show(value)})")
     if seconds > MAX_DURATION:
-        raise ValueError(f"must be at most 365 days (got {show(value)})")
+        raise ValueError(f"must be at most 24 days (got {show(value)})")
     return seconds
 
 
@@ -101,6 +101,8 @@ def normalize_host(value: str) -> str:
     text = value.strip().rstrip("/")
     if not text:
         raise ValueError("must not be empty")
+    if not text.isprintable():  # it reaches error messages and logs as it is
+        raise ValueError(f"invalid host {show(value)} (control characters)")
     if "://" not in text:
         text = "http://" + text
     try:
