@@ -27,6 +27,14 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(f"msgpack extension type {code} is not allowed")
 
 
+class FrameTooLarge(ProtocolError):
+    """A message whose frame would exceed the limit; `size` says by how much."""
+
+    def __init__(self, kind: str, size: int, limit: int) -> None:
+        super().__init__(f"{kind} frame of {size} bytes exceeds the {limit}-byte limit")
+        self.size, self.limit = size, limit
+
+
 def encode(message: Message, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
     """One frame for `message`; refuses to build a frame the peer would reject."""
     try:
@@ -34,7 +42,7 @@ def encode(message: Message, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode {message.type}: {exc}") from exc
     if len(payload) > max_frame_bytes:
-        raise ProtocolError(f"{message.type} frame of {len(payload)} bytes exceeds the {max_frame_bytes}-byte limit")
+        raise FrameTooLarge(message.type, len(payload), max_frame_bytes)
     return HEADER.pack(len(payload)) + payload
 
 

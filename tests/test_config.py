@@ -151,7 +151,7 @@ def test_storage_home_and_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, FULL))
-    spec = config.agent_spec("counter-a")
+    spec = config.agent_spec("counter-a").to_wire()
     assert spec == {
         "agent": "counter-a",
         "task": "Count from 1 to 50, five numbers per cycle.",
@@ -167,6 +167,7 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
         "hooks": [],
         "agent_class": None,
         "params": {},
+        "await_grants": False,
         "python_path": [str(tmp_path)],
     }
     assert msgpack.unpackb(msgpack.packb(spec)) == spec

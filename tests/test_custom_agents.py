@@ -253,4 +253,4 @@ def test_the_documented_agent_runs_as_shown(make_team):
 def test_every_shipped_config_is_valid(path):
     config = load_config(path)
     for agent in config.all_agents():
-        load_agent_class(config.agent_spec(agent.name)["agent_class"] or DEFAULT_AGENT)  # raises if not an Agent
+        load_agent_class(config.agent_spec(agent.name).agent_class or DEFAULT_AGENT)  # raises if not an Agent

@@ -26,11 +26,6 @@ from supervisor.config import ConfigError, TeamConfig, load_config
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 PLACEHOLDER = re.compile(r"\b(?:agent|call):\s*(my_\w+)[.:]")
-BARE_ON = re.compile(r"^\s*(?:-\s+)?on:|[{,]\s*on:", re.MULTILINE)  # a hook's `on:` key, unquoted
-BARE_ON_BUG = (
-    "YAML 1.1 reads a bare `on:` key as true, so load_config rejects the hooks example "
-    "(`hooks[0].true: unknown key`) until the loader accepts `on` written bare"
-)
 TEAM_KEYS = frozenset(info.alias or name for name, info in TeamConfig.model_fields.items()) - {"source"}
 
 
@@ -74,20 +69,14 @@ def _is_team_fragment(data: Any) -> bool:
 
 
 def _quote_on(text: str) -> str:
-    """The block with each hook's `on` key written `"on"`, which every YAML reads as the string."""
+    """The block with each hook's `on` key written `"on"`: plain YAML 1.1 (safe_load) would read `true`."""
     return re.sub(r"(^[ \t]*(?:-\s+)?|[{,]\s*)on:", r'\1"on":', text, flags=re.MULTILINE)
 
 
 def _config_cases() -> Iterator[Any]:
-    """Each full config as shown; one with a bare `on:` also with `on` quoted, which must load today."""
+    """Each full config, exactly as shown (a hook's bare `on:` included)."""
     for block in _yaml_blocks():
-        if not _is_full_config(_parsed(block.text)):
-            continue
-        if BARE_ON.search(block.text):
-            yield pytest.param(block, block.text, id=f"{block.where}-as-shown",
-                               marks=pytest.mark.xfail(strict=True, reason=BARE_ON_BUG))
-            yield pytest.param(block, _quote_on(block.text), id=f"{block.where}-on-quoted")
-        else:
+        if _is_full_config(_parsed(block.text)):
             yield pytest.param(block, block.text, id=block.where)
 
 

@@ -36,12 +36,14 @@ from protocol import (
     Interrupt,
     Message,
     Proceed,
+    ProtocolError,
     Ready,
     Start,
     Stopped,
     StopRequest,
 )
 from protocol.budget import budget_reached
+from protocol.specs import AgentSpec
 from workers.agent import DEFAULT_AGENT, Agent, AgentContext, AgentLoadError, Step, Usage, load_agent_class
 from protocol.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
 from workers.hooks import Hooks
@@ -215,9 +217,12 @@ class AgentWorker:
             await asyncio.sleep(interval)
 
     async def _run_agent(self, start: Start) -> int:
-        spec = start.spec
+        try:
+            spec = AgentSpec.from_wire(start.spec)
+        except ProtocolError as exc:
+            return self._fail("protocol", str(exc), 0, 0.0)
         agent = start.agent
-        store = CheckpointStore(spec["storage"], agent, keep=spec["checkpoint"]["keep"], compress=spec["checkpoint"]["compress"])
+        store = CheckpointStore(spec.storage, agent, keep=spec.checkpoint.keep, compress=spec.checkpoint.compress)
         try:
             stale = store.open_for_writing()
         except OSError as exc:
@@ -225,17 +230,16 @@ class AgentWorker:
         for name in stale:  # a save interrupted by a crash left it; the checkpoint it would have been never counted
             self._send(Event(event="checkpoint_temp_removed", level="warning", fields={"file": name}))
         checkpoint = store.load_latest(on_corrupt=self._report_corrupt)
-        self._agent_class = str(spec.get("agent_class") or DEFAULT_AGENT)
-        for folder in spec.get("python_path") or []:  # the config's folder: agents and hooks kept beside it
+        self._agent_class = spec.agent_class or DEFAULT_AGENT
+        for folder in spec.python_path:  # the config's folder: agents and hooks kept beside it
             if folder not in sys.path:
                 sys.path.append(folder)
-        llm = spec["llm"]
         if checkpoint is not None:
             convo = Conversation.from_checkpoint(checkpoint)
             self._last_saved = SavedCheckpoint(checkpoint.cycle, checkpoint.status, checkpoint.checkpoint_id, 0.0)
         else:
-            convo = Conversation.fresh(llm.get("system_prompt", ""), spec["task"])
-        max_cycles = int(spec["max_cycles"])
+            convo = Conversation.fresh(spec.llm.system_prompt, spec.task)
+        max_cycles = spec.max_cycles
         done = convo.cycle >= max_cycles
         self._send(
             Ready(
@@ -255,18 +259,18 @@ class AgentWorker:
             self._report_stopped(convo, COMPLETED, reason="already complete")
             return EXIT_OK
         try:
-            provider = make_provider(llm, on_retry=self._report_retry)
+            provider = make_provider(spec.llm, on_retry=self._report_retry)
         except ProviderError as exc:
             return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
-        self._agent, self._budget = agent, spec.get("budget_usd")
-        self._await_grants = bool(spec.get("await_grants"))
-        self.hooks = Hooks(list(spec.get("hooks") or []), self._report_hook)
+        self._agent, self._budget = agent, spec.budget_usd
+        self._await_grants = spec.await_grants
+        self.hooks = Hooks(spec.hooks, self._report_hook)
         try:
             context = AgentContext(
                 name=agent,
-                task=spec["task"],
+                task=spec.task,
                 max_cycles=max_cycles,
-                params=dict(spec.get("params") or {}),
+                params=dict(spec.params),
                 state=convo.state,
                 messages=convo.messages,
                 provider=provider,
@@ -276,7 +280,7 @@ class AgentWorker:
                 instance = await self._make_agent(context)
             except AgentLoadError as exc:
                 return self._fail("agent", str(exc), convo.cycle, convo.budget_spent_usd)
-            return await self._cycles(store, instance, context, convo, max_cycles, int(spec["checkpoint"]["every"]))
+            return await self._cycles(store, instance, context, convo, max_cycles, spec.checkpoint.every)
         finally:
             await provider.aclose()
 

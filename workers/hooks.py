@@ -14,18 +14,12 @@ import asyncio
 import importlib
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
+from protocol.specs import HookSpec
+
 Report = Callable[[str, dict[str, Any]], None]  # (event, fields) to the supervisor's stream
-
-
-@dataclass(frozen=True)
-class Hook:
-    on: str
-    call: str
-    priority: int
-    timeout: float
 
 
 def _resolve(call: str) -> Callable[..., Any]:
@@ -37,9 +31,9 @@ def _resolve(call: str) -> Callable[..., Any]:
 
 
 class Hooks:
-    def __init__(self, specs: list[dict[str, Any]], report: Report) -> None:
-        """`specs` come sorted by priority from the supervisor; the order is kept."""
-        self.hooks = [Hook(str(s["on"]), str(s["call"]), int(s["priority"]), float(s["timeout"])) for s in specs]
+    def __init__(self, hooks: Sequence[HookSpec], report: Report) -> None:
+        """`hooks` come sorted by priority from the supervisor; the order is kept."""
+        self.hooks = list(hooks)
         self.report = report
         self._functions: dict[str, Callable[..., Any]] = {}
 
@@ -58,7 +52,7 @@ class Hooks:
                 continue
             await self._run_one(hook, timeout, {"hook": point, **payload})
 
-    async def _run_one(self, hook: Hook, timeout: float, payload: dict[str, Any]) -> None:
+    async def _run_one(self, hook: HookSpec, timeout: float, payload: dict[str, Any]) -> None:
         where = {"hook": hook.on, "call": hook.call}
         began = time.monotonic()
         try:

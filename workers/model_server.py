@@ -297,6 +297,7 @@ def serve(sock: socket.socket, parent_pid: int) -> None:
     """Entry point: load the model, serve HTTP on 127.0.0.1, beat to the parent until it lets go."""
     from protocol import Error, Event, FrameDecoder, Heartbeat, Start, encode
     from protocol.lineage import detach
+    from protocol.specs import ModelServerSpec
 
     detach(parent_pid)
     code = 0
@@ -311,16 +312,15 @@ def serve(sock: socket.socket, parent_pid: int) -> None:
             for message in decoder.feed(data):
                 if isinstance(message, Start):
                     start = message
-        spec = start.spec
-        if spec.get("log"):  # llama.cpp talks on stderr: into a file beside the events, not onto the terminal
-            log = os.open(str(spec["log"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        spec = ModelServerSpec.from_wire(start.spec)
+        if spec.log:  # llama.cpp talks on stderr: into a file beside the events, not onto the terminal
+            log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.close(log)
         began = time.monotonic()
-        backend = LlamaBackend(str(spec["model"]), str(spec["path"]), int(spec.get("threads", 2)), int(spec.get("slots", 2)),
-                               int(spec.get("ctx_per_slot", 2048)))
-        httpd = ModelHTTPServer(("127.0.0.1", int(spec.get("port", 0))), backend)
+        backend = LlamaBackend(spec.model, spec.path, spec.threads, spec.slots, spec.ctx_per_slot)
+        httpd = ModelHTTPServer(("127.0.0.1", spec.port), backend)
         threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True).start()
         sock.settimeout(5.0)
         sock.sendall(encode(Event(event="model_server_ready", fields={

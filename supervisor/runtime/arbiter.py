@@ -15,6 +15,7 @@ and the terminal renders them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import selectors
 import signal
@@ -211,13 +212,9 @@ class Arbiter:
     def _spec(self, child: Child) -> dict[str, Any]:
         """A child's Start spec: an agent's, or a group's whole config (and which workers to run)."""
         if child.kind == GROUP:
-            return {"config": self.config.group_config(child.name).to_spec(), "worker_entry": self.entry,
-                    "model_host": self.model_host}
-        spec = self.config.agent_spec(child.name)
-        if spec["llm"]["provider"] == "embedded" and self.model_host:
-            spec["llm"]["host"] = self.model_host
-        spec["await_grants"] = self.grants
-        return spec
+            return self.config.group_spec(child.name, self.entry, self.model_host).to_wire()
+        spec = self.config.agent_spec(child.name, self.model_host)
+        return dataclasses.replace(spec, await_grants=self.grants).to_wire()
 
     def _counted(self, child: Child, cycle: int) -> None:
         """A child's spending up to `cycle` is known: judge the team's budget, then let it go on (or not)."""

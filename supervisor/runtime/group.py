@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from protocol import Error, Event, Message, ProtocolError, Start
 from protocol.lineage import detach
+from protocol.specs import GroupSpec
 from supervisor.runtime.process import FramedPipe
 
 START_TIMEOUT = 10.0  # seconds for the parent's Start; it is sent right after the fork
@@ -62,15 +63,14 @@ def _serve(pipe: FramedPipe) -> int:
     start, backlog = first
     from supervisor.runtime.arbiter import Arbiter
     from supervisor.config import TeamConfig
-    from supervisor.runtime.process import WORKER_ENTRY, worker_context
+    from supervisor.runtime.process import worker_context
 
-    config = TeamConfig.from_spec(start.spec["config"])
-    entry = start.spec.get("worker_entry") or WORKER_ENTRY
+    spec = GroupSpec.from_wire(start.spec)
+    config = TeamConfig.from_spec(spec.config)
     worker_context()  # our own forkserver: our workers are our descendants and die with us
     pipe.sock.setblocking(False)
-    host = start.spec.get("model_host")
-    arbiter = Arbiter(config, RelayLog(pipe), {}, entry=str(entry), own_process=True, parent=pipe,
-                      model_host=str(host) if host else None, parent_backlog=backlog)
+    arbiter = Arbiter(config, RelayLog(pipe), {}, entry=spec.worker_entry, own_process=True, parent=pipe,
+                      model_host=spec.model_host, parent_backlog=backlog)
     arbiter.announce()
     return arbiter.run().exit_code
 
@@ -93,8 +93,8 @@ def _read_start(pipe: FramedPipe) -> Optional[tuple[Start, list[Message]]]:
         messages = pipe.decoder.feed(data)
         if messages:
             first = messages[0]
-            if not isinstance(first, Start) or not isinstance(first.spec.get("config"), dict):
-                raise ProtocolError(f"a group expects start with a config first, got {first.type}")
+            if not isinstance(first, Start):
+                raise ProtocolError(f"a group expects start first, got {first.type}")
             return first, messages[1:]
     raise ProtocolError(f"no start message within {START_TIMEOUT:g}s")
 

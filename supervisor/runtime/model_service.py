@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from protocol import GRACEFUL, SYSTEM, Error, Event, ProtocolError, Start
+from protocol.specs import ModelServerSpec
 from supervisor.config import AgentConfig, RestartPolicy, TeamConfig
 from supervisor.errors import SupervisorError
 from supervisor.runtime.children import describe_exit
@@ -104,10 +105,10 @@ class ModelService:
     def start(self) -> WorkerProcess:
         """Start the process (on the port it had, after a restart); `ready` says when it serves."""
         worker = WorkerProcess.start(self.name, MODEL_SERVER_ENTRY)
-        worker.send(Start(agent=self.name, spec={
-            "model": self.model, "path": str(self.path), "port": self.port, "threads": THREADS,
-            "slots": self.slots, "ctx_per_slot": self.ctx_per_slot, "log": str(self.log_path),
-        }))
+        worker.send(Start(agent=self.name, spec=ModelServerSpec(
+            model=self.model, path=str(self.path), port=self.port, threads=THREADS,
+            slots=self.slots, ctx_per_slot=self.ctx_per_slot, log=str(self.log_path),
+        ).to_wire()))
         self.worker = worker
         self.last_heartbeat = time.monotonic()
         return worker

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from protocol.specs import LLMSpec
 from workers.providers.base import Provider, ProviderError, Reply
 
 
-def make_provider(llm: dict[str, Any], on_retry: Optional[Callable[[dict[str, Any]], None]] = None) -> Provider:
+def make_provider(llm: LLMSpec, on_retry: Optional[Callable[[dict[str, Any]], None]] = None) -> Provider:
     """The provider named by an agent's merged `llm` config."""
-    kind = llm.get("provider", "scripted")
+    kind = llm.provider
     if kind == "scripted":
         from workers.providers.scripted import ScriptedProvider
 
-        return ScriptedProvider(latency=float(llm.get("latency", 0.2)), cost_per_reply=float(llm.get("cost_per_reply", 0.0)))
+        return ScriptedProvider(latency=llm.latency, cost_per_reply=llm.cost_per_reply)
     if kind in ("ollama", "embedded"):  # the embedded model server speaks Ollama's API
         from workers.providers.ollama import OllamaProvider
 

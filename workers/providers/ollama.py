@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import httpx
 import ollama
 
+from protocol.specs import LLMSpec
 from workers.providers.base import ProviderError, Reply
 
 MAX_ATTEMPTS = 4  # one call and three retries
@@ -90,12 +91,12 @@ def classify(exc: BaseException, host: str, model: str) -> Exception:
 
 
 class OllamaProvider:
-    def __init__(self, llm: dict[str, Any], on_retry: Optional[RetryReport] = None) -> None:
-        self.host = str(llm["host"])
-        self.model = str(llm["model"])
-        self.options: dict[str, Any] = dict(llm.get("options") or {})
-        self.timeout = float(llm.get("request_timeout", 120.0))
-        self.price = float(llm.get("price_per_1k_tokens", 0.0))
+    def __init__(self, llm: LLMSpec, on_retry: Optional[RetryReport] = None) -> None:
+        self.host = llm.host
+        self.model = llm.model
+        self.options: dict[str, Any] = dict(llm.options)
+        self.timeout = llm.request_timeout
+        self.price = llm.price_per_1k_tokens
         self.on_retry = on_retry or (lambda report: None)
         self.client = ollama.AsyncClient(host=self.host, timeout=self.timeout)
         self.rng = random.Random()

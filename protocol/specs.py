@@ -1,0 +1,391 @@
+"""The Start payloads: what a worker, a group's sub-supervisor and the model server run.
+
+A `Start` message carries one of these as its `spec`, in plain data. Like the
+messages, each spec is a frozen dataclass whose fields are msgpack-native
+types (or nested specs), so it is its own wire schema: `to_wire` turns it into
+a map, `from_wire` rebuilds it and rejects anything off-schema, naming the
+field. Constructing a spec checks every field's type and range too, so the
+sender cannot build one the receiver would refuse. A spec travels inside a
+Start message, so `PROTOCOL_VERSION` versions it with the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, TypeVar, Union
+
+from protocol.errors import ProtocolError
+
+__all__ = [
+    "HOOK_POINTS",
+    "PROVIDERS",
+    "AgentSpec",
+    "CheckpointSpec",
+    "GroupSpec",
+    "HookSpec",
+    "LLMSpec",
+    "ModelServerSpec",
+    "Spec",
+    "SpecError",
+]
+
+PROVIDERS = ("scripted", "ollama", "embedded")
+HOOK_POINTS = ("before_interrupt", "after_interrupt", "before_checkpoint", "after_checkpoint", "after_cycle")
+
+INT_MIN = -(2**63)  # msgpack's integer range: a wider int cannot be encoded
+INT_MAX = 2**64 - 1
+MAX_DEPTH = 32  # the frame decoder's limit; it also ends the walk of a map that contains itself
+_CALL_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*\Z")
+
+S = TypeVar("S", bound="Spec")
+
+
+class SpecError(ProtocolError):
+    """A spec field of the wrong type or out of range; str() is one line naming the field."""
+
+    def __init__(self, label: str, path: str, problem: str) -> None:
+        self.label, self.path, self.problem = label, path, problem
+        super().__init__(f"{label}: {path}: {problem}" if path else f"{label}: {problem}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for an error line: repr (so control characters come escaped), cut short."""
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {type(value).__name__}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return "an integer beyond 128 bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _join(prefix: str, name: str) -> str:
+    if not prefix:
+        return name
+    return f"{prefix}{name}" if name.startswith("[") else f"{prefix}.{name}"
+
+
+def plain_data_problem(value: Any) -> Optional[str]:
+    """Why `value` is not plain data a frame can carry (None if it is): one short phrase with its path."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        at = f" at {where}" if where else ""
+        if item is None or isinstance(item, (bool, str)):
+            continue
+        if isinstance(item, int):
+            if not INT_MIN <= item <= INT_MAX:
+                return f"integer out of the 64-bit range{at}"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"number {item} is not finite{at}"
+        elif isinstance(item, (list, dict)):
+            if depth >= MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels{at}"
+            if isinstance(item, list):
+                stack.extend((element, f"{where}[{index}]", depth + 1) for index, element in enumerate(item))
+            else:
+                for key, element in item.items():
+                    if not isinstance(key, str):
+                        return f"map key {_short(key)} is not a string{at}"
+                    stack.append((element, _join(where, key), depth + 1))
+        else:
+            return f"value of type {type(item).__name__} is not plain data{at}"
+    return None
+
+
+# ---- the base: type checks from the annotations ----------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    """Base class: subclasses declare fields and their ranges in `_check`."""
+
+    label: ClassVar[str] = "spec"
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if _wants_float(hints[f.name]) and isinstance(value, int) and not isinstance(value, bool):
+                if not INT_MIN <= value <= INT_MAX:
+                    raise SpecError(self.label, f.name, f"number out of range (got {_short(value)})")
+                value = float(value)  # an int is a number, as in the messages
+                object.__setattr__(self, f.name, value)
+            if isinstance(value, tuple) and typing.get_origin(hints[f.name]) is tuple:
+                (inner, _) = typing.get_args(hints[f.name])
+                for index, item in enumerate(value):
+                    problem = _type_problem(inner, item)
+                    if problem is not None:
+                        raise SpecError(self.label, f"{f.name}[{index}]", problem)
+                continue
+            problem = _type_problem(hints[f.name], value)
+            if problem is not None:
+                raise SpecError(self.label, f.name, problem)
+        self._check()
+
+    def _check(self) -> None:
+        """Ranges of this spec's own fields; raise `self._bad(name, problem)`."""
+
+    def _bad(self, name: str, problem: str) -> SpecError:
+        return SpecError(self.label, name, problem)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain msgpack-able data: nested specs become maps, tuples become lists."""
+        return {f.name: _to_wire(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_wire(cls: type[S], data: Any) -> S:
+        """Rebuild a spec from decoded data; anything off-schema is a one-line SpecError."""
+        return _build(cls, data, cls.label, "")
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, Spec):
+        return value.to_wire()
+    if isinstance(value, tuple):
+        return [_to_wire(item) for item in value]
+    return value
+
+
+_HINT_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINT_CACHE:
+        _HINT_CACHE[cls] = typing.get_type_hints(cls)
+    return _HINT_CACHE[cls]
+
+
+def _wants_float(annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return float in typing.get_args(annotation)
+    return annotation is float
+
+
+def _type_problem(annotation: Any, value: Any) -> Optional[str]:
+    """Why `value` does not fit `annotation` (None if it does), ranges every field shares included."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _type_problem(inner, value)
+    if origin is tuple:  # its items are checked one by one, to name the bad one
+        return None if isinstance(value, tuple) else f"wrong type {type(value).__name__}"
+    if isinstance(annotation, type) and issubclass(annotation, Spec):
+        return None if isinstance(value, annotation) else f"wrong type {type(value).__name__}"
+    if annotation is bool:
+        return None if isinstance(value, bool) else f"wrong type {type(value).__name__}"
+    if annotation is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"wrong type {type(value).__name__}"
+        return None if INT_MIN <= value <= INT_MAX else f"out of the 64-bit range (got {_short(value)})"
+    if annotation is float:
+        if not isinstance(value, float):
+            return f"wrong type {type(value).__name__}"
+        return None if math.isfinite(value) else f"must be finite (got {value})"
+    if annotation is str:
+        return None if isinstance(value, str) else f"wrong type {type(value).__name__}"
+    if annotation is dict:
+        if not isinstance(value, dict):
+            return f"wrong type {type(value).__name__}"
+        return plain_data_problem(value)
+    raise TypeError(f"unsupported spec field annotation {annotation!r}")  # pragma: no cover - a bug here
+
+
+def _build(cls: type[S], data: Any, label: str, prefix: str) -> S:
+    """`cls` from decoded data; errors name the field from the top of the spec (`llm.latency`)."""
+    if not isinstance(data, dict):
+        raise SpecError(label, prefix, f"wrong type {type(data).__name__}, expected a map")
+    hints = _hints(cls)
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields_:
+            raise SpecError(label, prefix, f"unknown field {_short(key)}")
+        kwargs[key] = _from_wire(hints[key], value, label, _join(prefix, key))
+    missing = [
+        name
+        for name, f in fields_.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise SpecError(label, prefix, f"missing field(s) {', '.join(missing)}")
+    try:
+        return cls(**kwargs)
+    except SpecError as exc:
+        raise SpecError(label, _join(prefix, exc.path), exc.problem) from None
+
+
+def _from_wire(annotation: Any, value: Any, label: str, path: str) -> Any:
+    """One field's wire value as the dataclass holds it: nested specs built, lists made tuples."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, Spec):
+        return _build(annotation, value, label, path)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise SpecError(label, path, f"wrong type {type(value).__name__}, expected a list")
+        (inner, _) = typing.get_args(annotation)
+        return tuple(_from_wire(inner, item, label, f"{path}[{index}]") for index, item in enumerate(value))
+    return value
+
+
+# ---- range checks ----------------------------------------------------------------
+
+
+def _at_least(spec: Spec, name: str, low: float, *, inclusive: bool = True) -> None:
+    value = getattr(spec, name)
+    if value is None:
+        return
+    if value < low or (not inclusive and value == low):
+        raise spec._bad(name, f"must be {'>=' if inclusive else '>'} {low:g} (got {_short(value)})")
+
+
+def _not_empty(spec: Spec, *names: str) -> None:
+    for name in names:
+        if not getattr(spec, name):
+            raise spec._bad(name, "must not be empty")
+
+
+def _dotted(spec: Spec, name: str) -> None:
+    value = getattr(spec, name)
+    if value is not None and not _CALL_RE.match(value):
+        raise spec._bad(name, f"must be a dotted path like package.module:name (got {_short(value)})")
+
+
+def _one_of(spec: Spec, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(spec, name)
+    if value not in allowed:
+        raise spec._bad(name, f"must be one of {', '.join(allowed)} (got {_short(value)})")
+
+
+# ---- the specs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMSpec(Spec):
+    """How an agent talks to its model: the team's llm block with the agent's overrides."""
+
+    label: ClassVar[str] = "llm spec"
+    provider: str
+    latency: float = 0.2  # scripted
+    cost_per_reply: float = 0.0  # scripted
+    system_prompt: str = ""
+    host: str  # ollama and embedded
+    model: str  # resolved: the default model when the config names none
+    options: dict = field(default_factory=dict)  # handed to the model server as they are
+    request_timeout: float = 120.0
+    price_per_1k_tokens: float = 0.0
+
+    def _check(self) -> None:
+        _one_of(self, "provider", PROVIDERS)
+        _not_empty(self, "model", "host")
+        _at_least(self, "latency", 0)
+        _at_least(self, "cost_per_reply", 0)
+        _at_least(self, "request_timeout", 0, inclusive=False)
+        _at_least(self, "price_per_1k_tokens", 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointSpec(Spec):
+    """How often an agent saves, how many saves it keeps, and whether they are gzipped."""
+
+    label: ClassVar[str] = "checkpoint spec"
+    every: int = 1
+    keep: int = 20
+    compress: bool = True
+
+    def _check(self) -> None:
+        _at_least(self, "every", 1)
+        _at_least(self, "keep", 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HookSpec(Spec):
+    """A function the worker calls at one point of an agent's life, within `timeout` seconds."""
+
+    label: ClassVar[str] = "hook spec"
+    on: str
+    call: str
+    priority: int = 100
+    timeout: float = 5.0
+
+    def _check(self) -> None:
+        _one_of(self, "on", HOOK_POINTS)
+        _dotted(self, "call")
+        _at_least(self, "timeout", 0, inclusive=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentSpec(Spec):
+    """Everything a worker needs to run one agent; hooks come sorted by priority."""
+
+    label: ClassVar[str] = "agent spec"
+    agent: str
+    task: str
+    max_cycles: int
+    storage: str
+    llm: LLMSpec
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    budget_usd: Optional[float] = None  # this agent's own, USD across runs
+    hooks: tuple[HookSpec, ...] = ()
+    agent_class: Optional[str] = None  # None: the worker's built-in chat agent
+    params: dict = field(default_factory=dict)  # the custom agent's own settings
+    python_path: tuple[str, ...] = ()  # folders the worker adds to sys.path (the config's)
+    await_grants: bool = False  # a team budget: each cycle starts on the supervisor's Proceed for the one before
+
+    def _check(self) -> None:
+        _not_empty(self, "agent", "task", "storage")
+        _at_least(self, "max_cycles", 1)
+        _at_least(self, "budget_usd", 0, inclusive=False)
+        _dotted(self, "agent_class")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupSpec(Spec):
+    """What a group's sub-supervisor runs: its team config, which the config room re-validates."""
+
+    label: ClassVar[str] = "group spec"
+    config: dict  # the group's TeamConfig as plain data
+    worker_entry: str  # the entry point of its agents' workers
+    model_host: Optional[str] = None  # the embedded model server the root started, if any
+
+    def _check(self) -> None:
+        _not_empty(self, "config")
+        _dotted(self, "worker_entry")
+        if self.model_host is not None:
+            _not_empty(self, "model_host")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelServerSpec(Spec):
+    """The embedded model server: which model file, on which port, with how many slots."""
+
+    label: ClassVar[str] = "model server spec"
+    model: str
+    path: str
+    port: int = 0  # 0: any free port; a restart asks for the one it had
+    threads: int = 2
+    slots: int = 2
+    ctx_per_slot: int = 2048
+    log: Optional[str] = None  # llama.cpp's own output goes here, never to the terminal
+
+    def _check(self) -> None:
+        _not_empty(self, "model", "path")
+        _at_least(self, "port", 0)
+        if self.port > 65535:
+            raise self._bad("port", f"must be <= 65535 (got {self.port})")
+        _at_least(self, "threads", 1)
+        _at_least(self, "slots", 1)
+        _at_least(self, "ctx_per_slot", 1)
