@@ -31,8 +31,8 @@ from protocol.messages import GRACEFUL, IMMEDIATE, INTERRUPTED, RUNNING, SOURCES
 from supervisor.vocabulary import ISO_RE, LEVELS, event_number, parse_timestamp
 from supervisor.config import TeamConfig
 from supervisor.terminal.console import RULE
-from supervisor.storage import EVENTS_FILE, exclusive_run_lock, run_is_live
-from protocol.checkpoints import Checkpoint, CheckpointCorrupt, CheckpointInfo, CheckpointStore
+from supervisor.storage import EVENTS_FILE, exclusive_run_lock, open_storage_file, run_is_live
+from protocol.checkpoints import MAX_CONTENT_BYTES, Checkpoint, CheckpointCorrupt, CheckpointInfo, CheckpointStore
 
 NOT_STARTED = "not started"
 POLL_SECONDS = 0.2
@@ -115,7 +115,7 @@ class EventReader:
     def open(self) -> bool:
         """Open the file from its start; False if it does not exist (yet)."""
         try:
-            handle = open(self.path, "rb")
+            handle = open_storage_file(self.path)
         except FileNotFoundError:
             return False
         stat = os.fstat(handle.fileno())
@@ -719,16 +719,16 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _FLAG_HCRC, _FLAG_EXTRA, _FLAG_NAME, _FLAG_COMMENT = 0x02, 0x04, 0x08, 0x10
 
 
-def _compression(path: Path) -> tuple[str, Optional[int]]:
+def _compression(file: BinaryIO) -> tuple[str, Optional[int]]:
     """("gzip" or "none", uncompressed size or None if the file cannot be read through).
 
     A store with `compress: false` still writes the gzip format, with the
     deflate data "stored" (level 0), so the first deflate block's type tells
     compressed from not. The uncompressed size is counted by reading through
-    gzip; a damaged file gives None here (`--verify` says what is wrong).
-    Raises FileNotFoundError if the file is gone (a live run's retention).
+    gzip, up to what a checkpoint can hold; a damaged file gives None here
+    (`--verify` says what is wrong). `file` is closed on return.
     """
-    with open(path, "rb") as handle:
+    with file as handle:
         head = handle.read(4096)
         if head[:2] != _GZIP_MAGIC:
             return "none", os.fstat(handle.fileno()).st_size  # not gzip at all (and so not a valid checkpoint)
@@ -753,6 +753,8 @@ def _compression(path: Path) -> tuple[str, Optional[int]]:
                     if not chunk:
                         return method, total
                     total += len(chunk)
+                    if total > MAX_CONTENT_BYTES:  # more than a checkpoint can hold: a bomb, not read through
+                        return method, None
         except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
             return method, None
 
@@ -774,9 +776,11 @@ def checkpoints(config: TeamConfig, args: argparse.Namespace) -> int:
             store = _store(config, name)
             for info in store.list():
                 try:
-                    method, plain = _compression(info.path)
+                    method, plain = _compression(store.open_raw(info.checkpoint_id))
                 except FileNotFoundError:
                     continue  # removed by a live run's retention since it was listed
+                except CheckpointCorrupt:
+                    method, plain = "none", None  # a symlink or not a file at all: --verify says which
                 row: dict[str, Any] = {
                     "agent": name,
                     "checkpoint_id": info.checkpoint_id,
