@@ -314,7 +314,10 @@ def _open_checkpoint(folder: int, name: str) -> BinaryIO:
 
 def _read_checkpoint(folder: int, name: str) -> bytes:
     with _open_checkpoint(folder, name) as handle:
-        raw = handle.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows after the fstat
+        try:
+            raw = handle.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows after the fstat
+        except OSError as exc:  # EIO: unreadable is as good as corrupt, and the next one may do
+            raise CheckpointCorrupt(name, f"cannot read: {exc.strerror or exc}") from None
     if len(raw) > MAX_FILE_BYTES:
         raise CheckpointCorrupt(name, f"is more than a checkpoint can be ({MAX_FILE_BYTES} bytes)")
     return raw
