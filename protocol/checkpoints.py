@@ -326,12 +326,12 @@ def _read_checkpoint(folder: int, name: str) -> bytes:
 class CheckpointStore:
     """The checkpoints of one agent in `<storage>/<agent>/`.
 
-    Readers (the CLI) use `list`, `load`, `load_latest` and `verify` directly;
-    each opens the folders for that call. The single writer (the agent's
-    worker) calls `open_for_writing` once: it holds the agent folder open from
-    then on and keeps an in-memory index of names, so `save` and retention never
-    list the folder again, and every file it creates, renames or deletes is
-    named relative to that descriptor.
+    Readers (the CLI) use `list`, `load`, `load_latest` and `verify` directly.
+    The single writer (the agent's worker) calls `open_for_writing` once; after
+    that it keeps an in-memory index of names, so `save` and retention never
+    list the folder again. Each call opens the storage and agent folders afresh
+    (checked, never through a symlink), so a checkpoint lands where readers
+    look or the save fails, and names every file relative to that descriptor.
     """
 
     def __init__(self, storage: Union[Path, str], agent: str, *, keep: int = 20, compress: bool = True) -> None:
@@ -344,21 +344,8 @@ class CheckpointStore:
         self.keep = keep
         self.compress = compress
         self.directory: Path = self.storage / agent
-        self._fd: Optional[int] = None  # the agent folder, held by the writer from open_for_writing on
         self._index: Optional[builtins.list[tuple[int, int, str]]] = None  # sorted (cycle, seq, name); None until opened
         self._next_seq = 1
-
-    def close(self) -> None:
-        """Let go of the agent folder a writer holds; a reader holds nothing."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to report to
-            pass
 
     # ---- names and folders -----------------------------------------------
 
@@ -385,10 +372,7 @@ class CheckpointStore:
 
     @contextlib.contextmanager
     def _folder(self) -> Iterator[Optional[int]]:
-        """The writer's agent folder, or one opened for this read (None if there is none yet)."""
-        if self._fd is not None:
-            yield self._fd
-            return
+        """The agent folder for one call, closed after it (None if there is none yet)."""
         fd = self._open_folder(create=False)
         try:
             yield fd
@@ -603,18 +587,26 @@ class CheckpointStore:
     # ---- writing ---------------------------------------------------------
 
     def open_for_writing(self) -> builtins.list[str]:
-        """Create the folders (0700), hold the agent folder open, delete stale temp files, index the names once.
+        """Create the folders (0700), delete stale temp files, index the names once.
 
         Returns the names of the removed `.tmp-*` files: each is a save that a
         crash interrupted before its rename, so it never was a checkpoint.
         Raises UntrustedStorage (an OSError) for a folder another user owns or
         can write, or a symlinked agent folder.
         """
-        self.close()
         folder = self._open_folder(create=True)
         assert folder is not None  # created, or an error was raised
-        self._fd = folder
+        try:
+            removed, index = self._clean_and_index(folder)
+        finally:
+            os.close(folder)
+        self._index = index
+        # From names only, corrupt files included: a new save must never reuse a name.
+        self._next_seq = max((seq for _, seq, _ in index), default=0) + 1
+        return sorted(removed)
 
+    @staticmethod
+    def _clean_and_index(folder: int) -> tuple[builtins.list[str], builtins.list[tuple[int, int, str]]]:
         removed: builtins.list[str] = []
         index: builtins.list[tuple[int, int, str]] = []
         for entry in _scan(folder):
@@ -631,10 +623,7 @@ class CheckpointStore:
             if parsed is not None and not entry.is_dir(follow_symlinks=False):
                 index.append((parsed[0], parsed[1], entry.name))
         index.sort()
-        self._index = index
-        # From names only, corrupt files included: a new save must never reuse a name.
-        self._next_seq = max((seq for _, seq, _ in index), default=0) + 1
-        return sorted(removed)
+        return removed, index
 
     def save(
         self,
@@ -653,8 +642,7 @@ class CheckpointStore:
         after removing the temporary file; the checkpoints written before stay
         exactly as they were.
         """
-        folder = self._fd
-        if self._index is None or folder is None:
+        if self._index is None:
             raise RuntimeError("CheckpointStore.save() needs open_for_writing() first")
         if isinstance(cycle, bool) or not isinstance(cycle, int) or cycle < 0:
             raise ValueError(f"cycle must be an integer >= 0 (got {cycle!r})")
@@ -709,8 +697,12 @@ class CheckpointStore:
         blob = gzip.compress(body + trailer, compresslevel=COMPRESSLEVEL if self.compress else 0, mtime=0)
 
         temp = f"{TMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        folder: Optional[int] = None
         renamed = False
         try:
+            folder = self._open_folder(create=False)
+            if folder is None:
+                raise FileNotFoundError(errno.ENOENT, "the agent folder is gone")
             fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE, dir_fd=folder)
             try:
                 view = memoryview(blob)
@@ -724,10 +716,12 @@ class CheckpointStore:
             renamed = True
             os.fsync(folder)  # the rename itself survives a power cut
         except BaseException as exc:
-            _unlink_quietly(folder, temp)
-            if renamed:
-                # The rename may not be durable; roll it back so "failed" means "nothing new".
-                _unlink_quietly(folder, name)
+            if folder is not None:
+                _unlink_quietly(folder, temp)
+                if renamed:
+                    # The rename may not be durable; roll it back so "failed" means "nothing new".
+                    _unlink_quietly(folder, name)
+                os.close(folder)
             if isinstance(exc, OSError):
                 reason = exc.strerror or str(exc)
                 raise CheckpointWriteError(exc.errno, _one_line(f"cannot write checkpoint in {self.directory}: {reason}")) from exc
@@ -736,7 +730,10 @@ class CheckpointStore:
         duration_ms = (time.perf_counter() - started) * 1000.0
 
         bisect.insort(self._index, (cycle, seq, name))
-        self._apply_retention(keep_name=name)
+        try:
+            self._apply_retention(folder, keep_name=name)
+        finally:
+            os.close(folder)
         return SaveResult(checkpoint_id=name, cycle=cycle, bytes=len(blob), duration_ms=duration_ms, durable_at=durable_at)
 
     def prune(self, keep: int) -> builtins.list[CheckpointInfo]:
@@ -760,23 +757,23 @@ class CheckpointStore:
         if folder is None:  # removed since it was listed: nothing left to prune
             return []
         writer_keep = self.keep
-        self._fd, self._index, self.keep = folder, [(info.cycle, info.seq, info.checkpoint_id) for info in infos], keep
+        self._index, self.keep = [(info.cycle, info.seq, info.checkpoint_id) for info in infos], keep
         try:
-            self._apply_retention(keep_name=latest.checkpoint_id if latest is not None else "")
+            self._apply_retention(folder, keep_name=latest.checkpoint_id if latest is not None else "")
             remaining = {name for _, _, name in self._index}
         finally:
-            self._fd, self._index, self.keep = None, None, writer_keep
+            self._index, self.keep = None, writer_keep
             os.close(folder)
         return [info for info in infos if info.checkpoint_id not in remaining]
 
-    def _apply_retention(self, keep_name: str) -> None:
+    def _apply_retention(self, folder: int, keep_name: str) -> None:
         """Delete the oldest indexed checkpoints beyond `keep`, from the index, without listing.
 
         The checkpoint just saved is never deleted, even when it sorts below
         `keep` newer ones (a resume that fell back past corrupt files); then one
         extra file is kept until newer saves push the old ones out.
         """
-        assert self._index is not None and self._fd is not None
+        assert self._index is not None
         excess = len(self._index) - self.keep
         if excess <= 0:
             return
@@ -785,7 +782,7 @@ class CheckpointStore:
             if item[2] == keep_name:
                 continue
             try:
-                os.unlink(item[2], dir_fd=self._fd)
+                os.unlink(item[2], dir_fd=folder)
             except FileNotFoundError:
                 pass
             except OSError:

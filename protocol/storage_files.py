@@ -98,7 +98,7 @@ def check_folder(fd: int, path: PathLike, what: str, *, created: bool = False) -
     if not _trusted_owner(info.st_uid):
         raise _refuse(
             f"{what} {path} is owned by {_who(info.st_uid)}, not by you ({_who(os.geteuid())}), so its files "
-            f"cannot be trusted; fix: chown -R {_user_name()} {quoted} and chmod 700 {quoted}, or use a folder of your own"
+            f"cannot be trusted; fix: use a folder of your own, or take this one over: chown -R {_user_name()} {quoted}"
         )
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
