@@ -472,7 +472,8 @@ class CheckpointStore:
                 raise corrupt(f"{what} nests deeper than {MAX_NESTING} levels") from None
             except ValueError:  # UnicodeDecodeError included
                 raise corrupt(f"{what} is not JSON") from None
-            if _nests_deeper(value, MAX_NESTING):
+            # Depth needs at least that many brackets; counting them is far cheaper than walking.
+            if line.count(b"[") + line.count(b"{") > MAX_NESTING and _nests_deeper(value, MAX_NESTING):
                 raise corrupt(f"{what} nests deeper than {MAX_NESTING} levels")
             return value
 
