@@ -314,12 +314,13 @@ def _open_checkpoint(folder: int, name: str) -> BinaryIO:
 
 def _read_checkpoint(folder: int, name: str) -> bytes:
     with _open_checkpoint(folder, name) as handle:
+        size = os.fstat(handle.fileno()).st_size  # at most MAX_FILE_BYTES, checked on opening
         try:
-            raw = handle.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows after the fstat
+            raw = handle.read(size + 1)  # one byte more tells a file that grew after the fstat
         except OSError as exc:  # EIO: unreadable is as good as corrupt, and the next one may do
             raise CheckpointCorrupt(name, f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise CheckpointCorrupt(name, f"is more than a checkpoint can be ({MAX_FILE_BYTES} bytes)")
+    if len(raw) != size:  # a checkpoint is complete before it has its name: this one is being written to
+        raise CheckpointCorrupt(name, "changed while it was read")
     return raw
 
 
