@@ -11,6 +11,15 @@ is strict in both directions:
 * Loading verifies everything (gzip framing and CRC, JSON, header fields, a
   sha256 over the content) and raises `CheckpointCorrupt` on any doubt, so a
   damaged file is skipped rather than resumed from.
+* A file in storage may have been planted, so reading is bounded before it is
+  trusted: a regular file (fstat on an O_NOFOLLOW descriptor) of at most
+  MAX_FILE_BYTES, inflated by at most MAX_CONTENT_BYTES, the sha256 checked
+  before any JSON but the short trailer is parsed, JSON nested at most
+  MAX_NESTING deep, and every field checked against what `save` can write.
+  `save` refuses content beyond those limits, so nothing it wrote is refused.
+* Folders and files are reached through folder descriptors, never through a
+  symlink, and a storage or agent folder that another user owns or can write
+  is refused (see protocol.storage_files).
 
 File layout (gzip of JSON Lines, UTF-8)::
 
@@ -27,7 +36,9 @@ from __future__ import annotations
 
 import bisect
 import builtins
+import contextlib
 import dataclasses
+import errno
 import gzip
 import hashlib
 import json
@@ -35,18 +46,23 @@ import math
 import os
 import re
 import secrets
+import stat
 import time
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Union
 
 from protocol.messages import STATUSES
+from protocol.storage_files import describe_kind, open_folder, open_subfolder
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
+    "MAX_CONTENT_BYTES",
+    "MAX_FILE_BYTES",
+    "MAX_NESTING",
     "Checkpoint",
     "CheckpointCorrupt",
     "CheckpointInfo",
@@ -66,6 +82,24 @@ CHECKPOINT_VERSION = 1
 COMPRESSLEVEL = 1
 
 TMP_PREFIX = ".tmp-"
+
+# The most content (JSON Lines before compression) a checkpoint may hold: `save`
+# refuses more, so a reader refuses more too, and a gzip bomb costs at most this
+# much memory to reject. 64 MiB is hundreds of times a long conversation.
+MAX_CONTENT_BYTES = 64 * 1024 * 1024
+# The largest file that content can make: `compress: false` stores it in gzip
+# "stored" blocks of up to 64 KiB, 5 bytes of framing each, plus header and trailer.
+MAX_FILE_BYTES = MAX_CONTENT_BYTES + MAX_CONTENT_BYTES // 1024 + 4096
+# How deeply one line's JSON may nest (the header with its `extra`, or a
+# message); `save` refuses deeper, so no reader recurses into a planted
+# 100,000 levels (RecursionError) or copies a deep value recursively.
+MAX_NESTING = 100
+# The trailer as written is ~90 bytes; a bound this short cannot nest deeply,
+# so it is safe to parse before the checksum is known to hold.
+_MAX_TRAILER_BYTES = 256
+_INFLATE_STEP = 1 << 20
+_MAX_TIMESTAMP_CHARS = 64
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 # ASCII digits only ([0-9], not \d, which also matches other scripts' digits);
 # at least 8 of them so a cycle or seq past 99,999,999 still has a name.
@@ -215,20 +249,79 @@ def _encode_lines(objects: list[Any]) -> bytes:
         return (text + "\n").encode("ascii")
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename or create in `directory` itself survive a power cut."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether JSON `value` has containers more than `limit` levels deep (the value itself is level 1).
+
+    Iterative, so it is safe on any depth json.loads could hand it.
+    """
+    stack: builtins.list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
-def _unlink_quietly(path: Path) -> None:
+def _shown(number: int) -> str:
+    """An integer read from a file, for a one-line reason: JSON allows thousands of digits."""
+    return str(number) if abs(number) < 10**12 else "(a huge number)"
+
+
+def _unlink_quietly(folder: int, name: str) -> None:
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=folder)
     except OSError:
         pass
+
+
+def _scan(folder: int) -> builtins.list[os.DirEntry]:
+    """The entries of an open folder; their stat() is relative to `folder`, so keep it open meanwhile."""
+    with os.scandir(folder) as entries:
+        return list(entries)
+
+
+def _open_checkpoint(folder: int, name: str) -> BinaryIO:
+    """One checkpoint file for reading: never through a symlink, only a regular file of a possible size.
+
+    O_NONBLOCK so that a FIFO under a checkpoint's name cannot hang the open.
+    Anything else is CheckpointCorrupt, with reason "missing" if it is not there.
+    """
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    except FileNotFoundError:
+        raise CheckpointCorrupt(name, "missing") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CheckpointCorrupt(name, "is a symlink, which is never followed") from None
+        raise CheckpointCorrupt(name, f"cannot read: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    problem = None
+    if stat.S_ISDIR(info.st_mode):
+        problem = "is a directory"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = f"is not a regular file but {describe_kind(info.st_mode)}"
+    elif info.st_size > MAX_FILE_BYTES:
+        problem = f"is {info.st_size} bytes, more than a checkpoint can be ({MAX_FILE_BYTES})"
+    if problem is not None:
+        os.close(fd)
+        raise CheckpointCorrupt(name, problem)
+    return open(fd, "rb")
+
+
+def _read_checkpoint(folder: int, name: str) -> bytes:
+    with _open_checkpoint(folder, name) as handle:
+        size = os.fstat(handle.fileno()).st_size  # at most MAX_FILE_BYTES, checked on opening
+        try:
+            raw = handle.read(size + 1)  # one byte more tells a file that grew after the fstat
+        except OSError as exc:  # EIO: unreadable is as good as corrupt, and the next one may do
+            raise CheckpointCorrupt(name, f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) != size:  # a checkpoint is complete before it has its name: this one is being written to
+        raise CheckpointCorrupt(name, "changed while it was read")
+    return raw
 
 
 class CheckpointStore:
@@ -237,7 +330,9 @@ class CheckpointStore:
     Readers (the CLI) use `list`, `load`, `load_latest` and `verify` directly.
     The single writer (the agent's worker) calls `open_for_writing` once; after
     that it keeps an in-memory index of names, so `save` and retention never
-    list the folder again.
+    list the folder again. Each call opens the storage and agent folders afresh
+    (checked, never through a symlink), so a checkpoint lands where readers
+    look or the save fails, and names every file relative to that descriptor.
     """
 
     def __init__(self, storage: Union[Path, str], agent: str, *, keep: int = 20, compress: bool = True) -> None:
@@ -253,7 +348,7 @@ class CheckpointStore:
         self._index: Optional[builtins.list[tuple[int, int, str]]] = None  # sorted (cycle, seq, name); None until opened
         self._next_seq = 1
 
-    # ---- names -----------------------------------------------------------
+    # ---- names and folders -----------------------------------------------
 
     def _path_for(self, checkpoint_id: str) -> tuple[Path, int, int]:
         """Resolve a user-supplied id; only canonical names, so nothing can escape the folder."""
@@ -262,29 +357,55 @@ class CheckpointStore:
             raise ValueError(f"invalid checkpoint id {checkpoint_id!r} (expected checkpoint_CCCCCCCC_SSSSSSSS.jsonl.gz)")
         return self.directory / checkpoint_id, parsed[0], parsed[1]
 
-    def _scan(self) -> builtins.list[os.DirEntry]:
+    def _open_folder(self, *, create: bool) -> Optional[int]:
+        """The agent folder, reached from the storage folder without following a symlink, both checked.
+
+        None if either is missing (and not `create`). Raises UntrustedStorage
+        for a folder another user owns or can write, or a symlinked agent folder.
+        """
+        storage = open_folder(self.storage, create=create)
+        if storage is None:
+            return None
         try:
-            with os.scandir(self.directory) as entries:
-                return list(entries)
-        except FileNotFoundError:
-            return []
+            return open_subfolder(storage, self.agent, self.directory, create=create)
+        finally:
+            os.close(storage)
+
+    @contextlib.contextmanager
+    def _folder(self) -> Iterator[Optional[int]]:
+        """The agent folder for one call, closed after it (None if there is none yet)."""
+        fd = self._open_folder(create=False)
+        try:
+            yield fd
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     # ---- reading ---------------------------------------------------------
 
     def list(self) -> builtins.list[CheckpointInfo]:
-        """Every checkpoint by name, oldest first; [] if the folder does not exist. Read-only."""
+        """Every checkpoint by name, oldest first; [] if the folder does not exist. Read-only.
+
+        A symlink or special file under a checkpoint's name is listed (its own
+        size), so that `verify` reports it; loading it never follows it.
+        """
         infos: builtins.list[CheckpointInfo] = []
-        for entry in self._scan():
-            parsed = parse_checkpoint_name(entry.name)
-            if parsed is None:
-                continue
-            try:
-                if entry.is_dir():
+        with self._folder() as folder:
+            if folder is None:
+                return []
+            for entry in _scan(folder):
+                parsed = parse_checkpoint_name(entry.name)
+                if parsed is None:
                     continue
-                size = entry.stat().st_size
-            except FileNotFoundError:
-                size = 0  # deleted (e.g. by retention) between listing and stat
-            infos.append(CheckpointInfo(entry.name, parsed[0], parsed[1], Path(entry.path), size))
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    size = 0  # deleted (e.g. by retention) between listing and stat
+                else:
+                    if stat.S_ISDIR(info.st_mode):
+                        continue
+                    size = info.st_size
+                infos.append(CheckpointInfo(entry.name, parsed[0], parsed[1], self.directory / entry.name, size))
         infos.sort(key=lambda info: (info.cycle, info.seq))
         return infos
 
@@ -294,17 +415,29 @@ class CheckpointStore:
         Raises ValueError for an id that is not a checkpoint name, and
         CheckpointCorrupt (reason "missing" if the file does not exist) otherwise.
         """
-        path, name_cycle, _ = self._path_for(checkpoint_id)
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
-            raise CheckpointCorrupt(checkpoint_id, "missing") from None
-        except IsADirectoryError:
-            raise CheckpointCorrupt(checkpoint_id, "is a directory") from None
-        except OSError as exc:
-            raise CheckpointCorrupt(checkpoint_id, f"cannot read: {exc.strerror or exc}") from None
+        _, name_cycle, _ = self._path_for(checkpoint_id)
+        with self._folder() as folder:
+            if folder is None:
+                raise CheckpointCorrupt(checkpoint_id, "missing")
+            raw = _read_checkpoint(folder, checkpoint_id)
         return self._decode(checkpoint_id, name_cycle, raw)
+
+    def open_raw(self, checkpoint_id: str) -> BinaryIO:
+        """The file as stored, for a tool that looks at its gzip framing; opened as `load` opens it.
+
+        Raises FileNotFoundError if it is gone, CheckpointCorrupt if it is a
+        symlink, not a regular file, or larger than a checkpoint can be.
+        """
+        path, _, _ = self._path_for(checkpoint_id)
+        with self._folder() as folder:
+            try:
+                if folder is None:
+                    raise CheckpointCorrupt(checkpoint_id, "missing")
+                return _open_checkpoint(folder, checkpoint_id)
+            except CheckpointCorrupt as exc:
+                if exc.reason == "missing":
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path)) from None
+                raise
 
     def verify(self, checkpoint_id: str) -> None:
         """Raise CheckpointCorrupt (or ValueError for a bad id) unless the checkpoint is intact."""
@@ -328,25 +461,55 @@ class CheckpointStore:
         return None
 
     def _decode(self, checkpoint_id: str, name_cycle: int, raw: bytes) -> Checkpoint:
+        """Bounded inflate, then the checksum, then the JSON, then every field: the first doubt is corrupt."""
+
         def corrupt(reason: str) -> CheckpointCorrupt:
             return CheckpointCorrupt(checkpoint_id, reason)
 
+        def parse(line: bytes, what: str) -> Any:
+            try:
+                value = json.loads(line)
+            except RecursionError:
+                raise corrupt(f"{what} nests deeper than {MAX_NESTING} levels") from None
+            except ValueError:  # UnicodeDecodeError included
+                raise corrupt(f"{what} is not JSON") from None
+            # Depth needs at least that many brackets; counting them is far cheaper than walking.
+            if line.count(b"[") + line.count(b"{") > MAX_NESTING and _nests_deeper(value, MAX_NESTING):
+                raise corrupt(f"{what} nests deeper than {MAX_NESTING} levels")
+            return value
+
         if not raw:
             raise corrupt("empty file")
+        inflate = zlib.decompressobj(wbits=31)  # gzip framing, CRC-32 and size checked at its end
+        parts: builtins.list[bytes] = []
+        total, pending = 0, raw
         try:
-            data = gzip.decompress(raw)
-        except EOFError:
-            raise corrupt("truncated gzip stream") from None
-        except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+            while not inflate.eof:  # in steps, so that a bomb is refused holding at most the limit
+                piece = inflate.decompress(pending, _INFLATE_STEP)
+                if not piece and len(inflate.unconsumed_tail) == len(pending):
+                    break  # no progress: the input ended before the stream did
+                pending = inflate.unconsumed_tail
+                total += len(piece)
+                if total > MAX_CONTENT_BYTES:
+                    raise corrupt(f"inflates to more than a checkpoint can hold ({MAX_CONTENT_BYTES} bytes)")
+                parts.append(piece)
+        except zlib.error as exc:
             raise corrupt(f"bad gzip data: {exc}") from None
+        data = b"".join(parts)
+        del parts
+        if not inflate.eof:
+            raise corrupt("truncated gzip stream")
+        if inflate.unused_data:
+            raise corrupt("data after the gzip stream")
         if not data:
             raise corrupt("no content")
         if not data.endswith(b"\n"):
             raise corrupt("content does not end with a newline (truncated)")
 
         body_end = data.rfind(b"\n", 0, len(data) - 1) + 1  # start of the trailer line
-        body, trailer_line = data[:body_end], data[body_end:-1]
-        lines = body.split(b"\n")[:-1] if body else []
+        trailer_line = data[body_end:-1]
+        if len(trailer_line) > _MAX_TRAILER_BYTES:
+            raise corrupt("trailer missing or malformed")
         try:
             trailer = json.loads(trailer_line)
         except ValueError:
@@ -354,20 +517,22 @@ class CheckpointStore:
         if (
             not isinstance(trailer, dict)
             or not isinstance(trailer.get("sha256"), str)
+            or not _SHA256_RE.fullmatch(trailer["sha256"])
             or type(trailer.get("lines")) is not int
         ):
             raise corrupt("trailer missing or malformed")
-        if trailer["lines"] != len(lines):
-            raise corrupt(f"line count mismatch: trailer says {trailer['lines']}, found {len(lines)}")
-        if hashlib.sha256(body).hexdigest() != trailer["sha256"]:
+        line_count = data.count(b"\n", 0, body_end)
+        if trailer["lines"] != line_count:
+            raise corrupt(f"line count mismatch: trailer says {trailer['lines']}, found {line_count}")
+        if hashlib.sha256(memoryview(data)[:body_end]).hexdigest() != trailer["sha256"]:
             raise corrupt("sha256 mismatch")
-        if not lines:
+        if not line_count:
             raise corrupt("header missing")
 
-        try:
-            header = json.loads(lines[0])
-        except ValueError:
-            raise corrupt("header is not JSON") from None
+        # The checksum holds: from here on the content is what some writer wrote,
+        # though not necessarily ours, so each field is still checked.
+        header_end = data.index(b"\n")
+        header = parse(data[:header_end], "header")
         if not isinstance(header, dict):
             raise corrupt("header is not an object")
         for key, kind in _HEADER_FIELDS.items():
@@ -377,31 +542,34 @@ class CheckpointStore:
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise corrupt(f"header field {key!r} has the wrong type")
         if header["format"] != CHECKPOINT_FORMAT:
-            raise corrupt(f"not a checkpoint (format {header['format']!r})")
+            raise corrupt(f"not a checkpoint (format {header['format'][:40]!r})")
         if header["version"] != CHECKPOINT_VERSION:
-            raise corrupt(f"unsupported version {header['version']}")
+            raise corrupt(f"unsupported version {_shown(header['version'])}")
         if header["agent"] != self.agent:
-            raise corrupt(f"belongs to agent {header['agent']!r}, not {self.agent!r}")
+            raise corrupt(f"belongs to agent {header['agent'][:80]!r}, not {self.agent!r}")
         if header["checkpoint_id"] != checkpoint_id:
-            raise corrupt(f"header names {header['checkpoint_id']!r}, not its file name")
+            raise corrupt(f"header names {header['checkpoint_id'][:80]!r}, not its file name")
         if header["cycle"] != name_cycle:
-            raise corrupt(f"header cycle {header['cycle']} does not match the file name")
+            raise corrupt("header cycle does not match the file name")
         if header["status"] not in STATUSES:
-            raise corrupt(f"unknown status {header['status']!r}")
-        budget = float(header["budget_spent_usd"])
+            raise corrupt(f"unknown status {header['status'][:40]!r}")
+        try:
+            budget = float(header["budget_spent_usd"])
+        except OverflowError:  # an integer too large for a float
+            budget = math.inf
         if not math.isfinite(budget) or budget < 0:
             raise corrupt("budget_spent_usd is not a finite amount >= 0")
-        if not _valid_timestamp(header["created_at"]):
+        if len(header["created_at"]) > _MAX_TIMESTAMP_CHARS or not _valid_timestamp(header["created_at"]):
             raise corrupt("created_at is not an ISO 8601 UTC timestamp")
-        if header["message_count"] != len(lines) - 1:
-            raise corrupt(f"message count mismatch: header says {header['message_count']}, found {len(lines) - 1}")
+        if header["message_count"] != line_count - 1:
+            raise corrupt(f"message count mismatch: header says {_shown(header['message_count'])}, found {line_count - 1}")
 
         messages: builtins.list[dict] = []
-        for index, line in enumerate(lines[1:]):
-            try:
-                message = json.loads(line)
-            except ValueError:
-                raise corrupt(f"message {index} is not JSON") from None
+        start = header_end + 1
+        for index in range(line_count - 1):
+            end = data.index(b"\n", start)
+            message = parse(data[start:end], f"message {index}")
+            start = end + 1
             problem = _check_message(index, message)
             if problem is not None:
                 raise corrupt(problem)
@@ -421,44 +589,43 @@ class CheckpointStore:
     # ---- writing ---------------------------------------------------------
 
     def open_for_writing(self) -> builtins.list[str]:
-        """Create the folder (0700), delete stale temp files, index the names once.
+        """Create the folders (0700), delete stale temp files, index the names once.
 
         Returns the names of the removed `.tmp-*` files: each is a save that a
         crash interrupted before its rename, so it never was a checkpoint.
+        Raises UntrustedStorage (an OSError) for a folder another user owns or
+        can write, or a symlinked agent folder.
         """
-        missing: builtins.list[Path] = []
-        for folder in (self.directory, *self.directory.parents):
-            if folder.exists():
-                break
-            missing.append(folder)
-        for folder in reversed(missing):
-            try:
-                folder.mkdir(mode=_DIR_MODE)
-            except FileExistsError:
-                pass
-        if not self.directory.is_dir():
-            raise NotADirectoryError(f"checkpoint folder {self.directory} is not a directory")
+        folder = self._open_folder(create=True)
+        assert folder is not None  # created, or an error was raised
+        try:
+            removed, index = self._clean_and_index(folder)
+        finally:
+            os.close(folder)
+        self._index = index
+        # From names only, corrupt files included: a new save must never reuse a name.
+        self._next_seq = max((seq for _, seq, _ in index), default=0) + 1
+        return sorted(removed)
 
+    @staticmethod
+    def _clean_and_index(folder: int) -> tuple[builtins.list[str], builtins.list[tuple[int, int, str]]]:
         removed: builtins.list[str] = []
         index: builtins.list[tuple[int, int, str]] = []
-        for entry in self._scan():
+        for entry in _scan(folder):
             if entry.name.startswith(TMP_PREFIX):
                 if entry.is_dir(follow_symlinks=False):
                     continue  # not ours to delete: we only ever create files
                 try:
-                    os.unlink(entry.path)
+                    os.unlink(entry.name, dir_fd=folder)
                 except FileNotFoundError:
                     continue
                 removed.append(entry.name)
                 continue
             parsed = parse_checkpoint_name(entry.name)
-            if parsed is not None and not entry.is_dir():
+            if parsed is not None and not entry.is_dir(follow_symlinks=False):
                 index.append((parsed[0], parsed[1], entry.name))
         index.sort()
-        self._index = index
-        # From names only, corrupt files included: a new save must never reuse a name.
-        self._next_seq = max((seq for _, seq, _ in index), default=0) + 1
-        return sorted(removed)
+        return removed, index
 
     def save(
         self,
@@ -471,9 +638,11 @@ class CheckpointStore:
     ) -> SaveResult:
         """Write a new checkpoint atomically and durably, then apply retention.
 
-        Bad arguments raise ValueError/TypeError before anything touches the disk.
-        A disk failure raises CheckpointWriteError after removing the temporary
-        file; the checkpoints written before stay exactly as they were.
+        Bad arguments raise ValueError/TypeError before anything touches the disk;
+        so does content a reader would refuse (nested deeper than MAX_NESTING,
+        larger than MAX_CONTENT_BYTES). A disk failure raises CheckpointWriteError
+        after removing the temporary file; the checkpoints written before stay
+        exactly as they were.
         """
         if self._index is None:
             raise RuntimeError("CheckpointStore.save() needs open_for_writing() first")
@@ -483,7 +652,10 @@ class CheckpointStore:
             raise ValueError(f"status must be one of {', '.join(STATUSES)} (got {status!r})")
         if isinstance(budget_spent_usd, bool) or not isinstance(budget_spent_usd, (int, float)):
             raise TypeError(f"budget_spent_usd must be a number (got {budget_spent_usd!r})")
-        budget = float(budget_spent_usd)
+        try:
+            budget = float(budget_spent_usd)
+        except OverflowError:
+            budget = math.inf
         if not math.isfinite(budget) or budget < 0:
             raise ValueError(f"budget_spent_usd must be a finite amount >= 0 (got {budget_spent_usd!r})")
         if extra is None:
@@ -496,6 +668,10 @@ class CheckpointStore:
             problem = _check_message(index, message)
             if problem is not None:
                 raise ValueError(problem)
+            if _nests_deeper(message, MAX_NESTING):
+                raise ValueError(f"message {index} nests deeper than {MAX_NESTING} levels")
+        if _nests_deeper(extra, MAX_NESTING - 1):  # it sits one level down, inside the header
+            raise ValueError(f"extra nests deeper than {MAX_NESTING - 1} levels")
 
         started = time.perf_counter()
         seq = self._next_seq
@@ -515,14 +691,21 @@ class CheckpointStore:
         }
         body = _encode_lines([header, *messages])  # not JSON-serialisable -> TypeError, nothing written
         trailer = _encode_lines([{"sha256": hashlib.sha256(body).hexdigest(), "lines": body.count(b"\n")}])
+        if len(body) + len(trailer) > MAX_CONTENT_BYTES:
+            raise ValueError(
+                f"checkpoint content of {len(body) + len(trailer)} bytes is more than a checkpoint may hold ({MAX_CONTENT_BYTES})"
+            )
         # mtime=0 and no file name in the gzip header: same content, same bytes.
         blob = gzip.compress(body + trailer, compresslevel=COMPRESSLEVEL if self.compress else 0, mtime=0)
 
-        final = self.directory / name
-        temp = self.directory / f"{TMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        temp = f"{TMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        folder: Optional[int] = None
         renamed = False
         try:
-            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE)
+            folder = self._open_folder(create=False)
+            if folder is None:
+                raise FileNotFoundError(errno.ENOENT, "the agent folder is gone")
+            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE, dir_fd=folder)
             try:
                 view = memoryview(blob)
                 while view:
@@ -531,14 +714,16 @@ class CheckpointStore:
                 os.fsync(fd)  # raw fd, no user-space buffer to flush first
             finally:
                 os.close(fd)
-            os.rename(temp, final)
+            os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
             renamed = True
-            _fsync_directory(self.directory)
+            os.fsync(folder)  # the rename itself survives a power cut
         except BaseException as exc:
-            _unlink_quietly(temp)
-            if renamed:
-                # The rename may not be durable; roll it back so "failed" means "nothing new".
-                _unlink_quietly(final)
+            if folder is not None:
+                _unlink_quietly(folder, temp)
+                if renamed:
+                    # The rename may not be durable; roll it back so "failed" means "nothing new".
+                    _unlink_quietly(folder, name)
+                os.close(folder)
             if isinstance(exc, OSError):
                 reason = exc.strerror or str(exc)
                 raise CheckpointWriteError(exc.errno, _one_line(f"cannot write checkpoint in {self.directory}: {reason}")) from exc
@@ -547,7 +732,10 @@ class CheckpointStore:
         duration_ms = (time.perf_counter() - started) * 1000.0
 
         bisect.insort(self._index, (cycle, seq, name))
-        self._apply_retention(keep_name=name)
+        try:
+            self._apply_retention(folder, keep_name=name)
+        finally:
+            os.close(folder)
         return SaveResult(checkpoint_id=name, cycle=cycle, bytes=len(blob), duration_ms=duration_ms, durable_at=durable_at)
 
     def prune(self, keep: int) -> builtins.list[CheckpointInfo]:
@@ -567,16 +755,20 @@ class CheckpointStore:
         if len(infos) <= keep:
             return []
         latest = self.load_latest()
+        folder = self._open_folder(create=False)
+        if folder is None:  # removed since it was listed: nothing left to prune
+            return []
         writer_keep = self.keep
         self._index, self.keep = [(info.cycle, info.seq, info.checkpoint_id) for info in infos], keep
         try:
-            self._apply_retention(keep_name=latest.checkpoint_id if latest is not None else "")
+            self._apply_retention(folder, keep_name=latest.checkpoint_id if latest is not None else "")
             remaining = {name for _, _, name in self._index}
         finally:
             self._index, self.keep = None, writer_keep
+            os.close(folder)
         return [info for info in infos if info.checkpoint_id not in remaining]
 
-    def _apply_retention(self, keep_name: str) -> None:
+    def _apply_retention(self, folder: int, keep_name: str) -> None:
         """Delete the oldest indexed checkpoints beyond `keep`, from the index, without listing.
 
         The checkpoint just saved is never deleted, even when it sorts below
@@ -592,7 +784,7 @@ class CheckpointStore:
             if item[2] == keep_name:
                 continue
             try:
-                os.unlink(self.directory / item[2])
+                os.unlink(item[2], dir_fd=folder)
             except FileNotFoundError:
                 pass
             except OSError:

@@ -131,6 +131,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     from supervisor.config import load_config
 
     config = load_config(args.config)
+    if args.command != "run":  # `run` checks as it prepares the folder
+        from supervisor.storage import check_storage
+
+        check_storage(config.storage, [agent.name for agent in config.all_agents()])
     if args.command == "run":
         from supervisor.terminal.live_view import choose_console
         from supervisor.runtime.run import run_team

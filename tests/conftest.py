@@ -1,4 +1,4 @@
-"""Shared fixtures, and the line between fast unit tests and process-level (e2e) tests.
+"""Shared fixtures (teams, tools' state, disks that fill up), and the line between unit and e2e tests.
 
 A test is `e2e` when it starts processes, sends signals, opens a pseudo-terminal,
 runs the CLI in a subprocess or starts a team. A test that asks for one of
@@ -11,6 +11,8 @@ a process-level test cannot hide among the unit tests unnoticed.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,7 +21,7 @@ import pytest
 from harness import Team
 from tools_state import write_team
 
-E2E_FIXTURES = frozenset({"make_team"})
+E2E_FIXTURES = frozenset({"make_team", "mounts"})
 UNIT_BUDGET_S = 0.5
 
 _unit_seconds: dict[str, float] = {}
@@ -67,3 +69,41 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def team(tmp_path: Path) -> dict[str, Any]:
     """State for the operator's tools: a config, checkpoints for two of three agents, an events.jsonl with a torn last line."""
     return write_team(tmp_path)
+
+
+class Mounts:
+    """Real file systems for tests that need a full disk: a small tmpfs, and bind mounts onto files."""
+
+    def __init__(self) -> None:
+        self.points: list[Path] = []
+
+    def tmpfs(self, folder: Path, size: str) -> Path:
+        """A tmpfs of `size` (e.g. "64k") at `folder`, mode 0700 like a storage folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self._mount("-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder))
+        return folder
+
+    def bind(self, source: Path, target: Path) -> None:
+        """`source` seen at `target` too (both must exist, of the same kind)."""
+        self._mount("--bind", str(source), str(target))
+
+    def _mount(self, *args: str) -> None:
+        result = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount here: {result.stderr.strip()}")
+        self.points.append(Path(args[-1]))
+
+    def unmount_all(self) -> None:
+        for point in reversed(self.points):
+            subprocess.run(["umount", "-l", str(point)], capture_output=True)  # lazy: a leftover process may hold it
+
+
+@pytest.fixture
+def mounts() -> Iterator[Mounts]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs (a disk a test can fill) needs root")
+    found = Mounts()
+    try:
+        yield found
+    finally:
+        found.unmount_all()

@@ -10,6 +10,7 @@ timeout that only exists to turn a hang into a failure.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -317,3 +318,18 @@ def wait_gone(pids: list[int], timeout: float) -> float:
 
 def by_event(events: list[dict[str, Any]], name: str, agent: Optional[str] = None) -> list[dict[str, Any]]:
     return [e for e in events if e["event"] == name and agent in (None, e.get("agent_id"))]
+
+
+def fill_up(folder: Path) -> Path:
+    """Write a file in `folder` until its file system has no room left; returns it (delete it to free the disk)."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    return filler

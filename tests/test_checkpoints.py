@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pickle
+import signal
 import stat
 from pathlib import Path
 from typing import Callable
@@ -175,9 +176,9 @@ def test_save_writes_temp_then_renames_and_fsyncs_file_and_folder(tmp_path: Path
         calls.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
         real_fsync(fd)
 
-    def spy_rename(src, dst) -> None:
+    def spy_rename(src, dst, **kwargs) -> None:  # names relative to the folder descriptor
         calls.append(f"rename {Path(src).name} -> {Path(dst).name}")
-        real_rename(src, dst)
+        real_rename(src, dst, **kwargs)
 
     monkeypatch.setattr(os, "fsync", spy_fsync)
     monkeypatch.setattr(os, "rename", spy_rename)
@@ -569,3 +570,228 @@ def test_corrupt_exception_is_one_line_and_pickles() -> None:
     copy = pickle.loads(pickle.dumps(err))
     assert (copy.checkpoint_id, copy.reason) == (err.checkpoint_id, err.reason)
     assert isinstance(Checkpoint("a", "b", 0, "running", [], 0.0, "t", {}).to_dict(), dict)
+
+
+# ---- hostile files: bounded, never followed, checked against what save writes ----------
+
+
+def _header(store: CheckpointStore, name: str, **changes: object) -> dict:
+    """A header as save writes it, for checkpoint `name` of `store`."""
+    cycle = int(name.split("_")[1])
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "agent": store.agent,
+        "checkpoint_id": name,
+        "cycle": cycle,
+        "status": "running",
+        "budget_spent_usd": 0.0,
+        "created_at": "2026-11-24T03:55:00.000000Z",
+        "message_count": 0,
+        "extra": {},
+    }
+    header.update(changes)
+    return header
+
+
+def _forge(path: Path, lines: list[bytes]) -> None:
+    """A checkpoint of `lines` with a valid trailer: the checksum proves integrity, not origin."""
+    body = b"".join(line + b"\n" for line in lines)
+    trailer = json.dumps({"sha256": hashlib.sha256(body).hexdigest(), "lines": len(lines)}, separators=(",", ":"))
+    path.write_bytes(gzip.compress(body + trailer.encode() + b"\n", mtime=0))
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _planted(tmp_path: Path) -> tuple[CheckpointStore, str, Path]:
+    """A store with one valid checkpoint (cycle 1) and the path of a newer name to plant at (cycle 2)."""
+    store = opened(tmp_path)
+    good = save(store, 1).checkpoint_id
+    name = "checkpoint_00000002_00000009.jsonl.gz"
+    return store, good, store.directory / name
+
+
+def _falls_back(store: CheckpointStore, good: str, bad: str) -> str:
+    """The bad one is reported corrupt, and the newest valid one is what a resume gets; returns the reason."""
+    reports: list[tuple[str, str]] = []
+    latest = CheckpointStore(store.storage, store.agent).load_latest(on_corrupt=lambda i, r: reports.append((i, r)))
+    assert latest is not None and latest.checkpoint_id == good
+    (report,) = reports
+    assert report[0] == bad and "\n" not in report[1]
+    return report[1]
+
+
+def test_a_deeply_nested_trailer_is_corrupt_without_a_valid_checksum(tmp_path: Path) -> None:
+    store, good, path = _planted(tmp_path)
+    header = json.dumps(_header(store, path.name)).encode()
+    path.write_bytes(gzip.compress(header + b"\n" + _nested(100_000).encode() + b"\n"))
+    assert "trailer" in _falls_back(store, good, path.name)
+
+
+@pytest.mark.parametrize("where", ["header", "message"])
+@pytest.mark.parametrize("depth", [100_000, 150])  # past the recursion limit, and merely past the nesting limit
+def test_deep_nesting_behind_a_valid_checksum_is_corrupt(tmp_path: Path, where: str, depth: int) -> None:
+    store, good, path = _planted(tmp_path)
+    if where == "header":
+        header = json.dumps(_header(store, path.name))[:-1] + ', "extra": {"state": ' + _nested(depth) + "}}"
+        lines = [header.encode()]
+    else:
+        message = '{"role": "user", "content": "x", "meta": ' + _nested(depth) + "}"
+        lines = [json.dumps(_header(store, path.name, message_count=1)).encode(), message.encode()]
+    _forge(path, lines)
+    assert "nests deeper than" in _falls_back(store, good, path.name)
+
+
+def test_save_refuses_what_a_reader_would_refuse_and_writes_up_to_the_limit(tmp_path: Path) -> None:
+    from protocol.checkpoints import MAX_NESTING
+
+    def deep(levels: int) -> object:
+        value: object = {}
+        for _ in range(levels - 1):
+            value = {"d": value}
+        return value
+
+    store = opened(tmp_path)
+    with pytest.raises(ValueError, match="nests deeper"):
+        save(store, 1, extra=deep(MAX_NESTING))  # extra sits one level down, inside the header
+    with pytest.raises(ValueError, match="nests deeper"):
+        save(store, 1, messages=[{"role": "user", "content": "x", "meta": deep(MAX_NESTING)}])
+    assert os.listdir(store.directory) == []
+    message = {"role": "user", "content": "x", "meta": deep(MAX_NESTING - 1)}
+    at_limit = save(store, 1, extra=deep(MAX_NESTING - 1), messages=[message])
+    assert store.load(at_limit.checkpoint_id).extra == deep(MAX_NESTING - 1)
+
+
+def test_content_beyond_the_size_limit_is_neither_written_nor_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = opened(tmp_path)
+    big = save(store, 1, messages=conversation(40)).checkpoint_id
+    monkeypatch.setattr("protocol.checkpoints.MAX_CONTENT_BYTES", 4096)
+    with pytest.raises(ValueError, match="more than a checkpoint may hold"):
+        save(store, 2, messages=conversation(40))
+    assert ids(store) == [big]  # nothing new on disk
+    with pytest.raises(CheckpointCorrupt, match="inflates to more than"):
+        store.load(big)
+
+
+def test_a_gzip_bomb_is_refused_holding_no_more_than_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+    import zlib
+
+    limit = 1 << 20  # a small limit keeps the bomb quick to build; the rule is the same at 64 MiB
+    monkeypatch.setattr("protocol.checkpoints.MAX_CONTENT_BYTES", limit)
+    store, good, path = _planted(tmp_path)
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    chunk = bytes(1 << 20)
+    path.write_bytes(b"".join(packer.compress(chunk) for _ in range(32)) + packer.flush())  # 32 MiB of zeros
+    assert path.stat().st_size < limit // 4
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointCorrupt, match="inflates to more than"):
+            store.load(path.name)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * limit  # the limit and one step of inflating, not the 32 MiB the file claims
+    assert "inflates to more than" in _falls_back(store, good, path.name)
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"budget_spent_usd": 10**400}, "budget_spent_usd"),  # too large for a float: no OverflowError
+        ({"budget_spent_usd": -1.0}, "budget_spent_usd"),
+        ({"cycle": True}, "wrong type"),
+        ({"created_at": "2026-11-24T03:55:00Z" + " " * 100}, "created_at"),
+        ({"extra": []}, "wrong type"),
+        ({"status": "paused"}, "unknown status"),
+        ({"message_count": -1}, "message count"),
+    ],
+)
+def test_every_header_field_is_checked_behind_a_valid_checksum(tmp_path: Path, changes: dict, reason: str) -> None:
+    store, good, path = _planted(tmp_path)
+    _forge(path, [json.dumps(_header(store, path.name, **changes)).encode()])
+    assert reason in _falls_back(store, good, path.name)
+
+
+def test_data_after_the_gzip_stream_is_corrupt(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    result = save(store, 1)
+    path = store.directory / result.checkpoint_id
+    path.write_bytes(path.read_bytes() + gzip.compress(b"more\n"))
+    with pytest.raises(CheckpointCorrupt, match="after the gzip stream"):
+        store.load(result.checkpoint_id)
+
+
+def test_a_symlink_under_a_checkpoint_name_is_never_followed(tmp_path: Path) -> None:
+    store, good, path = _planted(tmp_path)
+    other = opened(tmp_path / "elsewhere")
+    target = other.directory / save(other, 2).checkpoint_id  # a valid checkpoint, but only through the link
+    path.symlink_to(target)
+    assert "symlink" in _falls_back(store, good, path.name)
+    # Retention removes the link, never what it points at.
+    writer = CheckpointStore(tmp_path / "storage", AGENT, keep=1)
+    writer.open_for_writing()
+    save(writer, 3)
+    assert not os.path.lexists(path) and target.exists()
+
+
+def test_a_fifo_under_a_checkpoint_name_does_not_hang_a_reader(tmp_path: Path) -> None:
+    store, good, path = _planted(tmp_path)
+    os.mkfifo(path, 0o600)
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("the reader blocked opening a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)  # turns a hang into a failure
+    try:
+        assert "not a regular file" in _falls_back(store, good, path.name)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_file_larger_than_any_checkpoint_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, good, path = _planted(tmp_path)
+    path.write_bytes(b"\0" * 10_000)
+    monkeypatch.setattr("protocol.checkpoints.MAX_FILE_BYTES", 4096)
+    assert "more than a checkpoint can be" in _falls_back(store, good, path.name)
+
+
+def test_a_stale_temp_symlink_is_removed_as_a_link(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    precious = tmp_path / "precious"
+    precious.write_text("keep me")
+    (store.directory / ".tmp-planted").symlink_to(precious)
+    assert CheckpointStore(tmp_path / "storage", AGENT).open_for_writing() == [".tmp-planted"]
+    assert precious.read_text() == "keep me"
+
+
+def test_a_symlinked_agent_folder_is_refused_by_readers_and_the_writer(tmp_path: Path) -> None:
+    from protocol.storage_files import UntrustedStorage
+
+    elsewhere = opened(tmp_path / "elsewhere")
+    save(elsewhere, 1)
+    before = sorted(os.listdir(elsewhere.directory))
+    (tmp_path / "storage").mkdir(mode=0o700)
+    (tmp_path / "storage" / AGENT).symlink_to(elsewhere.directory, target_is_directory=True)
+    store = CheckpointStore(tmp_path / "storage", AGENT)
+    for attempt in (store.list, store.load_latest, store.open_for_writing):
+        with pytest.raises(UntrustedStorage, match="symlink"):
+            attempt()
+    assert sorted(os.listdir(elsewhere.directory)) == before
+
+
+@pytest.mark.parametrize("folder", ["storage", "agent"])
+def test_a_folder_others_can_write_is_refused(tmp_path: Path, folder: str) -> None:
+    from protocol.storage_files import UntrustedStorage
+
+    store = opened(tmp_path)
+    save(store, 1)
+    path = store.storage if folder == "storage" else store.directory
+    path.chmod(0o777)
+    with pytest.raises(UntrustedStorage) as caught:
+        CheckpointStore(tmp_path / "storage", AGENT).load_latest()
+    assert str(caught.value).count("\n") == 0 and f"chmod 700 {path}" in str(caught.value)

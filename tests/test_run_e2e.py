@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from harness import HANG, by_event, cli, wait_gone
+from harness import HANG, by_event, cli, fill_up, wait_gone
 
 SEED_INITIATED = {"timestamp", "event", "source", "mode", "message", "agent_id"}
 SEED_COMPLETED = {"timestamp", "event", "checkpoint_id", "agent_id", "total_interrupts", "graceful_interrupts", "immediate_interrupts"}
@@ -255,10 +255,15 @@ def test_closing_the_terminal_stops_gracefully(make_team):
         team.assert_exactly_once(name)
 
 
-def test_an_event_log_that_cannot_be_written_does_not_stop_the_team(make_team):
+def test_an_event_log_that_cannot_be_written_does_not_stop_the_team(make_team, mounts):
     team = make_team(latency=0.02, max_cycles=3, agents=2)
     team.storage.mkdir()
-    (team.storage / "events.jsonl").symlink_to("/dev/full")  # every write fails with ENOSPC
+    # events.jsonl lives on a full disk (every write fails with ENOSPC); the checkpoints beside it do not.
+    full = mounts.tmpfs(team.root / "full", "16k")
+    (full / "events.jsonl").touch(0o600)
+    fill_up(full)
+    (team.storage / "events.jsonl").touch(0o600)
+    mounts.bind(full / "events.jsonl", team.storage / "events.jsonl")
     run = team.run()
     assert run.proc.returncode == 3, run.output
     assert "cannot write events.jsonl: No space left on device" in run.output and "Traceback" not in run.output

@@ -314,7 +314,8 @@ def serve(sock: socket.socket, parent_pid: int) -> None:
                     start = message
         spec = ModelServerSpec.from_wire(start.spec)
         if spec.log:  # llama.cpp talks on stderr: into a file beside the events, not onto the terminal
-            log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            # O_NOFOLLOW: a symlink planted in storage must not redirect the server's output.
+            log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.close(log)

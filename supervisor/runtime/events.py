@@ -2,13 +2,19 @@
 
 The supervisor is the only writer of `events.jsonl`; workers' reports arrive
 over their pipes and are logged here. Interrupt events are written, as the
-very same line, to `interrupt_metrics.jsonl` too (the reference example's
-metrics log). Each line is one `os.write` to an O_APPEND file, so a reader
-never sees half a line and a crash loses at most the line being written.
+very same line, to `interrupt_metrics.jsonl` too (the metrics log).
+
+Lines are whole or absent: each is appended to an O_APPEND file, and a write
+cut short (a full disk) is cut back, through the descriptor, to where the line
+began. A file that does not end with a newline (torn by a crash or an older
+version) gets one before our first line, so no run is glued onto another's
+half line. Both files are opened in the checked storage folder without
+following a symlink.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -17,6 +23,7 @@ from typing import Any, Callable, Optional, Protocol
 import structlog
 from structlog.typing import EventDict
 
+from protocol.storage_files import open_file, open_folder
 from supervisor.storage import EVENTS_FILE, METRICS_FILE
 
 INTERRUPT_EVENTS = frozenset({"interrupt_initiated", "interrupt_completed"})
@@ -25,8 +32,14 @@ LEADING_KEYS = ("timestamp", "level", "event", "agent_id")
 EventSink = Callable[[dict[str, Any]], None]
 
 
-def _open_append(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _open_append(folder: int, name: str, path: Path) -> int:
+    """O_RDWR so that the last byte can be read back: does the file end a line?"""
+    return open_file(folder, name, path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+
+
+def _ends_a_line(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
 
 
 class JsonlFiles:
@@ -35,12 +48,25 @@ class JsonlFiles:
     A failing write (disk full, storage gone) must not stop the team: the
     agents' work is in their checkpoints, and killing them over a log line
     would lose the cycles in flight. The first failure is kept in `failure`;
-    the run ends with exit code 3 and says why.
+    the run ends with exit code 3 and says why. The line that failed is lost,
+    whole; the next one may succeed once there is room again.
     """
 
     def __init__(self, storage: Path) -> None:
-        self._events = _open_append(storage / EVENTS_FILE)
-        self._metrics = _open_append(storage / METRICS_FILE)
+        folder = open_folder(storage)
+        if folder is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(storage))
+        try:
+            self._events = _open_append(folder, EVENTS_FILE, storage / EVENTS_FILE)
+            try:
+                self._metrics = _open_append(folder, METRICS_FILE, storage / METRICS_FILE)
+            except BaseException:
+                os.close(self._events)
+                raise
+        finally:
+            os.close(folder)
+        # A file whose last line has no newline: ours starts with one, so it stays a line of its own.
+        self._torn = {fd: not _ends_a_line(fd) for fd in (self._events, self._metrics)}
         self.failure: Optional[str] = None
 
     def msg(self, line: str, interrupt: bool = False) -> None:
@@ -49,11 +75,30 @@ class JsonlFiles:
             if not wanted:
                 continue
             try:
-                os.write(fd, data)
+                self._append(fd, b"\n" + data if self._torn[fd] else data)
             except OSError as exc:
                 if self.failure is None:
                     name = EVENTS_FILE if fd == self._events else METRICS_FILE
                     self.failure = f"cannot write {name}: {exc.strerror or exc}"
+
+    def _append(self, fd: int, data: bytes) -> None:
+        """All of `data` at the end of the file, or nothing: a short write is cut back to where it began."""
+        start = os.lseek(fd, 0, os.SEEK_END)  # the one writer: the O_APPEND writes land here
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
+        except OSError:
+            if len(view) < len(data):
+                try:
+                    os.ftruncate(fd, start)  # by descriptor: no path to swap underneath us
+                except OSError:
+                    self._torn[fd] = True  # the half line stays: the next line must start a new one
+            raise
+        self._torn[fd] = False
 
     info = warning = error = critical = debug = msg
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
-from supervisor.storage import StorageLock, archive_state, prepare_storage, resumable_agents
+from protocol.storage_files import UntrustedStorage
+from supervisor.storage import StorageLock, archive_state, prepare_storage, refused, resumable_agents
 
 if TYPE_CHECKING:
     from supervisor.runtime.arbiter import Arbiter, Outcome
@@ -41,7 +42,7 @@ def run_team(
     from supervisor.runtime.model_service import ModelService, preflight_ollama
     from supervisor.runtime.process import WORKER_ENTRY, worker_context
 
-    prepare_storage(config.storage)
+    prepare_storage(config.storage, [agent.name for agent in config.all_agents()])
     lock = StorageLock(config.storage)
     lock.acquire(config.team)
     try:
@@ -52,6 +53,8 @@ def run_team(
         moved = archive_state(config.storage) if fresh else None
         try:
             log = EventLog(config.storage, sinks=list(sinks))
+        except UntrustedStorage as exc:  # swapped for a symlink since prepare_storage looked
+            raise refused(exc) from None
         except OSError as exc:
             raise SupervisorError(f"storage {config.storage}: cannot open the event log: {exc.strerror or exc}", 3) from exc
         try:

@@ -14,10 +14,9 @@ import gzip
 import os
 import sys
 import zlib
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
-from protocol.checkpoints import CheckpointCorrupt, CheckpointInfo
+from protocol.checkpoints import MAX_CONTENT_BYTES, CheckpointCorrupt, CheckpointInfo
 from supervisor.config import TeamConfig
 from supervisor.storage import exclusive_run_lock
 from supervisor.tools.stores import agent_names, checkpoint_store, storage_error
@@ -27,16 +26,16 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _FLAG_HCRC, _FLAG_EXTRA, _FLAG_NAME, _FLAG_COMMENT = 0x02, 0x04, 0x08, 0x10
 
 
-def _compression(path: Path) -> tuple[str, Optional[int]]:
+def _compression(file: BinaryIO) -> tuple[str, Optional[int]]:
     """("gzip" or "none", uncompressed size or None if the file cannot be read through).
 
     A store with `compress: false` still writes the gzip format, with the
     deflate data "stored" (level 0), so the first deflate block's type tells
     compressed from not. The uncompressed size is counted by reading through
-    gzip; a damaged file gives None here (`--verify` says what is wrong).
-    Raises FileNotFoundError if the file is gone (a live run's retention).
+    gzip, up to what a checkpoint can hold; a damaged file gives None here
+    (`--verify` says what is wrong). `file` is closed on return.
     """
-    with open(path, "rb") as handle:
+    with file as handle:
         head = handle.read(4096)
         if head[:2] != _GZIP_MAGIC:
             return "none", os.fstat(handle.fileno()).st_size  # not gzip at all (and so not a valid checkpoint)
@@ -61,6 +60,8 @@ def _compression(path: Path) -> tuple[str, Optional[int]]:
                     if not chunk:
                         return method, total
                     total += len(chunk)
+                    if total > MAX_CONTENT_BYTES:  # more than a checkpoint can hold: a bomb, not read through
+                        return method, None
         except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
             return method, None
 
@@ -82,9 +83,11 @@ def checkpoints_command(config: TeamConfig, args: argparse.Namespace) -> int:
             store = checkpoint_store(config, name)
             for info in store.list():
                 try:
-                    method, plain = _compression(info.path)
+                    method, plain = _compression(store.open_raw(info.checkpoint_id))
                 except FileNotFoundError:
                     continue  # removed by a live run's retention since it was listed
+                except CheckpointCorrupt:
+                    method, plain = "none", None  # a symlink or not a file at all: --verify says which
                 row: dict[str, Any] = {
                     "agent": name,
                     "checkpoint_id": info.checkpoint_id,

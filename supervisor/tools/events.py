@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Optional
 
+from supervisor.storage import open_storage_file
 from supervisor.tools.text import warn as _warn
 
 POLL_SECONDS = 0.2
@@ -63,7 +64,7 @@ class EventReader:
     def open(self) -> bool:
         """Open the file from its start; False if it does not exist (yet)."""
         try:
-            handle = open(self.path, "rb")
+            handle = open_storage_file(self.path)  # never through a symlink, never a FIFO
         except FileNotFoundError:
             return False
         stat = os.fstat(handle.fileno())
