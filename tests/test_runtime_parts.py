@@ -70,6 +70,15 @@ def test_timers_fire_earliest_first_and_a_replaced_or_cancelled_one_does_not() -
     reactor.close()
 
 
+def test_a_timer_weeks_away_is_waited_for_in_hour_long_steps() -> None:
+    """select() takes at most ~24.8 days in epoll's milliseconds; a longer wait must not overflow it."""
+    reactor = Reactor()
+    now = time.monotonic()
+    reactor.at("team-timeout", now + 60 * 86400, lambda: None)
+    assert reactor.timeout(now) == 3600.0
+    reactor.close()
+
+
 def test_a_descriptor_callback_runs_before_the_timers_that_are_due() -> None:
     """What waits in a pipe is read before any deadline is judged (a paused loop must not misjudge)."""
     import socket

@@ -15,6 +15,7 @@ import selectors
 import time
 from typing import Any, Callable, Optional
 
+MAX_WAIT = 3600.0  # the longest single wait: a later timer is simply waited for again
 Callback = Callable[[], None]
 FdCallback = Callable[[int], None]
 
@@ -66,9 +67,10 @@ class Reactor:
     # ---- the loop's one step ---------------------------------------------------------
 
     def timeout(self, now: float) -> Optional[float]:
+        """Seconds until the earliest timer, at most MAX_WAIT (epoll counts in 32-bit milliseconds)."""
         if not self._timers:
             return None
-        return max(0.0, min(when for when, _ in self._timers.values()) - now)
+        return min(MAX_WAIT, max(0.0, min(when for when, _ in self._timers.values()) - now))
 
     def tick(self) -> None:
         """Wait for a descriptor or the earliest timer; run what is ready, then what is due.
