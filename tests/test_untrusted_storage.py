@@ -33,15 +33,28 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True, text=True, timeout=HANG, env=env)
 
 
+PEAK_SCRIPT = """\
+import sys
+from supervisor.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")), file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def cli_measured(*args: str, cwd: Path) -> tuple[int, str, str, int]:
-    """(exit code, stdout, stderr, peak resident memory in MiB) of one CLI process, from its own rusage."""
-    out, err = cwd / "cli.out", cwd / "cli.err"
+    """(exit code, stdout, stderr, peak resident memory in MiB) of one CLI process.
+
+    The peak is the child's own VmHWM: getrusage's ru_maxrss would carry the
+    test process's own peak across fork and exec, and that grows over a suite.
+    """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "supervisor", *args], stdout=stdout, stderr=stderr, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out.read_text(), err.read_text(), usage.ru_maxrss // 1024
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, *args], capture_output=True, text=True,
+                          timeout=HANG, env=env, cwd=cwd)
+    *err, peak_kib = done.stderr.splitlines()
+    return done.returncode, done.stdout, "\n".join(err), int(peak_kib) // 1024
 
 
 def refused(result: subprocess.CompletedProcess, *phrases: str) -> str:
