@@ -25,6 +25,7 @@ METRICS_FILE = "interrupt_metrics.jsonl"
 REPORT_FILE = "report.html"
 LOCK_FILE = ".supervisor.lock"
 ARCHIVE_DIR = "archive"
+CONTROL_SOCKET = "control.sock"  # the live run's control endpoint; only while a run holds the lock
 
 
 def prepare_storage(storage: Path) -> None:
@@ -102,6 +103,11 @@ def resumable_agents(config: TeamConfig) -> dict[str, int]:
             found[agent.name] = max(info.cycle for info in infos)
     return found
 
+
+
+def control_socket(storage: Path) -> Path:
+    """Where the live run listens for an operator's commands."""
+    return storage / CONTROL_SOCKET
 
 
 def run_is_live(storage: Path) -> bool:

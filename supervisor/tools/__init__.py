@@ -1,6 +1,7 @@
 """The operator's tools: commands that read what a run left in storage.
 
-One module per command (`status`, `logs`, `checkpoints`, `report`), and the
+One module per command (`status`, `logs`, `checkpoints`, `report`; `control`
+for the commands that act on a live run over its socket), and the
 parts they share: `events` (the one reader of events.jsonl), `stats` (the
 closing statistics), `text` (how things are laid out and printed) and
 `stores` (opening storage). They look at storage and, but for
@@ -18,6 +19,7 @@ from typing import Callable
 
 from supervisor.config import TeamConfig
 from supervisor.tools.checkpoints import checkpoints_command
+from supervisor.tools.control import reload_command, restart_command, start_command, stop_command
 from supervisor.tools.logs import logs_command
 from supervisor.tools.report import report_command
 from supervisor.tools.status import status_command
@@ -29,4 +31,8 @@ COMMANDS: dict[str, Command] = {
     "logs": logs_command,
     "checkpoints": checkpoints_command,
     "report": report_command,
+    "stop": stop_command,
+    "start": start_command,
+    "restart": restart_command,
+    "reload": reload_command,
 }
