@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from harness import Run, Team, by_event, cli
+from harness import REPO, Run, Team, by_event, cli
 
 from protocol import encode
-from protocol.control import Reply, Status, answer_decoder, socket_address
+from protocol.control import Reply, Status, Watch, answer_decoder, socket_address
 
 SOCK = "control.sock"
 
@@ -155,7 +158,7 @@ def test_unknown_agent_no_live_run_and_a_team_already_stopping_get_one_line(make
     assert unknown.returncode == 2
     assert "\x1b" not in unknown.stderr and "no agent 'agent-\\x1b[31mz'" in one_line(unknown.stderr)
 
-    run.signal(__import__("signal").SIGTERM)
+    run.signal(signal.SIGTERM)
     late = cli("stop", str(team.config), "agent-a", "--no-wait")  # answered, not queued forever
     assert late.returncode in (0, 2)
     assert run.wait() == 0
@@ -282,3 +285,30 @@ def test_a_stale_socket_is_replaced_and_a_second_run_still_refused(make_team: Ca
     assert second.wait() == 2
     assert run.wait() == 0
     assert not (team.storage / SOCK).exists()
+
+
+# ---- watching ----------------------------------------------------------------------------------
+
+
+def test_status_watch_follows_the_run_over_the_socket_until_it_ends(make_team: Callable[..., Team]) -> None:
+    team, run = started_team(make_team, max_cycles=6)
+    # The run keeps writing to the file it opened; a watcher that read events.jsonl would see nothing.
+    (team.storage / "events.jsonl").rename(team.storage / "events.moved")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "status", str(team.config), "--watch"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TERM": "dumb"},
+    )
+    # A watcher that never reads must not hold the run back.
+    lazy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with socket_address(team.storage / SOCK) as address:
+        lazy.connect(address)
+    lazy.sendall(encode(Watch()))
+    assert run.wait() == 0
+    out, _ = watcher.communicate(timeout=30)
+    lazy.close()
+    assert watcher.returncode == 0
+    for name in team.names:
+        assert f"[{name}] CYCLE {team.max_cycles}/{team.max_cycles}" in out
+    assert out.rstrip().endswith("team test-team: the run ended completed (exit 0)")
+    assert by_event(team.events("events.moved"), "control_request")[0]["command"] == "watch"

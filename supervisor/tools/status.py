@@ -179,7 +179,20 @@ def watch_command(config: TeamConfig) -> int:
     from supervisor.terminal.live_view import choose_console
 
     console = choose_console(config)
+    ended: list[dict[str, Any]] = []
+
+    def show(event: dict[str, Any]) -> None:
+        console(event)
+        if event.get("event") == "supervisor_stopped":
+            ended.append(event)
+
     try:
-        return watch(config, console)
+        code = watch(config, show)
     finally:
         console.stop()
+    if ended:
+        print_lines(f"team {config.team}: the run ended {ended[-1].get('status', UNKNOWN)} "
+                    f"(exit {ended[-1].get('exit_code', '?')})")
+    else:
+        print_lines(f"team {config.team}: the run is gone (no supervisor_stopped seen)")
+    return code
