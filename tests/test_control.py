@@ -312,3 +312,72 @@ def test_status_watch_follows_the_run_over_the_socket_until_it_ends(make_team: C
         assert f"[{name}] CYCLE {team.max_cycles}/{team.max_cycles}" in out
     assert out.rstrip().endswith("team test-team: the run ended completed (exit 0)")
     assert by_event(team.events("events.moved"), "control_request")[0]["command"] == "watch"
+
+
+# ---- reload ----------------------------------------------------------------------------------------
+
+
+def test_reload_adds_removes_and_changes_agents_and_leaves_the_rest_alone(make_team: Callable[..., Team]) -> None:
+    team, run = started_team(make_team, max_cycles=14)
+    run.wait_cycles(2, "agent-c")
+    agents = team.data["agents"]
+    agents[1]["max_cycles"] = 18  # agent-b: changed
+    del agents[2]  # agent-c: removed
+    agents.append({"name": "agent-d", "task": "Count, as agent-d.", "max_cycles": 5})  # added
+    team.write()
+
+    done = cli("reload", str(team.config))
+    assert done.returncode == 0, done.stderr
+    assert one_line(done.stdout) == f"reloaded {team.config}: added: agent-d; removed: agent-c; changed: agent-b"
+    events = run.new_events()
+    (reloaded,) = by_event(events, "config_reloaded")
+    assert (reloaded["added"], reloaded["removed"], reloaded["changed"]) == (["agent-d"], ["agent-c"], ["agent-b"])
+    assert run.wait() == 0
+    events = run.new_events()
+    # The unchanged agent was not touched, not even acknowledged.
+    assert len(by_event(events, "worker_started", "agent-a")) == 1
+    assert by_event(events, "interrupt_initiated", "agent-a") == []
+    assert len(by_event(events, "worker_started", "agent-b")) == 2
+    assert by_event(events, "worker_started", "agent-c")[-1] is by_event(events, "worker_started", "agent-c")[0]
+    assert exits_of(events, "agent-c")[0]["status"] == "interrupted"
+    team.assert_exactly_once("agent-a", 14)
+    team.assert_exactly_once("agent-b", 18)  # restarted with its new settings
+    team.assert_exactly_once("agent-c")  # its checkpoints stay
+    team.assert_exactly_once("agent-d", 5)
+
+
+def test_reload_raising_max_cycles_lets_a_completed_agent_continue(make_team: Callable[..., Team]) -> None:
+    team = make_team(agents=2, latency=0.2, max_cycles=20)
+    team.data["agents"][0]["max_cycles"] = 2
+    team.write()
+    run = team.start()
+    run.wait_for(lambda ev: exits_of(ev, "agent-a"), "agent-a completes")
+    team.data["agents"][0]["max_cycles"] = 4
+    team.write()
+    done = cli("reload", str(team.config), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["changed"] == ["agent-a"]
+    assert run.wait() == 0
+    team.assert_exactly_once("agent-a", 4)
+    team.assert_exactly_once("agent-b", 20)
+
+
+def test_a_bad_reload_changes_nothing(make_team: Callable[..., Team]) -> None:
+    team, run = started_team(make_team, max_cycles=10)
+    original = team.config.read_text()
+    team.data["agents"][0]["max_cycles"] = 0
+    team.write()
+    invalid = cli("reload", str(team.config))
+    assert invalid.returncode == 2 and invalid.stdout == ""
+    assert "max_cycles" in one_line(invalid.stderr)
+
+    team.config.write_text(original.replace("team: test-team", "team: renamed-team"))
+    renamed = cli("reload", str(team.config))
+    assert renamed.returncode == 2
+    assert "`team` cannot change in a live run" in one_line(renamed.stderr)
+    assert run.wait() == 0
+    events = run.new_events()
+    assert by_event(events, "config_reloaded") == []
+    assert [e for e in by_event(events, "interrupt_initiated") if e.get("trigger") == "operator"] == []
+    for name in team.names:
+        team.assert_exactly_once(name, 10)
