@@ -37,7 +37,8 @@ from protocol import (
 )
 from supervisor.config import AGENT, GROUP, TeamConfig
 from supervisor.runtime.children import Child, Phase, StopIntent, classify_exit
-from supervisor.runtime.control import ControlQueue, InterruptRequest
+from supervisor.errors import UserError
+from supervisor.runtime.control import AgentsRequest, ControlQueue, InterruptRequest, ReloadRequest
 from supervisor.runtime.control_desk import ControlDesk
 from supervisor.runtime.control_server import ControlServer
 from supervisor.runtime.events import EventWriter
@@ -413,7 +414,28 @@ class Arbiter:
         if self.control is None:
             return
         for request in self.control.drain():
-            self.shutdown.request(_order_of(request))
+            if isinstance(request, InterruptRequest):
+                self.shutdown.request(_order_of(request))
+            else:
+                self._on_program_request(request)
+
+    def _on_program_request(self, request: AgentsRequest | ReloadRequest) -> None:
+        """The program's start, restart or reload: the operator's semantics, source PROGRAMMATIC."""
+        desk = self.desk
+        try:
+            if desk is None or self.shutdown.mode is not None:
+                raise RuntimeError("the team is stopping: nothing is started")
+            if isinstance(request, ReloadRequest):
+                request.done.set_result(desk.apply_config(request.config, "(program)", PROGRAMMATIC, "program"))
+            elif request.command == "restart":
+                desk.restart_agents(list(request.agents), "Program requested restart", PROGRAMMATIC, "program")
+                request.done.set_result(None)
+            else:
+                for name in request.agents:
+                    desk.start_agent(name)
+                request.done.set_result(None)
+        except (UserError, RuntimeError) as exc:
+            request.done.set_exception(exc)
 
     def _orphaned(self) -> None:
         """The parent is gone: nobody is left to report to, so nothing may outlive us."""

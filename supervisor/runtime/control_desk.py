@@ -100,7 +100,7 @@ class ControlDesk:
             self._answer(client, REFUSED, problem)
             return
         before = {name: self._readies(name) for name in names}
-        starting = [name for name in names if self._start(name)]
+        starting = [name for name in names if self.start_agent(name)]
         if not request.wait or not starting:
             self._answer(client, DONE, "start requested" if starting else "already running", self._rows(names))
             return
@@ -116,7 +116,7 @@ class ControlDesk:
             self._answer(client, REFUSED, problem)
             return
         before = {name: self._readies(name) for name in names}
-        self._restart(names, f"Operator requested restart ({request.command or 'restart'})")
+        self.restart_agents(names, f"Operator requested restart ({request.command or 'restart'})")
         if not request.wait:
             self._answer(client, DONE, "restart requested", self._rows(names))
             return
@@ -125,61 +125,67 @@ class ControlDesk:
         self._wait(Wait(client, "start", names, deadline, before))
 
     def reload(self, client: Client, request: Reload) -> None:
-        arbiter = self.arbiter
-        if arbiter.shutdown.mode is not None:
+        if self.arbiter.shutdown.mode is not None:
             self._answer(client, REFUSED, "the team is stopping: nothing is reloaded")
             return
         try:
             new = load_config(request.config)
+            added, removed, changed = self.apply_config(new, f"({request.command or 'reload'})", USER, "operator")
         except UserError as exc:
             self._answer(client, REFUSED, str(exc))
             return
+        message = "nothing changed" if not (added or removed or changed) else "; ".join(
+            f"{what}: {', '.join(names)}" for what, names in (("added", added), ("removed", removed),
+                                                              ("changed", changed)) if names)
+        self._answer(client, DONE, message, {"added": added, "removed": removed, "changed": changed})
+
+    def apply_config(self, new: TeamConfig, why: str, source: str, trigger: str) -> tuple[list[str], list[str], list[str]]:
+        """Apply a reloaded config: new agents start, removed ones stop gracefully, changed ones restart.
+
+        Agents whose settings are the same are not touched. Raises UserError, changing nothing, for what
+        cannot change in a live run (`team`, `storage`, groups).
+        """
+        arbiter = self.arbiter
         old = arbiter.config
         for key in ("team", "storage"):
             if getattr(new, key) != getattr(old, key):
-                self._answer(client, REFUSED, f"{request.config}: `{key}` cannot change in a live run "
-                                              f"({getattr(old, key)} -> {getattr(new, key)}); stop the run first")
-                return
+                raise UserError(f"{new.source}: `{key}` cannot change in a live run "
+                                f"({getattr(old, key)} -> {getattr(new, key)}); stop the run first")
         if [g.name for g in new.groups] != [g.name for g in old.groups] or any(
             new.group_config(g.name).to_spec() != old.group_config(g.name).to_spec() for g in old.groups
         ):
-            self._answer(client, REFUSED, f"{request.config}: groups cannot change in a live run yet; "
-                                          "stop the run first")
-            return
+            raise UserError(f"{new.source}: groups cannot change in a live run yet; stop the run first")
         before, after = _own_agents(old), _own_agents(new)
         added = [name for name in after if name not in before]
         removed = [name for name in before if name not in after]
         changed = [name for name in after if name in before and after[name] != before[name]]
         arbiter.adopt_config(new)
         for name in removed:
-            self._stop([name], GRACEFUL, f"Operator reload removed agent {name} ({request.command or 'reload'})")
+            self._stop([name], GRACEFUL, f"Reload removed agent {name} {why}", source, trigger)
         if changed:
-            self._restart(changed, f"Operator reload changed agent settings ({request.command or 'reload'})")
+            self.restart_agents(changed, f"Reload changed agent settings {why}", source, trigger)
         for name in added:
-            self._start(name)
+            self.start_agent(name)
         arbiter.log.emit("config_reloaded", agent_id=old.team, added=added, removed=removed, changed=changed,
                          config=str(new.source))
-        message = "nothing changed" if not (added or removed or changed) else "; ".join(
-            f"{what}: {', '.join(names)}" for what, names in (("added", added), ("removed", removed),
-                                                              ("changed", changed)) if names)
-        self._answer(client, DONE, message, {"added": added, "removed": removed, "changed": changed})
+        return added, removed, changed
 
     # ---- acting on agents -------------------------------------------------------------------
 
-    def _stop(self, names: list[str], mode: str, message: str) -> None:
-        self.arbiter.shutdown.request(StopOrder(mode, USER, message, "operator", agents=tuple(names)))
+    def _stop(self, names: list[str], mode: str, message: str, source: str = USER, trigger: str = "operator") -> None:
+        self.arbiter.shutdown.request(StopOrder(mode, source, message, trigger, agents=tuple(names)))
 
-    def _restart(self, names: list[str], message: str) -> None:
+    def restart_agents(self, names: list[str], message: str, source: str = USER, trigger: str = "operator") -> None:
         """A graceful stop of those running; each starts again once it has exited."""
         running = [name for name in names if not self._exited(name)]
         if running:
-            self._stop(running, GRACEFUL, message)
+            self._stop(running, GRACEFUL, message, source, trigger)
         self.pending_starts.update(running)
         for name in names:
             if name not in running:
-                self._start(name)
+                self.start_agent(name)
 
-    def _start(self, name: str) -> bool:
+    def start_agent(self, name: str) -> bool:
         """Start an exited agent from its checkpoint; False when it is not exited (running, or to restart)."""
         arbiter = self.arbiter
         child = arbiter.children.get(name)
@@ -215,7 +221,7 @@ class ControlDesk:
                 self.pending_starts.discard(name)
             elif self._exited(name):
                 self.pending_starts.discard(name)
-                self._start(name)
+                self.start_agent(name)
         now = time.monotonic()
         for wait in list(self.waits):
             if wait.client.closed:
