@@ -19,6 +19,7 @@ from protocol.errors import ProtocolError
 from protocol.framing import FrameDecoder
 from protocol.messages import GRACEFUL, MODES, Message, from_wire
 
+SOCKET_NAME = "control.sock"  # in the run's storage folder
 MAX_REQUEST_BYTES = 64 * 1024  # a request names a few agents; anything bigger is not one
 MAX_REPLY_BYTES = 4 * 1024 * 1024  # a status of many agents, or one event line
 MAX_AGENTS = 1000  # names in one request

@@ -143,7 +143,15 @@ def _normalise(argv: list[str]) -> list[str]:
     return argv
 
 
+QUICK = ("stop", "start", "restart")  # they only find the run; the run checks the rest
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in QUICK:
+        from supervisor import tools
+        from supervisor.tools.control import locate
+
+        return tools.COMMANDS[args.command](locate(args.config), args)
     if args.command == "run":
         from supervisor.runtime.process import worker_context
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from protocol.checkpoints import CheckpointStore
+from protocol.control import SOCKET_NAME
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
 
@@ -25,7 +26,7 @@ METRICS_FILE = "interrupt_metrics.jsonl"
 REPORT_FILE = "report.html"
 LOCK_FILE = ".supervisor.lock"
 ARCHIVE_DIR = "archive"
-CONTROL_SOCKET = "control.sock"  # the live run's control endpoint; only while a run holds the lock
+CONTROL_SOCKET = SOCKET_NAME  # the live run's control endpoint; only while a run holds the lock
 
 
 def prepare_storage(storage: Path) -> None:

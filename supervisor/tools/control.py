@@ -10,14 +10,17 @@ comes from the run or the config and is neutralised before it is printed.
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
 import socket
-import time
-from typing import Any, Callable, Iterator, Optional
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 from protocol import GRACEFUL, IMMEDIATE, Message, ProtocolError, encode
 from protocol.control import (
     REFUSED,
+    SOCKET_NAME,
     Notice,
     Reload,
     Reply,
@@ -29,35 +32,80 @@ from protocol.control import (
     answer_decoder,
     socket_address,
 )
-from supervisor.config import TeamConfig
-from supervisor.storage import control_socket, run_is_live
 from supervisor.tools.text import error, print_json, print_lines
 
-SOCKET_APPEARS = 3.0  # seconds a run that has just taken the lock may need to open its socket
 ANSWER_TIMEOUT = 3600.0  # a stop waits for the run's own deadlines; this only turns a hang into an error
+CONFIG_BYTES = 1024 * 1024  # more than any team's file; a bigger one is validated in full instead
 
 
-def connect(config: TeamConfig) -> socket.socket:
-    """A connection to the live run on this storage, or the one-line reason there is none (exit 2)."""
-    path = control_socket(config.storage)
-    deadline = time.monotonic() + SOCKET_APPEARS
-    while True:
-        if not run_is_live(config.storage):
-            raise error(f"no live run of team '{config.team}' on storage {config.storage}", REFUSED)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with socket_address(path) as address:
-                sock.connect(address)
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            sock.close()
-            if time.monotonic() >= deadline:  # live, yet not listening: an older run, or its socket failed
-                raise error(f"the live run of team '{config.team}' does not answer on {path}: "
-                            f"{exc.strerror or exc}", REFUSED) from None
-            time.sleep(0.05)
-        except OSError as exc:
-            sock.close()
-            raise error(f"cannot reach the live run on {path}: {exc.strerror or exc}", REFUSED) from None
+class Target(Protocol):
+    """What these commands need of a config: the team and where its run lives (a TeamConfig has both)."""
+
+    @property
+    def team(self) -> str: ...
+
+    @property
+    def storage(self) -> Path: ...
+
+    @property
+    def source(self) -> Path: ...
+
+
+@dataclass(frozen=True)
+class Located:
+    team: str
+    storage: Path
+    source: Path
+
+
+def locate(path: str) -> Target:
+    """The team and storage a config file names, without validating the rest.
+
+    `stop`, `start` and `restart` need only to find the run (which checks the
+    agents' names itself), so they skip the full validation and its imports:
+    a file being edited for a later `reload` still steers the run. Anything
+    unexpected in those two keys is left to `load_config`, which says what is
+    wrong in one line.
+    """
+    import yaml
+
+    data: Any = None
+    try:
+        with open(path, "rb") as file:
+            text = file.read(CONFIG_BYTES + 1)
+        if len(text) <= CONFIG_BYTES:
+            data = yaml.safe_load(text)
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):
+        data = None
+    team = data.get("team") if isinstance(data, dict) else None
+    storage = data.get("storage") if isinstance(data, dict) else None
+    if isinstance(team, str) and team.strip() and isinstance(storage, str) and storage.strip():
+        source = Path(path)
+        try:  # relative to the config file, as the run resolved it
+            return Located(team, (source.absolute().parent / Path(storage).expanduser()).resolve(), source)
+        except (OSError, RuntimeError, ValueError):
+            pass
+    from supervisor.config import load_config
+
+    return load_config(path)
+
+
+def connect(config: Target) -> socket.socket:
+    """A connection to the live run on this storage, or the one-line reason there is none (exit 2).
+
+    The run removes its socket when it ends, and one left by a killed run refuses connections.
+    """
+    path = config.storage / SOCKET_NAME
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with socket_address(path) as address:
+            sock.connect(address)
+        return sock
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR):
+            raise error(f"no live run of team '{config.team}' on storage {config.storage}", REFUSED) from None
+        raise error(f"cannot reach the live run on {path}: {exc.strerror or exc}", REFUSED) from None
 
 
 def answers(sock: socket.socket, timeout: float = ANSWER_TIMEOUT) -> Iterator[Message]:
@@ -79,7 +127,7 @@ def answers(sock: socket.socket, timeout: float = ANSWER_TIMEOUT) -> Iterator[Me
             raise error(f"the run's answer could not be read: {exc}", 1) from None
 
 
-def ask(config: TeamConfig, request: Message) -> Reply:
+def ask(config: Target, request: Message) -> Reply:
     """One request, one answer."""
     sock = connect(config)
     try:
@@ -94,10 +142,8 @@ def ask(config: TeamConfig, request: Message) -> Reply:
     raise error("the run ended before it answered", 1)
 
 
-def live_status(config: TeamConfig) -> Optional[dict[str, Any]]:
+def live_status(config: Target) -> Optional[dict[str, Any]]:
     """The live run's own view, or None when no run answers (the caller reads the files instead)."""
-    if not run_is_live(config.storage):
-        return None
     try:
         reply = ask(config, Status())
     except Exception:  # noqa: BLE001 - any failure here only means: fall back to the files
@@ -105,7 +151,7 @@ def live_status(config: TeamConfig) -> Optional[dict[str, Any]]:
     return reply.data if reply.code == 0 else None
 
 
-def watch(config: TeamConfig, sink: Callable[[dict[str, Any]], None]) -> int:
+def watch(config: Target, sink: Callable[[dict[str, Any]], None]) -> int:
     """Feed every event of the live run to `sink` until the run ends."""
     sock = connect(config)
     try:
@@ -131,13 +177,6 @@ def _command_text(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def _check_agents(config: TeamConfig, names: list[str]) -> None:
-    known = [agent.name for agent in config.all_agents()]
-    for name in names:
-        if name not in known:
-            raise error(f"no agent '{name}' in team '{config.team}' (agents: {', '.join(known)})", REFUSED)
-
-
 def _show(reply: Reply, args: argparse.Namespace, verb: str) -> int:
     if args.json:
         print_json({"code": reply.code, "message": reply.message, **reply.data})
@@ -153,26 +192,23 @@ def _show(reply: Reply, args: argparse.Namespace, verb: str) -> int:
     return reply.code
 
 
-def stop_command(config: TeamConfig, args: argparse.Namespace) -> int:
-    _check_agents(config, args.agents)
+def stop_command(config: Target, args: argparse.Namespace) -> int:
     request = Stop(agents=list(args.agents), mode=IMMEDIATE if args.now else GRACEFUL, wait=not args.no_wait,
                    command=_command_text(args))
     return _show(ask(config, request), args, "stopped")
 
 
-def start_command(config: TeamConfig, args: argparse.Namespace) -> int:
-    _check_agents(config, args.agents)
+def start_command(config: Target, args: argparse.Namespace) -> int:
     return _show(ask(config, Start(agents=list(args.agents), wait=not args.no_wait, command=_command_text(args))),
                  args, "started")
 
 
-def restart_command(config: TeamConfig, args: argparse.Namespace) -> int:
-    _check_agents(config, args.agents)
+def restart_command(config: Target, args: argparse.Namespace) -> int:
     return _show(ask(config, Restart(agents=list(args.agents), wait=not args.no_wait, command=_command_text(args))),
                  args, "started")
 
 
-def reload_command(config: TeamConfig, args: argparse.Namespace) -> int:
+def reload_command(config: Target, args: argparse.Namespace) -> int:
     """The file has validated already (the CLI loads it first); the run compares it with what it runs."""
     reply = ask(config, Reload(config=str(config.source), command=_command_text(args)))
     if args.json:
