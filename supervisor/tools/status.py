@@ -105,7 +105,7 @@ def status_command(config: TeamConfig, args: argparse.Namespace) -> int:
     headers = ["AGENT", "STATUS", "CYCLES", "LATEST CHECKPOINT", "BUDGET SPENT", "LAST INTERRUPT"]
     if own is not None:
         headers.append("NOW")
-        for cells_of_row, row in zip(cells, rows):
+        for cells_of_row, row in zip(cells, rows, strict=True):
             cells_of_row.append(_describe_now(row))
     print_lines(*table(headers, cells, right=frozenset({2, 4})))
     for row in rows:
