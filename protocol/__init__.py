@@ -32,6 +32,7 @@ from protocol.messages import (
     Proceed,
     Ready,
     Start,
+    StartAgents,
     Stopped,
     StopRequest,
     from_wire,
@@ -41,6 +42,6 @@ __all__ = [
     "COMPLETED", "FAILED", "GRACEFUL", "IMMEDIATE", "INTERRUPTED", "MODES", "PROGRAMMATIC",
     "PROTOCOL_VERSION", "RUNNING", "SOURCES", "STATUSES", "SYSTEM", "USER",
     "Ack", "CheckpointSaved", "CycleDone", "Error", "Event", "FrameDecoder", "Heartbeat",
-    "Interrupt", "MAX_FRAME_BYTES", "Message", "Proceed", "ProtocolError", "Ready", "Start", "Stopped", "StopRequest",
+    "Interrupt", "MAX_FRAME_BYTES", "Message", "Proceed", "ProtocolError", "Ready", "Start", "StartAgents", "Stopped", "StopRequest",
     "decode_payload", "encode", "from_wire",
 ]

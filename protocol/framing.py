@@ -10,7 +10,7 @@ peer cannot make the receiver allocate or wait for more than one frame.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -46,8 +46,11 @@ def encode(message: Message, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def decode_payload(payload: bytes) -> Message:
-    """One message from one frame's payload (no header)."""
+Build = Callable[[Any], Message]
+
+
+def decode_payload(payload: bytes, build: Build = from_wire) -> Message:
+    """One message from one frame's payload (no header); `build` checks it against a channel's message types."""
     try:
         data = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True)
     except ProtocolError:
@@ -55,7 +58,7 @@ def decode_payload(payload: bytes) -> Message:
     except Exception as exc:  # msgpack raises many types for bad input
         raise ProtocolError(f"malformed msgpack payload: {type(exc).__name__}: {exc}") from exc
     _check_plain(data, 0)
-    return from_wire(data)
+    return build(data)
 
 
 def _check_plain(value: Any, depth: int) -> None:
@@ -83,8 +86,9 @@ def _check_plain(value: Any, depth: int) -> None:
 class FrameDecoder:
     """Incremental decoder: `feed` bytes, get the complete messages back."""
 
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES, build: Build = from_wire) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.build = build
         self._buffer = bytearray()
         self._broken = False
 
@@ -102,7 +106,7 @@ class FrameDecoder:
                     break
                 payload = bytes(self._buffer[HEADER.size : HEADER.size + length])
                 del self._buffer[: HEADER.size + length]
-                messages.append(decode_payload(payload))
+                messages.append(decode_payload(payload, self.build))
         except ProtocolError:
             self._broken = True
             raise

@@ -212,9 +212,21 @@ class Event(Message):
     fields: dict = field(default_factory=dict)
 
 
+# --- parent -> group -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartAgents(Message):
+    """Start these agents of a group again, each from its latest checkpoint (an operator's `start`)."""
+
+    type: ClassVar[str] = "start_agents"
+    agents: list
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
-    for cls in (Start, Interrupt, Proceed, Ack, Ready, StopRequest, CycleDone, CheckpointSaved, Stopped, Error, Heartbeat, Event)
+    for cls in (Start, Interrupt, Proceed, Ack, Ready, StopRequest, CycleDone, CheckpointSaved, Stopped, Error, Heartbeat,
+                Event, StartAgents)
 }
 
 
@@ -239,18 +251,23 @@ def _accepts(annotation: Any, value: Any) -> bool:
 _HINTS: dict[type[Message], dict[str, Any]] = {cls: typing.get_type_hints(cls) for cls in MESSAGE_TYPES.values()}
 
 
-def from_wire(data: Any) -> Message:
-    """Rebuild a message from a decoded map, rejecting anything off-schema."""
+def from_wire(data: Any, registry: Optional[dict[str, type[Message]]] = None) -> Message:
+    """Rebuild a message from a decoded map, rejecting anything off-schema.
+
+    `registry`: the message types this channel accepts (default: the workers' pipes').
+    """
     if not isinstance(data, dict):
         raise ProtocolError(f"a message must be a map, got {type(data).__name__}")
     version = data.get("v")
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError(f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})")
     kind = data.get("type")
-    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    cls = (MESSAGE_TYPES if registry is None else registry).get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message type {kind!r}")
-    hints = _HINTS[cls]
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
     fields_ = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():

@@ -4,7 +4,10 @@
 
     runner = TeamRunner("configs/team.yaml")      # a path, a TeamConfig, or a mapping
     runner.start()                                # in a background thread
-    runner.interrupt(agent="poet", message="enough poetry")   # one agent, gracefully
+    runner.interrupt(agent="poet", message="enough poetry")   # one agent, gracefully (also `stop`)
+    runner.start_agent("poet")                    # back from its latest checkpoint
+    runner.restart_agent("poet")                  # a graceful stop, then a start
+    runner.reload("configs/team.yaml")            # apply what changed in the file
     print(runner.status())
     code = runner.wait()                          # the CLI's exit code
 
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
 from protocol import GRACEFUL, MODES
 from supervisor.config import TeamConfig, load_config
-from supervisor.runtime.control import ControlQueue, InterruptRequest
+from supervisor.runtime.control import AgentsRequest, ControlQueue, InterruptRequest, ReloadRequest
 
 if TYPE_CHECKING:
     from supervisor.runtime.arbiter import Arbiter
@@ -116,6 +119,44 @@ class TeamRunner:
             raise ValueError(f"no agent {agent!r} in team {self.config.team!r}")
         text = message or (f"stop requested for agent {agent}" if agent else "stop requested by the program")
         self._control.put(InterruptRequest(mode=mode, message=text, agent=agent))
+
+    stop = interrupt  # the operator's word for it
+
+    def start_agent(self, agent: str, *, timeout: float = 10.0) -> None:
+        """Start an agent that is not running (stopped, completed, or added) from its latest checkpoint.
+
+        Returns once the loop has started it (its worker_started follows); an agent that runs is left alone.
+        """
+        self._check_agent(agent)
+        self._ask(AgentsRequest("start", (agent,)), timeout)
+
+    def restart_agent(self, agent: str, *, timeout: float = 10.0) -> None:
+        """A graceful stop of the agent, then a start from the checkpoint it leaves; the others run on."""
+        self._check_agent(agent)
+        self._ask(AgentsRequest("restart", (agent,)), timeout)
+
+    def reload(self, config: Union[TeamConfig, str, "os.PathLike[str]", None] = None, *,
+               timeout: float = 10.0) -> dict[str, list[str]]:
+        """Apply a changed config to the live run (default: the file this runner was made from).
+
+        New agents start, removed ones stop gracefully, changed ones restart with
+        their new settings, the rest are not touched. A config that does not
+        validate, or that changes `team`, `storage` or the groups, raises
+        ConfigError/UserError and changes nothing. Returns what changed.
+        """
+        new = config if isinstance(config, TeamConfig) else load_config(config if config is not None else self.config.source)
+        added, removed, changed = self._ask(ReloadRequest(new), timeout)
+        self.config = new
+        return {"added": added, "removed": removed, "changed": changed}
+
+    def _check_agent(self, agent: str) -> None:
+        if agent not in {a.name for a in self.config.all_agents()}:
+            raise ValueError(f"no agent {agent!r} in team {self.config.team!r}")
+
+    def _ask(self, request: Union[AgentsRequest, ReloadRequest], timeout: float) -> Any:
+        """Hand a request to the loop and wait for it to act (not for workers to be up)."""
+        self._control.put(request)
+        return request.done.result(timeout)
 
     def status(self) -> dict[str, Any]:
         """The team's status now: whether it is stopping and how, and one row per agent."""

@@ -13,7 +13,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import NoReturn, Optional, Sequence
 
-COMMANDS = ("run", "status", "logs", "checkpoints", "report")
+COMMANDS = ("run", "status", "logs", "checkpoints", "report", "stop", "start", "restart", "reload")
 EXIT_USAGE = 2
 from supervisor.vocabulary import LEVELS
 _AGO_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+\Z")
@@ -43,6 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="one row per agent")
     status.add_argument("config")
     status.add_argument("--json", action="store_true", help="one JSON list on stdout")
+    status.add_argument("--watch", action="store_true", help="the live table of a running team, until it ends")
+
+    stop = sub.add_parser("stop", help="stop agents of the live run; the others run on")
+    stop.add_argument("config")
+    stop.add_argument("agents", nargs="+", metavar="AGENT")
+    stop.add_argument("--now", action="store_true", help="IMMEDIATE: cancel the cycle in flight")
+    stop.add_argument("--no-wait", action="store_true", help="return once the stop is issued")
+    stop.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    for verb, text in (("start", "start agents of the live run from their latest checkpoints"),
+                       ("restart", "a graceful stop, then a start from the checkpoint")):
+        command = sub.add_parser(verb, help=text)
+        command.add_argument("config")
+        command.add_argument("agents", nargs="+", metavar="AGENT")
+        command.add_argument("--no-wait", action="store_true", help="return once the request is taken")
+        command.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    reload = sub.add_parser("reload", help="apply the config file's changes to the live run")
+    reload.add_argument("config")
+    reload.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     logs = sub.add_parser("logs", help="read the aggregated event stream")
     logs.add_argument("config")
@@ -123,7 +143,15 @@ def _normalise(argv: list[str]) -> list[str]:
     return argv
 
 
+QUICK = ("stop", "start", "restart")  # they only find the run; the run checks the rest
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in QUICK:
+        from supervisor import tools
+        from supervisor.tools.control import locate
+
+        return tools.COMMANDS[args.command](locate(args.config), args)
     if args.command == "run":
         from supervisor.runtime.process import worker_context
 

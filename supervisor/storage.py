@@ -24,6 +24,7 @@ from typing import BinaryIO, Iterable, Iterator, Optional
 
 from protocol.checkpoints import CheckpointStore
 from protocol.storage_files import UntrustedStorage, open_file, open_folder, open_subfolder, refuse_symlink
+from protocol.control import SOCKET_NAME
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
 
@@ -32,6 +33,7 @@ METRICS_FILE = "interrupt_metrics.jsonl"
 REPORT_FILE = "report.html"
 LOCK_FILE = ".supervisor.lock"
 ARCHIVE_DIR = "archive"
+CONTROL_SOCKET = SOCKET_NAME  # the live run's control endpoint; only while a run holds the lock
 
 # The files a run writes directly in the storage folder, checked before it starts.
 RUN_FILES = (LOCK_FILE, EVENTS_FILE, METRICS_FILE)
@@ -220,6 +222,11 @@ def resumable_agents(config: TeamConfig) -> dict[str, int]:
         if infos:
             found[agent.name] = max(info.cycle for info in infos)
     return found
+
+
+def control_socket(storage: Path) -> Path:
+    """Where the live run listens for an operator's commands."""
+    return storage / CONTROL_SOCKET
 
 
 def run_is_live(storage: Path) -> bool:

@@ -16,6 +16,7 @@ import msgpack
 import pytest
 
 from protocol import (
+    StartAgents,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Ack,
@@ -166,6 +167,10 @@ SAMPLES: dict[str, list[Message]] = {
             level="warning",
             fields={"spent": 0.9, "limit": 1.0, "agents": ["a", "b"], "meta": {"n": None, "ok": True, "名": "値"}},
         ),
+    ],
+    "start_agents": [
+        StartAgents(agents=["crew-a"]),
+        StartAgents(agents=["crew-a", "crew-ü"]),
     ],
 }
 

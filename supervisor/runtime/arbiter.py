@@ -38,7 +38,10 @@ from protocol import (
 )
 from supervisor.config import AGENT, GROUP, TeamConfig
 from supervisor.runtime.children import Child, Phase, StopIntent, classify_exit
-from supervisor.runtime.control import ControlQueue, InterruptRequest
+from supervisor.errors import UserError
+from supervisor.runtime.control import AgentsRequest, ControlQueue, InterruptRequest, ReloadRequest
+from supervisor.runtime.control_desk import ControlDesk
+from supervisor.runtime.control_server import ControlServer
 from supervisor.runtime.events import EventWriter
 from supervisor.runtime.handlers import MessageHandlers
 from supervisor.runtime.limits import Limits
@@ -46,7 +49,7 @@ from supervisor.runtime.model_service import ModelService, ServiceWatch
 from supervisor.runtime.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess, helper_pids
 from supervisor.runtime.reactor import Reactor
 from supervisor.runtime.reaper import Reaper, become_subreaper
-from supervisor.runtime.restarts import RestartPlanner
+from supervisor.runtime.restarts import RestartBook, RestartPlanner
 from supervisor.runtime.shutdown import Shutdown, StopOrder
 from supervisor.runtime.signals import HANDLED, SignalQueue
 from supervisor.runtime.uplink import Uplink
@@ -82,6 +85,7 @@ class Arbiter:
         parent_backlog: Sequence[Message] = (),
         control: Optional[ControlQueue] = None,
         handle_signals: bool = True,
+        control_server: Optional[ControlServer] = None,
     ) -> None:
         self.config = config
         self.log = log
@@ -114,7 +118,11 @@ class Arbiter:
         # With a team budget, each agent's next cycle waits until its last one is counted (no overshoot past
         # the cycles in flight). A group's own agents are counted at the root, through the group's events.
         self.grants = config.budget_usd is not None and parent is None
-        self.uplink = Uplink(parent, self.reactor, self.shutdown.request, self._orphaned) if parent is not None else None
+        self.uplink = (Uplink(parent, self.reactor, self.shutdown.request, self._orphaned, self._start_agents)
+                       if parent is not None else None)
+        self.control_server = control_server  # an operator's commands from another terminal
+        self.desk = ControlDesk(self, control_server) if control_server is not None else None
+        self.pid = os.getpid()
         self.parent_backlog = list(parent_backlog)  # what the parent sent along with Start
         self.service = service
         self._model_host = model_host  # a group's: the root's server, handed down
@@ -148,6 +156,8 @@ class Arbiter:
             self.reactor.watch(self.signals.fileno(), lambda mask: self._on_signals())
             if self.control is not None:
                 self.reactor.watch(self.control.fileno(), lambda mask: self._on_requests())
+            if self.control_server is not None and self.desk is not None:
+                self.control_server.open(self.reactor, self.desk.serve)
             if self.service_watch is not None:
                 self.service_watch.open()
             if self.uplink is not None:
@@ -164,6 +174,8 @@ class Arbiter:
             return self._finish()
         finally:
             self.shutdown.kill_all()  # nothing outlives the loop, even on an internal error
+            if self.control_server is not None:
+                self.control_server.close()  # last answers out, the socket removed
             if self.service_watch is not None:
                 self.service_watch.close()  # after the workers, as it started before them
             self.signals.restore()
@@ -195,6 +207,43 @@ class Arbiter:
                 worker.send(interrupt)
         self._watch_writes(child)
         self._expect_beat(child)
+
+    def start_again(self, child: Child) -> bool:
+        """An operator's start: an exited child (or one a reload added) runs from its latest checkpoint.
+
+        False when it runs already, or a restart is already scheduled.
+        """
+        if child.phase not in (Phase.EXITED, Phase.PENDING):
+            return False
+        child.intent, child.status, child.stopped, child.failure = StopIntent.NONE, "starting", None, None
+        self._start(child)
+        return True
+
+    def _start_agents(self, names: list[str]) -> None:
+        """A group's side of an operator's start: its parent names the agents."""
+        for name in names:
+            child = self.children.get(name)
+            if child is not None and child.kind == AGENT:
+                self.start_again(child)
+
+    def adopt_config(self, new: TeamConfig) -> None:
+        """A reloaded config: every part reads the new one; agents it adds get a record (started by the caller)."""
+        self.config = new
+        for part in (self.shutdown, self.limits, self.restarts):
+            part.config = new
+        kept = dict(self.children)
+        self.children.clear()  # in place: the parts share this table
+        for name, kind in new.children():
+            child = kept.pop(name, None) or Child(name=name, max_cycles=0, kind=kind)
+            if kind == AGENT:
+                child.max_cycles = new.agent(name).max_cycles
+            self.children[name] = child
+        self.children.update(kept)  # removed agents stay until they have exited: their rows leave with the config
+        for name, _ in new.children():
+            self.hang_timeouts[name] = new.hang_timeout_of(name)
+            book = self.restarts.books.get(name)
+            if book is None or book.policy != new.restart_policy(name):
+                self.restarts.books[name] = RestartBook(new.restart_policy(name))
 
     def _restart(self, child: Child) -> None:
         self._start(child)
@@ -362,7 +411,28 @@ class Arbiter:
         if self.control is None:
             return
         for request in self.control.drain():
-            self.shutdown.request(_order_of(request))
+            if isinstance(request, InterruptRequest):
+                self.shutdown.request(_order_of(request))
+            else:
+                self._on_program_request(request)
+
+    def _on_program_request(self, request: AgentsRequest | ReloadRequest) -> None:
+        """The program's start, restart or reload: the operator's semantics, source PROGRAMMATIC."""
+        desk = self.desk
+        try:
+            if desk is None or self.shutdown.mode is not None:
+                raise RuntimeError("the team is stopping: nothing is started")
+            if isinstance(request, ReloadRequest):
+                request.done.set_result(desk.apply_config(request.config, "(program)", PROGRAMMATIC, "program"))
+            elif request.command == "restart":
+                desk.restart_agents(list(request.agents), "Program requested restart", PROGRAMMATIC, "program")
+                request.done.set_result(None)
+            else:
+                for name in request.agents:
+                    desk.start_agent(name)
+                request.done.set_result(None)
+        except (UserError, RuntimeError) as exc:
+            request.done.set_exception(exc)
 
     def _orphaned(self) -> None:
         """The parent is gone: nobody is left to report to, so nothing may outlive us."""

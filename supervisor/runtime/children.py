@@ -70,6 +70,7 @@ class Child:
     failure: Optional[str] = None  # why it failed, once something says so
     killed: bool = False  # the supervisor sent it SIGKILL (a deadline ran out, or the third Ctrl+C)
     last_heartbeat: float = 0.0
+    readies: int = 0  # how many times its worker said it was ready this run (an operator's start waits for one more)
     rate: MessageRate = field(default_factory=MessageRate)
 
     @property

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
-from typing import Optional
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from supervisor.config import TeamConfig
 
 from supervisor.runtime.wakeup import WakeupPipe
 
@@ -24,9 +27,29 @@ class InterruptRequest:
     agent: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class AgentsRequest:
+    """Start (`start`) or restart (`restart`) these agents; `done` gets None once the loop has acted."""
+
+    command: str
+    agents: tuple[str, ...]
+    done: "Future[Any]" = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class ReloadRequest:
+    """Apply a validated config; `done` gets (added, removed, changed), or the UserError that changed nothing."""
+
+    config: TeamConfig
+    done: "Future[Any]" = field(default_factory=Future)
+
+
+Request = Union[InterruptRequest, AgentsRequest, ReloadRequest]
+
+
 class ControlQueue:
     def __init__(self) -> None:
-        self._pending: deque[InterruptRequest] = deque()
+        self._pending: deque[Request] = deque()
         self._lock = threading.Lock()
         self._wakeup = WakeupPipe()
         self.closed = False
@@ -34,14 +57,14 @@ class ControlQueue:
     def fileno(self) -> int:
         return self._wakeup.fileno()
 
-    def put(self, request: InterruptRequest) -> None:
+    def put(self, request: Request) -> None:
         with self._lock:
             if self.closed:
                 raise RuntimeError("the run has ended")
             self._pending.append(request)
             self._wakeup.wake()
 
-    def drain(self) -> list[InterruptRequest]:
+    def drain(self) -> list[Request]:
         self._wakeup.clear()
         with self._lock:
             requests = list(self._pending)

@@ -26,7 +26,7 @@ from protocol import (
     StopRequest,
 )
 from supervisor.config import AGENT, GROUP
-from supervisor.runtime.children import Child
+from supervisor.runtime.children import Child, Phase
 from supervisor.runtime.events import EventWriter
 from supervisor.runtime.shutdown import Shutdown
 
@@ -96,6 +96,7 @@ class MessageHandlers:
         child.checkpoint_id = ready.checkpoint_id
         child.pid = ready.pid
         child.budget_spent_usd = ready.budget_spent_usd  # what its checkpoint says was spent before
+        child.readies += 1
         self.log.emit(
             "worker_started",
             agent_id=child.name,
@@ -236,13 +237,17 @@ def track_member(member: Child, event: str, fields: dict[str, Any]) -> None:
         member.cycle = int(number("cycle", member.cycle))
     if event == "worker_started":
         member.status = str(fields.get("status") or RUNNING)
+        member.phase = Phase.RUNNING
+        member.readies += 1
         member.budget_spent_usd = number("budget_spent_usd", member.budget_spent_usd)
     elif event == "cycle_completed":
         member.budget_spent_usd += number("cost_usd", 0.0)
     elif event == "worker_exited":
         member.status = str(fields.get("status") or member.status)
+        member.phase = Phase.EXITED
         member.budget_spent_usd = number("budget_spent_usd", member.budget_spent_usd)
     elif event == "worker_restarted":
         member.status = "restarting"
+        member.phase = Phase.RUNNING
     if event in ("checkpoint_saved", "interrupt_completed") and isinstance(fields.get("checkpoint_id"), str):
         member.checkpoint_id = fields["checkpoint_id"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 from supervisor.config import TeamConfig
 from supervisor.errors import SupervisorError
 from protocol.storage_files import UntrustedStorage
-from supervisor.storage import StorageLock, archive_state, prepare_storage, refused, resumable_agents
+from supervisor.storage import StorageLock, archive_state, control_socket, prepare_storage, refused, resumable_agents
 
 if TYPE_CHECKING:
     from supervisor.runtime.arbiter import Arbiter, Outcome
@@ -48,6 +48,7 @@ def run_team(
     try:
         worker_context()  # started already by the CLI; an embedding program starts it here
         from supervisor.runtime.arbiter import Arbiter
+        from supervisor.runtime.control_server import ControlServer
         from supervisor.runtime.events import EventLog
 
         moved = archive_state(config.storage) if fresh else None
@@ -63,8 +64,11 @@ def run_team(
             resumed = resumable_agents(config)
             preflight_ollama(config)  # before any worker: an unreachable server or a missing model is exit 3
             service = ModelService(config) if ModelService.wanted(config) else None
+            server = ControlServer(control_socket(config.storage), log, config.team)  # we hold the lock: ours
+            log.sinks.append(server.publish)  # watchers see each event as it is written
             arbiter = Arbiter(config, log, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
-                              service=service, control=control, handle_signals=handle_signals)
+                              service=service, control=control, handle_signals=handle_signals,
+                              control_server=server)
             arbiter.announce(storage=str(config.storage), llm=describe_llm(config))
             try:
                 if service is not None:

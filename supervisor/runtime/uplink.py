@@ -12,7 +12,7 @@ import selectors
 import time
 from typing import Callable, Optional
 
-from protocol import Ack, Heartbeat, Interrupt, ProtocolError, Stopped
+from protocol import Ack, Heartbeat, Interrupt, ProtocolError, StartAgents, Stopped
 from supervisor.runtime.children import Child
 from supervisor.runtime.process import FramedPipe
 from supervisor.runtime.reactor import Reactor
@@ -28,11 +28,13 @@ class Uplink:
         reactor: Reactor,
         request: Callable[[StopOrder], bool],
         orphaned: Callable[[], None],
+        start_agents: Callable[[list[str]], None],
     ) -> None:
         self.pipe = pipe
         self.reactor = reactor
         self.request = request
         self.orphaned = orphaned
+        self.start_agents = start_agents  # an operator's start of some of our agents
         self.last_interrupt: Optional[int] = None  # the parent's last interrupt that reached us
 
     def open(self) -> None:
@@ -57,7 +59,9 @@ class Uplink:
             for message in messages:
                 if isinstance(message, Interrupt):
                     self.on_interrupt(message)
-            # Anything else from a parent is ignored: it only ever sends interrupts after Start.
+                elif isinstance(message, StartAgents):
+                    self.start_agents([str(name) for name in message.agents])
+            # Anything else from a parent is ignored: after Start it only sends interrupts and starts.
         if not self.pipe.pipe_open:
             self._lost()
 

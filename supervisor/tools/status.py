@@ -1,8 +1,10 @@
-"""`status CONFIG [--json]`: is a run live, then one row per agent.
+"""`status CONFIG [--json] [--watch]`: is a run live, then one row per agent.
 
 Each row comes from the agent's newest valid checkpoint (status, cycles,
-budget) and the event stream (its last interrupt). Read-only: safe next to a
-live supervisor.
+budget) and the event stream (its last interrupt). A live run is asked too,
+over its control socket: its own status, cycle and checkpoint win, and it adds
+what each agent is doing now and its last event. Read-only: safe next to a
+live supervisor. `--watch` shows the run's live table, fed by its events.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from protocol.checkpoints import Checkpoint
 from protocol.messages import INTERRUPTED, RUNNING
 from supervisor.config import TeamConfig
 from supervisor.storage import EVENTS_FILE, run_is_live
+from supervisor.tools.control import live_status, watch
 from supervisor.tools.events import read_events
 from supervisor.tools.stats import NOT_STARTED, UNKNOWN
 from supervisor.tools.stores import checkpoint_store, storage_error
@@ -52,6 +55,8 @@ def _scan_for_status(
 
 def status_command(config: TeamConfig, args: argparse.Namespace) -> int:
     """One row per agent, from the newest valid checkpoint and the event stream, under a line on the run."""
+    if getattr(args, "watch", False):
+        return watch_command(config)
     try:
         names = frozenset(agent.name for agent in config.all_agents())
         interrupts, started, stopped = _scan_for_status(config.storage / EVENTS_FILE, names)
@@ -79,6 +84,9 @@ def status_command(config: TeamConfig, args: argparse.Namespace) -> int:
             )
     except OSError as exc:
         raise storage_error(config, exc) from exc
+    own = live_status(config) if live else None
+    if own is not None:
+        _merge(rows, own)
     if args.json:
         print_json(rows)
         return 0
@@ -95,6 +103,10 @@ def status_command(config: TeamConfig, args: argparse.Namespace) -> int:
         for row in rows
     ]
     headers = ["AGENT", "STATUS", "CYCLES", "LATEST CHECKPOINT", "BUDGET SPENT", "LAST INTERRUPT"]
+    if own is not None:
+        headers.append("NOW")
+        for cells_of_row, row in zip(cells, rows, strict=True):
+            cells_of_row.append(_describe_now(row))
     print_lines(*table(headers, cells, right=frozenset({2, 4})))
     for row in rows:
         if row["corrupt"]:
@@ -138,3 +150,49 @@ def _describe_interrupt(interrupt: Optional[dict[str, Any]]) -> str:
     if interrupt.get("message"):
         text += f": {show_value(interrupt['message'])}"
     return text
+
+
+def _merge(rows: list[dict[str, Any]], own: dict[str, Any]) -> None:
+    """The live run's own view over the files': it knows what has not reached a checkpoint yet."""
+    by_name = {row.get("agent"): row for row in own.get("agents", []) if isinstance(row, dict)}
+    for row in rows:
+        mine = by_name.get(row["agent"])
+        if mine is None:
+            continue
+        for key in ("status", "cycle", "checkpoint_id", "budget_spent_usd"):
+            if mine.get(key) is not None:
+                row[key] = mine[key]
+        row["now"] = mine.get("now")
+        row["last_event"] = mine.get("last_event")
+
+
+def _describe_now(row: dict[str, Any]) -> str:
+    now = str(row.get("now") or "-")
+    last = row.get("last_event")
+    if isinstance(last, dict) and last.get("event"):
+        now += f" (last: {last['event']} at {short_time(last.get('timestamp'))})"
+    return now
+
+
+def watch_command(config: TeamConfig) -> int:
+    """The run's own live table (plain lines off a terminal), fed by its events, until the run ends."""
+    from supervisor.terminal.live_view import choose_console
+
+    console = choose_console(config)
+    ended: list[dict[str, Any]] = []
+
+    def show(event: dict[str, Any]) -> None:
+        console(event)
+        if event.get("event") == "supervisor_stopped":
+            ended.append(event)
+
+    try:
+        code = watch(config, show)
+    finally:
+        console.stop()
+    if ended:
+        print_lines(f"team {config.team}: the run ended {ended[-1].get('status', UNKNOWN)} "
+                    f"(exit {ended[-1].get('exit_code', '?')})")
+    else:
+        print_lines(f"team {config.team}: the run is gone (no supervisor_stopped seen)")
+    return code
