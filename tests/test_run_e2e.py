@@ -72,10 +72,13 @@ def test_one_ctrl_c_stops_gracefully_and_the_next_run_resumes(make_team):
     for line in metrics:
         assert line["source"] == "USER" if line["event"] == "interrupt_initiated" else True
         assert (SEED_INITIATED if line["event"] == "interrupt_initiated" else SEED_COMPLETED) <= set(line)
+    [issued] = [m for m in metrics if m["event"] == "interrupt_initiated" and "workers" in m]
     for line in completed:
         assert (line["total_interrupts"], line["graceful_interrupts"], line["immediate_interrupts"]) == (1, 1, 0)
         assert (team.storage / line["agent_id"] / line["checkpoint_id"]).exists()
-        assert line["latency_ms"] >= 0
+        # From the supervisor's decision to the checkpoint being durable: after the issue, before the log line.
+        durable = issued["issued_at"] + line["latency_ms"] / 1000
+        assert issued["issued_at"] < durable <= _epoch(line["timestamp"]) + 0.001, (issued, line)
     # interrupt_metrics.jsonl holds the very same lines as events.jsonl
     assert all(m in team.events() for m in metrics)
 
@@ -269,3 +272,9 @@ def test_an_event_log_that_cannot_be_written_does_not_stop_the_team(make_team, m
     assert "cannot write events.jsonl: No space left on device" in run.output and "Traceback" not in run.output
     for name in team.names:  # the agents' work is all there
         assert team.assert_exactly_once(name, 3).status == "completed"
+
+
+def _epoch(timestamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
