@@ -184,6 +184,35 @@ def test_siblings_that_run_are_stopped_to_restart_with_it_and_join_its_delay() -
     assert when is not None and before + FIRST_DELAY <= when <= time.monotonic() + FIRST_DELAY
 
 
+def test_a_second_crash_waits_twice_as_long() -> None:
+    p = Planner()
+    p.exit("a", FAILED)
+    fire(p.reactor, "restart:a")
+    p.children["a"].phase = Phase.RUNNING
+    before = time.monotonic()
+    p.exit("a", FAILED)
+    when = p.reactor.when("restart:a")
+    assert when is not None and before + 2 * FIRST_DELAY <= when <= time.monotonic() + 2 * FIRST_DELAY
+
+
+def test_each_agent_restarts_by_its_own_policy() -> None:
+    p = Planner(agents=[{"name": "a", "task": "x", "max_cycles": 3, "max_restarts": 0},
+                        {"name": "b", "task": "x", "max_cycles": 3}, {"name": "c", "task": "x", "max_cycles": 3}])
+    assert p.exit("a", FAILED).status == FAILED  # its own limit of 0, not the team's 3
+    assert p.exit("b", FAILED).phase is Phase.RESTARTING
+
+
+def test_a_restart_exactly_one_window_later_still_counts_and_attempts_add_up() -> None:
+    from supervisor.config import RestartPolicy
+    from supervisor.runtime.restarts import RestartBook
+
+    book = RestartBook(RestartPolicy(restart="transient", max_restarts=1, restart_window=10.0))
+    assert book.admit(0.0) == FIRST_DELAY
+    assert book.admit(10.0) is None  # not more than the window ago: still inside it
+    assert book.admit(10.5) == FIRST_DELAY
+    assert book.attempts == 2
+
+
 @pytest.mark.parametrize(("kind", "what"), [("agent", "agent"), (GROUP, "group")])
 def test_beyond_its_restart_limit_a_child_fails_and_the_team_stops(kind: str, what: str) -> None:
     p = Planner(max_restarts=0, restart_window=30)
