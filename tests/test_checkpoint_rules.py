@@ -199,7 +199,8 @@ def test_a_file_that_vanishes_after_listing_is_skipped_not_reported(tmp_path: Pa
 def test_a_folder_named_like_a_checkpoint_is_not_listed_and_hides_nothing(tmp_path: Path) -> None:
     store = opened(tmp_path)
     names = [store.save(cycle=c, status="running", messages=MESSAGES).checkpoint_id for c in range(1, 8)]
-    (store.directory / "checkpoint_00000004_00000099.jsonl.gz").mkdir()
+    for seq in (97, 98, 99):  # wherever the folder listing puts them
+        (store.directory / f"checkpoint_00000004_000000{seq}.jsonl.gz").mkdir()
     assert [info.checkpoint_id for info in store.list()] == names
 
 
@@ -323,6 +324,30 @@ def test_a_failed_save_says_where_and_why_in_one_line(tmp_path: Path, monkeypatc
     assert str(caught.value) == f"cannot write checkpoint in {store.directory}: {words}"
 
 
+def test_a_save_survives_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = opened(tmp_path)
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:100])))
+    messages = [{"role": "user", "content": os.urandom(2000).hex()}]
+    result = store.save(cycle=1, status="running", messages=messages)
+    monkeypatch.undo()
+    assert result.bytes > 1000
+    assert store.load(result.checkpoint_id).messages == messages
+
+
+def test_duration_is_reported_in_milliseconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = opened(tmp_path)
+    clock = iter([100.0, 100.25])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    result = store.save(cycle=1, status="running", messages=MESSAGES)
+    monkeypatch.undo()
+    assert result.duration_ms == 250.0
+
+
+def test_an_empty_reason_still_reads_as_one() -> None:
+    assert CheckpointCorrupt(NAME, " \n ").reason == "unknown error"
+
+
 def test_a_write_error_prints_as_its_message() -> None:
     assert str(CheckpointWriteError(errno.ENOSPC, "cannot write: full")) == "cannot write: full"
     assert str(CheckpointWriteError("no errno")) == "no errno"
@@ -343,7 +368,7 @@ def test_prune_keeps_the_newest_and_returns_what_it_deleted(tmp_path: Path) -> N
     assert [info.checkpoint_id for info in deleted] == names[:3]
     assert sorted(os.listdir(store.directory)) == names[3:]
     assert store.keep == 7  # the store's own setting is back
-    with pytest.raises(RuntimeError, match="needs open_for_writing"):
+    with pytest.raises(RuntimeError, match=r"^CheckpointStore.save\(\) needs open_for_writing\(\) first$"):
         store.save(cycle=9, status="running", messages=[])  # and it is still not open for writing
 
 
