@@ -293,6 +293,15 @@ def test_a_save_reports_when_it_became_durable_and_how_long_it_took(tmp_path: Pa
     assert 0.0 < result.duration_ms <= elapsed_ms
 
 
+def test_compress_false_stores_the_content_and_true_compresses_it(tmp_path: Path) -> None:
+    messages = [{"role": "user", "content": "the same words again " * 200}]
+    for compress, smaller in ((False, False), (True, True)):
+        store = opened(tmp_path / str(compress), compress=compress)
+        result = store.save(cycle=1, status="running", messages=messages)
+        content = gzip.decompress((store.directory / result.checkpoint_id).read_bytes())
+        assert (result.bytes < len(content)) is smaller
+
+
 def test_text_is_stored_as_readable_utf8(tmp_path: Path) -> None:
     store = opened(tmp_path)
     result = store.save(cycle=1, status="running", messages=[{"role": "user", "content": "café – 東京"}])
