@@ -38,6 +38,8 @@ from protocol import (
     encode,
     from_wire,
 )
+from protocol.budget import BUDGET_EPSILON_USD, budget_reached
+from protocol.framing import MAX_DEPTH
 from protocol.messages import MESSAGE_TYPES
 
 # --- helpers ----------------------------------------------------------------
@@ -962,3 +964,97 @@ def test_socketpair_oversized_header_fails_without_waiting_for_payload():
     finally:
         reader.close()
         writer.close()
+
+
+# --- the reason a broken peer is given ----------------------------------------
+# The text of a ProtocolError becomes the child's failure ("protocol error: ...")
+# in worker_exited and on the console: it must name what was wrong.
+
+def _reason(data: bytes) -> str:
+    return str(assert_rejected(data))
+
+
+@pytest.mark.parametrize(
+    ("wire", "reason"),
+    [
+        ([1, 2], "a message must be a map, got list"),
+        ({"type": "heartbeat", "sent_at": 1.0}, "unsupported protocol version None (this side speaks 1)"),
+        ({"v": 1, "type": "nope"}, "unknown message type 'nope'"),
+        ({"v": 1, "type": "heartbeat", "sent_at": 1.0, "extra": 1}, "heartbeat: unknown field 'extra'"),
+        ({"v": 1, "type": "heartbeat", "sent_at": "soon"}, "heartbeat.sent_at: wrong type str"),
+        ({"v": 1, "type": "ack"}, "ack: missing field(s) interrupt_id, received_at"),
+        ({"v": 1, "type": "start", "agent": "a", "spec": {"k": {b"k": "v"}}},
+         "map key of type bytes; only str keys are allowed"),
+        ({"v": 1, "type": "start", "agent": "a", "spec": {"k": b"\x00"}}, "value of type bytes is not plain data"),
+    ],
+    ids=["not-a-map", "no-version", "unknown-type", "unknown-field", "wrong-type", "missing-fields", "bytes-key",
+         "bytes"],
+)
+def test_a_rejected_message_says_what_was_wrong(wire, reason):
+    assert _reason(wire_frame(wire, strict_types=False)) == reason
+
+
+def test_rejected_interrupt_words_are_named():
+    with pytest.raises(ProtocolError, match=r"^interrupt mode must be one of \('GRACEFUL', 'IMMEDIATE'\), got 'SOFT'$"):
+        Interrupt(interrupt_id=1, mode="SOFT", source="USER", message="m", issued_at=0.0)
+    with pytest.raises(ProtocolError, match=r"^stop_request source must be one of .*, got 'ME'$"):
+        StopRequest(mode="GRACEFUL", source="ME", message="m")
+
+
+def test_framing_failures_say_what_was_wrong():
+    assert _reason(frame(b"\xc1")).startswith("malformed msgpack payload: ")
+    assert _reason(frame(b"\xc1")).split(": ")[1] in ("ValueError", "FormatError", "ExtraData", "UnpackValueError")
+    assert _reason(frame(packed(msgpack.ExtType(5, b"x")))) == "msgpack extension type 5 is not allowed"
+    decoder = FrameDecoder()
+    with pytest.raises(ProtocolError):
+        decoder.feed(frame(b"\xc1"))
+    with pytest.raises(ProtocolError, match="^decoder already failed; the stream cannot be trusted$"):
+        decoder.feed(b"")
+    partial = FrameDecoder()
+    partial.feed(encode(INTERRUPT)[:7])
+    with pytest.raises(ProtocolError, match=r"^stream ended inside a frame \(7 bytes pending\)$"):
+        partial.close()
+    with pytest.raises(ProtocolError, match=r"^interrupt frame of \d+ bytes exceeds the 10-byte limit$"):
+        encode(INTERRUPT, max_frame_bytes=10)
+    with pytest.raises(ProtocolError, match=r"^cannot encode start: "):
+        encode(Start(agent="a", spec={"k": object()}))
+
+
+def _nested_spec(containers: int) -> dict:
+    """A Start spec whose deepest container is `containers` levels below the message map."""
+    inner: object = 0
+    for _ in range(containers - 1):
+        inner = [inner]
+    return {"k": inner}
+
+
+def test_nesting_is_allowed_up_to_the_depth_limit_exactly():
+    # the message map is depth 0, so the deepest container may sit at MAX_DEPTH - 1
+    ok = Start(agent="a", spec=_nested_spec(MAX_DEPTH - 1))
+    assert decode_all(encode(ok)) == [ok]
+    too_deep = _reason(encode(Start(agent="a", spec=_nested_spec(MAX_DEPTH))))
+    assert too_deep == f"message nested deeper than {MAX_DEPTH} levels"
+
+
+def test_bytes_sent_by_mistake_are_not_smuggled_through_as_text():
+    """Bytes go out as msgpack bin, which the receiver refuses, never as a str it would accept."""
+    assert _reason(encode(Start(agent="a", spec={"blob": b"abc"}))) == "value of type bytes is not plain data"
+
+
+# --- budgets ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spent", "budget", "reached"),
+    [
+        (sum([0.005] * 10), 0.05, True),  # float drift below the budget still reaches it
+        (0.05, 0.05, True),
+        (0.05 - 1e-10, 0.05, True),
+        (0.05 - 1e-8, 0.05, False),
+        (0.0, 0.05, False),
+        (0.06, 0.05, True),
+        (1.0 - BUDGET_EPSILON_USD, 1.0, True),  # the edge itself counts
+    ],
+)
+def test_a_budget_is_reached_within_a_billionth_of_a_dollar(spent, budget, reached):
+    assert budget_reached(spent, budget) is reached
