@@ -111,7 +111,7 @@ REASONS: dict[str, tuple[Callable[[Path], None], str]] = {
     "format": (with_header(format="tarball"), "not a checkpoint (format 'tarball')"),
     "version": (with_header(version=2), "unsupported version 2"),
     "agent": (with_header(agent="bob"), "belongs to agent 'bob', not 'alice'"),
-    "cycle": (with_header(cycle=9), "header cycle 9 does not match the file name"),  # or without the 9
+    "cycle": (with_header(cycle=9), "header cycle does not match the file name"),
     "status": (with_header(status="paused"), "unknown status 'paused'"),
     "budget-negative": (with_header(budget_spent_usd=-1), "budget_spent_usd is not a finite amount >= 0"),
     "budget-nan": (with_header(budget_spent_usd=float("nan")), "budget_spent_usd is not a finite amount >= 0"),
@@ -133,8 +133,7 @@ def test_each_check_refuses_with_its_own_reason(tmp_path: Path, name: str) -> No
     corrupt(path)
     with pytest.raises(CheckpointCorrupt) as caught:
         store.load(NAME)
-    assert caught.value.checkpoint_id == NAME
-    assert caught.value.reason in (reason, reason.replace(" 9 ", " "))
+    assert (caught.value.checkpoint_id, caught.value.reason) == (NAME, reason)
 
 
 def test_garbage_is_bad_gzip_data(tmp_path: Path) -> None:
@@ -174,11 +173,10 @@ def test_a_folder_or_an_unreadable_file_under_a_checkpoint_name(tmp_path: Path) 
         store.load(NAME)
     assert (caught.value.checkpoint_id, caught.value.reason) == (NAME, "is a directory")
     path.rmdir()
-    path.symlink_to(path.name)  # a loop: refused as a symlink, or unreadable (ELOOP) even for root
+    path.symlink_to(path.name)  # a symlink (a loop, even): refused without being followed
     with pytest.raises(CheckpointCorrupt) as caught:
         store.load(NAME)
-    assert caught.value.checkpoint_id == NAME
-    assert caught.value.reason in (f"cannot read: {os.strerror(errno.ELOOP)}", "is a symlink, which is never followed")
+    assert (caught.value.checkpoint_id, caught.value.reason) == (NAME, "is a symlink, which is never followed")
 
 
 def test_a_checkpoint_id_that_is_not_a_string_is_refused_as_an_id(tmp_path: Path) -> None:

@@ -448,17 +448,6 @@ def test_after_tick_callbacks_run_once_per_tick() -> None:
     reactor.close()
 
 
-@pytest.mark.skipif(not hasattr(Reactor, "shift"), reason="this Reactor has no shift")
-def test_shift_moves_only_the_timers_with_the_prefix() -> None:
-    reactor = Reactor()
-    reactor.at("hang:a", 100.0, lambda: None)
-    reactor.at("hang:b", 200.0, lambda: None)
-    reactor.at("kill", 100.0, lambda: None)
-    reactor.shift("hang:", 5.0)
-    assert (reactor.when("hang:a"), reactor.when("hang:b"), reactor.when("kill")) == (105.0, 205.0, 100.0)
-    reactor.close()
-
-
 def test_modify_changes_the_callback_and_unwatch_is_safe_twice() -> None:
     import selectors
     import socket
