@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import config_fuzz
 
 TESTS = Path(__file__).resolve().parent
@@ -21,6 +23,7 @@ ROOT = TESTS.parent
 RUN_TIMEOUT = 300  # a hang detector for the whole child: far above its real time of seconds
 
 
+@pytest.mark.e2e  # the 520 cases run in a child process, with a memory limit
 def test_every_fuzzed_config_loads_sendable_or_fails_in_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")])}
     child = subprocess.run(
