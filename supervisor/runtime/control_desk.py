@@ -86,18 +86,19 @@ class ControlDesk:
         if not request.wait:
             self._answer(client, DONE, "stop requested", self._rows(names))
             return
-        shutdown = self.arbiter.config.shutdown
-        grace = shutdown.immediate_timeout + (shutdown.graceful_timeout if request.mode == GRACEFUL else 0.0)
-        self._wait(Wait(client, "stop", names, time.monotonic() + grace + EXIT_GRACE))
+        self._wait(Wait(client, "stop", names, time.monotonic() + self.arbiter.shutdown.grace(request.mode) + EXIT_GRACE))
+
+    def _refused(self, client: Client, names: list[str], what: str) -> bool:
+        """Answer a start or restart that cannot be carried out (the team stops, an agent is unreachable)."""
+        problem = (f"the team is stopping: nothing is {what}" if self.arbiter.shutdown.mode is not None
+                   else self._unreachable(names))
+        if problem:
+            self._answer(client, REFUSED, problem)
+        return bool(problem)
 
     def start(self, client: Client, request: Start) -> None:
         names = _unique(request.agents)
-        if self.arbiter.shutdown.mode is not None:
-            self._answer(client, REFUSED, "the team is stopping: nothing is started")
-            return
-        problem = self._unreachable(names)
-        if problem:
-            self._answer(client, REFUSED, problem)
+        if self._refused(client, names, "started"):
             return
         before = {name: self._readies(name) for name in names}
         starting = [name for name in names if self.start_agent(name)]
@@ -108,12 +109,7 @@ class ControlDesk:
 
     def restart(self, client: Client, request: Restart) -> None:
         names = _unique(request.agents)
-        if self.arbiter.shutdown.mode is not None:
-            self._answer(client, REFUSED, "the team is stopping: nothing is restarted")
-            return
-        problem = self._unreachable(names)
-        if problem:
-            self._answer(client, REFUSED, problem)
+        if self._refused(client, names, "restarted"):
             return
         before = {name: self._readies(name) for name in names}
         self.restart_agents(names, f"Operator requested restart ({request.command or 'restart'})")

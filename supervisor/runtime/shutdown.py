@@ -190,11 +190,14 @@ class Shutdown:
             return False
         child.intent = StopIntent.ALONE
         self.reactor.cancel(f"timeout:{child.name}")
-        shutdown = self.config.shutdown
-        grace = shutdown.immediate_timeout + (shutdown.graceful_timeout if order.mode == GRACEFUL else 0.0)
-        self.reactor.at(f"kill:{child.name}", time.monotonic() + grace, lambda: self._kill_late(child))
+        self.reactor.at(f"kill:{child.name}", time.monotonic() + self.grace(order.mode), lambda: self._kill_late(child))
         self._issue(order, [child], team_wide=False, targets=[child.name])
         return True
+
+    def grace(self, mode: str) -> float:
+        """How long an agent stopped alone has before it is killed: its cycle's end (GRACEFUL), then its exit."""
+        shutdown = self.config.shutdown
+        return shutdown.immediate_timeout + (shutdown.graceful_timeout if mode == GRACEFUL else 0.0)
 
     def _kill_late(self, child: Child) -> None:
         """Stopped alone or to restart, and not gone by its deadline: killed; its last checkpoint stays its truth."""
