@@ -10,6 +10,8 @@ timeout that only exists to turn a hang into a failure.
 
 from __future__ import annotations
 
+import contextlib
+
 import errno
 import fcntl
 import json
@@ -287,6 +289,32 @@ def cli(*args: str, cwd: Optional[Path] = None, env: Optional[dict[str, str]] = 
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     argv = [sys.executable, "-m", "supervisor", *args]
     return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=HANG, cwd=cwd, env=env)
+
+
+PEAK_SCRIPT = """\
+import sys
+from supervisor.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")), file=sys.stderr)  # in KiB
+sys.exit(code)
+"""
+
+
+def cli_peak(*args: str, cwd: Path, stdout: Optional[Path] = None) -> tuple[int, str, str, int]:
+    """`python -m supervisor ARGS` to its end: (exit code, stdout, stderr, its own peak resident set in KiB).
+
+    The peak is the child's VmHWM: getrusage's ru_maxrss would start from the
+    test process's own peak, carried across fork and exec. `stdout`: a file to
+    write it to instead of holding it (then "" is returned for it).
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # `-c` puts the cwd first on the path
+    with open(stdout, "w") if stdout is not None else contextlib.nullcontext() as sink:
+        done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, *args], stdout=sink if sink else subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=HANG, cwd=cwd, env=env)
+    *err, peak = done.stderr.splitlines()
+    return done.returncode, done.stdout or "", "\n".join(err), int(peak)
 
 
 def _take_terminal() -> None:

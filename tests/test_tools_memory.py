@@ -12,39 +12,22 @@ big file may add only a few megabytes to that.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from harness import REPO
+from harness import cli_peak
 from tools_state import EVENTS, write_team
 
-MEASURE = """\
-import sys
-from supervisor.cli import main
-code = main(sys.argv[1:])
-sys.stdout.flush()
-with open("/proc/self/status") as status:
-    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")), file=sys.stderr)  # in KiB
-sys.exit(code)
-"""
 HEADROOM_KIB = 32 * 1024  # what a big file may add to the small file's peak
 RUNS, LINES_PER_RUN = 200, 500  # 100,000 lines, 22 MB: kept whole, they took ten times the headroom
 
 
 def measure(argv: list[str], out: Path) -> tuple[int, str]:
-    """Run `python -m supervisor ARGV` with stdout into `out`: (peak RSS in KiB, stderr without that last line)."""
-    with open(out, "w") as stdout:
-        done = subprocess.run(
-            [sys.executable, "-c", MEASURE, *argv], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
-            cwd=out.parent, env={**os.environ, "PYTHONPATH": str(REPO)},  # `-c` puts the cwd first on the path
-        )
-    *err, peak = done.stderr.splitlines()
-    assert done.returncode == 0, done.stderr
-    return int(peak), "\n".join(err)
+    """Run `python -m supervisor ARGV` with stdout into `out`: (peak RSS in KiB, stderr)."""
+    code, _, err, peak = cli_peak(*argv, cwd=out.parent, stdout=out)
+    assert code == 0, err
+    return peak, err
 
 
 @pytest.mark.e2e  # a child process, measured

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from harness import HANG, REPO, Team, by_event, fill_up
+from harness import HANG, REPO, Team, by_event, cli_peak, fill_up
 from protocol.checkpoints import checkpoint_name
 
 NOBODY = 65534
@@ -33,28 +33,10 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True, text=True, timeout=HANG, env=env)
 
 
-PEAK_SCRIPT = """\
-import sys
-from supervisor.cli import main
-code = main(sys.argv[1:])
-sys.stdout.flush()
-with open("/proc/self/status") as status:
-    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")), file=sys.stderr)
-sys.exit(code)
-"""
-
-
 def cli_measured(*args: str, cwd: Path) -> tuple[int, str, str, int]:
-    """(exit code, stdout, stderr, peak resident memory in MiB) of one CLI process.
-
-    The peak is the child's own VmHWM: getrusage's ru_maxrss would carry the
-    test process's own peak across fork and exec, and that grows over a suite.
-    """
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, *args], capture_output=True, text=True,
-                          timeout=HANG, env=env, cwd=cwd)
-    *err, peak_kib = done.stderr.splitlines()
-    return done.returncode, done.stdout, "\n".join(err), int(peak_kib) // 1024
+    """(exit code, stdout, stderr, peak resident memory in MiB) of one CLI process."""
+    code, out, err, peak_kib = cli_peak(*args, cwd=cwd)
+    return code, out, err, peak_kib // 1024
 
 
 def refused(result: subprocess.CompletedProcess, *phrases: str) -> str:
