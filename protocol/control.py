@@ -99,6 +99,21 @@ class Reload(Message):
 
 
 @dataclass(frozen=True)
+class AnswerQuestion(Message):
+    """The person's answer to the question the one agent named waits on; answered once it is durable."""
+
+    type: ClassVar[str] = "answer"
+    agents: list  # exactly one
+    text: str
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        _check_names(self)
+        if len(self.agents) != 1:
+            raise ProtocolError("answer: exactly one agent")
+
+
+@dataclass(frozen=True)
 class Watch(Message):
     """Subscribe to the run's events: a Notice per event until the run ends."""
 
@@ -126,7 +141,9 @@ class Notice(Message):
     event: dict
 
 
-REQUEST_TYPES: dict[str, type[Message]] = {cls.type: cls for cls in (Status, Stop, Start, Restart, Reload, Watch)}
+REQUEST_TYPES: dict[str, type[Message]] = {
+    cls.type: cls for cls in (Status, Stop, Start, Restart, Reload, AnswerQuestion, Watch)
+}
 ANSWER_TYPES: dict[str, type[Message]] = {cls.type: cls for cls in (Reply, Notice)}
 
 

@@ -35,6 +35,11 @@ COMPLETED = "completed"
 FAILED = "failed"
 STATUSES = (RUNNING, INTERRUPTED, COMPLETED, FAILED)
 
+# What an agent can wait for: another agent's message, or a person's answer ("" : no longer waiting).
+WAITING_FOR_MESSAGE = "message"
+WAITING_FOR_PERSON = "person"
+WAITS = ("", WAITING_FOR_MESSAGE, WAITING_FOR_PERSON)
+
 
 @dataclass(frozen=True)
 class Message:
@@ -47,6 +52,13 @@ class Message:
         data["v"] = PROTOCOL_VERSION
         data["type"] = self.type
         return data
+
+
+def addressed(message: Message, agent: str) -> Message:
+    """The same message naming `agent` in its `agent` field (a group's relay reads it), or with it cleared."""
+    if "agent" not in {f.name for f in dataclasses.fields(message)}:
+        raise ProtocolError(f"{message.type} names no agent")
+    return dataclasses.replace(message, agent=agent)  # type: ignore[call-arg]
 
 
 def _check_mode_and_source(message: Any) -> None:
@@ -95,6 +107,41 @@ class Proceed(Message):
 
     type: ClassVar[str] = "proceed"
     cycle: int
+
+
+@dataclass(frozen=True)
+class Deliver(Message):
+    """Another agent's message for this worker's agent, as durable in the sender's checkpoint.
+
+    `seq` counts per (sender, receiver) from 1, so the receiver keeps each
+    message once and in order, whatever is sent twice. `agent` names the
+    receiver when a group passes the message on; empty on a worker's own pipe.
+    """
+
+    type: ClassVar[str] = "deliver"
+    sender: str
+    seq: int
+    content: object
+    agent: str = ""
+
+
+@dataclass(frozen=True)
+class Settled(Message):
+    """`receiver` holds this agent's messages up to `seq` in a durable checkpoint: the outbox may forget them."""
+
+    type: ClassVar[str] = "settled"
+    receiver: str
+    seq: int
+    agent: str = ""
+
+
+@dataclass(frozen=True)
+class Answer(Message):
+    """A person's answer to the question the agent is waiting on."""
+
+    type: ClassVar[str] = "answer"
+    text: str
+    agent: str = ""
 
 
 # --- worker -> supervisor -------------------------------------------------
@@ -212,6 +259,63 @@ class Event(Message):
     fields: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Post(Message):
+    """A message the agent sent, now durable in its checkpoint's outbox: route it to `to`.
+
+    `replay`: sent again from the outbox by a new worker of the sender; the
+    router keeps it only if it has not seen it. `sender` is filled in by a
+    group that passes the message up; a worker leaves it empty.
+    """
+
+    type: ClassVar[str] = "post"
+    to: str
+    seq: int
+    content: object
+    replay: bool = False
+    sender: str = ""
+
+
+@dataclass(frozen=True)
+class Holding(Message):
+    """The highest message seq from each sender that the agent's latest durable checkpoint holds.
+
+    `fresh`: a new worker's first word on its mail (sent right after Ready):
+    what it holds is exactly its checkpoint's, and anything beyond must come
+    again. `agent` is filled in by a group passing it up.
+    """
+
+    type: ClassVar[str] = "holding"
+    marks: dict
+    fresh: bool = False
+    agent: str = ""
+
+
+@dataclass(frozen=True)
+class Waiting(Message):
+    """The agent waits for `what` ("message" or "person", with the question), or "" when it no longer waits."""
+
+    type: ClassVar[str] = "waiting"
+    what: str
+    question: str = ""
+    outcome: str = ""  # when a wait ends: received, timeout, answered, stopped
+    agent: str = ""
+
+    def __post_init__(self) -> None:
+        if self.what not in WAITS:
+            raise ProtocolError(f"waiting.what must be one of {WAITS}, got {self.what!r}")
+
+
+@dataclass(frozen=True)
+class Answered(Message):
+    """The person's answer is durable in the agent's checkpoint: the question is settled."""
+
+    type: ClassVar[str] = "answered"
+    question: str
+    answer: str
+    agent: str = ""
+
+
 # --- parent -> group -------------------------------------------------------
 
 
@@ -225,8 +329,8 @@ class StartAgents(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
-    for cls in (Start, Interrupt, Proceed, Ack, Ready, StopRequest, CycleDone, CheckpointSaved, Stopped, Error, Heartbeat,
-                Event, StartAgents)
+    for cls in (Start, Interrupt, Proceed, Deliver, Settled, Answer, Ack, Ready, StopRequest, CycleDone, CheckpointSaved,
+                Stopped, Error, Heartbeat, Event, Post, Holding, Waiting, Answered, StartAgents)
 }
 
 
@@ -243,6 +347,8 @@ def _accepts(annotation: Any, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is object:  # any plain data: the frame decoder has checked it already
+        return True
     if annotation in (str, dict, list):
         return isinstance(value, annotation)
     return False

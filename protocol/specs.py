@@ -344,6 +344,11 @@ class AgentSpec(Spec):
     params: dict = field(default_factory=dict)  # the custom agent's own settings
     python_path: tuple[str, ...] = ()  # folders the worker adds to sys.path (the config's)
     await_grants: bool = False  # a team budget: each cycle starts on the supervisor's Proceed for the one before
+    # Working together: the agents it may send to (empty: it sends nothing), whom the built-in chat agent
+    # sends each reply to, and who sends to it that way (then it waits for a message before each cycle).
+    peers: tuple[str, ...] = ()
+    send_to: tuple[str, ...] = ()
+    senders: tuple[str, ...] = ()
 
     def _check(self) -> None:
         _not_empty(self, "agent", "task", "storage")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
 from protocol import GRACEFUL, MODES
 from supervisor.config import TeamConfig, load_config
-from supervisor.runtime.control import AgentsRequest, ControlQueue, InterruptRequest, ReloadRequest
+from supervisor.runtime.control import AgentsRequest, AnswerRequest, ControlQueue, InterruptRequest, ReloadRequest
 
 if TYPE_CHECKING:
     from supervisor.runtime.arbiter import Arbiter
@@ -149,11 +149,20 @@ class TeamRunner:
         self.config = new
         return {"added": added, "removed": removed, "changed": changed}
 
+    def answer(self, agent: str, text: str, *, timeout: float = 40.0) -> None:
+        """Answer the question `agent` waits on; returns once the agent's checkpoint holds the answer.
+
+        Raises UserError (one line) when the agent is not waiting for an answer,
+        or stopped waiting before it saved this one.
+        """
+        self._check_agent(agent)
+        self._ask(AnswerRequest(agent, str(text)), timeout)
+
     def _check_agent(self, agent: str) -> None:
         if agent not in {a.name for a in self.config.all_agents()}:
             raise ValueError(f"no agent {agent!r} in team {self.config.team!r}")
 
-    def _ask(self, request: Union[AgentsRequest, ReloadRequest], timeout: float) -> Any:
+    def _ask(self, request: Union[AgentsRequest, ReloadRequest, AnswerRequest], timeout: float) -> Any:
         """Hand a request to the loop and wait for it to act (not for workers to be up)."""
         self._control.put(request)
         return request.done.result(timeout)

@@ -13,7 +13,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import NoReturn, Optional, Sequence
 
-COMMANDS = ("run", "status", "logs", "checkpoints", "report", "stop", "start", "restart", "reload")
+COMMANDS = ("run", "status", "logs", "checkpoints", "report", "stop", "start", "restart", "reload", "answer")
 EXIT_USAGE = 2
 from supervisor.vocabulary import LEVELS
 _AGO_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+\Z")
@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("agents", nargs="+", metavar="AGENT")
         command.add_argument("--no-wait", action="store_true", help="return once the request is taken")
         command.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    answer = sub.add_parser("answer", help="answer the question an agent of the live run waits on")
+    answer.add_argument("config")
+    answer.add_argument("agent", metavar="AGENT")
+    answer.add_argument("text", metavar="TEXT")
+    answer.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     reload = sub.add_parser("reload", help="apply the config file's changes to the live run")
     reload.add_argument("config")
@@ -143,7 +149,7 @@ def _normalise(argv: list[str]) -> list[str]:
     return argv
 
 
-QUICK = ("stop", "start", "restart")  # they only find the run; the run checks the rest
+QUICK = ("stop", "start", "restart", "answer")  # they only find the run; the run checks the rest
 
 
 def _dispatch(args: argparse.Namespace) -> int:

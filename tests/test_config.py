@@ -169,6 +169,9 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
         "params": {},
         "await_grants": False,
         "python_path": [str(tmp_path)],
+        "peers": [],
+        "send_to": [],
+        "senders": [],
     }
     assert msgpack.unpackb(msgpack.packb(spec)) == spec
     with pytest.raises(KeyError, match="no agent 'nobody'"):

@@ -17,6 +17,13 @@ import pytest
 
 from protocol import (
     StartAgents,
+    Answer,
+    Answered,
+    Deliver,
+    Holding,
+    Post,
+    Settled,
+    Waiting,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Ack,
@@ -170,6 +177,24 @@ SAMPLES: dict[str, list[Message]] = {
             fields={"spent": 0.9, "limit": 1.0, "agents": ["a", "b"], "meta": {"n": None, "ok": True, "名": "値"}},
         ),
     ],
+    "deliver": [
+        Deliver(sender="drafter", seq=1, content={"draft": "Résumé 🚀", "n": [1, 2.5, None]}),
+        Deliver(sender="a", seq=2**40, content=None, agent="crew-b"),
+        Deliver(sender="a", seq=3, content="plain text"),
+    ],
+    "settled": [Settled(receiver="editor", seq=4), Settled(receiver="b", seq=1, agent="crew-a")],
+    "answer": [Answer(text="yes, go ahead ✓"), Answer(text="", agent="crew-a")],
+    "post": [
+        Post(to="editor", seq=1, content=["draft", 1]),
+        Post(to="b", seq=7, content={"k": {"n": True}}, replay=True, sender="crew-a"),
+    ],
+    "holding": [Holding(marks={}), Holding(marks={"drafter": 3, "b": 1}, fresh=True, agent="crew-a")],
+    "waiting": [
+        Waiting(what="message"),
+        Waiting(what="person", question="Publish? ✋"),
+        Waiting(what="", outcome="answered", agent="crew-a"),
+    ],
+    "answered": [Answered(question="Publish?", answer="yes"), Answered(question="q", answer="", agent="crew-a")],
     "start_agents": [
         StartAgents(agents=["crew-a"]),
         StartAgents(agents=["crew-a", "crew-ü"]),

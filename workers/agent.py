@@ -19,6 +19,13 @@ What a cycle may rely on, and what it must keep to:
 * The return value is the cycle's reply: a `str`, or a `Step` that also names
   the prompt it answers. The conversation holds exactly one assistant reply per
   cycle: that is what makes resume exactly-once checkable.
+* `await self.send(to, content)` sends a message (any JSON value) to another
+  agent of the team; it leaves once this cycle's checkpoint is durable, and
+  arrives exactly once, in order. `await self.receive(timeout=None)` returns
+  the next message as `{"from": ..., "content": ...}` (None on timeout); it
+  counts as consumed once this cycle's checkpoint is durable. `await
+  self.ask(question)` returns a person's answer (`answer` command). Waiting is
+  not working: a stop during a wait drops the cycle, to be done again on resume.
 * `self.request_stop(message)` asks for this agent's own graceful stop once the
   cycle's checkpoint is safe; the stop is logged and counted like any other
   interrupt (source PROGRAMMATIC), and the agent is not restarted. A later run
@@ -31,9 +38,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Optional, Sequence, Union
 
 from workers.providers import Provider, Reply
+
+if TYPE_CHECKING:
+    from workers.correspondence import Correspondence
 
 __all__ = ["DEFAULT_AGENT", "Agent", "AgentContext", "AgentLoadError", "Step", "Usage", "load_agent_class"]
 
@@ -87,6 +97,9 @@ class AgentContext:
     cycle: int = 0  # the cycle running now, 0 between cycles
     usage: Usage = field(default_factory=Usage)
     stop_message: Optional[str] = None
+    mail: Optional["Correspondence"] = None  # messages and questions; set by the worker
+    send_to: tuple[str, ...] = ()
+    senders: tuple[str, ...] = ()
 
 
 class Agent:
@@ -167,6 +180,39 @@ class Agent:
         reply = await context.provider.chat(list(messages), cycle=context.cycle)  # providers never change messages
         context.usage.add(reply)
         return reply.content
+
+    @property
+    def send_to(self) -> tuple[str, ...]:
+        """The agents the config's `send_to` names (the built-in chat agent sends each reply to them)."""
+        return self._context.send_to
+
+    @property
+    def senders(self) -> tuple[str, ...]:
+        """The agents whose config's `send_to` names this one."""
+        return self._context.senders
+
+    async def send(self, to: str, content: Any) -> None:
+        """Send `content` (any JSON value) to agent `to`, once this cycle's checkpoint is durable.
+
+        Raises `workers.mailbox.MailError` at once for an agent the team does
+        not have, content that is not JSON, or a message too big to travel;
+        left uncaught, that fails the cycle with one line.
+        """
+        self._mail().box.send(to, content)
+
+    async def receive(self, timeout: Optional[float] = None) -> Optional[dict[str, Any]]:
+        """The next message for this agent, `{"from": agent, "content": value}`; None after `timeout` seconds."""
+        return await self._mail().receive(timeout)
+
+    async def ask(self, question: str) -> str:
+        """Wait for a person's answer to `question` (given with `answer CONFIG AGENT TEXT`) and return it."""
+        return await self._mail().ask(str(question))
+
+    def _mail(self) -> "Correspondence":
+        mail = self._context.mail
+        if mail is None:
+            raise RuntimeError("messages and questions need the worker: this agent is not running in one")
+        return mail
 
     def request_stop(self, message: str) -> None:
         """Stop this agent gracefully after the current cycle is checkpointed."""

@@ -10,6 +10,7 @@ that is what makes resume exactly-once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import os
 import socket
@@ -28,8 +29,10 @@ from protocol import (
     PROGRAMMATIC,
     RUNNING,
     Ack,
+    Answer,
     CheckpointSaved,
     CycleDone,
+    Deliver,
     Error,
     Event,
     Heartbeat,
@@ -38,6 +41,7 @@ from protocol import (
     Proceed,
     ProtocolError,
     Ready,
+    Settled,
     Start,
     Stopped,
     StopRequest,
@@ -46,7 +50,9 @@ from protocol.budget import budget_reached
 from protocol.specs import AgentSpec
 from workers.agent import DEFAULT_AGENT, Agent, AgentContext, AgentLoadError, Step, Usage, load_agent_class
 from protocol.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
+from workers.correspondence import Correspondence, WaitEnded
 from workers.hooks import Hooks
+from workers.mailbox import MailCorrupt, Mailbox
 from workers.link import SupervisorLink
 from workers.providers import ProviderError, make_provider
 
@@ -74,6 +80,7 @@ class Conversation:
     budget_spent_usd: float = 0.0
     status: str = RUNNING
     state: dict[str, Any] = field(default_factory=dict)
+    mail: Optional[dict[str, Any]] = None  # the checkpoint's mail section, read by the worker's Mailbox
 
     @classmethod
     def fresh(cls, system_prompt: str, task: str) -> "Conversation":
@@ -87,6 +94,7 @@ class Conversation:
             budget_spent_usd=checkpoint.budget_spent_usd,
             status=checkpoint.status,
             state=_saved_state(checkpoint),
+            mail=checkpoint.extra.get("mail"),
         )
 
 
@@ -154,6 +162,7 @@ class AgentWorker:
         self._budget: Optional[float] = None  # this agent's own, USD across runs
         self.hooks = Hooks([], self._report_hook)
         self._before_interrupt_done = False
+        self.mail: Optional[Correspondence] = None
 
     # ---- incoming messages (called from the link, never blocks) -----------
 
@@ -165,8 +174,21 @@ class AgentWorker:
         elif isinstance(message, Proceed):
             self._granted = max(self._granted, message.cycle)
             self._grant.set()
+        elif isinstance(message, (Deliver, Settled, Answer)):
+            self._on_mail(message)
         else:
             self._send(Error(kind="protocol", message=f"unexpected {message.type} message from supervisor"))
+
+    def _on_mail(self, message: Deliver | Settled | Answer) -> None:
+        mail = self.mail
+        if mail is None:
+            return  # before Ready the supervisor sends no mail; a stray one is dropped, never fatal
+        if isinstance(message, Deliver):
+            mail.on_deliver(message)
+        elif isinstance(message, Settled):
+            mail.on_settled(message)
+        else:
+            mail.on_answer(message)
 
     def _on_interrupt(self, interrupt: Interrupt) -> None:
         self._send(Ack(interrupt_id=interrupt.interrupt_id, received_at=time.time()))
@@ -239,6 +261,12 @@ class AgentWorker:
             self._last_saved = SavedCheckpoint(checkpoint.cycle, checkpoint.status, checkpoint.checkpoint_id, 0.0)
         else:
             convo = Conversation.fresh(spec.llm.system_prompt, spec.task)
+        try:
+            box = Mailbox.from_checkpoint(agent, frozenset(spec.peers), convo.mail)
+        except MailCorrupt as exc:
+            saved = checkpoint.checkpoint_id if checkpoint else "?"
+            return self._fail("storage", f"checkpoint {saved}: {exc}", convo.cycle, convo.budget_spent_usd)
+        self.mail = Correspondence(box, self._send, self._told_to_stop, lambda: self._checkpoint(store, convo, RUNNING))
         max_cycles = spec.max_cycles
         done = convo.cycle >= max_cycles
         self._send(
@@ -253,6 +281,7 @@ class AgentWorker:
                 budget_spent_usd=convo.budget_spent_usd,
             )
         )
+        self.mail.introduce()  # what our checkpoint holds, and our outbox once more
         if done:
             if convo.status != COMPLETED and not await self._checkpoint(store, convo, COMPLETED):
                 return EXIT_FAILED
@@ -275,6 +304,9 @@ class AgentWorker:
                 messages=convo.messages,
                 provider=provider,
                 budget_spent_usd=convo.budget_spent_usd,
+                mail=self.mail,
+                send_to=tuple(spec.send_to),
+                senders=tuple(spec.senders),
             )
             try:
                 instance = await self._make_agent(context)
@@ -342,15 +374,26 @@ class AgentWorker:
                 continue
             cycle = convo.cycle + 1
             context.cycle, context.usage, context.budget_spent_usd = cycle, Usage(), convo.budget_spent_usd
+            # The cycle works on a copy: a cycle that does not complete leaves the saved state untouched.
+            context.state = copy.deepcopy(convo.state)
+            box = self._mailbox
+            box.begin_cycle()
             began = time.monotonic()
             self._cycle_task = asyncio.create_task(agent.cycle(cycle))
             try:
                 result = await self._cycle_task
             except asyncio.CancelledError:
+                box.cycle_dropped()
                 if self.interrupts.must_stop_now:
                     break  # the in-flight cycle is dropped; the last durable checkpoint stays the truth
                 raise
+            except WaitEnded:  # a stop ended a wait for a message or a person: there was no cycle to finish
+                box.cycle_dropped()
+                if self.mail is not None and self.mail.save_failed:
+                    return EXIT_FAILED
+                break
             except ProviderError as exc:
+                box.cycle_dropped()
                 return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
             except Exception as exc:  # noqa: BLE001 - the agent's own code failed: one line, checkpoint intact
                 return self._fail("agent", f"agent {self._agent_class} cycle {cycle}: {describe_exception(exc)}", convo.cycle, convo.budget_spent_usd)
@@ -358,12 +401,14 @@ class AgentWorker:
                 self._cycle_task = None
                 context.cycle = 0
             if self.interrupts.must_stop_now:
+                box.cycle_dropped()
                 break
             step = as_step(result)
             if step is None:
                 returned = type(result).__name__
                 return self._fail("agent", f"agent {self._agent_class} cycle {cycle} returned {returned}, not a str or Step", convo.cycle, convo.budget_spent_usd)
             usage = context.usage
+            box.cycle_completed()
             convo.messages.extend(step.turns())
             convo.cycle = cycle
             convo.budget_spent_usd += usage.cost_usd
@@ -447,13 +492,23 @@ class AgentWorker:
 
     # ---- checkpoints and reports -------------------------------------------
 
+    @property
+    def _mailbox(self) -> Mailbox:
+        assert self.mail is not None, "the mailbox is made before the first cycle"
+        return self.mail.box
+
     def _save(self, store: CheckpointStore, convo: Conversation, status: str) -> str:
+        extra: dict[str, Any] = {"agent_class": self._agent_class, "state": convo.state}
+        if self.mail is not None:
+            mail = self.mail.box.to_checkpoint()
+            if any(mail.values()):
+                extra["mail"] = mail
         result = store.save(
             cycle=convo.cycle,
             status=status,
             messages=convo.messages,
             budget_spent_usd=convo.budget_spent_usd,
-            extra={"agent_class": self._agent_class, "state": convo.state},
+            extra=extra,
         )
         convo.status = status
         self._last_saved = SavedCheckpoint(convo.cycle, status, result.checkpoint_id, result.durable_at)
@@ -467,6 +522,8 @@ class AgentWorker:
                 durable_at=result.durable_at,
             )
         )
+        if self.mail is not None:
+            self.mail.after_save()  # only now may its messages leave, and its holdings count
         return result.checkpoint_id
 
     @property

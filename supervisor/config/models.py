@@ -8,7 +8,7 @@ group's sub-supervisor runs, the Start spec of one agent).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -36,6 +36,7 @@ from supervisor.config.fields import (
     default_host,
 )
 from supervisor.config.frames import check_start_frames
+from supervisor.config.links import start_order_loop
 
 __all__ = [
     "AGENT",
@@ -60,6 +61,7 @@ DEFAULT_HANG_TIMEOUT = 120.0  # generous: a worker's event loop answers within a
 MIN_HANG_TIMEOUT = 2.0  # workers beat once a second; less would flag healthy ones
 MAX_RESTARTS_LIMIT = 1000
 MAX_KEEP = 1_000_000
+MAX_AGENT_LINKS = 1000  # names in one agent's `after` or `send_to`
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -162,6 +164,24 @@ class AgentConfig(BaseModel):
     # A custom agent class (None: the team's, else the built-in chat agent) and its own settings.
     agent_class: Optional[AgentClass] = Field(None, alias="agent")
     params: PlainData = Field(default_factory=dict)
+    # Working together: start only once these agents have completed; the chat agent sends each reply to these.
+    after: list[Name] = Field(default_factory=list, max_length=MAX_AGENT_LINKS)
+    send_to: list[Name] = Field(default_factory=list, max_length=MAX_AGENT_LINKS)
+
+
+class WiderTeam(BaseModel):
+    """The whole team as a group's sub-supervisor sees it: who there is, who sends to whom, whom to hold.
+
+    Not a key of the file: the root fills it in for each group, so that a
+    group's agents can send to any agent of the team, and so that an agent
+    whose `after` agents may live elsewhere waits for the root's word to start.
+    """
+
+    model_config = _STRICT
+
+    agents: list[Name]
+    send_to: dict[Name, list[Name]] = Field(default_factory=dict)
+    held: list[Name] = Field(default_factory=list)
 
 
 class GroupConfig(BaseModel):
@@ -221,8 +241,9 @@ class TeamConfig(BaseModel):
     # Nested teams, each run by a sub-supervisor process (one level deep).
     groups: list[GroupConfig] = Field(default_factory=list)
     source: Path
+    wider: Optional[WiderTeam] = None  # a group's: the team around it
 
-    _NOT_KEYS: ClassVar[frozenset[str]] = frozenset({"source"})
+    _NOT_KEYS: ClassVar[frozenset[str]] = frozenset({"source", "wider"})
 
     @model_validator(mode="before")
     @classmethod
@@ -236,6 +257,10 @@ class TeamConfig(BaseModel):
             if "source" in data:
                 raise LocatedError(("source",), "unknown key")
             data["source"] = context["source"]
+        if "wider" in data and "wider" not in context:
+            raise LocatedError(("wider",), "unknown key")
+        if context.get("wider") is not None:
+            data["wider"] = context["wider"]
         if "agents" not in data and isinstance(data.get("agent"), list):
             raise LocatedError(("agent",), "must be a dotted path like package.module:Class (did you mean 'agents'?)")
         groups = data.get("groups")
@@ -288,6 +313,33 @@ class TeamConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _links_between_agents(self) -> "TeamConfig":
+        """`after` and `send_to` name agents of the team; `after` never loops back on itself."""
+        known = set(self.wider.agents) if self.wider is not None else {a.name for a in self.all_agents()}
+        for where, agent in self._agent_places():
+            for key in ("after", "send_to"):
+                names = getattr(agent, key)
+                for index, name in enumerate(names):
+                    if name not in known:
+                        raise LocatedError(where + (key, index), f"no agent {name!r} in the team")
+                    if name == agent.name:
+                        raise LocatedError(where + (key, index), f"{name!r} is this agent itself")
+                    if name in names[:index]:
+                        raise LocatedError(where + (key, index), f"{name!r} is listed twice")
+        loop = start_order_loop({a.name: list(a.after) for a in self.all_agents()})
+        if loop:
+            where = dict((agent.name, place) for place, agent in self._agent_places())[loop[0]]
+            raise LocatedError(where + ("after",), "start order loops: " + " -> ".join([*loop, loop[0]]))
+        return self
+
+    def _agent_places(self) -> list[tuple[tuple[str | int, ...], AgentConfig]]:
+        """Each agent with where it sits in the file, for errors that name the field."""
+        places: list[tuple[tuple[str | int, ...], AgentConfig]] = [(("agents", i), a) for i, a in enumerate(self.agents)]
+        for g, group in enumerate(self.groups):
+            places += [(("groups", g, "agents", i), a) for i, a in enumerate(group.agents)]
+        return places
+
+    @model_validator(mode="after")
     def _fits_the_wire(self) -> TeamConfig:
         """Every Start this config makes must be sendable: found now, not after the run has started."""
         check_start_frames(self)
@@ -300,6 +352,7 @@ class TeamConfig(BaseModel):
         *,
         source: str | os.PathLike[str],
         base_dir: str | os.PathLike[str] | None = None,
+        wider: Any = None,
     ) -> TeamConfig:
         """Build a config from already-parsed data; errors still name `source`.
 
@@ -313,7 +366,7 @@ class TeamConfig(BaseModel):
         base = Path(base_dir).absolute() if base_dir is not None else absolute.parent
         raw = dict(data)
         try:
-            return cls.model_validate(raw, context={"source": absolute, "base_dir": base})
+            return cls.model_validate(raw, context={"source": absolute, "base_dir": base, "wider": wider})
         except ValidationError as exc:
             field, problem = first_error(exc, raw, cls)
             raise ConfigError(label, field, problem) from None
@@ -376,14 +429,25 @@ class TeamConfig(BaseModel):
             agent_class=agent.agent_class or self.agent_class,  # None: the worker's built-in chat agent
             params=agent.params,
             python_path=(str(self.source.parent),),
+            # Only an agent that can send is told the team's names: a 1000-agent team sends no 1000 copies.
+            peers=tuple(self.team_agents()) if agent.send_to or agent.agent_class or self.agent_class else (),
+            send_to=tuple(agent.send_to),
+            senders=tuple(self.senders_of(agent.name)),
         )
 
-    def group_spec(self, name: str, worker_entry: str, model_host: Optional[str] = None) -> GroupSpec:
+    def group_spec(
+        self, name: str, worker_entry: str, model_host: Optional[str] = None, released: Collection[str] = ()
+    ) -> GroupSpec:
         """What a group's sub-supervisor runs: its config, its workers' entry point, the model server's host."""
-        return GroupSpec(config=self.group_config(name).to_spec(), worker_entry=worker_entry, model_host=model_host)
+        config = self.group_config(name, released).to_spec()
+        return GroupSpec(config=config, worker_entry=worker_entry, model_host=model_host)
 
-    def group_config(self, name: str) -> TeamConfig:
-        """The team a group's sub-supervisor runs: the group's agents under its own keys."""
+    def group_config(self, name: str, released: Collection[str] = ()) -> TeamConfig:
+        """The team a group's sub-supervisor runs: the group's agents under its own keys.
+
+        Its agents with `after` are held until the root names them, except
+        those the root has `released` already this run.
+        """
         group = self.group(name)
 
         def own(value: Any, default: Any) -> Any:
@@ -401,6 +465,11 @@ class TeamConfig(BaseModel):
                 "restart_window": own(group.restart_window, self.restart_window),
                 "budget_usd": None,  # the team's limits are the root's to enforce, over every agent
                 "timeout": None,
+                "wider": WiderTeam(
+                    agents=self.team_agents(),
+                    send_to=self.sends(),
+                    held=[a.name for a in group.agents if a.after and a.name not in released],
+                ),
             }
         )
 
@@ -412,9 +481,30 @@ class TeamConfig(BaseModel):
     def from_spec(cls, spec: Mapping[str, Any]) -> TeamConfig:
         data = dict(spec)
         source = data.pop("source", None)
+        wider = data.pop("wider", None)
         if not isinstance(source, str):
             raise ConfigError("<spec>", "source", "required")
-        return cls.from_mapping(data, source=source)
+        return cls.from_mapping(data, source=source, wider=wider)
+
+    # ---- agents working together ----------------------------------------------------------
+
+    def team_agents(self) -> list[str]:
+        """Every agent of the whole team, a group's view included."""
+        return list(self.wider.agents) if self.wider is not None else [a.name for a in self.all_agents()]
+
+    def sends(self) -> dict[str, list[str]]:
+        """Who sends to whom by `send_to`, across the whole team."""
+        if self.wider is not None:
+            return {name: list(targets) for name, targets in self.wider.send_to.items()}
+        return {a.name: list(a.send_to) for a in self.all_agents() if a.send_to}
+
+    def senders_of(self, name: str) -> list[str]:
+        """The agents whose `send_to` names `name`, in team order."""
+        return [sender for sender, targets in self.sends().items() if name in targets]
+
+    def held_back(self) -> set[str]:
+        """A group's agents that start only on the root's word (their `after` agents are the root's to watch)."""
+        return set(self.wider.held) if self.wider is not None else set()
 
 
 def _valid_llm(data: dict[str, Any]) -> bool:

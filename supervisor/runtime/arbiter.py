@@ -34,17 +34,20 @@ from protocol import (
     Proceed,
     ProtocolError,
     Start,
+    StartAgents,
     encode,
 )
+from protocol.messages import addressed
 from supervisor.config import AGENT, GROUP, TeamConfig
 from supervisor.runtime.children import Child, Phase, StopIntent, classify_exit
 from supervisor.errors import UserError
-from supervisor.runtime.control import AgentsRequest, ControlQueue, InterruptRequest, ReloadRequest
+from supervisor.runtime.control import AgentsRequest, AnswerRequest, ControlQueue, InterruptRequest, ReloadRequest
 from supervisor.runtime.control_desk import ControlDesk
 from supervisor.runtime.control_server import ControlServer
 from supervisor.runtime.events import EventWriter
 from supervisor.runtime.handlers import MessageHandlers
 from supervisor.runtime.limits import Limits
+from supervisor.runtime.mail import MailRoute, Postmaster, Relay
 from supervisor.runtime.model_service import ModelService, ServiceWatch
 from supervisor.runtime.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess, helper_pids
 from supervisor.runtime.reactor import Reactor
@@ -52,6 +55,7 @@ from supervisor.runtime.reaper import Reaper, become_subreaper
 from supervisor.runtime.restarts import RestartBook, RestartPlanner
 from supervisor.runtime.shutdown import Shutdown, StopOrder
 from supervisor.runtime.signals import HANDLED, SignalQueue
+from supervisor.runtime.start_order import StartOrder
 from supervisor.runtime.uplink import Uplink
 
 READ_SHARE_BYTES = 256 * 1024  # one child's share of one loop pass; more waits for the next
@@ -112,14 +116,18 @@ class Arbiter:
                              is_group=parent is not None)
         self.restarts = RestartPlanner(config, self.children, self.reactor, log, self.shutdown.request,
                                        self._restart, lambda: self.shutdown.mode is not None)
+        # Agents working together: the root routes every message of the tree; a group passes its agents' up.
+        self.mail: MailRoute = (Relay(parent.send) if parent is not None else
+                                Postmaster(log, self._deliver, lambda: set(self.config.team_agents())))
+        self.start_order = StartOrder(config, log, self._release, is_root=parent is None)
         self.handlers = MessageHandlers(log, self.shutdown, self.members, self.speaks_for,
                                         self.limits.check_team_budget, self._counted, self.limits.agent_asked,
-                                        self._protocol_failure)
+                                        self._protocol_failure, self.mail, self._member_event)
         # With a team budget, each agent's next cycle waits until its last one is counted (no overshoot past
         # the cycles in flight). A group's own agents are counted at the root, through the group's events.
         self.grants = config.budget_usd is not None and parent is None
-        self.uplink = (Uplink(parent, self.reactor, self.shutdown.request, self._orphaned, self._start_agents)
-                       if parent is not None else None)
+        self.uplink = (Uplink(parent, self.reactor, self.shutdown.request, self._orphaned, self._start_agents,
+                              self._pass_down) if parent is not None else None)
         self.control_server = control_server  # an operator's commands from another terminal
         self.desk = ControlDesk(self, control_server) if control_server is not None else None
         self.pid = os.getpid()
@@ -167,8 +175,16 @@ class Arbiter:
                         self.uplink.on_interrupt(message)
             self.started_at = time.monotonic()
             self.limits.arm(self.started_at)
+            if self.uplink is None:  # the root says who waits, across the tree
+                for name, after in self.start_order.after.items():
+                    self.log.emit("agent_held", agent_id=name, after=after)
+                    if name in self.members:
+                        self.members[name].status = "held"
             for child in self.children.values():
-                self._start(child)
+                if self.start_order.holds(child.name):
+                    child.phase, child.status = Phase.HELD, "held"  # until its `after` agents have completed
+                else:
+                    self._start(child)
             while any(c.live for c in self.children.values()):
                 self.reactor.tick()
             return self._finish()
@@ -213,8 +229,9 @@ class Arbiter:
 
         False when it runs already, or a restart is already scheduled.
         """
-        if child.phase not in (Phase.EXITED, Phase.PENDING):
+        if child.phase not in (Phase.EXITED, Phase.PENDING, Phase.HELD):
             return False
+        self.start_order.started_by_hand(child.name)
         child.intent, child.status, child.stopped, child.failure = StopIntent.NONE, "starting", None, None
         self._start(child)
         return True
@@ -261,7 +278,8 @@ class Arbiter:
     def _spec(self, child: Child) -> dict[str, Any]:
         """A child's Start spec: an agent's, or a group's whole config (and which workers to run)."""
         if child.kind == GROUP:
-            return self.config.group_spec(child.name, self.entry, self.model_host).to_wire()
+            released = self.start_order.released
+            return self.config.group_spec(child.name, self.entry, self.model_host, released).to_wire()
         spec = self.config.agent_spec(child.name, self.model_host)
         return dataclasses.replace(spec, await_grants=self.grants).to_wire()
 
@@ -270,6 +288,55 @@ class Arbiter:
         self.limits.check_team_budget()
         if self.grants and self.shutdown.mode is None and child.running and child.intent is StopIntent.NONE:
             self._send(child, encode(Proceed(cycle=cycle)))
+
+    # ---- agents working together ------------------------------------------------------------------
+
+    def _deliver(self, name: str, message: Message) -> bool:
+        """Mail or an answer for agent `name`: to its worker, or through its group; False if it has none now."""
+        child = self.children.get(name)
+        if child is not None and child.kind == AGENT:
+            if not child.running or child.worker is None or not child.worker.pipe_open:
+                return False
+            self._send(child, encode(message))
+            return True
+        group = self._group_of(name)
+        if group is None or not group.running or group.worker is None or not group.worker.pipe_open:
+            return False
+        self._send(group, encode(addressed(message, name)))
+        return True
+
+    def _pass_down(self, message: Message) -> None:
+        """A group's side: the root's mail for one of our agents, to its worker as its own."""
+        name = str(getattr(message, "agent", ""))
+        child = self.children.get(name)
+        if child is not None and child.kind == AGENT and child.running and child.worker is not None and child.worker.pipe_open:
+            self._send(child, encode(addressed(message, "")))
+
+    def _group_of(self, name: str) -> Optional[Child]:
+        for group_name, names in self.speaks_for.items():
+            if name in names and name != group_name:
+                return self.children.get(group_name)
+        return None
+
+    def _release(self, name: str) -> None:
+        """Every agent that `name` starts after has completed: start it (or have its group start it)."""
+        child = self.children.get(name)
+        if child is not None and child.kind == AGENT:
+            if child.phase is Phase.HELD:
+                child.status = "starting"
+                self._start(child)
+            return
+        group = self._group_of(name)
+        if group is not None and group.running:
+            self._send(group, encode(StartAgents(agents=[name])))
+        # A group not running now is told in its spec when it starts again.
+
+    def _member_event(self, name: str, event: str, fields: dict[str, Any]) -> None:
+        """A group's agent exited: its mail waits for its next worker; its completion may release others."""
+        if event == "worker_exited":
+            self.mail.gone(name)
+            if fields.get("status") == COMPLETED:
+                self.start_order.agent_completed(name, stopping=self.shutdown.mode is not None)
 
     # ---- a child's pipe -------------------------------------------------------------------------
 
@@ -378,7 +445,11 @@ class Arbiter:
         pid = worker.pid
         worker.close()
         self._bury(pid)
+        for name in ([child.name] if child.kind == AGENT else self.speaks_for[child.name]):
+            self.mail.gone(name)
         self.restarts.after_exit(child, status)
+        if child.kind == AGENT and status == COMPLETED:
+            self.start_order.agent_completed(child.name, stopping=self.shutdown.mode is not None)
 
     def _bury(self, pid: int) -> None:
         """A worker's tools die with it: its process group, then any orphan it left."""
@@ -416,9 +487,15 @@ class Arbiter:
             else:
                 self._on_program_request(request)
 
-    def _on_program_request(self, request: AgentsRequest | ReloadRequest) -> None:
-        """The program's start, restart or reload: the operator's semantics, source PROGRAMMATIC."""
+    def _on_program_request(self, request: AgentsRequest | ReloadRequest | AnswerRequest) -> None:
+        """The program's start, restart, reload or answer: the operator's semantics, source PROGRAMMATIC."""
         desk = self.desk
+        if isinstance(request, AnswerRequest):
+            if desk is None:
+                request.done.set_exception(RuntimeError("this run takes no answers: it has no control desk"))
+            else:
+                desk.answer_for_program(request.agent, request.text, request.done)
+            return
         try:
             if desk is None or self.shutdown.mode is not None:
                 raise RuntimeError("the team is stopping: nothing is started")
@@ -451,6 +528,8 @@ class Arbiter:
         return {"team": self.config.team, "stopping": self.shutdown.mode, "agents": self.rows()}
 
     def _finish(self) -> Outcome:
+        if self.uplink is None:
+            self._report_never_started()
         children = list(self.children.values())
         if any(c.status == FAILED for c in children):
             status, code = FAILED, 3
@@ -476,6 +555,15 @@ class Arbiter:
         if self.uplink is not None:
             self.uplink.report(status, children, counts)
         return Outcome(status, code, self.rows(), counts, self.shutdown.shown(), self.log.failure)
+
+
+    def _report_never_started(self) -> None:
+        """Agents whose `after` agents never completed this run: said once, by the root."""
+        for name, missing in self.start_order.never_started().items():
+            record = self.children.get(name) or self.members.get(name)
+            if record is not None and record.phase in (Phase.HELD, Phase.PENDING):
+                record.status = "not started"
+            self.log.emit("agent_not_started", level="warning", agent_id=name, after=missing)
 
 
 def _order_of(request: InterruptRequest) -> StopOrder:

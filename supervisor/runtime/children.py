@@ -24,6 +24,7 @@ class Phase(Enum):
     STOPPED = "stopped"  # it said its last word (Stopped); the process is on its way out
     EXITED = "exited"  # reaped, or it could not be started; nothing more will happen unless restarted
     RESTARTING = "restarting"  # exited, and a restart is scheduled
+    HELD = "held"  # not started: it waits for its `after` agents to complete
 
 
 class StopIntent(Enum):
@@ -71,6 +72,9 @@ class Child:
     killed: bool = False  # the supervisor sent it SIGKILL (a deadline ran out, or the third Ctrl+C)
     last_heartbeat: float = 0.0
     readies: int = 0  # how many times its worker said it was ready this run (an operator's start waits for one more)
+    waiting: str = ""  # what its agent waits for now: "message", "person" (then `question`), or nothing
+    question: str = ""
+    answers: int = 0  # questions answered this run (an operator's answer waits for one more)
     rate: MessageRate = field(default_factory=MessageRate)
 
     @property
@@ -85,8 +89,11 @@ class Child:
 
     @property
     def live(self) -> bool:
-        """Something may still happen to it in this run: it runs, is to start, or is to restart."""
-        return self.phase is not Phase.EXITED
+        """Something may still happen to it in this run: it runs, is to start, or is to restart.
+
+        A held agent is not: only a live agent's completion can release it.
+        """
+        return self.phase not in (Phase.EXITED, Phase.HELD)
 
     @property
     def process(self) -> WorkerProcess:
@@ -103,6 +110,7 @@ class Child:
         """A new process for this child; what the agent has done (cycle, checkpoint) stays."""
         self.worker, self.pid, self.last_heartbeat = worker, worker.pid, now
         self.phase, self.stopped, self.failure, self.killed = Phase.RUNNING, None, None, False
+        self.waiting = self.question = ""
         if self.intent is StopIntent.WITH_SIBLING:
             self.intent = StopIntent.NONE
 

@@ -44,7 +44,16 @@ class ReloadRequest:
     done: "Future[Any]" = field(default_factory=Future)
 
 
-Request = Union[InterruptRequest, AgentsRequest, ReloadRequest]
+@dataclass(frozen=True)
+class AnswerRequest:
+    """A person's answer for `agent`; `done` gets None once it is durable, or the UserError saying why not."""
+
+    agent: str
+    text: str
+    done: "Future[Any]" = field(default_factory=Future)
+
+
+Request = Union[InterruptRequest, AgentsRequest, ReloadRequest, AnswerRequest]
 
 
 class ControlQueue:

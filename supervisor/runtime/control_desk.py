@@ -1,4 +1,4 @@
-"""What each operator request does to the live run: status, stop, start, restart, reload.
+"""What each operator request does to the live run: status, stop, start, restart, reload, answer.
 
 Every stop goes through the one stop path (`Shutdown.request`) as a Ctrl+C
 aimed at some agents: source USER, trigger "operator", the command in its
@@ -6,18 +6,21 @@ message; an agent stopped so is never restarted by its policy. `start` brings
 an exited agent back from its latest checkpoint; an agent of a group is reached
 through its group. A request that waits (the default) is answered once each
 agent has exited or is ready again, or when its deadline passes (code LATE).
+An answer is taken only by an agent waiting for one, and confirmed once the
+agent's checkpoint holds it.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from protocol import GRACEFUL, IMMEDIATE, USER, Message, StartAgents, encode
-from protocol.control import DONE, LATE, REFUSED, Reload, Reply, Restart, Start, Status, Stop, Watch
+from protocol import GRACEFUL, IMMEDIATE, USER, WAITING_FOR_PERSON, Answer, Message, StartAgents, encode
+from protocol.control import DONE, LATE, REFUSED, AnswerQuestion, Reload, Reply, Restart, Start, Status, Stop, Watch
 from supervisor.config import AGENT, TeamConfig, load_config
-from supervisor.errors import UserError
+from supervisor.errors import SupervisorError, UserError
 from supervisor.runtime.children import Child, Phase
 from supervisor.runtime.control_server import Client, ControlServer
 from supervisor.runtime.shutdown import StopOrder
@@ -26,18 +29,25 @@ if TYPE_CHECKING:
     from supervisor.runtime.arbiter import Arbiter
 
 START_GRACE = 10.0  # seconds beyond an agent's hang_timeout for its worker to say it is ready
+ANSWER_DEADLINE = 30.0  # seconds for an agent to save the answer it was given
+ANSWERING = "answering"  # an answer is on its way to the agent: a second one is refused
 EXIT_GRACE = 5.0  # seconds beyond the stop's own deadlines for the kernel to report the exit
 
 
 @dataclass
 class Wait:
-    """A client waiting for agents to exit (`stop`) or to be ready again (`start`, `restart`)."""
+    """Someone waiting for agents to exit (`stop`), be ready again (`start`, `restart`) or save an answer.
 
-    client: Client
+    An operator's `client`, or a program's `done` future (which gets None, or
+    the UserError saying why not).
+    """
+
+    client: Optional[Client]
     command: str
     names: list[str]
     deadline: float
     readies: dict[str, int] = field(default_factory=dict)  # for starts: each agent's ready count before
+    done: "Optional[Future[Any]]" = None
 
 
 class ControlDesk:
@@ -56,7 +66,7 @@ class ControlDesk:
                               agents=agents, peer_pid=client.pid)
         handlers: dict[type, Callable[[Client, Any], None]] = {
             Status: self.status, Stop: self.stop, Start: self.start, Restart: self.restart, Reload: self.reload,
-            Watch: self.watch,
+            AnswerQuestion: self.answer, Watch: self.watch,
         }
         known_now = {agent.name for agent in self.arbiter.config.all_agents()}
         unknown = [name for name in agents if name not in known_now or self._record(name) is None]
@@ -134,6 +144,36 @@ class ControlDesk:
             f"{what}: {', '.join(names)}" for what, names in (("added", added), ("removed", removed),
                                                               ("changed", changed)) if names)
         self._answer(client, DONE, message, {"added": added, "removed": removed, "changed": changed})
+
+    def answer(self, client: Client, request: AnswerQuestion) -> None:
+        name = request.agents[0]
+        problem = self.give_answer(name, request.text)
+        if problem:
+            self._answer(client, REFUSED, problem)
+            return
+        self._wait(Wait(client, "answer", [name], time.monotonic() + ANSWER_DEADLINE, {name: self._answers(name)}))
+
+    def answer_for_program(self, name: str, text: str, done: "Future[Any]") -> None:
+        problem = self.give_answer(name, text)
+        if problem:
+            done.set_exception(UserError(problem))
+            return
+        self._wait(Wait(None, "answer", [name], time.monotonic() + ANSWER_DEADLINE, {name: self._answers(name)}, done))
+
+    def give_answer(self, name: str, text: str) -> Optional[str]:
+        """Hand a person's answer to the agent waiting for one; or why it cannot be given, in one line."""
+        record = self._record(name)
+        if record is None:
+            return f"no agent {name!r} in team {self.arbiter.config.team!r}"
+        if record.waiting == ANSWERING:
+            return f"agent {name} is already being given an answer"
+        if record.waiting != WAITING_FOR_PERSON:
+            doing = _activity(record)
+            return f"agent {name} is not waiting for an answer (it is {doing})"
+        if not self.arbiter._deliver(name, Answer(text=text)):
+            return f"agent {name} has no running worker to answer"
+        record.waiting = ANSWERING
+        return None
 
     def apply_config(self, new: TeamConfig, why: str, source: str, trigger: str) -> tuple[list[str], list[str], list[str]]:
         """Apply a reloaded config: new agents start, removed ones stop gracefully, changed ones restart.
@@ -220,8 +260,11 @@ class ControlDesk:
                 self.start_agent(name)
         now = time.monotonic()
         for wait in list(self.waits):
-            if wait.client.closed:
+            if wait.client is not None and wait.client.closed:
                 self.waits.remove(wait)
+                continue
+            if wait.command == "answer":
+                self._check_answer(wait, now)
                 continue
             if wait.command == "stop":
                 done = all(self._exited(name) for name in wait.names)
@@ -230,17 +273,37 @@ class ControlDesk:
             if done:
                 self.waits.remove(wait)
                 late = wait.command == "stop" and any(self._killed(name) for name in wait.names)
-                self._answer(wait.client, LATE if late else DONE,
-                             "killed after its deadline" if late else f"{'stopped' if wait.command == 'stop' else 'started'}",
-                             self._rows(wait.names))
+                self._reply(wait, LATE if late else DONE,
+                            "killed after its deadline" if late else f"{'stopped' if wait.command == 'stop' else 'started'}")
             elif stopping and wait.command != "stop":
                 self.waits.remove(wait)
-                self._answer(wait.client, LATE, "the team began stopping before the start completed",
-                             self._rows(wait.names))
+                self._reply(wait, LATE, "the team began stopping before the start completed")
             elif now > wait.deadline:
                 self.waits.remove(wait)
                 what = "stop" if wait.command == "stop" else "start"
-                self._answer(wait.client, LATE, f"did not {what} within its deadline", self._rows(wait.names))
+                self._reply(wait, LATE, f"did not {what} within its deadline")
+
+    def _check_answer(self, wait: Wait, now: float) -> None:
+        """Answered once the agent's checkpoint holds the answer; not if its wait ended another way."""
+        name = wait.names[0]
+        record = self._record(name)
+        if record is not None and record.answers > wait.readies[name]:
+            self.waits.remove(wait)
+            self._reply(wait, DONE, "answered")
+        elif record is None or record.waiting != ANSWERING or now > wait.deadline:
+            self.waits.remove(wait)
+            if record is not None and record.waiting == ANSWERING:
+                record.waiting = WAITING_FOR_PERSON  # it never said it saved the answer: it may be given again
+            self._reply(wait, LATE, f"agent {name} stopped waiting before its answer was saved")
+
+    def _reply(self, wait: Wait, code: int, message: str) -> None:
+        if wait.client is not None:
+            self._answer(wait.client, code, message, self._rows(wait.names))
+        elif wait.done is not None and not wait.done.done():
+            if code == DONE:
+                wait.done.set_result(None)
+            else:
+                wait.done.set_exception(SupervisorError(message, code))
 
     def _start_deadline(self, names: list[str]) -> float:
         config = self.arbiter.config
@@ -272,6 +335,10 @@ class ControlDesk:
         record = self._record(name)
         return record is not None and record.killed
 
+    def _answers(self, name: str) -> int:
+        record = self._record(name)
+        return record.answers if record is not None else 0
+
     def _readies(self, name: str) -> int:
         record = self._record(name)
         return record.readies if record is not None else 0
@@ -298,8 +365,10 @@ class ControlDesk:
 def _activity(child: Child) -> str:
     """What an agent is doing now, in words."""
     if child.phase is Phase.RUNNING:
-        if child.status == "waiting":
-            return "waiting"
+        if child.waiting == WAITING_FOR_PERSON or child.waiting == ANSWERING:
+            return f"waiting for an answer: {child.question}"
+        if child.waiting:
+            return "waiting for a message"
         return f"cycle {child.cycle + 1} in flight" if child.cycle < child.max_cycles else "finishing"
     if child.phase is Phase.STOPPED:
         return "stopping"
@@ -307,6 +376,8 @@ def _activity(child: Child) -> str:
         return "waiting to restart"
     if child.phase is Phase.PENDING:
         return "starting"
+    if child.phase is Phase.HELD:
+        return "held until its `after` agents complete"
     return child.status
 
 

@@ -14,20 +14,27 @@ from typing import Any, Callable
 from protocol import (
     FAILED,
     RUNNING,
+    WAITING_FOR_MESSAGE,
+    WAITING_FOR_PERSON,
     Ack,
+    Answered,
     CheckpointSaved,
     CycleDone,
     Error,
     Event,
     Heartbeat,
+    Holding,
     Message,
+    Post,
     Ready,
     Stopped,
     StopRequest,
+    Waiting,
 )
 from supervisor.config import AGENT, GROUP
 from supervisor.runtime.children import Child, Phase
 from supervisor.runtime.events import EventWriter
+from supervisor.runtime.mail import MailRoute
 from supervisor.runtime.shutdown import Shutdown
 
 RESERVED_FIELDS = frozenset({"timestamp", "level", "event", "agent_id"})
@@ -48,6 +55,8 @@ class MessageHandlers:
         on_counted: Callable[[Child, int], None],
         on_stop_request: Callable[[Child, str], None],
         protocol_failure: Callable[[Child, str], None],
+        mail: MailRoute,
+        on_member_event: Callable[[str, str, dict[str, Any]], None],
     ) -> None:
         self.log = log
         self.shutdown = shutdown
@@ -57,6 +66,8 @@ class MessageHandlers:
         self.on_counted = on_counted  # a child's cycles up to this one are counted: it may go on
         self.on_stop_request = on_stop_request
         self.protocol_failure = protocol_failure
+        self.mail = mail
+        self.on_member_event = on_member_event  # a group's agent started, exited, ...: mail and start order follow
         self.table: dict[str, dict[type, Handler]] = {
             AGENT: {
                 Heartbeat: self.heartbeat,
@@ -68,8 +79,14 @@ class MessageHandlers:
                 Stopped: self.stopped,
                 Error: self.error,
                 Event: self.event,
+                Post: self.post,
+                Holding: self.holding,
+                Waiting: self.waiting,
+                Answered: self.answered,
             },
             GROUP: {  # a group reports through events; it has no cycles or checkpoints of its own
+                Post: self.group_post,
+                Holding: self.group_holding,
                 Heartbeat: self.heartbeat,
                 Ack: self.ack,
                 Stopped: self.stopped,
@@ -156,6 +173,46 @@ class MessageHandlers:
         else:
             self.log.emit("worker_event", level=level, agent_id=child.name, name=event.event, **fields)
 
+    # ---- working together ------------------------------------------------------------------
+
+    def post(self, child: Child, post: Post, received_at: float) -> None:
+        """A message durable in the agent's checkpoint: on its way (a worker cannot claim another sender)."""
+        self.mail.post(child.name, post)
+
+    def holding(self, child: Child, holding: Holding, received_at: float) -> None:
+        self.mail.holding(child.name, holding)
+
+    def waiting(self, child: Child, waiting: Waiting, received_at: float) -> None:
+        """The agent waits for a message or a person, or no longer does."""
+        was = child.waiting
+        child.waiting, child.question = waiting.what, waiting.question if waiting.what == WAITING_FOR_PERSON else ""
+        if waiting.what == WAITING_FOR_PERSON:
+            self.log.emit("question_asked", agent_id=child.name, question=waiting.question)
+        elif waiting.what == WAITING_FOR_MESSAGE:
+            self.log.emit("agent_waiting", agent_id=child.name, **{"for": WAITING_FOR_MESSAGE})
+        elif was:
+            self.log.emit("wait_ended", agent_id=child.name, **{"for": was}, outcome=waiting.outcome or "ended")
+
+    def answered(self, child: Child, answered: Answered, received_at: float) -> None:
+        """A person's answer is durable in the agent's checkpoint."""
+        child.waiting = child.question = ""
+        child.answers += 1
+        self.log.emit("question_answered", agent_id=child.name, question=answered.question, answer=answered.answer)
+
+    def group_post(self, child: Child, post: Post, received_at: float) -> None:
+        if self._speaks_for_agent(child, post.sender, "post"):
+            self.mail.post(post.sender, post)
+
+    def group_holding(self, child: Child, holding: Holding, received_at: float) -> None:
+        if self._speaks_for_agent(child, holding.agent, "holding"):
+            self.mail.holding(holding.agent, holding)
+
+    def _speaks_for_agent(self, group: Child, agent: str, what: str) -> bool:
+        if agent in self.speaks_for.get(group.name, ()) and agent != group.name:
+            return True
+        self.protocol_failure(group, f"group {what} for {agent!r}, not one of its agents")
+        return False
+
     def ack(self, child: Child, ack: Ack, received_at: float) -> None:
         issued = self.shutdown.interrupts.get(ack.interrupt_id)
         if issued is None or child.name in issued.reached:
@@ -219,6 +276,7 @@ class MessageHandlers:
         if member is not None:
             track_member(member, event.event, fields)
             self.on_spending()
+            self.on_member_event(member.name, event.event, fields)
 
 
 def _level(event: Event) -> str:
@@ -249,5 +307,14 @@ def track_member(member: Child, event: str, fields: dict[str, Any]) -> None:
     elif event == "worker_restarted":
         member.status = "restarting"
         member.phase = Phase.RUNNING
+    elif event == "question_asked":
+        member.waiting, member.question = WAITING_FOR_PERSON, str(fields.get("question") or "")
+    elif event == "agent_waiting":
+        member.waiting, member.question = WAITING_FOR_MESSAGE, ""
+    elif event in ("wait_ended", "question_answered"):
+        member.waiting = member.question = ""
+        member.answers += event == "question_answered"
+    if event in ("worker_started", "worker_exited"):
+        member.waiting = member.question = ""
     if event in ("checkpoint_saved", "interrupt_completed") and isinstance(fields.get("checkpoint_id"), str):
         member.checkpoint_id = fields["checkpoint_id"]

@@ -12,7 +12,7 @@ import selectors
 import time
 from typing import Callable, Optional
 
-from protocol import Ack, Heartbeat, Interrupt, ProtocolError, StartAgents, Stopped
+from protocol import Ack, Answer, Deliver, Heartbeat, Interrupt, Message, ProtocolError, Settled, StartAgents, Stopped
 from supervisor.runtime.children import Child
 from supervisor.runtime.process import FramedPipe
 from supervisor.runtime.reactor import Reactor
@@ -29,12 +29,14 @@ class Uplink:
         request: Callable[[StopOrder], bool],
         orphaned: Callable[[], None],
         start_agents: Callable[[list[str]], None],
+        pass_down: Callable[[Message], None],
     ) -> None:
         self.pipe = pipe
         self.reactor = reactor
         self.request = request
         self.orphaned = orphaned
         self.start_agents = start_agents  # an operator's start of some of our agents
+        self.pass_down = pass_down  # mail and answers for one of our agents
         self.last_interrupt: Optional[int] = None  # the parent's last interrupt that reached us
 
     def open(self) -> None:
@@ -61,7 +63,9 @@ class Uplink:
                     self.on_interrupt(message)
                 elif isinstance(message, StartAgents):
                     self.start_agents([str(name) for name in message.agents])
-            # Anything else from a parent is ignored: after Start it only sends interrupts and starts.
+                elif isinstance(message, (Deliver, Settled, Answer)):
+                    self.pass_down(message)
+            # Anything else from a parent is ignored: after Start it only sends interrupts, starts and mail.
         if not self.pipe.pipe_open:
             self._lost()
 

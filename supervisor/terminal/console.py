@@ -213,6 +213,25 @@ class Console:
     def _error(self, event: dict[str, Any], agent: str) -> None:
         self.line(f"[{agent}] ❌ {event.get('kind')}: {event.get('message')}")
 
+    def _asked(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"[{agent}] ❓ {event.get('question')}")
+        self.line(f"[{agent}]    answer with: python -m supervisor answer CONFIG {agent} TEXT")
+
+    def _answered(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"[{agent}] 💬 answered: {event.get('answer')}")
+
+    def _held(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"[{agent}] ⏸️  starts once {_names(event.get('after'))} completed")
+
+    def _released(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"[{agent}] ▶️  starting: {_names(event.get('after'))} completed")
+
+    def _not_started(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"[{agent}] ⏸️  not started: {_names(event.get('after'))} did not complete")
+
+    def _rejected(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"[{agent}] ⚠️  message to {event.get('to')} dropped: {event.get('error')}")
+
     _renderers: dict[str, Callable[["Console", dict[str, Any], str], None]] = {
         "supervisor_started": _started,
         "state_archived": _archived,
@@ -226,4 +245,14 @@ class Console:
         "checkpoint_corrupt": _corrupt,
         "worker_exited": _exited,
         "worker_error": _error,
+        "question_asked": _asked,
+        "question_answered": _answered,
+        "agent_held": _held,
+        "agent_released": _released,
+        "agent_not_started": _not_started,
+        "message_rejected": _rejected,
     }
+
+
+def _names(value: Any) -> str:
+    return ", ".join(str(v) for v in value) if isinstance(value, list) and value else "its `after` agents"

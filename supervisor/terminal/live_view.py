@@ -49,6 +49,9 @@ STATUS_STYLE = {
     "interrupted": "yellow",
     "failed": "bold red",
     "restarting": "magenta",
+    "waiting": "cyan",
+    "held": "dim",
+    "not started": "dim",
 }
 BAR_WIDTH = 10
 STATUS_WIDTH = len("interrupted")
@@ -371,6 +374,20 @@ class LiveConsole(Console):
             row.last = "corrupt checkpoint skipped"
         elif name == "worker_event":
             row.last = str(event.get("name", "event"))
+        elif name == "agent_waiting":
+            row.status, row.last = "waiting", "waiting for a message"
+        elif name == "question_asked":
+            row.status, row.last = "waiting", f"❓ {event.get('question', '')}"
+        elif name in ("wait_ended", "question_answered"):
+            if row.status == "waiting":
+                row.status = "running"
+            row.last = "answered" if name == "question_answered" else f"wait ended: {event.get('outcome', '')}"
+        elif name == "agent_held":
+            row.status, row.last = "held", "after " + ", ".join(str(a) for a in event.get("after") or [])
+        elif name == "agent_released":
+            row.status, row.last = "starting", "released"
+        elif name == "agent_not_started":
+            row.status, row.last = "not started", "after " + ", ".join(str(a) for a in event.get("after") or [])
 
     def _track_team(self, name: str, event: dict[str, Any]) -> None:
         if name == "interrupt_initiated":

@@ -31,6 +31,7 @@ _WHERE: dict[str, tuple[str, str]] = {
     "start": ("control", "start_command"),
     "restart": ("control", "restart_command"),
     "reload": ("control", "reload_command"),
+    "answer": ("control", "answer_command"),
 }
 
 

@@ -26,6 +26,7 @@ from protocol.control import (
     Reply,
     Restart,
     Start,
+    AnswerQuestion,
     Status,
     Stop,
     Watch,
@@ -206,6 +207,18 @@ def start_command(config: Target, args: argparse.Namespace) -> int:
 def restart_command(config: Target, args: argparse.Namespace) -> int:
     return _show(ask(config, Restart(agents=list(args.agents), wait=not args.no_wait, command=_command_text(args))),
                  args, "started")
+
+
+def answer_command(config: Target, args: argparse.Namespace) -> int:
+    """A person's answer to the question an agent waits on; returns once the agent has saved it."""
+    reply = ask(config, AnswerQuestion(agents=[args.agent], text=args.text, command=f"answer {args.agent}"))
+    if args.json:
+        print_json({"code": reply.code, "message": reply.message, **reply.data})
+        return reply.code
+    if reply.code != 0:
+        raise error(reply.message, reply.code)
+    print_lines(f"{args.agent}: answered")
+    return 0
 
 
 def reload_command(config: Target, args: argparse.Namespace) -> int:
