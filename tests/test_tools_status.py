@@ -23,7 +23,7 @@ def test_status_json(team: dict[str, Any], capsys: pytest.CaptureFixture[str]) -
     assert [r["agent"] for r in rows] == ["counter-a", "counter-b", "counter-c"]
     a, b, c = rows
     assert set(a) == {
-        "agent", "status", "cycle", "max_cycles", "checkpoint_id", "budget_spent_usd", "last_interrupt", "corrupt", "run_live",
+        "agent", "status", "cycle", "max_cycles", "checkpoint_id", "budget_spent_usd", "last_interrupt", "corrupt", "run_live", "question",
     }
     assert [r["run_live"] for r in rows] == [False] * 3
     assert (a["status"], a["cycle"], a["max_cycles"], a["checkpoint_id"]) == ("interrupted", 3, 10, team["ids"]["counter-a"][-1])

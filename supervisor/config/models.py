@@ -257,7 +257,7 @@ class TeamConfig(BaseModel):
             if "source" in data:
                 raise LocatedError(("source",), "unknown key")
             data["source"] = context["source"]
-        if "wider" in data and "wider" not in context:
+        if "wider" in data and context.get("wider") is None:
             raise LocatedError(("wider",), "unknown key")
         if context.get("wider") is not None:
             data["wider"] = context["wider"]

@@ -80,6 +80,7 @@ def status_command(config: TeamConfig, args: argparse.Namespace) -> int:
                     "last_interrupt": interrupts.get(agent.name),
                     "corrupt": corrupt,
                     "run_live": live,
+                    "question": _pending_question(checkpoint),
                 }
             )
     except OSError as exc:
@@ -109,6 +110,8 @@ def status_command(config: TeamConfig, args: argparse.Namespace) -> int:
             cells_of_row.append(_describe_now(row))
     print_lines(*table(headers, cells, right=frozenset({2, 4})))
     for row in rows:
+        if row["question"] and own is None:
+            print_lines(f"{row['agent']}: will ask again on resume: {show_value(row['question'])}")
         if row["corrupt"]:
             print_lines(f"{row['agent']}: skipped corrupt checkpoint(s): {', '.join(row['corrupt'])}")
     return 0
@@ -132,6 +135,13 @@ def _run_line(
         f"{head}: no run live; the last one {stopped.get('status', UNKNOWN)} at {short_time(stopped.get('timestamp'))}"
         f" (exit {stopped.get('exit_code', '?')})"
     )
+
+
+def _pending_question(checkpoint: Optional[Checkpoint]) -> Optional[str]:
+    """The question a stop interrupted, which the next run asks again."""
+    mail = checkpoint.extra.get("mail") if checkpoint is not None else None
+    asking = mail.get("asking") if isinstance(mail, dict) else None
+    return asking if isinstance(asking, str) else None
 
 
 def _status_word(checkpoint: Optional[Checkpoint], live: bool) -> str:

@@ -1,0 +1,89 @@
+"""`after:` and `send_to:` are checked before anything starts: unknown names, loops, and what a group sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from supervisor.config import ConfigError, TeamConfig
+from supervisor.config.links import start_order_loop
+
+
+def config(tmp_path: Path, agents: list[dict[str, Any]], groups: list[dict[str, Any]] | None = None) -> TeamConfig:
+    data: dict[str, Any] = {"team": "t", "storage": "state", "agents": agents}
+    if groups:
+        data["groups"] = groups
+    path = tmp_path / "team.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return TeamConfig.from_mapping(yaml.safe_load(path.read_text()), source=path)
+
+
+def agent(name: str, **keys: Any) -> dict[str, Any]:
+    return {"name": name, "task": "t", "max_cycles": 1, **keys}
+
+
+@pytest.mark.parametrize(
+    ("agents", "message"),
+    [
+        ([agent("a", after=["zed"])], "agents[0].after[0]: no agent 'zed' in the team"),
+        ([agent("a", send_to=["zed"])], "agents[0].send_to[0]: no agent 'zed' in the team"),
+        ([agent("a", after=["a"])], "agents[0].after[0]: 'a' is this agent itself"),
+        ([agent("a"), agent("b", after=["a", "a"])], "agents[1].after[1]: 'a' is listed twice"),
+        ([agent("a", after=["b"]), agent("b", after=["c"]), agent("c", after=["a"])],
+         "agents[0].after: start order loops: a -> b -> c -> a"),
+        ([agent("a", after="b")], "agents[0].after"),
+    ],
+)
+def test_bad_links_are_one_line_config_errors(tmp_path, agents, message):
+    with pytest.raises(ConfigError) as caught:
+        config(tmp_path, agents)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_loop_through_a_group_is_found(tmp_path):
+    with pytest.raises(ConfigError, match=r": agents\[0\].after: start order loops: a -> b -> a"):
+        config(tmp_path, [agent("a", after=["b"])], [{"name": "g", "agents": [agent("b", after=["a"])]}])
+
+
+def test_a_groups_agents_see_the_whole_team_and_who_sends_to_them(tmp_path):
+    team = config(tmp_path, [agent("a", send_to=["b"]), agent("c", after=["b"])],
+                  [{"name": "g", "agents": [agent("b", send_to=["a"], after=["a"]), agent("d")]}])
+    group = TeamConfig.from_spec(team.group_config("g").to_spec())  # what the group's process rebuilds
+    assert group.team_agents() == ["a", "c", "b", "d"]
+    assert group.held_back() == {"b"}
+    spec = group.agent_spec("b")
+    assert (spec.send_to, spec.senders, "a" in spec.peers) == (("a",), ("a",), True)
+    assert group.agent_spec("d").peers == ()  # sends nothing: not told the team's names
+    assert TeamConfig.from_spec(team.group_config("g", released={"b"}).to_spec()).held_back() == set()
+
+
+def test_wider_is_not_a_key_of_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="wider: unknown key"):
+        path = tmp_path / "team.yaml"
+        TeamConfig.from_mapping({"team": "t", "storage": "s", "agents": [agent("a")], "wider": {"agents": ["a"]}},
+                                source=path)
+
+
+@pytest.mark.parametrize(
+    ("after", "loop"),
+    [
+        ({}, []),
+        ({"a": ["b"], "b": []}, []),
+        ({"a": ["b", "c"], "b": ["c"], "c": []}, []),  # a diamond is not a loop
+        ({"a": ["a"]}, ["a"]),
+        ({"a": ["b"], "b": ["a"]}, ["a", "b"]),
+        ({"a": ["outside"]}, []),
+    ],
+)
+def test_start_order_loop(after, loop):
+    assert start_order_loop(after) == loop
+
+
+def test_a_long_chain_does_not_exhaust_the_stack():
+    chain = {f"a{i}": [f"a{i + 1}"] for i in range(5000)}
+    assert start_order_loop(chain) == []
+    chain["a4999"] = ["a0"]
+    assert len(start_order_loop(chain)) == 5000

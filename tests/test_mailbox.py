@@ -1,0 +1,297 @@
+"""The rules of agents' mail, without processes: the worker's Mailbox and the root's Postmaster.
+
+Exactly once rests on a few rules, each checked here directly: a message
+joins the outbox only with a completed cycle and leaves it only once the
+receiver's durable checkpoint holds it; the receiver keeps only the next
+message from each sender; a cycle that does not complete gives back what it
+took; the router hands a worker each message at most once and starts over
+from the checkpoint when a worker is new.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from protocol import Deliver, Holding, Message, Post, ProtocolError, Settled, Waiting
+from supervisor.runtime.mail import Postmaster
+from workers.mailbox import MAX_CONTENT_BYTES, MAX_CONTENT_DEPTH, MailCorrupt, Mailbox, MailError
+
+PEERS = frozenset({"a", "b", "c"})
+
+
+def box(me: str = "a") -> Mailbox:
+    return Mailbox(me=me, peers=PEERS)
+
+
+def completed_cycle(mailbox: Mailbox, *sends: tuple[str, Any]) -> None:
+    mailbox.begin_cycle()
+    for to, content in sends:
+        mailbox.send(to, content)
+    mailbox.cycle_completed()
+
+
+# ---- sending ------------------------------------------------------------------------------
+
+
+def test_a_send_joins_the_outbox_only_when_its_cycle_completes():
+    mailbox = box()
+    mailbox.begin_cycle()
+    mailbox.send("b", {"n": 1})
+    assert mailbox.outbox == [] and mailbox.to_checkpoint()["outbox"] == []
+    mailbox.cycle_completed()
+    assert mailbox.outbox == [{"to": "b", "seq": 1, "content": {"n": 1}}]
+
+
+def test_a_dropped_cycle_sends_nothing_and_numbers_stay_gapless():
+    mailbox = box()
+    mailbox.begin_cycle()
+    mailbox.send("b", "lost")
+    mailbox.cycle_dropped()
+    completed_cycle(mailbox, ("b", "kept"), ("c", "other"), ("b", "next"))
+    assert [(m["to"], m["seq"], m["content"]) for m in mailbox.outbox] == [
+        ("b", 1, "kept"), ("c", 1, "other"), ("b", 2, "next"),
+    ]
+
+
+def test_the_content_is_copied_when_sent():
+    mailbox = box()
+    content = {"items": [1]}
+    mailbox.begin_cycle()
+    mailbox.send("b", content)
+    content["items"].append(2)
+    mailbox.cycle_completed()
+    assert mailbox.outbox[0]["content"] == {"items": [1]}
+
+
+@pytest.mark.parametrize(
+    ("to", "content", "problem"),
+    [
+        ("nobody", "hi", "message to 'nobody': the team has no such agent"),
+        (7, "hi", "message to 7: the team has no such agent"),
+        ("b", {1, 2}, "message to b: content is not JSON"),
+        ("b", float("nan"), "message to b: content is not JSON"),
+        ("b", "x" * (MAX_CONTENT_BYTES + 1), f"bytes of JSON; the limit is {MAX_CONTENT_BYTES}"),
+    ],
+)
+def test_what_could_never_be_delivered_is_refused_at_once_in_one_line(to, content, problem):
+    mailbox = box()
+    mailbox.begin_cycle()
+    with pytest.raises(MailError) as caught:
+        mailbox.send(to, content)
+    assert problem in str(caught.value) and "\n" not in str(caught.value)
+    assert mailbox.sending == []
+
+
+def test_content_nested_too_deep_is_refused():
+    deep: Any = "leaf"
+    for _ in range(MAX_CONTENT_DEPTH + 1):
+        deep = [deep]
+    mailbox = box()
+    mailbox.begin_cycle()
+    with pytest.raises(MailError, match="nests deeper"):
+        mailbox.send("b", deep)
+    shallow: Any = "leaf"
+    for _ in range(MAX_CONTENT_DEPTH):
+        shallow = [shallow]
+    mailbox.send("b", shallow)
+
+
+def test_posted_once_per_worker_and_settled_messages_leave_the_outbox():
+    mailbox = box()
+    completed_cycle(mailbox, ("b", 1), ("b", 2), ("c", 3))
+    assert [m["seq"] for m in mailbox.unposted()] == [1, 2, 1]
+    assert mailbox.unposted() == []
+    mailbox.settle("b", 1)
+    assert [(m["to"], m["seq"]) for m in mailbox.outbox] == [("b", 2), ("c", 1)]
+    completed_cycle(mailbox, ("b", 4))
+    assert [(m["to"], m["seq"]) for m in mailbox.unposted()] == [("b", 3)]
+
+
+# ---- receiving ----------------------------------------------------------------------------
+
+
+def test_only_the_next_message_from_each_sender_is_kept():
+    mailbox = box("b")
+    assert mailbox.accept("a", 2, "early") is False  # a gap: never kept out of order
+    assert mailbox.accept("a", 1, "one") is True
+    assert mailbox.accept("a", 1, "one again") is False  # a repeat
+    assert mailbox.accept("c", 1, "from c") is True
+    assert mailbox.accept("a", 2, "two") is True
+    assert [m["content"] for m in mailbox.inbox] == ["one", "from c", "two"]
+    assert mailbox.marks() == {"a": 2, "c": 1}
+
+
+def test_a_cycle_that_does_not_complete_gives_back_what_it_took_in_order():
+    mailbox = box("b")
+    for seq in (1, 2, 3):
+        mailbox.accept("a", seq, seq)
+    mailbox.begin_cycle()
+    assert mailbox.take()["content"] == 1
+    assert mailbox.take()["content"] == 2
+    mailbox.cycle_dropped()
+    assert [m["content"] for m in mailbox.inbox] == [1, 2, 3]
+    mailbox.begin_cycle()
+    assert mailbox.take()["content"] == 1
+    mailbox.cycle_completed()
+    assert [m["content"] for m in mailbox.inbox] == [2, 3]
+
+
+def test_a_save_in_the_middle_of_a_cycle_keeps_what_the_cycle_took():
+    mailbox = box("b")
+    mailbox.accept("a", 1, "taken")
+    mailbox.accept("a", 2, "waiting")
+    mailbox.begin_cycle()
+    mailbox.take()
+    saved = mailbox.to_checkpoint()
+    assert [m["seq"] for m in saved["inbox"]] == [1, 2] and saved["received"] == {"a": 2}
+
+
+def test_a_checkpoint_round_trip_keeps_everything_and_repeats_nothing():
+    mailbox = box("b")
+    completed_cycle(mailbox, ("c", "out"))
+    mailbox.accept("a", 1, "in")
+    mailbox.record_answer("Go?", "yes")
+    restored = Mailbox.from_checkpoint("b", PEERS, mailbox.to_checkpoint())
+    assert restored.outbox == mailbox.outbox and restored.next_seq == {"c": 1}
+    assert list(restored.inbox) == list(mailbox.inbox) and restored.marks() == {"a": 1}
+    assert restored.answers == [{"question": "Go?", "answer": "yes"}]
+    assert restored.accept("a", 1, "in") is False
+    assert Mailbox.from_checkpoint("b", PEERS, None).outbox == []  # a checkpoint from before mail
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        "not a map",
+        {"outbox": "x"},
+        {"outbox": [{"to": "b", "seq": 0, "content": 1}], "next_seq": {"b": 1}},
+        {"outbox": [{"to": "b", "seq": 3, "content": 1}], "next_seq": {"b": 1}},  # beyond what was numbered
+        {"inbox": [{"from": "a", "seq": 2, "content": 1}], "received": {"a": 1}},
+        {"received": {"a": -1}},
+        {"received": {"a": True}},
+        {"answers": [{"question": "q"}]},
+    ],
+)
+def test_a_mail_section_of_the_wrong_shape_is_refused(saved):
+    with pytest.raises(MailCorrupt):
+        Mailbox.from_checkpoint("b", PEERS, saved)
+
+
+# ---- asking ---------------------------------------------------------------------------------
+
+
+def test_answers_come_back_to_the_same_questions_in_a_rerun_of_the_cycle():
+    mailbox = box()
+    mailbox.begin_cycle()
+    assert mailbox.answered_before("Title?") is None
+    mailbox.record_answer("Title?", "The Stop")
+    mailbox.cycle_dropped()  # a crash: the cycle runs again, the answer is durable
+    mailbox.begin_cycle()
+    assert mailbox.answered_before("Title?") == "The Stop"
+    assert mailbox.answered_before("Subtitle?") is None
+    mailbox.cycle_completed()
+    assert mailbox.answers == []  # consumed with the cycle
+
+
+def test_an_answer_to_another_question_is_not_reused():
+    mailbox = box()
+    mailbox.begin_cycle()
+    mailbox.record_answer("Title?", "The Stop")
+    mailbox.record_answer("Date?", "Monday")
+    mailbox.cycle_dropped()
+    mailbox.begin_cycle()
+    assert mailbox.answered_before("Author?") is None  # the cycle went another way
+    assert mailbox.answers == []
+
+
+def test_waiting_names_only_what_an_agent_can_wait_for():
+    with pytest.raises(ProtocolError):
+        Waiting(what="lunch")
+
+
+# ---- the root's router ----------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [fields for event, fields in self.events if event == name]
+
+
+class Wires:
+    """Who was sent what; an agent not in `up` has no worker to send to."""
+
+    def __init__(self, up: set[str]) -> None:
+        self.up = up
+        self.sent: list[tuple[str, Message]] = []
+
+    def __call__(self, name: str, message: Message) -> bool:
+        if name not in self.up:
+            return False
+        self.sent.append((name, message))
+        return True
+
+    def delivered(self, to: str) -> list[tuple[str, int]]:
+        return [(m.sender, m.seq) for n, m in self.sent if n == to and isinstance(m, Deliver)]
+
+    def settled(self, to: str) -> list[tuple[str, int]]:
+        return [(m.receiver, m.seq) for n, m in self.sent if n == to and isinstance(m, Settled)]
+
+
+def router(up: set[str]) -> tuple[Postmaster, Wires, Recorder]:
+    wires, log = Wires(up), Recorder()
+    return Postmaster(log, wires, lambda: set(PEERS)), wires, log  # type: ignore[arg-type]
+
+
+def test_a_message_waits_for_its_receiver_to_say_what_it_holds():
+    post, wires, log = router({"a", "b"})
+    post.post("a", Post(to="b", seq=1, content="hi"))
+    assert wires.delivered("b") == []  # b's worker has not said what it holds yet
+    post.holding("b", Holding(marks={}, fresh=True))
+    assert wires.delivered("b") == [("a", 1)]
+    assert log.named("message_sent") == [{"agent_id": "a", "to": "b", "seq": 1}]
+
+
+def test_each_message_is_handed_to_a_worker_once_and_again_to_a_new_worker():
+    post, wires, log = router({"a", "b"})
+    post.holding("b", Holding(marks={}, fresh=True))
+    for seq in (1, 2):
+        post.post("a", Post(to="b", seq=seq, content=seq))
+    post.post("a", Post(to="b", seq=2, content=2, replay=True))  # the sender's new worker posts again
+    assert wires.delivered("b") == [("a", 1), ("a", 2)]
+    post.holding("b", Holding(marks={"a": 1}))  # b's checkpoint holds 1
+    assert [(e["from"], e["seq"]) for e in log.named("message_delivered")] == [("a", 1)]
+    assert wires.settled("a") == [("b", 1)]
+    post.gone("b")  # b crashed before saving 2
+    post.holding("b", Holding(marks={"a": 1}, fresh=True))
+    assert wires.delivered("b") == [("a", 1), ("a", 2), ("a", 2)]  # 2 again, to the new worker only
+
+
+def test_a_repeat_of_what_the_receiver_holds_settles_the_sender_again():
+    post, wires, _ = router({"a", "b"})
+    post.holding("b", Holding(marks={"a": 3}, fresh=True))
+    post.post("a", Post(to="b", seq=2, content="old", replay=True))
+    assert wires.delivered("b") == [] and wires.settled("a")[-1] == ("b", 3)
+
+
+def test_a_fresh_worker_settles_without_logging_deliveries_of_an_earlier_run():
+    post, wires, log = router({"a", "b"})
+    post.post("a", Post(to="b", seq=1, content=1, replay=True))
+    post.holding("b", Holding(marks={"a": 1}, fresh=True))
+    assert log.named("message_delivered") == [] and log.named("message_sent") == []
+    assert wires.settled("a") == [("b", 1)] and wires.delivered("b") == []
+
+
+def test_mail_to_an_agent_the_team_lacks_or_too_big_to_deliver_is_rejected_not_kept():
+    post, wires, log = router({"a", "b"})
+    post.post("a", Post(to="zed", seq=1, content="hi"))
+    post.post("a", Post(to="b", seq=1, content="x" * (5 * 1024 * 1024)))
+    assert [e["to"] for e in log.named("message_rejected")] == ["zed", "b"]
+    assert post.pending == {}
