@@ -274,3 +274,23 @@ def test_earlier_runs_are_one_line_each_and_the_oldest_only_counted(
         ("4", "4", "4"), ("3", "3", "3"),
     ]
     assert "<li>and 2 older run(s)</li>" in earlier
+
+
+def test_messages_are_drawn_as_arrows_from_the_senders_lane_to_the_receivers(make_team: Any) -> None:
+    from test_mail_e2e import pipeline
+
+    team = pipeline(make_team, 3)
+    run = team.run()
+    assert run.proc.returncode == 0, run.output
+    done = report(team)
+    assert done.returncode == 0, done.stderr
+    html = (team.storage / "report.html").read_text()
+    assert_offline(html)
+    timeline = html.split("</svg>")[0]
+    arrows = re.findall(r'<g class="message"><title>message (\d+) from ([a-z-]+) to ([a-z-]+)</title>'
+                        r'<line x1="[\d.]+" y1="([\d.]+)" x2="[\d.]+" y2="([\d.]+)"', timeline)
+    assert sorted((s, r, int(n)) for n, s, r, _, _ in arrows) == sorted(
+        [("producer", "relay", k) for k in (1, 2, 3)] + [("relay", "consumer", k) for k in (1, 2, 3)])
+    row = {name: i for i, name in enumerate(lanes(html))}
+    for _, sender, receiver, y1, y2 in arrows:  # each arrow runs from its sender's lane to its receiver's
+        assert float(y2) - float(y1) == (row[receiver] - row[sender]) * LANE_PITCH

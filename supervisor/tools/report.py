@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import math
 import os
 import tempfile
 from collections import deque
@@ -55,6 +56,8 @@ ALIVE_COLOUR = "#e8ebf0"
 DETAIL_MAX = 240  # a long field (a reply, a message) is cut to this in a hover title
 EARLIER_SHOWN = 1000  # earlier runs listed, newest first; older ones are counted
 STRAYS_SHOWN = 20  # agent ids the config does not name, listed under a run; more are only mentioned
+MESSAGE_COLOUR = "#6b5bd2"
+ARROWS_SHOWN = 2000  # messages drawn per run; more are counted, not drawn (the page stays light)
 
 # Marker kinds, in legend order: what each one means.
 MARKS = {
@@ -118,10 +121,23 @@ class RunFacts:
     interrupts: int = 0  # the supervisor's own
 
 
+@dataclass(frozen=True)
+class Arrow:
+    """A message between two lanes: from its sender when it was sent to its receiver when it was held."""
+
+    sender: str
+    receiver: str
+    seq: int
+    sent: float  # seconds from the run's start; the delivery's own time when it was sent in an earlier run
+    delivered: float
+
+
 @dataclass
 class Run:
     facts: RunFacts
     lanes: list[Lane]
+    arrows: list[Arrow] = field(default_factory=list)
+    more_arrows: int = 0
     team_marks: list[Mark] = field(default_factory=list)  # the supervisor's own interrupts: a line across every lane
     resumed: list[str] = field(default_factory=list)
     strays: list[str] = field(default_factory=list)  # agent ids in the events that the config does not name
@@ -187,6 +203,7 @@ def build_run(number: int, head: dict[str, Any], rest: Iterable[dict[str, Any]],
     lanes = {a.name: Lane(a.name, groups.get(a.name), a.max_cycles) for a in config.all_agents()}
     members = {g.name: [lanes[a.name] for a in g.agents] for g in config.groups}
     run = Run(tally.facts, list(lanes.values()))
+    sent: dict[tuple[str, str, int], float] = {}
     if isinstance(head.get("resumed"), list):
         run.resumed = [str(name) for name in head["resumed"]]
     for event in rest:
@@ -200,6 +217,8 @@ def build_run(number: int, head: dict[str, Any], rest: Iterable[dict[str, Any]],
             if name == "interrupt_initiated" and "agents" not in event:  # aimed ones show on their agents' lanes
                 run.team_marks.append(Mark("team", at, _details(event)))
             continue
+        if name in ("message_sent", "message_delivered") and agent in lanes:
+            _on_message(run, sent, lanes, name, event, at)
         if agent in lanes:
             _on_agent_event(lanes[agent], name, event, at)
         elif agent in members:
@@ -222,6 +241,27 @@ MARKED = {
     "worker_restarted": "restart", "group_restarted": "restart", "worker_hung": "hung",
     "restart_limit_reached": "failed", "checkpoint_corrupt": "corrupt",
 }
+
+
+def _on_message(run: Run, sent: dict[tuple[str, str, int], float], lanes: dict[str, Lane], name: Optional[str],
+                event: dict[str, Any], at: float) -> None:
+    """A message's two ends, matched by (sender, receiver, seq); only lanes the config names are drawn."""
+    seq = event_number(event.get("seq"))
+    receiver = event.get("to")
+    sender = event.get("agent_id") if name == "message_sent" else event.get("from")
+    if seq is None or not isinstance(sender, str) or not isinstance(receiver, str) or receiver not in lanes:
+        return
+    key = (sender, receiver, int(seq))
+    if name == "message_sent":
+        if len(sent) < ARROWS_SHOWN * 2:  # bounded, whatever the file holds
+            sent[key] = at
+        return
+    if sender not in lanes:
+        return
+    if len(run.arrows) >= ARROWS_SHOWN:
+        run.more_arrows += 1
+        return
+    run.arrows.append(Arrow(sender, receiver, int(seq), sent.pop(key, at), at))
 
 
 def _on_agent_event(lane: Lane, name: Optional[str], event: dict[str, Any], at: float) -> None:
@@ -342,6 +382,16 @@ def glyph(kind: str, x: float, mid: float) -> str:
     return shapes[kind]
 
 
+def _arrowhead(x1: float, y1: float, x2: float, y2: float, size: float = 6.0) -> str:
+    """A small filled triangle at (x2, y2) pointing along the line: drawn inline, nothing referenced."""
+    length = math.hypot(x2 - x1, y2 - y1) or 1.0
+    ux, uy = (x2 - x1) / length, (y2 - y1) / length
+    bx, by = x2 - ux * size, y2 - uy * size
+    px, py = -uy * size / 2, ux * size / 2
+    return (f'<path d="M{x2:.1f} {y2:.1f}L{bx + px:.1f} {by + py:.1f}L{bx - px:.1f} {by - py:.1f}z" '
+            f'fill="{MESSAGE_COLOUR}"/>')
+
+
 def timeline_lines(run: Run) -> Iterator[str]:
     """One run as an SVG, line by line: a time axis, then one lane per agent with its bars and markers."""
     plot = WIDTH - LABEL_WIDTH - RIGHT_PAD
@@ -379,6 +429,14 @@ def timeline_lines(run: Run) -> Iterator[str]:
                    f'height="{BAR_HEIGHT}" fill="{colour}"><title>{_esc(cycle.title)}</title></rect>')
         for mark in lane.marks:
             yield f'<g class="mark {mark.kind}"><title>{_esc(mark.title)}</title>{glyph(mark.kind, x(mark.at), mid)}</g>'
+    row = {lane.agent: i for i, lane in enumerate(run.lanes)}
+    for arrow in run.arrows:
+        y1 = AXIS_HEIGHT + row[arrow.sender] * LANE_PITCH + LANE_PITCH / 2
+        y2 = AXIS_HEIGHT + row[arrow.receiver] * LANE_PITCH + LANE_PITCH / 2
+        title = f"message {arrow.seq} from {arrow.sender} to {arrow.receiver}"
+        yield (f'<g class="message"><title>{_esc(title)}</title><line x1="{x(arrow.sent):.1f}" y1="{y1:.1f}" '
+               f'x2="{x(arrow.delivered):.1f}" y2="{y2:.1f}" stroke="{MESSAGE_COLOUR}" stroke-width="1.2" '
+               f'stroke-opacity="0.8"/>{_arrowhead(x(arrow.sent), y1, x(arrow.delivered), y2)}</g>')
     for mark in run.team_marks:
         tx = x(mark.at)
         yield (f'<g class="mark team-interrupt"><title>{_esc(mark.title)}</title>'
@@ -414,7 +472,9 @@ def _legend() -> str:
              f'<span><svg width="26" height="14"><rect x="2" y="1" width="22" height="12" fill="{ALIVE_COLOUR}"/>'
              "</svg>worker alive</span>",
              f'<span><svg width="16" height="22"><line x1="8" y1="1" x2="8" y2="21" stroke="{TEAM_INTERRUPT_COLOUR}" '
-             'stroke-width="2.5"/></svg>the supervisor\'s interrupt (all agents)</span>']
+             'stroke-width="2.5"/></svg>the supervisor\'s interrupt (all agents)</span>',
+             f'<span><svg width="26" height="14"><line x1="2" y1="12" x2="22" y2="3" stroke="{MESSAGE_COLOUR}" '
+             'stroke-width="1.5"/></svg>a message, from sent to held by its receiver</span>']
     for kind, meaning in MARKS.items():
         mid = 13 - GLYPH_OFFSET.get(kind, 0.0)  # centre each shape in its swatch
         items.append(f'<span><svg width="18" height="26">{glyph(kind, 9, mid)}</svg>{_esc(meaning)}</span>')
@@ -450,10 +510,12 @@ def _run_facts(run: Run) -> str:
 
 
 def _strays(run: Run) -> str:
+    note = (f'<p class="note">{run.more_arrows} more messages than the {ARROWS_SHOWN} drawn</p>'
+            if run.more_arrows else "")
     if not run.strays:
-        return ""
+        return note
     names = ", ".join(run.strays) + (", and more" if run.more_strays else "")
-    return f'<p class="note">Events for agents not in this config (not shown): {_esc(names)}</p>'
+    return note + f'<p class="note">Events for agents not in this config (not shown): {_esc(names)}</p>'
 
 
 def earlier_line(facts: RunFacts) -> str:
