@@ -152,6 +152,7 @@ class MessageHandlers:
             status=saved.status,
             bytes=saved.bytes,
             duration_ms=round(saved.duration_ms, 3),
+            durable_at=round(saved.durable_at, 6),  # the worker's clock: when the save was complete on disk
         )
 
     def stop_request(self, child: Child, request: StopRequest, received_at: float) -> None:
