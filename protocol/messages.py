@@ -280,13 +280,17 @@ class Post(Message):
 class Holding(Message):
     """The highest message seq from each sender that the agent's latest durable checkpoint holds.
 
-    `fresh`: a new worker's first word on its mail (sent right after Ready):
-    what it holds is exactly its checkpoint's, and anything beyond must come
-    again. `agent` is filled in by a group passing it up.
+    `settle`: the same marks of the checkpoint before it; senders forget only
+    up to these, so that resuming from that one, should the latest be lost,
+    loses no message. `fresh`: a new worker's first word on its mail (sent
+    right after Ready): what it holds is exactly its checkpoint's, and
+    anything beyond must come again. `agent` is filled in by a group passing
+    it up.
     """
 
     type: ClassVar[str] = "holding"
     marks: dict
+    settle: dict = field(default_factory=dict)
     fresh: bool = False
     agent: str = ""
 

@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any, Optional
 
 import psutil
+import pytest
 
 from harness import Team, by_event, cli, wait_gone
 
@@ -254,3 +255,34 @@ def test_chat_agents_form_a_pipeline_from_yaml_alone(make_team):
         prompts = [m["content"] for m in checkpoint.messages if m["role"] == "user"][1:]  # after the task
         assert len(prompts) == 3 and all(p.startswith(f"Message from {source}:\ncycle ") for p in prompts), prompts
     assert_each_delivered_once(team, [("agent-a", "agent-b"), ("agent-b", "agent-c")], 3)
+
+
+@pytest.mark.parametrize("damaged", [("consumer",), ("relay",), ("consumer", "relay")])
+def test_a_corrupt_newest_checkpoint_on_either_side_loses_no_message(make_team, damaged):
+    team = pipeline(make_team, 12)
+    team.data["agents"][0]["params"]["pause"] = 0.15  # the relay saves every 0.15 s...
+    team.data["agents"][2]["params"]["pause"] = 0.4  # ...and the consumer only every 0.4 s: a relay save follows each
+    team.write()
+    run = team.start()
+    def settled_after_a_consumer_save(events: list) -> bool:
+        """The consumer has saved twice, and the relay has saved since (it may have forgotten by then)."""
+        saves = [i for i, e in enumerate(events) if e["event"] == "checkpoint_saved" and e["agent_id"] == "consumer"]
+        return len(saves) >= 2 and any(e["event"] == "checkpoint_saved" and e["agent_id"] == "relay"
+                                       for e in events[saves[-1]:])
+
+    run.wait_for(settled_after_a_consumer_save, "a relay save after the consumer's second")
+    family = [p.pid for p in run.descendants()]
+    run.signal(signal.SIGKILL)  # no last save: the newest checkpoints are the ones that moved the mail on
+    run.wait()
+    wait_gone(family, 2)
+    for name in damaged:  # the newest checkpoint of a receiver, of a sender, or of both, is damaged on disk
+        newest = team.store(name).list()[-1]
+        path = team.storage / name / newest.checkpoint_id
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    final = team.run()
+    assert final.proc.returncode == 0, final.output
+    corrupt = {e["agent_id"] for e in by_event(final.new_events(), "checkpoint_corrupt")}
+    assert corrupt == set(damaged)
+    assert received(team) == list(range(1, 13))

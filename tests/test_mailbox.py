@@ -148,6 +148,19 @@ def test_a_save_in_the_middle_of_a_cycle_keeps_what_the_cycle_took():
     assert [m["seq"] for m in saved["inbox"]] == [1, 2] and saved["received"] == {"a": 2}
 
 
+def test_the_marks_of_the_checkpoint_before_are_kept_for_settling():
+    mailbox = box("b")
+    mailbox.accept("a", 1, "in")
+    assert mailbox.to_checkpoint()["prior"] == {}
+    mailbox.saved(mailbox.marks())
+    mailbox.accept("a", 2, "in")
+    assert mailbox.to_checkpoint()["prior"] == {"a": 1}
+    mailbox.saved(mailbox.marks())
+    assert (mailbox.prior, mailbox.saved_marks) == ({"a": 1}, {"a": 2})
+    restored = Mailbox.from_checkpoint("b", PEERS, {**mailbox.to_checkpoint(), "prior": {"a": 1}})
+    assert (restored.prior, restored.saved_marks) == ({"a": 1}, {"a": 2})
+
+
 def test_a_checkpoint_round_trip_keeps_everything_and_repeats_nothing():
     mailbox = box("b")
     completed_cycle(mailbox, ("c", "out"))
@@ -266,17 +279,41 @@ def test_each_message_is_handed_to_a_worker_once_and_again_to_a_new_worker():
         post.post("a", Post(to="b", seq=seq, content=seq))
     post.post("a", Post(to="b", seq=2, content=2, replay=True))  # the sender's new worker posts again
     assert wires.delivered("b") == [("a", 1), ("a", 2)]
-    post.holding("b", Holding(marks={"a": 1}))  # b's checkpoint holds 1
+    post.holding("b", Holding(marks={"a": 1}))  # b's latest checkpoint holds 1
     assert [(e["from"], e["seq"]) for e in log.named("message_delivered")] == [("a", 1)]
-    assert wires.settled("a") == [("b", 1)]
     post.gone("b")  # b crashed before saving 2
     post.holding("b", Holding(marks={"a": 1}, fresh=True))
     assert wires.delivered("b") == [("a", 1), ("a", 2), ("a", 2)]  # 2 again, to the new worker only
+    post.holding("b", Holding(marks={"a": 2}))
+    post.holding("b", Holding(marks={"a": 2}))  # said again: logged once
+    assert [(e["from"], e["seq"]) for e in log.named("message_delivered")] == [("a", 1), ("a", 2)]
 
 
-def test_a_repeat_of_what_the_receiver_holds_settles_the_sender_again():
+def test_the_sender_forgets_only_what_the_receivers_checkpoint_before_its_latest_holds():
     post, wires, _ = router({"a", "b"})
-    post.holding("b", Holding(marks={"a": 3}, fresh=True))
+    post.holding("b", Holding(marks={}, fresh=True))
+    for seq in (1, 2, 3):
+        post.post("a", Post(to="b", seq=seq, content=seq))
+    post.holding("b", Holding(marks={"a": 2}, settle={"a": 0}))
+    assert wires.settled("a") == []  # its latest holds 2, the one before nothing: a lost latest must not lose them
+    post.holding("b", Holding(marks={"a": 3}, settle={"a": 2}))
+    assert wires.settled("a") == [("b", 2)] and sorted(post.pending[("a", "b")]) == [3]
+
+
+def test_a_receiver_back_on_an_older_checkpoint_is_handed_again_what_it_lost():
+    post, wires, _ = router({"a", "b"})
+    post.holding("b", Holding(marks={}, fresh=True))
+    for seq in (1, 2, 3):
+        post.post("a", Post(to="b", seq=seq, content=seq))
+    post.holding("b", Holding(marks={"a": 3}, settle={"a": 1}))
+    post.gone("b")  # its newest checkpoint turns out corrupt: the next worker resumes from the one holding 1
+    post.holding("b", Holding(marks={"a": 1}, settle={}, fresh=True))
+    assert wires.delivered("b")[-2:] == [("a", 2), ("a", 3)]
+
+
+def test_a_repeat_of_what_the_receiver_has_settled_settles_the_sender_again():
+    post, wires, _ = router({"a", "b"})
+    post.holding("b", Holding(marks={"a": 3}, settle={"a": 3}, fresh=True))
     post.post("a", Post(to="b", seq=2, content="old", replay=True))
     assert wires.delivered("b") == [] and wires.settled("a")[-1] == ("b", 3)
 
@@ -284,7 +321,7 @@ def test_a_repeat_of_what_the_receiver_holds_settles_the_sender_again():
 def test_a_fresh_worker_settles_without_logging_deliveries_of_an_earlier_run():
     post, wires, log = router({"a", "b"})
     post.post("a", Post(to="b", seq=1, content=1, replay=True))
-    post.holding("b", Holding(marks={"a": 1}, fresh=True))
+    post.holding("b", Holding(marks={"a": 1}, settle={"a": 1}, fresh=True))
     assert log.named("message_delivered") == [] and log.named("message_sent") == []
     assert wires.settled("a") == [("b", 1)] and wires.delivered("b") == []
 

@@ -36,7 +36,7 @@ class Correspondence:
         self._save = save  # a checkpoint of the last completed cycle with the mail as it is now; False: failed
         self._arrived = asyncio.Event()
         self._answer: Optional[asyncio.Future[str]] = None
-        self._said_marks: Optional[dict[str, int]] = None
+        self._said: tuple[dict[str, int], dict[str, int]] = ({}, {})  # the marks and settle marks last told
         self.save_failed = False
 
     # ---- from the supervisor ----------------------------------------------------------------
@@ -57,8 +57,8 @@ class Correspondence:
 
     def introduce(self) -> None:
         """A new worker's first word on mail: what its checkpoint holds, then its outbox again."""
-        self._said_marks = self.box.marks()
-        self._send(Holding(marks=self._said_marks, fresh=True))
+        self._said = (self.box.marks(), dict(self.box.prior))
+        self._send(Holding(marks=self._said[0], settle=self._said[1], fresh=True))
         for message in self.box.unposted():
             self._send(Post(to=message["to"], seq=message["seq"], content=message["content"], replay=True))
 
@@ -67,9 +67,11 @@ class Correspondence:
         for message in self.box.unposted():
             self._send(Post(to=message["to"], seq=message["seq"], content=message["content"]))
         marks = self.box.marks()
-        if marks != self._said_marks:
-            self._said_marks = marks
-            self._send(Holding(marks=marks))
+        self.box.saved(marks)
+        said = (marks, dict(self.box.prior))
+        if said != self._said:
+            self._said = said
+            self._send(Holding(marks=said[0], settle=said[1]))
 
     # ---- what an agent awaits ------------------------------------------------------------------
 

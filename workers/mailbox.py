@@ -15,6 +15,10 @@ cycle's checkpoint is durable.
   inbox. `take` hands it to the running cycle; if the cycle completes, the
   message is consumed; if not, it goes back to the front of the inbox. The
   inbox and the marks are saved with every checkpoint.
+* Settling one checkpoint behind: a sender may forget a message only once
+  the receiver's checkpoint *before* its latest holds it too (`prior`), so
+  that a receiver whose newest checkpoint turns out corrupt, and which
+  resumes from the one before, still finds every message it lacks.
 * Asking: a person's answer is saved at once, in a checkpoint of the last
   completed cycle, before `ask` returns it; a rerun of the same cycle gets the
   same answers for the same questions without asking again. They are consumed
@@ -50,6 +54,8 @@ class Mailbox:
     next_seq: dict[str, int] = field(default_factory=dict)  # last seq given to a message for each receiver
     outbox: list[dict[str, Any]] = field(default_factory=list)  # {to, seq, content}, not yet held by the receiver
     received: dict[str, int] = field(default_factory=dict)  # highest seq kept from each sender
+    saved_marks: dict[str, int] = field(default_factory=dict)  # `received` as the latest durable checkpoint has it
+    prior: dict[str, int] = field(default_factory=dict)  # ... and as the durable checkpoint before that had it
     inbox: deque[dict[str, Any]] = field(default_factory=deque)  # {from, seq, content}, kept and not consumed
     answers: list[dict[str, str]] = field(default_factory=list)  # {question, answer} of the cycle in progress
     asking: Optional[str] = None  # the question a stop interrupted, for `status`
@@ -110,6 +116,10 @@ class Mailbox:
     def marks(self) -> dict[str, int]:
         return dict(self.received)
 
+    def saved(self, marks: dict[str, int]) -> None:
+        """A checkpoint holding `marks` is durable: the one before it becomes the one a sender may settle by."""
+        self.prior, self.saved_marks = self.saved_marks, dict(marks)
+
     # ---- asking ---------------------------------------------------------------------------
 
     def answered_before(self, question: str) -> Optional[str]:
@@ -151,6 +161,7 @@ class Mailbox:
             "next_seq": dict(self.next_seq),
             "outbox": list(self.outbox),
             "received": dict(self.received),
+            "prior": dict(self.saved_marks),
             "inbox": [*self.taken, *self.inbox],
         }
         if self.answers:
@@ -169,6 +180,8 @@ class Mailbox:
             raise MailCorrupt("mail is not an object")
         box.next_seq = _counts(saved.get("next_seq", {}), "next_seq")
         box.received = _counts(saved.get("received", {}), "received")
+        box.saved_marks = dict(box.received)
+        box.prior = _counts(saved.get("prior", {}), "prior")
         box.outbox = [_message(m, "to", "outbox") for m in _list(saved.get("outbox", []), "outbox")]
         box.inbox = deque(_message(m, "from", "inbox") for m in _list(saved.get("inbox", []), "inbox"))
         box.answers = [_answer(a) for a in _list(saved.get("answers", []), "answers")]
