@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
-from benchmarks.harness import STORAGE, TeamRun, named  # noqa: E402
+from benchmarks.harness import STORAGE, TeamRun, named, timestamp  # noqa: E402
 from protocol.checkpoints import CheckpointStore  # noqa: E402
 
 
@@ -45,20 +45,23 @@ def team(agents: int, cycles: int, pause: float) -> dict:
             "checkpoint": {"every": 1, "keep": 3, "compress": True}, "agents": senders + receivers}
 
 
-def latencies(agents: int, cycles: int, pause: float) -> list[float]:
-    """Milliseconds from each message's durable send to its receive, over one run of the team."""
+def latencies(agents: int, cycles: int, pause: float) -> tuple[list[float], list[float]]:
+    """Milliseconds from each message's durable send to its receive, and of that, to the router's `message_sent`."""
     with TeamRun(team(agents, cycles, pause), "bench-messages-") as run:
         code = run.wait_exit(timeout=120 + cycles * agents * 0.05)
         if code != 0:
             raise run.failed(f"the team exited {code}")
         durable = {(e["agent_id"], e["cycle"]): e["durable_at"] for e in named(run.events, "checkpoint_saved")}
+        routed = {(e["agent_id"], e["seq"]): timestamp(e) for e in named(run.events, "message_sent")}
         found: list[float] = []
+        to_router: list[float] = []
         for i in range(agents // 2):
             checkpoint = CheckpointStore(run.folder / STORAGE, f"r{i}").load_latest()
             assert checkpoint is not None, f"r{i} left no checkpoint"
             for sender, n, received in checkpoint.extra["state"]["got"]:
                 found.append((received - durable[(sender, n)]) * 1000.0)
-        return found
+                to_router.append((routed[(sender, n)] - durable[(sender, n)]) * 1000.0)
+        return found, to_router
 
 
 def save_floor(rounds: int) -> list[float]:
@@ -115,21 +118,25 @@ def main() -> None:
     print(f"message latency, durable send -> receive returned; {args.cycles} messages per sender, "
           f"{args.repeats} runs per size; floor = median save + median round trip, same run")
     print(f"{'agents':>6} {'messages':>8} {'median ms':>10} {'p99 ms':>8} {'floor ms':>9} "
-          f"{'(save':>6} {'+ rtt)':>7} {'median/floor':>13} {'p99/floor':>10}")
+          f"{'(save':>6} {'+ rtt)':>7} {'median/floor':>13} {'p99/floor':>10} {'to router ms':>13}")
     for agents in args.agents:
         found: list[float] = []
+        routed: list[float] = []
         floors: list[tuple[float, float]] = []
         for _ in range(args.repeats):
             save = statistics.median(save_floor(50))
             rtt = statistics.median(round_trip_floor(500))
             floors.append((save, rtt))
-            found += latencies(agents, args.cycles, args.pause)
+            latency, to_router = latencies(agents, args.cycles, args.pause)
+            found += latency
+            routed += to_router
         save = statistics.median(f[0] for f in floors)
         rtt = statistics.median(f[1] for f in floors)
         floor = save + rtt
         median = statistics.median(found)
         print(f"{agents:>6} {len(found):>8} {median:>10.2f} {p99(found):>8.2f} {floor:>9.2f} {save:>6.2f} {rtt:>7.3f} "
-              f"{median / floor:>12.2f}x {p99(found) / floor:>9.2f}x")
+              f"{median / floor:>12.2f}x {p99(found) / floor:>9.2f}x {statistics.median(routed):>13.2f}")
+    print("to router: durable send -> the root's message_sent line (median); the rest is the hop to the receiver")
 
 
 if __name__ == "__main__":

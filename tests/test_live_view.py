@@ -364,3 +364,50 @@ def test_a_big_team_fits_the_terminal(tmp_path):
     assert len(lines) <= 25 - 2
     assert any(re.match(r"^\+\d+ more\s+.*\d+ starting$", line) for line in lines), lines
     assert cells(lines, "total")[1] == "0/300 ──────────"
+
+
+def test_live_rows_show_agents_waiting_held_and_asked(tmp_path):
+    stream = io.StringIO()
+    live = LiveConsole(team_config(tmp_path, groups=False), console=rich_console(stream), redirect=False)
+    live.banner("demo", "/tmp/state", "scripted", 3, {})
+    feed(live, {"event": "supervisor_started", "agent_id": "demo", "team": "demo"})
+    try:
+        feed(
+            live,
+            {"event": "agent_held", "agent_id": "agent-c", "after": ["agent-a"]},
+            {"event": "worker_started", "agent_id": "agent-a", "pid": 11, "cycle": 0, "status": "running", "resumed": False},
+            {"event": "worker_started", "agent_id": "agent-b", "pid": 12, "cycle": 0, "status": "running", "resumed": False},
+            {"event": "agent_waiting", "agent_id": "agent-a", "for": "message"},
+            {"event": "question_asked", "agent_id": "agent-b", "question": "Ship it?\x1b[2J"},
+        )
+        lines = frame(live)
+        assert cells(lines, "agent-a")[:2] == ["agent-a", "waiting"] and cells(lines, "agent-a")[3] == "waiting for a message"
+        assert cells(lines, "agent-b")[:2] == ["agent-b", "waiting"] and cells(lines, "agent-b")[3].startswith("❓ Ship it?")
+        assert "\x1b[2J" not in stream.getvalue()  # the question is the model's words: never raw on the terminal
+        assert cells(lines, "agent-c")[:2] == ["agent-c", "held"] and cells(lines, "agent-c")[3] == "after agent-a"
+        feed(
+            live,
+            {"event": "wait_ended", "agent_id": "agent-a", "for": "message", "outcome": "received"},
+            {"event": "question_answered", "agent_id": "agent-b", "question": "Ship it?", "answer": "yes"},
+            {"event": "agent_released", "agent_id": "agent-c", "after": ["agent-a"]},
+        )
+        lines = frame(live)
+        assert [cells(lines, n)[1] for n in ("agent-a", "agent-b", "agent-c")] == ["running", "running", "starting"]
+        assert cells(lines, "agent-b")[3] == "answered"
+    finally:
+        live.outcome("completed", None)
+        live.statistics("completed", [], {"total": 0, "graceful": 0, "immediate": 0}, "/tmp/state")
+    plain = CSI.sub("", stream.getvalue())
+    assert "[agent-b] ❓ Ship it?" in plain and "[agent-b] 💬 answered: yes" in plain
+    assert "[agent-c] ⏸️  starts once agent-a completed" in plain
+
+
+def test_the_plain_console_neutralises_questions_and_answers():
+    stream = io.StringIO()
+    console = Console(stream=stream)
+    console({"event": "question_asked", "agent_id": "a", "question": "Go?\x1b]0;pwned\x07\r\nnext"})
+    console({"event": "question_answered", "agent_id": "a", "question": "Go?", "answer": "\x1b[31mred\x1b[0m"})
+    out = stream.getvalue()
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    assert out.splitlines()[0].startswith("[a] ❓ Go?")
+    assert len(out.splitlines()) == 3  # the question, the hint how to answer, the answer: nothing injected a line
