@@ -75,3 +75,23 @@ def test_reload_applies_the_difference_and_a_bad_one_changes_nothing(tmp_path: P
     _exactly_once(tmp_path, "alpha", 14)
     _exactly_once(tmp_path, "delta", 3)
     assert len(by_event(events.seen, "worker_started", "beta")) == 1
+
+
+@pytest.mark.e2e
+def test_answer_returns_once_the_answer_is_saved_and_refuses_an_agent_not_asking(tmp_path: Path) -> None:
+    data = _data(cycles=3)
+    data["agents"][0].update({"agent": "tests.mail_agents:Asker", "params": {"question": "Which colour?"}})
+    events = Events()
+    runner = TeamRunner(data, base_dir=tmp_path, quiet=True, on_event=events).start()
+    events.wait_for("question_asked", "alpha")
+    with pytest.raises(UserError, match="agent beta is not waiting for an answer"):
+        runner.answer("beta", "blue")
+    with pytest.raises(ValueError, match="no agent 'nobody'"):
+        runner.answer("nobody", "blue")
+    runner.answer("alpha", "green")
+    store = CheckpointStore(tmp_path / "state", "alpha")  # durable when answer() returned: a save of cycle 1 holds it
+    saved = [store.load(info.checkpoint_id) for info in store.list() if info.cycle == 1]
+    assert any(c.extra.get("mail", {}).get("answers") == [{"question": "Which colour?", "answer": "green"}] for c in saved)
+    assert runner.wait(HANG) == 0
+    final = CheckpointStore(tmp_path / "state", "alpha").load_latest()
+    assert final is not None and final.extra["state"]["answers"] == ["green"]
