@@ -363,7 +363,7 @@ def test_reload_raising_max_cycles_lets_a_completed_agent_continue(make_team: Ca
 
 
 def test_a_bad_reload_changes_nothing(make_team: Callable[..., Team]) -> None:
-    team, run = started_team(make_team, max_cycles=10)
+    team, run = started_team(make_team, max_cycles=20)  # long enough to outlast two CLI starts on a busy machine
     original = team.config.read_text()
     team.data["agents"][0]["max_cycles"] = 0
     team.write()
@@ -380,4 +380,22 @@ def test_a_bad_reload_changes_nothing(make_team: Callable[..., Team]) -> None:
     assert by_event(events, "config_reloaded") == []
     assert [e for e in by_event(events, "interrupt_initiated") if e.get("trigger") == "operator"] == []
     for name in team.names:
-        team.assert_exactly_once(name, 10)
+        team.assert_exactly_once(name, 20)
+
+
+def test_reload_adding_an_agent_with_after_holds_it_until_those_complete(make_team: Callable[..., Team]) -> None:
+    team, run = started_team(make_team, max_cycles=10)
+    run.wait_cycles(2, "agent-c")
+    team.data["agents"].append({"name": "agent-d", "task": "Count, as agent-d.", "max_cycles": 2,
+                                "after": ["agent-a", "agent-b"]})
+    team.write()
+    done = cli("reload", str(team.config))
+    assert done.returncode == 0, done.stderr
+    assert run.wait() == 0
+    events = run.new_events()
+    assert by_event(events, "agent_held", "agent-d")[0]["after"] == ["agent-a", "agent-b"]
+    [started] = [i for i, e in enumerate(events) if e["event"] == "worker_started" and e["agent_id"] == "agent-d"]
+    completed = [i for i, e in enumerate(events) if e["event"] == "worker_exited" and e["status"] == "completed"
+                 and e["agent_id"] in ("agent-a", "agent-b")]
+    assert len(completed) == 2 and started > max(completed)
+    team.assert_exactly_once("agent-d", 2)

@@ -201,7 +201,13 @@ class ControlDesk:
         if changed:
             self.restart_agents(changed, f"Reload changed agent settings {why}", source, trigger)
         for name in added:
-            self.start_agent(name)
+            needs = list(new.agent(name).after)
+            if arbiter.start_order.added(name, needs):
+                child = arbiter.children[name]
+                child.phase, child.status = Phase.HELD, "held"
+                arbiter.log.emit("agent_held", agent_id=name, after=needs)
+            else:
+                self.start_agent(name)
         arbiter.log.emit("config_reloaded", agent_id=old.team, added=added, removed=removed, changed=changed,
                          config=str(new.source))
         return added, removed, changed

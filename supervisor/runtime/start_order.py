@@ -38,6 +38,14 @@ class StartOrder:
         else:
             self.after = {name: [] for name in config.held_back()}
 
+    def added(self, name: str, after: list[str]) -> bool:
+        """An agent a reload added: True when it must wait for agents that have not completed yet."""
+        waiting = [n for n in after if n not in self.completed]
+        if not self.is_root or not waiting:
+            return False
+        self.after[name] = list(after)
+        return True
+
     def holds(self, name: str) -> bool:
         """Whether `name` waits for other agents before its first start of this run."""
         return name in self.after and name not in self.released
