@@ -87,3 +87,73 @@ def test_a_long_chain_does_not_exhaust_the_stack():
     assert start_order_loop(chain) == []
     chain["a4999"] = ["a0"]
     assert len(start_order_loop(chain)) == 5000
+
+
+# ---- the start order at run time ------------------------------------------------------------
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+
+def _order(tmp_path: Path, *, root: bool = True):  # type: ignore[no-untyped-def]
+    from supervisor.runtime.start_order import StartOrder
+
+    team = config(tmp_path, [agent("a"), agent("b"), agent("c", after=["a", "b"]), agent("d", after=["c"])])
+    released: list[str] = []
+    return StartOrder(team, _Log(), released.append, is_root=root), released  # type: ignore[arg-type]
+
+
+def test_an_agent_starts_once_all_its_after_agents_completed_and_only_once(tmp_path):
+    order, released = _order(tmp_path)
+    assert [n for n in "abcd" if order.holds(n)] == ["c", "d"]
+    order.agent_completed("a", stopping=False)
+    assert released == []
+    order.agent_completed("b", stopping=False)
+    assert released == ["c"] and not order.holds("c")
+    order.agent_completed("b", stopping=False)  # a restart of b completing again starts nothing twice
+    order.agent_completed("a", stopping=False)
+    assert released == ["c"]
+    order.agent_completed("c", stopping=False)
+    assert released == ["c", "d"] and order.never_started() == {}
+    assert [f["after"] for e, f in order.log.events if e == "agent_released"] == [["a", "b"], ["c"]]
+
+
+def test_nothing_is_released_while_the_team_stops_and_the_rest_is_reported(tmp_path):
+    order, released = _order(tmp_path)
+    order.agent_completed("a", stopping=False)
+    order.agent_completed("b", stopping=True)
+    assert released == []
+    assert order.never_started() == {"c": [], "d": ["c"]}
+
+
+def test_an_operators_start_overrides_the_order(tmp_path):
+    order, released = _order(tmp_path)
+    order.started_by_hand("c")
+    assert not order.holds("c")
+    order.agent_completed("a", stopping=False)
+    order.agent_completed("b", stopping=False)
+    assert released == [] and order.never_started() == {"d": ["c"]}
+
+
+def test_a_group_holds_its_agents_for_the_roots_word_and_never_releases_them_itself(tmp_path):
+    from supervisor.runtime.start_order import StartOrder
+
+    team = config(tmp_path, [agent("a")], [{"name": "g", "agents": [agent("b", after=["a"]), agent("e")]}])
+    group = TeamConfig.from_spec(team.group_config("g").to_spec())
+    released: list[str] = []
+    order = StartOrder(group, _Log(), released.append, is_root=False)  # type: ignore[arg-type]
+    assert order.holds("b") and not order.holds("e")
+    order.agent_completed("a", stopping=False)
+    assert released == [] and order.holds("b")
+    assert order.added("x", ["a"]) is False  # a group adds nothing by itself
+
+
+def test_an_added_agent_waits_only_for_agents_not_completed(tmp_path):
+    order, _ = _order(tmp_path)
+    order.agent_completed("a", stopping=False)
+    assert order.added("x", ["a"]) is False
+    assert order.added("y", ["a", "b"]) is True and order.holds("y")
