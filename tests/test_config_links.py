@@ -76,6 +76,7 @@ def test_wider_is_not_a_key_of_the_file(tmp_path):
         ({"a": ["a"]}, ["a"]),
         ({"a": ["b"], "b": ["a"]}, ["a", "b"]),
         ({"a": ["outside"]}, []),
+        ({"a": ["b"], "b": [], "c": ["d"], "d": ["c"]}, ["c", "d"]),  # a loop after a part already walked
     ],
 )
 def test_start_order_loop(after, loop):
@@ -119,7 +120,8 @@ def test_an_agent_starts_once_all_its_after_agents_completed_and_only_once(tmp_p
     assert released == ["c"]
     order.agent_completed("c", stopping=False)
     assert released == ["c", "d"] and order.never_started() == {}
-    assert [f["after"] for e, f in order.log.events if e == "agent_released"] == [["a", "b"], ["c"]]
+    assert [(f["agent_id"], f["after"]) for e, f in order.log.events if e == "agent_released"] == [
+        ("c", ["a", "b"]), ("d", ["c"])]
 
 
 def test_nothing_is_released_while_the_team_stops_and_the_rest_is_reported(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 
 from protocol import Deliver, Holding, Message, Post, ProtocolError, Settled, Waiting
 from supervisor.runtime.mail import Postmaster
-from workers.mailbox import MAX_CONTENT_BYTES, MAX_CONTENT_DEPTH, MailCorrupt, Mailbox, MailError
+from workers.mailbox import MAX_CONTENT_BYTES, MAX_CONTENT_DEPTH, MAX_OUTBOX, MailCorrupt, Mailbox, MailError
 
 PEERS = frozenset({"a", "b", "c"})
 
@@ -82,6 +82,18 @@ def test_what_could_never_be_delivered_is_refused_at_once_in_one_line(to, conten
         mailbox.send(to, content)
     assert problem in str(caught.value) and "\n" not in str(caught.value)
     assert mailbox.sending == []
+
+
+def test_content_at_the_size_limit_travels_and_a_full_outbox_refuses_more():
+    mailbox = box()
+    mailbox.begin_cycle()
+    mailbox.send("b", "x" * (MAX_CONTENT_BYTES - 2))  # exactly the limit, with its two quotes
+    mailbox.cycle_completed()
+    mailbox.outbox = [{"to": "c", "seq": n, "content": n} for n in range(1, MAX_OUTBOX)]
+    mailbox.begin_cycle()
+    mailbox.send("b", "the last one that fits")
+    with pytest.raises(MailError, match=f"{MAX_OUTBOX} messages wait for their receivers \\(c\\)"):
+        mailbox.send("b", "one too many")
 
 
 def test_content_nested_too_deep_is_refused():
@@ -166,12 +178,38 @@ def test_a_checkpoint_round_trip_keeps_everything_and_repeats_nothing():
     completed_cycle(mailbox, ("c", "out"))
     mailbox.accept("a", 1, "in")
     mailbox.record_answer("Go?", "yes")
+    mailbox.asking = "Still there?"
     restored = Mailbox.from_checkpoint("b", PEERS, mailbox.to_checkpoint())
+    assert restored.asking == "Still there?"
     assert restored.outbox == mailbox.outbox and restored.next_seq == {"c": 1}
     assert list(restored.inbox) == list(mailbox.inbox) and restored.marks() == {"a": 1}
     assert restored.answers == [{"question": "Go?", "answer": "yes"}]
     assert restored.accept("a", 1, "in") is False
     assert Mailbox.from_checkpoint("b", PEERS, None).outbox == []  # a checkpoint from before mail
+
+
+def test_a_mail_section_missing_parts_reads_as_empty_parts():
+    restored = Mailbox.from_checkpoint("b", PEERS, {"received": {"a": 2}})
+    assert (restored.outbox, list(restored.inbox), restored.next_seq, restored.prior) == ([], [], {}, {})
+    assert restored.marks() == {"a": 2} and restored.answers == [] and restored.asking is None
+
+
+@pytest.mark.parametrize(
+    ("saved", "names"),
+    [
+        ({"outbox": "x"}, "mail.outbox is not a list"),
+        ({"inbox": "x"}, "mail.inbox is not a list"),
+        ({"answers": "x"}, "mail.answers is not a list"),
+        ({"next_seq": []}, "mail.next_seq is not a map"),
+        ({"received": {"a": "1"}}, "mail.received is not a map"),
+        ({"prior": {"a": -2}}, "mail.prior is not a map"),
+        ({"outbox": [{"to": 1, "seq": 1, "content": 1}]}, "mail.outbox holds a malformed message"),
+        ({"inbox": [{"to": "a", "seq": 1, "content": 1}]}, "mail.inbox holds a malformed message"),
+    ],
+)
+def test_a_bad_mail_section_is_named_in_the_error(saved, names):
+    with pytest.raises(MailCorrupt, match=names):
+        Mailbox.from_checkpoint("b", PEERS, saved)
 
 
 @pytest.mark.parametrize(
@@ -315,7 +353,26 @@ def test_a_repeat_of_what_the_receiver_has_settled_settles_the_sender_again():
     post, wires, _ = router({"a", "b"})
     post.holding("b", Holding(marks={"a": 3}, settle={"a": 3}, fresh=True))
     post.post("a", Post(to="b", seq=2, content="old", replay=True))
-    assert wires.delivered("b") == [] and wires.settled("a")[-1] == ("b", 3)
+    post.post("a", Post(to="b", seq=3, content="old", replay=True))  # at the mark itself: a repeat too
+    assert wires.delivered("b") == [] and wires.settled("a") == [("b", 3), ("b", 3), ("b", 3)]
+    post.post("a", Post(to="b", seq=4, content={"new": True}))
+    assert [(n, m.sender, m.seq, m.content) for n, m in wires.sent if isinstance(m, Deliver)] == [
+        ("b", "a", 4, {"new": True})]
+
+
+def test_a_worker_gone_is_handed_nothing_until_its_next_one_says_what_it_holds():
+    post, wires, _ = router({"a", "b", "c"})
+    post.holding("b", Holding(marks={}, fresh=True))
+    post.holding("c", Holding(marks={}, fresh=True))
+    post.post("a", Post(to="b", seq=1, content=1))
+    post.post("a", Post(to="c", seq=1, content=1))
+    post.gone("b")
+    post.post("a", Post(to="b", seq=2, content=2))
+    post.post("a", Post(to="c", seq=2, content=2))
+    assert wires.delivered("b") == [("a", 1)] and wires.delivered("c") == [("a", 1), ("a", 2)]
+    post.holding("b", Holding(marks={"a": 1}, fresh=True))  # only b's own hand-overs start over
+    post.holding("c", Holding(marks={"a": 2}))
+    assert wires.delivered("b") == [("a", 1), ("a", 2)] and wires.delivered("c") == [("a", 1), ("a", 2)]
 
 
 def test_a_fresh_worker_settles_without_logging_deliveries_of_an_earlier_run():
@@ -330,5 +387,8 @@ def test_mail_to_an_agent_the_team_lacks_or_too_big_to_deliver_is_rejected_not_k
     post, wires, log = router({"a", "b"})
     post.post("a", Post(to="zed", seq=1, content="hi"))
     post.post("a", Post(to="b", seq=1, content="x" * (5 * 1024 * 1024)))
-    assert [e["to"] for e in log.named("message_rejected")] == ["zed", "b"]
+    rejected = log.named("message_rejected")
+    assert [(e["level"], e["agent_id"], e["to"], e["seq"]) for e in rejected] == [("warning", "a", "zed", 1),
+                                                                                  ("warning", "a", "b", 1)]
+    assert rejected[0]["error"] == "no agent 'zed' in the team" and "exceeds" in rejected[1]["error"]
     assert post.pending == {}
