@@ -286,3 +286,18 @@ def test_a_corrupt_newest_checkpoint_on_either_side_loses_no_message(make_team, 
     corrupt = {e["agent_id"] for e in by_event(final.new_events(), "checkpoint_corrupt")}
     assert corrupt == set(damaged)
     assert received(team) == list(range(1, 13))
+
+
+def test_an_agent_in_a_group_is_asked_and_answered_through_its_group(make_team):
+    team = make_team(agents=1, max_cycles=3, latency=0.05)
+    team.names.append("asker")
+    team.data["groups"] = [{"name": "crew", "agents": [{"name": "asker", "agent": f"{AGENTS}:Asker", "task": "ask",
+                                                       "max_cycles": 3, "params": {"question": "Which way?"}}]}]
+    team.write()
+    run = team.start()
+    run.wait_for(lambda ev: by_event(ev, "question_asked", "asker"), "the question from inside the group")
+    assert "waiting for an answer: Which way?" in cli("status", str(team.config)).stdout
+    answered = cli("answer", str(team.config), "asker", "north")
+    assert answered.returncode == 0, answered.stderr
+    assert run.wait() == 0, run.output
+    assert team.latest("asker").extra["state"]["answers"] == ["north"]
