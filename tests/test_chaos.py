@@ -43,6 +43,19 @@ def _kill_a_child(run, rng: random.Random) -> tuple[str, str]:
     return kind, name
 
 
+def inject(run, fault: str) -> None:
+    """One of FAULTS, as a user or the system would deliver it."""
+    if fault == "sigterm":
+        run.signal(signal.SIGTERM)
+    elif fault == "kill_supervisor":
+        run.signal(signal.SIGKILL)
+    else:
+        run.ctrl_c()
+        if fault == "double_ctrl_c":
+            run.wait_for(lambda ev: by_event(ev, "interrupt_initiated"), "the first interrupt")
+            run.ctrl_c()
+
+
 def _last_run(events: list) -> list:
     starts = [i for i, e in enumerate(events) if e["event"] == "supervisor_started"]
     return events[starts[-1]:] if starts else []
@@ -134,15 +147,7 @@ def test_chaos(make_team, capsys):
             fault = rng.choice(FAULTS)
             injected[fault] += 1
             family = list({*family, *(p.pid for p in run.descendants())})  # restarted ones too
-            if fault == "sigterm":
-                run.signal(signal.SIGTERM)
-            elif fault == "kill_supervisor":
-                run.signal(signal.SIGKILL)
-            else:
-                run.ctrl_c()
-                if fault == "double_ctrl_c":
-                    run.wait_for(lambda ev: by_event(ev, "interrupt_initiated"), "the first interrupt")
-                    run.ctrl_c()
+            inject(run, fault)
             code = run.wait()
             assert _exit_fits(fault, code, _last_run(team.events())), f"{fault}: exit {code}\n{run.output}"
             wait_gone(family, 2)

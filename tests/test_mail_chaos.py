@@ -12,16 +12,14 @@ and every agent did exactly its cycles. Seeded and bounded.
 from __future__ import annotations
 
 import random
-import signal
 from collections import Counter
 
 from harness import by_event, wait_gone
-from test_chaos import _exit_fits, _kill_a_child, _last_run
+from test_chaos import FAULTS, _exit_fits, _kill_a_child, _last_run, inject
 from test_mail_e2e import pipeline, received
 
 TRIALS = 50
 CYCLES = 6
-FAULTS = ["ctrl_c", "double_ctrl_c", "sigterm", "kill_supervisor"]
 
 
 def test_mail_chaos(make_team, capsys):
@@ -50,15 +48,7 @@ def test_mail_chaos(make_team, capsys):
             family = [p.pid for p in run.descendants()]
             fault = rng.choice(FAULTS)
             injected[fault] += 1
-            if fault == "sigterm":
-                run.signal(signal.SIGTERM)
-            elif fault == "kill_supervisor":
-                run.signal(signal.SIGKILL)
-            else:
-                run.ctrl_c()
-                if fault == "double_ctrl_c":
-                    run.wait_for(lambda ev: by_event(ev, "interrupt_initiated"), "the first interrupt")
-                    run.ctrl_c()
+            inject(run, fault)
             code = run.wait()
             # A worker killed just before a stop is a crash during the stop: a failure (exit 3), by design.
             fits = _exit_fits(fault, code, _last_run(team.events())) or (killed and code == 3)

@@ -212,22 +212,21 @@ def restart_command(config: Target, args: argparse.Namespace) -> int:
 def answer_command(config: Target, args: argparse.Namespace) -> int:
     """A person's answer to the question an agent waits on; returns once the agent has saved it."""
     reply = ask(config, AnswerQuestion(agents=[args.agent], text=args.text, command=f"answer {args.agent}"))
-    if args.json:
-        print_json({"code": reply.code, "message": reply.message, **reply.data})
-        return reply.code
-    if reply.code != 0:
-        raise error(reply.message, reply.code)
-    print_lines(f"{args.agent}: answered")
-    return 0
+    return _one_line(reply, args, f"{args.agent}: answered")
 
 
 def reload_command(config: Target, args: argparse.Namespace) -> int:
     """The file has validated already (the CLI loads it first); the run compares it with what it runs."""
     reply = ask(config, Reload(config=str(config.source), command=_command_text(args)))
+    return _one_line(reply, args, f"reloaded {config.source}: {reply.message}")
+
+
+def _one_line(reply: Reply, args: argparse.Namespace, done: str) -> int:
+    """The run's answer as one JSON document, one error line, or the line `done`."""
     if args.json:
         print_json({"code": reply.code, "message": reply.message, **reply.data})
         return reply.code
     if reply.code != 0:
         raise error(reply.message, reply.code)
-    print_lines(f"reloaded {config.source}: {reply.message}")
+    print_lines(done)
     return 0
