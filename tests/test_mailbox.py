@@ -246,6 +246,17 @@ def test_answers_come_back_to_the_same_questions_in_a_rerun_of_the_cycle():
     assert mailbox.answers == []  # consumed with the cycle
 
 
+def test_several_answers_come_back_in_the_order_asked():
+    mailbox = box()
+    mailbox.begin_cycle()
+    for question, answer in (("Title?", "The Stop"), ("Date?", "Monday"), ("Place?", "Oslo")):
+        assert mailbox.answered_before(question) is None
+        mailbox.record_answer(question, answer)
+    mailbox.cycle_dropped()
+    mailbox.begin_cycle()
+    assert [mailbox.answered_before(q) for q in ("Title?", "Date?", "Place?", "Time?")] == ["The Stop", "Monday", "Oslo", None]
+
+
 def test_an_answer_to_another_question_is_not_reused():
     mailbox = box()
     mailbox.begin_cycle()
@@ -318,7 +329,7 @@ def test_each_message_is_handed_to_a_worker_once_and_again_to_a_new_worker():
     post.post("a", Post(to="b", seq=2, content=2, replay=True))  # the sender's new worker posts again
     assert wires.delivered("b") == [("a", 1), ("a", 2)]
     post.holding("b", Holding(marks={"a": 1}))  # b's latest checkpoint holds 1
-    assert [(e["from"], e["seq"]) for e in log.named("message_delivered")] == [("a", 1)]
+    assert log.named("message_delivered") == [{"agent_id": "b", "from": "a", "to": "b", "seq": 1}]
     post.gone("b")  # b crashed before saving 2
     post.holding("b", Holding(marks={"a": 1}, fresh=True))
     assert wires.delivered("b") == [("a", 1), ("a", 2), ("a", 2)]  # 2 again, to the new worker only
@@ -381,6 +392,16 @@ def test_a_fresh_worker_settles_without_logging_deliveries_of_an_earlier_run():
     post.holding("b", Holding(marks={"a": 1}, settle={"a": 1}, fresh=True))
     assert log.named("message_delivered") == [] and log.named("message_sent") == []
     assert wires.settled("a") == [("b", 1)] and wires.delivered("b") == []
+
+
+def test_marks_a_worker_cannot_mean_are_ignored():
+    post, wires, log = router({"a", "b"})
+    post.holding("b", Holding(marks={}, fresh=True))
+    post.post("a", Post(to="b", seq=1, content=1))
+    post.holding("b", Holding(marks={"a": True, "c": -1, "d": "9"}, settle={"a": True}))
+    assert log.named("message_delivered") == [] and wires.settled("a") == []
+    post.holding("b", Holding(marks={"a": 0}, settle={"a": 0}))
+    assert post.logged.get(("a", "b"), 0) == 0 and wires.settled("a") == []
 
 
 def test_mail_to_an_agent_the_team_lacks_or_too_big_to_deliver_is_rejected_not_kept():
