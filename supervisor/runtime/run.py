@@ -49,11 +49,11 @@ def run_team(
         worker_context()  # started already by the CLI; an embedding program starts it here
         from supervisor.runtime.arbiter import Arbiter
         from supervisor.runtime.control_server import ControlServer
-        from supervisor.runtime.events import EventLog
+        from supervisor.runtime.events import EventLog, Rotation
 
         moved = archive_state(config.storage) if fresh else None
         try:
-            log = EventLog(config.storage, sinks=list(sinks))
+            log = EventLog(config.storage, sinks=list(sinks), rotation=Rotation(config.events.max_bytes, config.events.keep))
         except UntrustedStorage as exc:  # swapped for a symlink since prepare_storage looked
             raise refused(exc) from None
         except OSError as exc:
