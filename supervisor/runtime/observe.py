@@ -1,0 +1,70 @@
+"""What the run tells systems outside it: Prometheus metrics and OpenTelemetry traces.
+
+Both are event sinks of the root supervisor's log, built only when the config
+(or, for traces, OTEL_EXPORTER_OTLP_ENDPOINT) asks for them; otherwise neither
+prometheus_client nor opentelemetry is imported, so a run that wants neither
+starts as fast as before.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from supervisor.config import TeamConfig
+from supervisor.errors import SupervisorError
+
+if TYPE_CHECKING:
+    from supervisor.runtime.events import EventLog
+    from supervisor.runtime.metrics import RunMetrics
+
+OTEL_ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+
+def traces_endpoint(config: TeamConfig) -> Optional[str]:
+    """The collector to export to: the config's, else the standard environment variable's; None: no traces."""
+    if config.traces is not None:
+        return config.traces.endpoint
+    return os.environ.get(OTEL_ENDPOINT_VARIABLE, "").strip() or None
+
+
+class Observers:
+    """The run's metrics server and trace exporter, whichever are configured."""
+
+    def __init__(self, config: TeamConfig) -> None:
+        self.config = config
+        self.metrics: Optional["RunMetrics"] = None
+        self.listening: Optional[str] = None
+
+    @property
+    def sinks(self) -> list[Callable[[dict[str, Any]], None]]:
+        return [sink for sink in (self.metrics,) if sink is not None]
+
+    def start(self) -> None:
+        """Open the metrics port: one that is taken is the user's to fix (exit 2), before any worker starts."""
+        if self.config.metrics is None:
+            return
+        try:
+            from supervisor.runtime.metrics import RunMetrics
+        except ImportError as exc:
+            raise SupervisorError(f"metrics: needs {exc.name or 'prometheus-client'}: "
+                                  "pip install 'agent-supervisor[metrics]'", 2) from None
+
+        metrics = RunMetrics(self.config)
+        listen = self.config.metrics.listen
+        try:
+            self.listening = metrics.serve(listen)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise SupervisorError(f"metrics.listen {listen}: cannot serve metrics there: {reason}", 2) from None
+        self.metrics = metrics
+
+    def announce(self, log: "EventLog") -> None:
+        """Say where metrics are served, after the run's first line."""
+        if self.listening is not None:
+            log.emit("metrics_serving", agent_id=self.config.team, listen=self.listening,
+                     url=f"http://{self.listening}/metrics")
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
