@@ -17,6 +17,7 @@ from supervisor.errors import SupervisorError
 if TYPE_CHECKING:
     from supervisor.runtime.events import EventLog
     from supervisor.runtime.metrics import RunMetrics
+    from supervisor.runtime.traces import RunTraces
 
 OTEL_ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
@@ -34,14 +35,41 @@ class Observers:
     def __init__(self, config: TeamConfig) -> None:
         self.config = config
         self.metrics: Optional["RunMetrics"] = None
+        self.traces: Optional["RunTraces"] = None
         self.listening: Optional[str] = None
+        self._log: Optional["EventLog"] = None
 
     @property
     def sinks(self) -> list[Callable[[dict[str, Any]], None]]:
-        return [sink for sink in (self.metrics,) if sink is not None]
+        return [sink for sink in (self.metrics, self.traces) if sink is not None]
 
     def start(self) -> None:
-        """Open the metrics port: one that is taken is the user's to fix (exit 2), before any worker starts."""
+        """Open the metrics port and build the trace exporter; what cannot start is exit 2, before any worker."""
+        self._start_traces()
+        try:
+            self._start_metrics()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_traces(self) -> None:
+        endpoint = traces_endpoint(self.config)
+        if endpoint is None:
+            return
+        try:
+            from supervisor.runtime.traces import RunTraces
+        except ImportError as exc:
+            raise SupervisorError(f"traces: needs {exc.name or 'opentelemetry-sdk'}: "
+                                  "pip install 'agent-supervisor[traces]'", 2) from None
+        self.traces = RunTraces(self.config, endpoint, self._export_failed)
+
+    def _export_failed(self, url: str, error: str) -> None:
+        """Once a run: the collector is not taking spans; the run goes on without them."""
+        if self._log is not None:
+            self._log.emit("traces_export_failed", level="warning", agent_id=self.config.team, endpoint=url,
+                           error=error)
+
+    def _start_metrics(self) -> None:
         if self.config.metrics is None:
             return
         try:
@@ -60,11 +88,16 @@ class Observers:
         self.metrics = metrics
 
     def announce(self, log: "EventLog") -> None:
-        """Say where metrics are served, after the run's first line."""
+        """Say where metrics are served, after the run's first line; later warnings go to `log` too."""
+        self._log = log
         if self.listening is not None:
             log.emit("metrics_serving", agent_id=self.config.team, listen=self.listening,
                      url=f"http://{self.listening}/metrics")
 
     def close(self) -> None:
+        if self.traces is not None:
+            self.traces.close()
+            self.traces = None
         if self.metrics is not None:
             self.metrics.close()
+            self.metrics = None

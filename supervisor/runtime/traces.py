@@ -1,0 +1,317 @@
+"""OpenTelemetry traces of a run, built by the root supervisor from the events it writes.
+
+One trace per run: a span for the run, a child span per agent cycle, and under
+each cycle a span for its model call, named and attributed after the GenAI
+semantic conventions (`gen_ai.operation.name`, `gen_ai.request.model`,
+`gen_ai.usage.input_tokens`, ...). Interrupts, checkpoints and restarts are
+span events.
+
+Why here and not in the workers: every event of the tree, a group's agents'
+included, already reaches the root with what a span needs (a cycle's
+duration, its model time and tokens), so one exporter in one process covers
+the team. Workers import nothing more and start no exporter thread (32 of them
+would pay OpenTelemetry's import 32 times), a worker killed mid-batch loses no
+spans, and an unreachable collector is handled in one place. The price is
+precision: a cycle's span ends when its event arrives (a pipe hop after the
+worker's clock), and its model call is one span of the cycle's summed model
+time, placed at the cycle's end (where the built-in agent makes its call).
+
+Exporting happens on the SDK's batch thread, never on the supervisor's loop.
+A failed export (no collector, a refusal) drops that batch, mutes exporting
+for QUIET_S seconds, and is said once, as a `traces_export_failed` warning
+event; the exporter's own log lines are kept off the terminal. At the run's
+end the last spans get at most SHUTDOWN_S seconds. opentelemetry is imported
+here, and this module only when traces are configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Optional, Sequence
+from urllib.parse import urlsplit
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from supervisor.config import TeamConfig
+
+EXPORT_TIMEOUT_S = 2.0  # one export, retries included
+QUIET_S = 30.0  # after a failed export, batches are dropped unsent this long
+SHUTDOWN_S = 3.0  # what the run's end waits for the last spans
+BATCH_DELAY_MS = 1000
+TRACES_PATH = "/v1/traces"
+SERVICE = "agent-supervisor"
+EXPORTER_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk.trace.export")
+
+
+def traces_url(endpoint: str) -> str:
+    """A collector's base URL as OTLP/HTTP's traces URL (`.../v1/traces`), as the standard variable is read."""
+    if urlsplit(endpoint).path.rstrip("/").endswith(TRACES_PATH):
+        return endpoint
+    return endpoint.rstrip("/") + TRACES_PATH
+
+
+class _FirstMessage(logging.Handler):
+    """Keeps the exporter's first complaint since `clear()` (it names the cause), instead of printing it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.text: Optional[str] = None
+
+    def clear(self) -> None:
+        self.text = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text is not None:
+            return
+        try:
+            self.text = " ".join(record.getMessage().split())[:300]
+        except Exception:  # noqa: BLE001 - a log record that cannot format itself is no reason to fail
+            self.text = None
+
+
+class GuardedExporter(SpanExporter):
+    """The OTLP exporter, made harmless: a failure mutes it for a while and is remembered, never raised."""
+
+    def __init__(self, inner: SpanExporter, said: _FirstMessage) -> None:
+        self.inner = inner
+        self.said = said
+        self.failure: Optional[str] = None  # the first failure, read by the supervisor's thread
+        self._quiet_until = 0.0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if time.monotonic() < self._quiet_until:
+            return SpanExportResult.FAILURE
+        self.said.clear()
+        try:
+            result = self.inner.export(spans)
+            reason = self.said.text
+        except Exception as exc:  # noqa: BLE001 - the exporter's failure is never the run's
+            result, reason = SpanExportResult.FAILURE, f"{type(exc).__name__}: {exc}"
+        if result is not SpanExportResult.SUCCESS:
+            self._quiet_until = time.monotonic() + QUIET_S
+            if self.failure is None:
+                self.failure = reason or "the collector did not accept the spans"
+        return result
+
+    def shutdown(self) -> None:
+        try:
+            self.inner.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class _Cycle:
+    """An agent's latest cycle span, open until its checkpoint (or its next cycle, or its exit) is known."""
+
+    __slots__ = ("span", "cycle", "end_ns")
+
+    def __init__(self, span: Span, cycle: Any, end_ns: int) -> None:
+        self.span, self.cycle, self.end_ns = span, cycle, end_ns
+
+
+class RunTraces:
+    """An event sink that turns the run's events into spans and exports them over OTLP/HTTP."""
+
+    def __init__(self, config: TeamConfig, endpoint: str, warn: Callable[[str, str], None]) -> None:
+        self.config = config
+        self.team = config.team
+        self.url = traces_url(endpoint)
+        self._warn = warn
+        self._warned = False
+        self._said = _FirstMessage()
+        for name in EXPORTER_LOGGERS:  # their complaints become one event, not lines on the operator's terminal
+            logger = logging.getLogger(name)
+            logger.addHandler(self._said)
+            logger.propagate = False
+        self.exporter = GuardedExporter(OTLPSpanExporter(endpoint=self.url, timeout=EXPORT_TIMEOUT_S), self._said)
+        attributes: dict[str, Any] = {"agent_supervisor.team": self.team}
+        if not os.environ.get("OTEL_SERVICE_NAME"):
+            attributes["service.name"] = SERVICE
+        # Ours alone (no global provider is set), and shut down by close(), bounded, not at interpreter exit.
+        self.provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
+        self.provider.add_span_processor(BatchSpanProcessor(self.exporter, schedule_delay_millis=BATCH_DELAY_MS))
+        self.tracer = self.provider.get_tracer("agent_supervisor")
+        self._run: Optional[Span] = None
+        self._run_context: Any = None
+        self._cycles: dict[str, _Cycle] = {}
+        self._models = {agent.name: self._model_of(agent.name) for agent in config.all_agents()}
+        self._handlers: dict[str, Callable[[str, dict[str, Any], int], None]] = {
+            "supervisor_started": self._started,
+            "cycle_completed": self._cycle_completed,
+            "checkpoint_saved": self._checkpoint_saved,
+            "interrupt_initiated": self._interrupt,
+            "interrupt_completed": self._interrupt_completed,
+            "worker_restarted": self._restarted,
+            "group_restarted": self._restarted,
+            "worker_exited": self._exited,
+            "supervisor_stopped": self._stopped,
+        }
+
+    def _model_of(self, agent: str) -> tuple[str, str]:
+        llm = self.config.agent(agent).llm
+        if llm.provider == "scripted":
+            return "scripted", "scripted"
+        return "ollama", llm.model_name  # the embedded model is served through the same Ollama API
+
+    # ---- the sink ------------------------------------------------------------------
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.exporter.failure is not None and not self._warned:
+            self._warned = True
+            self._warn(self.url, self.exporter.failure)
+        handler = self._handlers.get(event.get("event"))  # type: ignore[arg-type]
+        agent = event.get("agent_id")
+        if handler is None or not isinstance(agent, str):
+            return
+        if self._run is None and handler != self._started:
+            return  # before the run's first line (an archive note): nothing to hang it on
+        handler(agent, event, time.time_ns())
+
+    def _started(self, agent: str, event: dict[str, Any], now: int) -> None:
+        if self._run is not None:
+            return
+        run = self.tracer.start_span(f"run {self.team}", start_time=now, kind=SpanKind.INTERNAL, attributes={
+            "agent_supervisor.team": self.team,
+            "agent_supervisor.agents": len(self._models),
+        })
+        self._run, self._run_context = run, trace.set_span_in_context(run)
+
+    def _cycle_completed(self, agent: str, event: dict[str, Any], now: int) -> None:
+        self._end_cycle(agent)
+        provider, model = self._models.get(agent, ("unknown", "unknown"))
+        duration = _nanos(event.get("duration_ms"))
+        start = now - duration
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": agent,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+        }
+        usage = _usage(event.get("tokens"))
+        attributes.update(usage)
+        cycle = event.get("cycle")
+        if isinstance(cycle, int):
+            attributes["agent_supervisor.cycle"] = cycle
+        cost = event.get("cost_usd")
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            attributes["agent_supervisor.cost_usd"] = float(cost)
+        span = self.tracer.start_span(f"invoke_agent {agent}", context=self._run_context, kind=SpanKind.INTERNAL,
+                                      start_time=start, attributes=attributes)
+        model_ms = event.get("model_ms")
+        if model_ms is not None or usage:
+            began = max(start, now - _nanos(model_ms)) if model_ms is not None else start
+            call = self.tracer.start_span(f"chat {model}", context=trace.set_span_in_context(span),
+                                          kind=SpanKind.CLIENT, start_time=began, attributes={
+                                              "gen_ai.operation.name": "chat",
+                                              "gen_ai.provider.name": provider,
+                                              "gen_ai.request.model": model,
+                                              **usage,
+                                          })
+            call.end(end_time=now)
+        self._cycles[agent] = _Cycle(span, cycle, now)
+
+    def _checkpoint_saved(self, agent: str, event: dict[str, Any], now: int) -> None:
+        open_cycle = self._cycles.get(agent)
+        attributes = _fields(event, "checkpoint_id", "cycle", "status", "bytes", "duration_ms")
+        if open_cycle is not None and open_cycle.cycle == event.get("cycle"):
+            open_cycle.span.add_event("checkpoint_saved", attributes, timestamp=now)
+            open_cycle.end_ns = now  # the cycle's span covers its save
+            self._end_cycle(agent)
+        elif self._run is not None:
+            self._run.add_event("checkpoint_saved", {"agent": agent, **attributes}, timestamp=now)
+
+    def _interrupt(self, agent: str, event: dict[str, Any], now: int) -> None:
+        attributes = _fields(event, "mode", "source", "interrupt_id", "trigger")
+        open_cycle = self._cycles.get(agent)
+        if open_cycle is not None:
+            open_cycle.span.add_event("interrupt_received", attributes, timestamp=now)
+        elif self._run is not None:
+            self._run.add_event("interrupt_initiated", {"agent": agent, **attributes}, timestamp=now)
+
+    def _interrupt_completed(self, agent: str, event: dict[str, Any], now: int) -> None:
+        attributes = _fields(event, "mode", "source", "interrupt_id", "latency_ms", "cycle")
+        open_cycle = self._cycles.get(agent)
+        if open_cycle is not None:
+            open_cycle.span.add_event("interrupt_completed", attributes, timestamp=now)
+            self._end_cycle(agent)
+        elif self._run is not None:
+            self._run.add_event("interrupt_completed", {"agent": agent, **attributes}, timestamp=now)
+
+    def _restarted(self, agent: str, event: dict[str, Any], now: int) -> None:
+        self._end_cycle(agent)
+        if self._run is not None:
+            self._run.add_event(str(event.get("event")), {"agent": agent, **_fields(event, "attempt", "cycle")},
+                                timestamp=now)
+
+    def _exited(self, agent: str, event: dict[str, Any], now: int) -> None:
+        self._end_cycle(agent)
+        if event.get("status") == "failed" and self._run is not None:
+            self._run.add_event("worker_failed", {"agent": agent, **_fields(event, "exitcode")}, timestamp=now)
+
+    def _stopped(self, agent: str, event: dict[str, Any], now: int) -> None:
+        if agent != self.team or self._run is None:
+            return
+        for name in list(self._cycles):
+            self._end_cycle(name)
+        status = event.get("status")
+        self._run.set_attributes(_fields(event, "status", "exit_code"))
+        if status == "failed":
+            self._run.set_status(Status(StatusCode.ERROR, "the run failed"))
+        self._run.end(end_time=now)
+        self._run = None
+
+    def _end_cycle(self, agent: str) -> None:
+        open_cycle = self._cycles.pop(agent, None)
+        if open_cycle is not None:
+            open_cycle.span.end(end_time=open_cycle.end_ns)
+
+    # ---- the end -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Send what is left, waiting SHUTDOWN_S at most; say so if the collector could not be reached."""
+        if self._run is not None:  # a run that ended without its stop line (an error before the loop)
+            for name in list(self._cycles):
+                self._end_cycle(name)
+            self._run.end()
+            self._run = None
+        closing = threading.Thread(target=self.provider.shutdown, name="traces-shutdown", daemon=True)
+        closing.start()
+        closing.join(SHUTDOWN_S)
+        if self.exporter.failure is not None and not self._warned:
+            self._warned = True
+            self._warn(self.url, self.exporter.failure)
+        for name in EXPORTER_LOGGERS:
+            logging.getLogger(name).removeHandler(self._said)
+
+
+def _nanos(milliseconds: Any) -> int:
+    if isinstance(milliseconds, bool) or not isinstance(milliseconds, (int, float)) or not 0 <= milliseconds < 1e12:
+        return 0
+    return int(milliseconds * 1e6)
+
+
+def _usage(tokens: Any) -> dict[str, int]:
+    if not isinstance(tokens, dict):
+        return {}
+    usage = {}
+    for key, name in (("prompt", "gen_ai.usage.input_tokens"), ("completion", "gen_ai.usage.output_tokens")):
+        count = tokens.get(key)
+        if isinstance(count, int) and not isinstance(count, bool):
+            usage[name] = count
+    return usage
+
+
+def _fields(event: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The named fields that are plain scalars, as span attributes (an attribute cannot hold None or a mapping)."""
+    return {key: event[key] for key in keys if isinstance(event.get(key), (str, int, float, bool))}
