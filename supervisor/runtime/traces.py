@@ -16,6 +16,13 @@ precision: a cycle's span ends when its event arrives (a pipe hop after the
 worker's clock), and its model call is one span of the cycle's summed model
 time, placed at the cycle's end (where the built-in agent makes its call).
 
+A span is made whole, start to end, from what the events say, so it is built
+as the SDK's finished-span record (ReadableSpan) and handed straight to the
+batch processor: the live-span machinery (context, sampling, attribute
+checks per span) would cost the supervisor's loop several times as much for
+nothing. The run is sampled once, by the SDK's sampler (OTEL_TRACES_SAMPLER
+applies), when it starts.
+
 Exporting happens on the SDK's batch thread, never on the supervisor's loop.
 A failed export (no collector, a refusal) drops that batch, mutes exporting
 for QUIET_S seconds, and is said once, as a `traces_export_failed` warning
@@ -33,12 +40,13 @@ import time
 from typing import Any, Callable, Optional, Sequence
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from supervisor.config import TeamConfig
 
@@ -48,7 +56,9 @@ SHUTDOWN_S = 3.0  # what the run's end waits for the last spans
 BATCH_DELAY_MS = 1000
 TRACES_PATH = "/v1/traces"
 SERVICE = "agent-supervisor"
-EXPORTER_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk.trace.export")
+EXPORTER_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk")
+QUEUE_SPANS = 16384  # spans waiting for export; a big team's second of cycles fits many times over
+BATCH_SPANS = 1024
 
 
 def traces_url(endpoint: str) -> str:
@@ -111,13 +121,27 @@ class GuardedExporter(SpanExporter):
         return True
 
 
-class _Cycle:
-    """An agent's latest cycle span, open until its checkpoint (or its next cycle, or its exit) is known."""
+class Draft:
+    """A span being put together from events; `finish` makes it the SDK's finished span and queues it."""
 
-    __slots__ = ("span", "cycle", "end_ns")
+    __slots__ = ("name", "context", "parent", "kind", "start", "end", "attributes", "events", "status", "cycle")
 
-    def __init__(self, span: Span, cycle: Any, end_ns: int) -> None:
-        self.span, self.cycle, self.end_ns = span, cycle, end_ns
+    def __init__(self, name: str, context: SpanContext, parent: Optional[SpanContext], kind: SpanKind, start: int,
+                 attributes: dict[str, Any], cycle: Any = None) -> None:
+        self.name, self.context, self.parent, self.kind = name, context, parent, kind
+        self.start, self.end = start, start
+        self.attributes = attributes
+        self.events: list[Event] = []
+        self.status = UNSET
+        self.cycle = cycle
+
+    def add_event(self, name: str, attributes: dict[str, Any], timestamp: int) -> None:
+        if len(self.events) < MAX_EVENTS:
+            self.events.append(Event(name, attributes, timestamp))
+
+
+MAX_EVENTS = 128  # events on one span (the SDK's default limit): the run's interrupts and restarts
+UNSET = Status(StatusCode.UNSET)
 
 
 class RunTraces:
@@ -130,8 +154,9 @@ class RunTraces:
         self._warn = warn
         self._warned = False
         self._said = _FirstMessage()
-        for name in EXPORTER_LOGGERS:  # their complaints become one event, not lines on the operator's terminal
-            logger = logging.getLogger(name)
+        self._loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+        self._propagated = [logger.propagate for logger in self._loggers]
+        for logger in self._loggers:  # their complaints become one event, not lines on the operator's terminal
             logger.addHandler(self._said)
             logger.propagate = False
         self.exporter = GuardedExporter(OTLPSpanExporter(endpoint=self.url, timeout=EXPORT_TIMEOUT_S), self._said)
@@ -140,11 +165,16 @@ class RunTraces:
             attributes["service.name"] = SERVICE
         # Ours alone (no global provider is set), and shut down by close(), bounded, not at interpreter exit.
         self.provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
-        self.provider.add_span_processor(BatchSpanProcessor(self.exporter, schedule_delay_millis=BATCH_DELAY_MS))
-        self.tracer = self.provider.get_tracer("agent_supervisor")
-        self._run: Optional[Span] = None
-        self._run_context: Any = None
-        self._cycles: dict[str, _Cycle] = {}
+        self.processor = BatchSpanProcessor(self.exporter, max_queue_size=QUEUE_SPANS,
+                                            max_export_batch_size=BATCH_SPANS, schedule_delay_millis=BATCH_DELAY_MS)
+        self.provider.add_span_processor(self.processor)
+        self._resource = self.provider.resource
+        self._scope = InstrumentationScope("agent_supervisor")
+        self._ids = RandomIdGenerator()
+        self._flags = TraceFlags(TraceFlags.SAMPLED)
+        self._trace_id = 0
+        self._run: Optional[Draft] = None
+        self._cycles: dict[str, Draft] = {}
         self._models = {agent.name: self._model_of(agent.name) for agent in config.all_agents()}
         self._handlers: dict[str, Callable[[str, dict[str, Any], int], None]] = {
             "supervisor_started": self._started,
@@ -164,6 +194,19 @@ class RunTraces:
             return "scripted", "scripted"
         return "ollama", llm.model_name  # the embedded model is served through the same Ollama API
 
+    # ---- spans ---------------------------------------------------------------------
+
+    def _draft(self, name: str, parent: Optional[Draft], kind: SpanKind, start: int, attributes: dict[str, Any],
+               cycle: Any = None) -> Draft:
+        context = SpanContext(self._trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=self._flags)
+        return Draft(name, context, parent.context if parent is not None else None, kind, start, attributes, cycle)
+
+    def _finish(self, draft: Draft, end: int) -> None:
+        self.processor.on_end(ReadableSpan(
+            draft.name, context=draft.context, parent=draft.parent, resource=self._resource,
+            attributes=draft.attributes, events=draft.events, kind=draft.kind, status=draft.status,
+            start_time=draft.start, end_time=max(end, draft.start), instrumentation_scope=self._scope))
+
     # ---- the sink ------------------------------------------------------------------
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -175,23 +218,25 @@ class RunTraces:
         if handler is None or not isinstance(agent, str):
             return
         if self._run is None and handler != self._started:
-            return  # before the run's first line (an archive note): nothing to hang it on
+            return  # before the run's first line (an archive note), or a run not sampled
         handler(agent, event, time.time_ns())
 
     def _started(self, agent: str, event: dict[str, Any], now: int) -> None:
-        if self._run is not None:
+        if self._run is not None or self._trace_id:
             return
-        run = self.tracer.start_span(f"run {self.team}", start_time=now, kind=SpanKind.INTERNAL, attributes={
+        self._trace_id = self._ids.generate_trace_id()
+        name = f"run {self.team}"
+        if not self.provider.sampler.should_sample(None, self._trace_id, name).decision.is_sampled():
+            return  # the whole run is left out: no span of it is made
+        self._run = self._draft(name, None, SpanKind.INTERNAL, now, {
             "agent_supervisor.team": self.team,
             "agent_supervisor.agents": len(self._models),
         })
-        self._run, self._run_context = run, trace.set_span_in_context(run)
 
     def _cycle_completed(self, agent: str, event: dict[str, Any], now: int) -> None:
         self._end_cycle(agent)
         provider, model = self._models.get(agent, ("unknown", "unknown"))
-        duration = _nanos(event.get("duration_ms"))
-        start = now - duration
+        start = now - _nanos(event.get("duration_ms"))
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": agent,
@@ -206,75 +251,72 @@ class RunTraces:
         cost = event.get("cost_usd")
         if isinstance(cost, (int, float)) and not isinstance(cost, bool):
             attributes["agent_supervisor.cost_usd"] = float(cost)
-        span = self.tracer.start_span(f"invoke_agent {agent}", context=self._run_context, kind=SpanKind.INTERNAL,
-                                      start_time=start, attributes=attributes)
+        span = self._draft(f"invoke_agent {agent}", self._run, SpanKind.INTERNAL, start, attributes, cycle)
+        span.end = now
         model_ms = event.get("model_ms")
         if model_ms is not None or usage:
             began = max(start, now - _nanos(model_ms)) if model_ms is not None else start
-            call = self.tracer.start_span(f"chat {model}", context=trace.set_span_in_context(span),
-                                          kind=SpanKind.CLIENT, start_time=began, attributes={
-                                              "gen_ai.operation.name": "chat",
-                                              "gen_ai.provider.name": provider,
-                                              "gen_ai.request.model": model,
-                                              **usage,
-                                          })
-            call.end(end_time=now)
-        self._cycles[agent] = _Cycle(span, cycle, now)
+            call = self._draft(f"chat {model}", span, SpanKind.CLIENT, began, {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": provider,
+                "gen_ai.request.model": model,
+                **usage,
+            })
+            self._finish(call, now)
+        self._cycles[agent] = span
 
     def _checkpoint_saved(self, agent: str, event: dict[str, Any], now: int) -> None:
         open_cycle = self._cycles.get(agent)
         attributes = _fields(event, "checkpoint_id", "cycle", "status", "bytes", "duration_ms")
         if open_cycle is not None and open_cycle.cycle == event.get("cycle"):
-            open_cycle.span.add_event("checkpoint_saved", attributes, timestamp=now)
-            open_cycle.end_ns = now  # the cycle's span covers its save
+            open_cycle.add_event("checkpoint_saved", attributes, now)
+            open_cycle.end = now  # the cycle's span covers its save
             self._end_cycle(agent)
         elif self._run is not None:
-            self._run.add_event("checkpoint_saved", {"agent": agent, **attributes}, timestamp=now)
+            self._run.add_event("checkpoint_saved", {"agent": agent, **attributes}, now)
 
     def _interrupt(self, agent: str, event: dict[str, Any], now: int) -> None:
         attributes = _fields(event, "mode", "source", "interrupt_id", "trigger")
         open_cycle = self._cycles.get(agent)
         if open_cycle is not None:
-            open_cycle.span.add_event("interrupt_received", attributes, timestamp=now)
+            open_cycle.add_event("interrupt_received", attributes, now)
         elif self._run is not None:
-            self._run.add_event("interrupt_initiated", {"agent": agent, **attributes}, timestamp=now)
+            self._run.add_event("interrupt_initiated", {"agent": agent, **attributes}, now)
 
     def _interrupt_completed(self, agent: str, event: dict[str, Any], now: int) -> None:
         attributes = _fields(event, "mode", "source", "interrupt_id", "latency_ms", "cycle")
         open_cycle = self._cycles.get(agent)
         if open_cycle is not None:
-            open_cycle.span.add_event("interrupt_completed", attributes, timestamp=now)
+            open_cycle.add_event("interrupt_completed", attributes, now)
             self._end_cycle(agent)
         elif self._run is not None:
-            self._run.add_event("interrupt_completed", {"agent": agent, **attributes}, timestamp=now)
+            self._run.add_event("interrupt_completed", {"agent": agent, **attributes}, now)
 
     def _restarted(self, agent: str, event: dict[str, Any], now: int) -> None:
         self._end_cycle(agent)
         if self._run is not None:
-            self._run.add_event(str(event.get("event")), {"agent": agent, **_fields(event, "attempt", "cycle")},
-                                timestamp=now)
+            self._run.add_event(str(event.get("event")), {"agent": agent, **_fields(event, "attempt", "cycle")}, now)
 
     def _exited(self, agent: str, event: dict[str, Any], now: int) -> None:
         self._end_cycle(agent)
         if event.get("status") == "failed" and self._run is not None:
-            self._run.add_event("worker_failed", {"agent": agent, **_fields(event, "exitcode")}, timestamp=now)
+            self._run.add_event("worker_failed", {"agent": agent, **_fields(event, "exitcode")}, now)
 
     def _stopped(self, agent: str, event: dict[str, Any], now: int) -> None:
         if agent != self.team or self._run is None:
             return
         for name in list(self._cycles):
             self._end_cycle(name)
-        status = event.get("status")
-        self._run.set_attributes(_fields(event, "status", "exit_code"))
-        if status == "failed":
-            self._run.set_status(Status(StatusCode.ERROR, "the run failed"))
-        self._run.end(end_time=now)
+        self._run.attributes.update(_fields(event, "status", "exit_code"))
+        if event.get("status") == "failed":
+            self._run.status = Status(StatusCode.ERROR, "the run failed")
+        self._finish(self._run, now)
         self._run = None
 
     def _end_cycle(self, agent: str) -> None:
         open_cycle = self._cycles.pop(agent, None)
         if open_cycle is not None:
-            open_cycle.span.end(end_time=open_cycle.end_ns)
+            self._finish(open_cycle, open_cycle.end)
 
     # ---- the end -------------------------------------------------------------------
 
@@ -283,7 +325,7 @@ class RunTraces:
         if self._run is not None:  # a run that ended without its stop line (an error before the loop)
             for name in list(self._cycles):
                 self._end_cycle(name)
-            self._run.end()
+            self._finish(self._run, time.time_ns())
             self._run = None
         closing = threading.Thread(target=self.provider.shutdown, name="traces-shutdown", daemon=True)
         closing.start()
@@ -291,8 +333,9 @@ class RunTraces:
         if self.exporter.failure is not None and not self._warned:
             self._warned = True
             self._warn(self.url, self.exporter.failure)
-        for name in EXPORTER_LOGGERS:
-            logging.getLogger(name).removeHandler(self._said)
+        for logger, propagated in zip(self._loggers, self._propagated):
+            logger.removeHandler(self._said)
+            logger.propagate = propagated
 
 
 def _nanos(milliseconds: Any) -> int:
