@@ -57,13 +57,13 @@ def test_every_line_lands_once_whole_and_in_order_across_the_files(tmp_path: Pat
 
 
 def test_the_oldest_files_past_keep_are_dropped(tmp_path: Path) -> None:
-    write_lines(tmp_path, 500, Rotation(max_bytes=1000, keep=3)).close()
+    write_lines(tmp_path, 150, Rotation(max_bytes=1000, keep=3)).close()
     names = sorted(path.name for path in tmp_path.glob("events.jsonl*"))
     assert names == ["events.jsonl", "events.jsonl.1", "events.jsonl.2", "events.jsonl.3"]
     kept = numbers_in(tmp_path / "events.jsonl")
-    assert kept == list(range(500 - len(kept), 500))  # the newest lines, consecutive: a tail of the stream
+    assert kept == list(range(150 - len(kept), 150))  # the newest lines, consecutive: a tail of the stream
 
-    write_lines(tmp_path, 100, Rotation(max_bytes=1000, keep=1)).close()  # keep lowered: the surplus goes too
+    write_lines(tmp_path, 40, Rotation(max_bytes=1000, keep=1)).close()  # keep lowered: the surplus goes too
     assert sorted(path.name for path in tmp_path.glob("events.jsonl*")) == ["events.jsonl", "events.jsonl.1"]
 
 
@@ -182,3 +182,21 @@ def test_a_run_with_a_tiny_max_bytes_keeps_every_line_once_and_logs_follows_it(m
     report = cli("report", str(team.config), "-o", str(team.root / "r.html"), cwd=team.root)
     assert report.returncode == 0, report.stderr
     assert (team.root / "r.html").read_text().count('class="cycle"') == 36
+
+
+def test_a_rotated_name_that_is_not_a_plain_file_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    write_lines(tmp_path, 60, Rotation(max_bytes=1000, keep=20)).close()
+    events = tmp_path / "events.jsonl"
+    everything = [event["n"] for _, event in read_events(events)]
+    victim = tmp_path.parent / f"{tmp_path.name}-victim.jsonl"
+    victim.write_text(line(999) + "\n")
+    (tmp_path / "events.jsonl.2").unlink()
+    (tmp_path / "events.jsonl.2").symlink_to(victim)
+    (tmp_path / "events.jsonl.3").unlink()
+    os.mkfifo(tmp_path / "events.jsonl.3")  # opened blocking, it would hang the reader
+    warnings: list[str] = []
+    read = [event["n"] for _, event in read_events(events, warnings.append)]
+    assert 999 not in read and read == [n for n in everything if n in read] and len(read) < len(everything)
+    assert len(warnings) == 2
+    assert "events.jsonl.3: not a regular file (a FIFO); skipped" in warnings
+    assert any(text.startswith("events.jsonl.2: ") and "is a symlink" in text for text in warnings)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Optional
 
-from protocol.storage_files import open_file, open_folder
+from protocol.storage_files import UntrustedStorage, open_file, open_folder
 from supervisor.storage import rotated_numbers
 from supervisor.tools.text import warn as _warn
 
@@ -93,6 +93,12 @@ def _open_parts(folder: int, path: Path, warn: Callable[[str], None]) -> list[Pa
                 fd = open_file(folder, name, path.parent / name, os.O_RDONLY)
             except FileNotFoundError:
                 continue  # rotated away, or a gap a crash mid-rotation left
+            except OSError as exc:
+                if name == path.name:
+                    raise  # the live file: the tool says what is wrong with it
+                # A rotated name that is a symlink, a FIFO, a folder: not the run's, skipped.
+                warn(f"{name}: {exc if isinstance(exc, UntrustedStorage) else exc.strerror or exc}; skipped")
+                continue
             parts.append(Part(open(fd, "rb"), name, _inode(os.fstat(fd))))
     except BaseException:
         for part in parts:
