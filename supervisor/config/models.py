@@ -438,6 +438,10 @@ class TeamConfig(BaseModel):
                 "restart_window": own(group.restart_window, self.restart_window),
                 "budget_usd": None,  # the team's limits are the root's to enforce, over every agent
                 "timeout": None,
+                # The root alone writes the event files and serves metrics and traces, for the whole tree.
+                "events": EventsConfig(),
+                "metrics": None,
+                "traces": None,
             }
         )
 
