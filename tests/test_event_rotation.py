@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from harness import REPO, Team, by_event, cli, stream_files
-from supervisor.runtime.events import JsonlFiles, Rotation
+from supervisor.runtime.events import EventLog, JsonlFiles, Rotation
 from supervisor.tools.events import EventReader, read_events
 
 LINE = '{{"event": "cycle_completed", "agent_id": "a", "n": {n}, "pad": "{pad}"}}'
@@ -200,3 +200,21 @@ def test_a_rotated_name_that_is_not_a_plain_file_is_skipped_with_a_warning(tmp_p
     assert len(warnings) == 2
     assert "events.jsonl.3: not a regular file (a FIFO); skipped" in warnings
     assert any(text.startswith("events.jsonl.2: ") and "is a symlink" in text for text in warnings)
+
+
+def test_a_rotation_that_fails_loses_no_line_and_is_said(tmp_path: Path) -> None:
+    """A non-empty folder planted under the rotated name: the rename fails, the lines go on into the old file."""
+    (tmp_path / "events.jsonl.1").mkdir()
+    (tmp_path / "events.jsonl.1" / "keep-me").write_text("x")
+    log = EventLog(tmp_path, rotation=Rotation(max_bytes=1000, keep=1), owner="demo")
+    for n in range(40):
+        log.emit("cycle_completed", agent_id="a", n=n)
+    log.close()
+    lines = [json.loads(text) for text in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [event["n"] for event in lines if "n" in event] == list(range(40))
+    warnings = [event for event in lines if event["event"] == "events_not_rotated"]
+    assert warnings and all(w["agent_id"] == "demo" and w["level"] == "warning" for w in warnings)
+    assert "cannot rotate events.jsonl" in warnings[0]["error"]
+    size = (tmp_path / "events.jsonl").stat().st_size
+    assert len(warnings) <= size // 1000  # tried again only after another max_bytes, not at every line
+    assert log.failure is None  # the run does not fail over it

@@ -98,7 +98,9 @@ class JsonlFiles:
             raise
         # A file whose last line has no newline: ours starts with one, so it stays a line of its own.
         self._torn = {fd: not _ends_a_line(fd) for fd in (self._events, self._metrics)}
+        self._retry_at: dict[int, int] = {}  # after a failed rotation: the size at which to try again
         self.failure: Optional[str] = None
+        self.unrotated: Optional[str] = None  # why a rotation failed, until the log has said so
 
     def msg(self, line: str, interrupt: bool = False) -> None:
         data = (line + "\n").encode("utf-8")
@@ -117,9 +119,12 @@ class JsonlFiles:
     def _append(self, fd: int, name: str, data: bytes) -> None:
         """All of `data` at the end of the file, or nothing: a short write is cut back to where it began."""
         start = os.lseek(fd, 0, os.SEEK_END)  # the one writer: the O_APPEND writes land here
-        if start and start + len(data) > self._rotation.max_bytes:
-            fd = self._rotate(fd, name)
-            start = 0
+        if start and start + len(data) > self._rotation.max_bytes and start >= self._retry_at.get(fd, 0):
+            try:
+                fd, start = self._rotate(fd, name), 0
+            except OSError as exc:  # the line goes to the old file: a full file loses nothing, a lost line would
+                self._retry_at[fd] = start + self._rotation.max_bytes
+                self.unrotated = f"cannot rotate {name}: {exc.strerror or exc}"
         if self._torn[fd]:
             data = b"\n" + data
         view = memoryview(data)
@@ -141,8 +146,8 @@ class JsonlFiles:
     def _rotate(self, fd: int, name: str) -> int:
         """`name` -> `name.1` -> ... -> `name.KEEP` (dropped past that); returns the new, empty file's descriptor.
 
-        Any failure leaves the old file in use (OSError from here means the
-        line is not written, like a full disk): nothing is lost but rotation.
+        Any failure leaves the old file in use, and it is tried again once the
+        file has grown by max_bytes more: nothing is lost but rotation.
         """
         folder, keep = self._folder, self._rotation.keep
         os.fsync(fd)  # its lines are on disk before its name changes
@@ -214,8 +219,10 @@ class EventWriter(Protocol):
 class EventLog:
     """Emit events for one run: `log.emit("cycle_completed", agent_id=..., ...)`."""
 
-    def __init__(self, storage: Path, sinks: Optional[list[EventSink]] = None, rotation: Rotation = Rotation()) -> None:
+    def __init__(self, storage: Path, sinks: Optional[list[EventSink]] = None, rotation: Rotation = Rotation(),
+                 owner: str = "supervisor") -> None:
         self.files = JsonlFiles(storage, rotation)
+        self.owner = owner  # the agent_id of the log's own warnings: the team's name
         self.sinks: list[EventSink] = list(sinks or [])
         self._logger = structlog.wrap_logger(
             self.files,
@@ -236,6 +243,9 @@ class EventLog:
 
     def emit(self, event: str, *, level: str = "info", **fields: Any) -> None:
         getattr(self._logger, level if level in ("info", "warning", "error", "debug", "critical") else "info")(event, **fields)
+        if self.files.unrotated is not None:  # said once per failed rotation, right after the line it spared
+            error, self.files.unrotated = self.files.unrotated, None
+            self._logger.warning("events_not_rotated", agent_id=self.owner, error=error)
 
     def close(self) -> None:
         self.files.close()

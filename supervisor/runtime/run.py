@@ -58,7 +58,7 @@ def run_team(
             moved = archive_state(config.storage) if fresh else None
             try:
                 log = EventLog(config.storage, sinks=[*sinks, *observers.sinks],
-                               rotation=Rotation(config.events.max_bytes, config.events.keep))
+                               rotation=Rotation(config.events.max_bytes, config.events.keep), owner=config.team)
             except UntrustedStorage as exc:  # swapped for a symlink since prepare_storage looked
                 raise refused(exc) from None
             except OSError as exc:
