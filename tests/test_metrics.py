@@ -6,6 +6,7 @@ HTTP and parses the text with prometheus_client's own parser.
 
 from __future__ import annotations
 
+import json
 import queue
 import socket
 import urllib.request
@@ -126,3 +127,28 @@ def test_an_embedded_run_closes_its_port_when_it_ends(tmp_path: Path) -> None:
     assert runner.wait(60) == 0
     with socket.socket() as probe:
         assert probe.connect_ex((host, int(port))) != 0, "the metrics port is still open after the run"
+
+
+def test_a_fault_in_an_observer_is_one_warning_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A metrics sink that raises (a bug planted for the test) is dropped; the event and the run are not."""
+    from supervisor.config import TeamConfig
+    from supervisor.runtime.events import EventLog
+    from supervisor.runtime.observe import Observers
+
+    config = TeamConfig.from_mapping({"team": "t", "storage": str(tmp_path), "metrics": {"listen": "127.0.0.1:0"},
+                                      "agents": [{"name": "a", "task": "x", "max_cycles": 1}]}, source=tmp_path / "t")
+    observers = Observers(config)
+    observers.start()
+    try:
+        assert observers.metrics is not None
+        observers.metrics._handlers["cycle_completed"] = lambda *_args: 1 / 0  # type: ignore[assignment]
+        log = EventLog(tmp_path, sinks=observers.sinks, owner="t")
+        observers.announce(log)
+        for cycle in (1, 2):
+            log.emit("cycle_completed", agent_id="a", cycle=cycle, duration_ms=5.0)
+        log.close()
+    finally:
+        observers.close()
+    lines = [json.loads(text) for text in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in lines] == ["metrics_serving", "observer_failed", "cycle_completed", "cycle_completed"]
+    assert lines[1]["observer"] == "metrics" and lines[1]["error"] == "ZeroDivisionError: division by zero"

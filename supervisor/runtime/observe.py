@@ -41,7 +41,25 @@ class Observers:
 
     @property
     def sinks(self) -> list[Callable[[dict[str, Any]], None]]:
-        return [sink for sink in (self.metrics, self.traces) if sink is not None]
+        return [self._guarded(name, sink) for name, sink in (("metrics", self.metrics), ("traces", self.traces))
+                if sink is not None]
+
+    def _guarded(self, name: str, sink: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+        """A fault in what only observes the run must not end it: the sink is dropped, and that is said once."""
+        broken: list[str] = []
+
+        def guarded(event: dict[str, Any]) -> None:
+            if broken:
+                return
+            try:
+                sink(event)
+            except Exception as exc:  # noqa: BLE001
+                broken.append(f"{type(exc).__name__}: {exc}")
+                if self._log is not None:
+                    self._log.emit("observer_failed", level="warning", agent_id=self.config.team, observer=name,
+                                   error=" ".join(broken[0].split())[:300])
+
+        return guarded
 
     def start(self) -> None:
         """Open the metrics port and build the trace exporter; what cannot start is exit 2, before any worker."""
