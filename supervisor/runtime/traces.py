@@ -50,7 +50,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from supervisor.config import TeamConfig
 
-EXPORT_TIMEOUT_S = 2.0  # one export, retries included
+EXPORT_TIMEOUT_S = 1.0  # one export, retries included: a collector answers in milliseconds or is away
 QUIET_S = 30.0  # after a failed export, batches are dropped unsent this long
 SHUTDOWN_S = 3.0  # what the run's end waits for the last spans
 BATCH_DELAY_MS = 1000
