@@ -91,6 +91,7 @@ def test_metrics_move_while_the_team_runs_and_the_port_closes_with_it(make_team:
 
     run.ctrl_c()
     assert run.wait() == 0, run.output
+    assert f"Prometheus metrics: {url}" in run.output
     with socket.socket() as probe:
         assert probe.connect_ex((host, int(port))) != 0, "the metrics port is still open after the run"
 

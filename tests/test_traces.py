@@ -151,7 +151,8 @@ def test_an_unreachable_collector_is_one_warning_and_the_run_goes_on(make_team: 
     events = run.new_events()
     (warning,) = by_event(events, "traces_export_failed")
     assert warning["level"] == "warning" and warning["endpoint"] == f"http://127.0.0.1:{port}/v1/traces"
-    assert warning["error"]
+    assert warning["error"] == f"cannot connect to 127.0.0.1:{port}: Connection refused"
+    assert f"traces cannot be exported to http://127.0.0.1:{port}/v1/traces" in run.output  # said once on the console
     for name in team.names:
         team.assert_exactly_once(name, 4)
     assert "Traceback" not in run.output and "Failed to export" not in run.output

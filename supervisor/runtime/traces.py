@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -90,8 +91,9 @@ class _FirstMessage(logging.Handler):
 class GuardedExporter(SpanExporter):
     """The OTLP exporter, made harmless: a failure mutes it for a while and is remembered, never raised."""
 
-    def __init__(self, inner: SpanExporter, said: _FirstMessage) -> None:
+    def __init__(self, inner: SpanExporter, said: _FirstMessage, url: str) -> None:
         self.inner = inner
+        self.url = url
         self.said = said
         self.failure: Optional[str] = None  # the first failure, read by the supervisor's thread
         self._quiet_until = 0.0
@@ -108,7 +110,7 @@ class GuardedExporter(SpanExporter):
         if result is not SpanExportResult.SUCCESS:
             self._quiet_until = time.monotonic() + QUIET_S
             if self.failure is None:
-                self.failure = reason or "the collector did not accept the spans"
+                self.failure = _unreachable(self.url) or reason or "the collector did not accept the spans"
         return result
 
     def shutdown(self) -> None:
@@ -159,7 +161,8 @@ class RunTraces:
         for logger in self._loggers:  # their complaints become one event, not lines on the operator's terminal
             logger.addHandler(self._said)
             logger.propagate = False
-        self.exporter = GuardedExporter(OTLPSpanExporter(endpoint=self.url, timeout=EXPORT_TIMEOUT_S), self._said)
+        self.exporter = GuardedExporter(OTLPSpanExporter(endpoint=self.url, timeout=EXPORT_TIMEOUT_S), self._said,
+                                        self.url)
         attributes: dict[str, Any] = {"agent_supervisor.team": self.team}
         if not os.environ.get("OTEL_SERVICE_NAME"):
             attributes["service.name"] = SERVICE
@@ -336,6 +339,17 @@ class RunTraces:
         for logger, propagated in zip(self._loggers, self._propagated):
             logger.removeHandler(self._said)
             logger.propagate = propagated
+
+
+def _unreachable(url: str) -> Optional[str]:
+    """Why the collector cannot be reached, in words (the exporter's own last word is generic); None if it can."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=EXPORT_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
 
 
 def _nanos(milliseconds: Any) -> int:
