@@ -17,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,6 +121,12 @@ def open_storage_file(path: Path) -> BinaryIO:
     finally:
         os.close(folder)
     return open(fd, "rb")
+
+
+def rotated_numbers(folder: int, name: str) -> list[int]:
+    """The N of every `NAME.N` (a rotated event file) in an open folder, in no particular order."""
+    pattern = re.compile(re.escape(name) + r"\.([1-9][0-9]{0,5})\Z")
+    return [int(found.group(1)) for entry in os.listdir(folder) if (found := pattern.match(entry))]
 
 
 def _open_lock(storage: Path, flags: int) -> int:

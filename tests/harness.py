@@ -35,6 +35,14 @@ HANG = 60.0  # seconds: only ever reached when something is broken
 REPO = Path(__file__).resolve().parent.parent
 
 
+def stream_files(path: Path) -> list[Path]:
+    """The files of an event stream that are regular files, oldest first (`path.N` ... `path.1`, `path`)."""
+    numbers = sorted((int(p.name.rpartition(".")[2]) for p in path.parent.glob(path.name + ".*")
+                      if p.name.rpartition(".")[2].isdigit()), reverse=True) if path.parent.is_dir() else []
+    files = [path.parent / f"{path.name}.{n}" for n in numbers] + [path]
+    return [f for f in files if f.is_file()]  # missing, or a device a test put there on purpose
+
+
 class Team:
     def __init__(
         self,
@@ -96,10 +104,9 @@ class Team:
     # ---- what a run leaves behind -------------------------------------------
 
     def events(self, file: str = "events.jsonl") -> list[dict[str, Any]]:
-        path = self.storage / file
-        if not path.is_file():  # missing, or a device a test put there on purpose
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        """Every event of the stream, oldest first: the rotated files `FILE.N` ... `FILE.1`, then `FILE`."""
+        return [json.loads(line) for path in stream_files(self.storage / file)
+                for line in path.read_text().splitlines() if line.strip()]
 
     def store(self, agent: str) -> CheckpointStore:
         return CheckpointStore(self.storage, agent)

@@ -66,6 +66,10 @@ def test_reload_applies_the_difference_and_a_bad_one_changes_nothing(tmp_path: P
     renamed = TeamConfig.from_mapping({**data, "team": "other"}, source=tmp_path / "<api>", base_dir=tmp_path)
     with pytest.raises(UserError, match="`team` cannot change"):
         runner.reload(renamed)
+    scraped = TeamConfig.from_mapping({**data, "metrics": {"listen": "127.0.0.1:0"}}, source=tmp_path / "<api>",
+                                      base_dir=tmp_path)
+    with pytest.raises(UserError, match="`metrics` cannot change"):  # served from the run's start, or not at all
+        runner.reload(scraped)
     data["agents"][0]["max_cycles"] = 14
     data["agents"].append({"name": "delta", "task": "Count, as delta.", "max_cycles": 3})
     new = TeamConfig.from_mapping(data, source=tmp_path / "<api>", base_dir=tmp_path)

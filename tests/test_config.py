@@ -367,6 +367,23 @@ BAD: list[Any] = [
         "must not be negative (got '-1m')",
         id="grace-negative",
     ),
+    # events, metrics, traces
+    pytest.param(edited(("events", {"max_bytes": "50 furlongs"})), "events.max_bytes", "invalid size '50 furlongs'",
+                 id="events-size-bad"),
+    pytest.param(edited(("events", {"max_bytes": True})), "events.max_bytes", "invalid size true", id="events-size-bool"),
+    pytest.param(edited(("events", {"max_bytes": "10B"})), "events.max_bytes", "must be >= 1000", id="events-size-tiny"),
+    pytest.param(edited(("events", {"keep": 0})), "events.keep", "must be >= 1", id="events-keep-zero"),
+    pytest.param(edited(("events", {"keep": 101})), "events.keep", "must be <= 100", id="events-keep-many"),
+    pytest.param(edited(("events", {"rotate": 1})), "events.rotate", "unknown key", id="events-unknown"),
+    pytest.param(edited(("metrics", {"listen": "localhost:http"})), "metrics.listen", "must be HOST:PORT",
+                 id="metrics-listen-bad"),
+    pytest.param(edited(("metrics", {"listen": "127.0.0.1:70000"})), "metrics.listen", "between 0 and 65535",
+                 id="metrics-port-big"),
+    pytest.param(edited(("metrics", {})), "metrics.listen", "required", id="metrics-listen-missing"),
+    pytest.param(edited(("traces", {"endpoint": "grpc://c:4317"})), "traces.endpoint", "must be an http(s) URL",
+                 id="traces-scheme"),
+    pytest.param(edited(("traces", {"endpoint": "http://c:4318\x1b[2J"})), "traces.endpoint", "control characters",
+                 id="traces-control"),
     # agents
     pytest.param(edited(("agents", DELETE)), "agents", "required", id="agents-missing"),
     pytest.param(edited(("agents", [])), "agents", "at least one agent", id="agents-empty"),
@@ -602,3 +619,16 @@ def test_ollama_keys_and_host_normalisation(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:9999")
     assert LLMConfig(provider="ollama").host == "http://0.0.0.0:9999"
     assert LLMConfig(provider="embedded").model_name == "smollm2:135m-instruct"
+
+
+def test_event_sizes_metrics_and_traces_as_written(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, edited(
+        ("events", {"max_bytes": "1.5MiB", "keep": 2}), ("metrics", {"listen": "9464"}),
+        ("traces", {"endpoint": "http://127.0.0.1:4318"}))))
+    assert (config.events.max_bytes, config.events.keep) == (int(1.5 * 2**20), 2)
+    assert config.metrics is not None and config.metrics.listen == "127.0.0.1:9464"
+    assert config.traces is not None and config.traces.endpoint == "http://127.0.0.1:4318"
+    defaults = load_config(write(tmp_path, edited()))
+    assert (defaults.events.max_bytes, defaults.events.keep, defaults.metrics, defaults.traces) == (50 * 10**6, 5, None, None)
+    for listen, expected in (("0.0.0.0:9", "0.0.0.0:9"), (":9464", "127.0.0.1:9464"), ("[::1]:9464", "[::1]:9464"), (0, "127.0.0.1:0")):
+        assert load_config(write(tmp_path, edited(("metrics", {"listen": listen})))).metrics.listen == expected  # type: ignore[union-attr]

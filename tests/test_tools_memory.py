@@ -65,22 +65,41 @@ def write_history(path: Path) -> int:
     return lines
 
 
+def split_into_rotated_files(events: Path, parts: int) -> None:
+    """What rotation leaves: the same lines in `events.jsonl.N` ... `.1` and `events.jsonl`, cut between lines."""
+    lines = events.read_bytes().splitlines(keepends=True)
+    step = -(-len(lines) // parts)
+    chunks = [lines[i:i + step] for i in range(0, len(lines), step)]
+    for number, chunk in zip(range(len(chunks) - 1, -1, -1), chunks):
+        (events.parent / (f"events.jsonl.{number}" if number else "events.jsonl")).write_bytes(b"".join(chunk))
+
+
 @pytest.mark.e2e  # a child process, measured
-def test_a_long_history_costs_no_memory(tmp_path: Path) -> None:
-    """`logs --json` streams its document; `report` draws the latest run and gives each earlier one a line."""
+@pytest.mark.parametrize("rotated", [1, 7], ids=["one-file", "rotated-files"])
+def test_a_long_history_costs_no_memory(tmp_path: Path, rotated: int) -> None:
+    """`logs --json` streams its document; `status` keeps a row's worth; `report` draws the latest run, one line for each earlier one.
+
+    The same history split into rotated files reads the same, in the same memory.
+    """
     team = write_team(tmp_path)
     config, events = team["config"], team["storage"] / "events.jsonl"
     small = {
         "logs": measure(["logs", config, "--json"], tmp_path / "small.json")[0],
+        "status": measure(["status", config, "--json"], tmp_path / "small.status")[0],
         "report": measure(["report", config, "-o", str(tmp_path / "small.html")], tmp_path / "small.out")[0],
     }
     lines = write_history(events)
+    if rotated > 1:
+        split_into_rotated_files(events, rotated)
+        assert len(list(events.parent.glob("events.jsonl*"))) == rotated
     big = {
         "logs": measure(["logs", config, "--json"], tmp_path / "big.json")[0],
+        "status": measure(["status", config, "--json"], tmp_path / "big.status")[0],
         "report": measure(["report", config, "-o", str(tmp_path / "big.html")], tmp_path / "big.out")[0],
     }
     for command, peak in big.items():
         assert peak < small[command] + HEADROOM_KIB, f"{command}: peak {peak} KiB against {small[command]} KiB"
+    assert json.loads((tmp_path / "big.status").read_text())[0]["last_interrupt"] is None  # the team's, not an agent's
 
     document = json.loads((tmp_path / "big.json").read_text())
     assert len(document["events"]) == lines and document["summary"]["runs"] == RUNS

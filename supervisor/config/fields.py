@@ -38,6 +38,12 @@ _DURATION_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h)\s*\Z"
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_HINT = "use seconds or e.g. 30s, 2m"
 _CALL_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*\Z")
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]i?b|b)?\s*\Z", re.IGNORECASE)
+_UNIT_BYTES = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_SIZE_HINT = "use bytes or e.g. 50MB, 512KiB, 1GB"
+MAX_SIZE = 2**50  # a petabyte: sizes are compared with file sizes, never allocated
+DEFAULT_METRICS_HOST = "127.0.0.1"
+_LISTEN_RE = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})\Z")
 
 
 def parse_duration(value: object) -> float:
@@ -67,6 +73,66 @@ def parse_duration(value: object) -> float:
     if seconds > MAX_DURATION:
         raise ValueError(f"must be at most 24 days (got {show(value)})")
     return seconds
+
+
+def parse_size(value: object) -> int:
+    """Bytes as an int from `1048576`, `"50MB"`, `"512KiB"`, `"1.5GB"` (KB = 1000 bytes, KiB = 1024).
+
+    Booleans are rejected, as for durations: `max_bytes: yes` is a typo.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"invalid size {show(value)} ({_SIZE_HINT})")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE_RE.match(value)
+        if match is None:
+            raise ValueError(f"invalid size {show(value)} ({_SIZE_HINT})")
+        size = int(float(match.group(1)) * _UNIT_BYTES[(match.group(2) or "b").lower()])
+    if size < 0:
+        raise ValueError(f"must not be negative (got {show(value)})")
+    if size > MAX_SIZE:
+        raise ValueError(f"must be at most 1 PiB (got {show(value)})")
+    return size
+
+
+def parse_listen(value: object) -> str:
+    """`HOST:PORT`, `:PORT` or `PORT` -> `HOST:PORT`, the host 127.0.0.1 when none is given.
+
+    Port 0 asks the system for a free port (the run's event says which).
+    """
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {show(value)})")
+    match = _LISTEN_RE.match(str(value).strip())
+    if match is None:
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {show(value)})")
+    host, port = match.group(1) or DEFAULT_METRICS_HOST, int(match.group(2))
+    if port > 65535:
+        raise ValueError(f"port must be between 0 and 65535 (got {show(value)})")
+    return f"{host}:{port}"
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """A checked `HOST:PORT` as the host (IPv6 without its brackets) and the port."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def check_endpoint(value: str) -> str:
+    """An OTLP/HTTP collector's URL: http or https, a host, nothing a terminal would mangle."""
+    from urllib.parse import urlsplit
+
+    text = value.strip()
+    if not text.isprintable():
+        raise ValueError(f"invalid URL {show(value)} (control characters)")
+    try:
+        parts = urlsplit(text)
+        parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid URL {show(value)}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL, e.g. http://127.0.0.1:4318 (got {show(value)})")
+    return text
 
 
 def check_name(value: str) -> str:
@@ -209,6 +275,9 @@ def check_llm_options(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+Listen = Annotated[str, BeforeValidator(parse_listen)]
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 Name = Annotated[str, AfterValidator(check_name)]
 Task = Annotated[str, AfterValidator(check_not_blank)]
 Host = Annotated[str, AfterValidator(normalize_host)]

@@ -21,11 +21,14 @@ from supervisor.config.fields import (
     AVAILABLE_PROVIDERS,
     PROVIDERS,
     AgentClass,
+    ByteSize,
     Duration,
+    Endpoint,
     HookCall,
     HookPoint,
     Host,
     Int64,
+    Listen,
     LLMOptions,
     Name,
     PlainData,
@@ -44,12 +47,15 @@ __all__ = [
     "GROUP",
     "AgentConfig",
     "CheckpointConfig",
+    "EventsConfig",
     "GroupConfig",
     "HookConfig",
     "LLMConfig",
+    "MetricsConfig",
     "RestartPolicy",
     "ShutdownConfig",
     "TeamConfig",
+    "TracesConfig",
 ]
 
 DEFAULT_OLLAMA_MODEL = "llama3.1:8b-instruct-q8_0"  # the reference example's
@@ -62,6 +68,8 @@ MIN_HANG_TIMEOUT = 2.0  # workers beat once a second; less would flag healthy on
 MAX_RESTARTS_LIMIT = 1000
 MAX_KEEP = 1_000_000
 MAX_AGENT_LINKS = 1000  # names in one agent's `after` or `send_to`
+MIN_EVENTS_BYTES = 1000  # smaller would rotate at nearly every line
+MAX_EVENTS_KEEP = 100  # readers hold every rotated file open at once
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -126,6 +134,31 @@ class ShutdownConfig(BaseModel):
 
     graceful_timeout: Duration = Field(30.0, gt=0)
     immediate_timeout: Duration = Field(2.0, gt=0)
+
+
+class EventsConfig(BaseModel):
+    """When events.jsonl (and interrupt_metrics.jsonl) is rotated, and how many old files stay."""
+
+    model_config = _STRICT
+
+    max_bytes: ByteSize = Field(50 * 10**6, ge=MIN_EVENTS_BYTES)
+    keep: int = Field(5, ge=1, le=MAX_EVENTS_KEEP)
+
+
+class MetricsConfig(BaseModel):
+    """Where the live run serves Prometheus metrics."""
+
+    model_config = _STRICT
+
+    listen: Listen
+
+
+class TracesConfig(BaseModel):
+    """Where the run exports OpenTelemetry traces (OTLP over HTTP)."""
+
+    model_config = _STRICT
+
+    endpoint: Endpoint
 
 
 class HookConfig(BaseModel):
@@ -237,6 +270,10 @@ class TeamConfig(BaseModel):
     timeout: Optional[Duration] = Field(None, gt=0)
     hooks: list[HookConfig] = Field(default_factory=list)  # every agent's
     agent_class: Optional[AgentClass] = Field(None, alias="agent")  # every agent's default
+    # What the run tells the outside: the event log's rotation, Prometheus metrics, OpenTelemetry traces.
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    metrics: Optional[MetricsConfig] = None
+    traces: Optional[TracesConfig] = None
     agents: list[AgentConfig]
     # Nested teams, each run by a sub-supervisor process (one level deep).
     groups: list[GroupConfig] = Field(default_factory=list)
@@ -470,6 +507,10 @@ class TeamConfig(BaseModel):
                     send_to=self.sends(),
                     held=[a.name for a in group.agents if a.after and a.name not in released],
                 ),
+                # The root alone writes the event files and serves metrics and traces, for the whole tree.
+                "events": EventsConfig(),
+                "metrics": None,
+                "traces": None,
             }
         )
 

@@ -179,11 +179,11 @@ class ControlDesk:
         """Apply a reloaded config: new agents start, removed ones stop gracefully, changed ones restart.
 
         Agents whose settings are the same are not touched. Raises UserError, changing nothing, for what
-        cannot change in a live run (`team`, `storage`, groups).
+        cannot change in a live run (`team`, `storage`, the event files' rotation, metrics, traces, groups).
         """
         arbiter = self.arbiter
         old = arbiter.config
-        for key in ("team", "storage"):
+        for key in ("team", "storage", "events", "metrics", "traces"):
             if getattr(new, key) != getattr(old, key):
                 raise UserError(f"{new.source}: `{key}` cannot change in a live run "
                                 f"({getattr(old, key)} -> {getattr(new, key)}); stop the run first")

@@ -49,15 +49,23 @@ def run_team(
         worker_context()  # started already by the CLI; an embedding program starts it here
         from supervisor.runtime.arbiter import Arbiter
         from supervisor.runtime.control_server import ControlServer
-        from supervisor.runtime.events import EventLog
+        from supervisor.runtime.events import EventLog, Rotation
+        from supervisor.runtime.observe import Observers
 
-        moved = archive_state(config.storage) if fresh else None
+        observers = Observers(config)
+        observers.start()  # a metrics port in use is exit 2, before anything is written or started
         try:
-            log = EventLog(config.storage, sinks=list(sinks))
-        except UntrustedStorage as exc:  # swapped for a symlink since prepare_storage looked
-            raise refused(exc) from None
-        except OSError as exc:
-            raise SupervisorError(f"storage {config.storage}: cannot open the event log: {exc.strerror or exc}", 3) from exc
+            moved = archive_state(config.storage) if fresh else None
+            try:
+                log = EventLog(config.storage, sinks=[*sinks, *observers.sinks],
+                               rotation=Rotation(config.events.max_bytes, config.events.keep), owner=config.team)
+            except UntrustedStorage as exc:  # swapped for a symlink since prepare_storage looked
+                raise refused(exc) from None
+            except OSError as exc:
+                raise SupervisorError(f"storage {config.storage}: cannot open the event log: {exc.strerror or exc}", 3) from exc
+        except BaseException:
+            observers.close()
+            raise
         try:
             if moved is not None:
                 log.emit("state_archived", agent_id=config.team, to=str(moved))
@@ -70,6 +78,7 @@ def run_team(
                               service=service, control=control, handle_signals=handle_signals,
                               control_server=server)
             arbiter.announce(storage=str(config.storage), llm=describe_llm(config))
+            observers.announce(log)
             try:
                 if service is not None:
                     _start_service(service, log, config.team)
@@ -80,6 +89,7 @@ def run_team(
                 if service is not None:
                     service.stop()
         finally:
+            observers.close()
             log.close()
     finally:
         lock.release()

@@ -232,6 +232,17 @@ class Console:
     def _rejected(self, event: dict[str, Any], agent: str) -> None:
         self.line(f"[{agent}] ⚠️  message to {event.get('to')} dropped: {event.get('error')}")
 
+    def _metrics(self, event: dict[str, Any], agent: str) -> None:
+        self.line(f"📈 Prometheus metrics: {event.get('url')}")
+
+    def _observing_failed(self, event: dict[str, Any], agent: str) -> None:
+        """Metrics, traces or rotation could not do their job: the run goes on, and the operator should know."""
+        name = event.get("event")
+        what = {"traces_export_failed": f"traces cannot be exported to {event.get('endpoint')}",
+                "events_not_rotated": "the event log cannot be rotated",
+                "observer_failed": f"{event.get('observer')} stopped"}.get(str(name), str(name))
+        self.line(f"⚠️  {what} ({event.get('error')}); the run goes on")
+
     _renderers: dict[str, Callable[["Console", dict[str, Any], str], None]] = {
         "supervisor_started": _started,
         "state_archived": _archived,
@@ -251,6 +262,10 @@ class Console:
         "agent_released": _released,
         "agent_not_started": _not_started,
         "message_rejected": _rejected,
+        "metrics_serving": _metrics,
+        "traces_export_failed": _observing_failed,
+        "events_not_rotated": _observing_failed,
+        "observer_failed": _observing_failed,
     }
 
 

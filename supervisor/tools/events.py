@@ -4,7 +4,12 @@
 through `EventReader`: whole lines only, numbered, bad ones skipped with a
 warning. `read_events` reads the file once and tags each event with the run it
 belongs to; `follow_events` keeps reading as the file grows, and moves on to
-the new file when `run --fresh` archives the old one.
+the new file when the run rotates it or `run --fresh` archives the old one.
+
+The stream is `events.jsonl` and the rotated files before it,
+`events.jsonl.N` ... `events.jsonl.1` (the higher the number, the older): the
+reader opens them all at once, oldest first, and reads them as one, so a
+rotation while it reads moves no file out from under it.
 
 The file may hold what another process or person wrote, so reading it is
 bounded: a line longer than MAX_LINE_BYTES is dropped as it is read (never
@@ -20,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Optional
 
-from supervisor.storage import open_storage_file
+from protocol.storage_files import UntrustedStorage, open_file, open_folder
+from supervisor.storage import rotated_numbers
 from supervisor.tools.text import warn as _warn
 
 POLL_SECONDS = 0.2
@@ -29,31 +35,104 @@ MAX_LINE_BYTES = 1 << 20  # the supervisor's lines are a few hundred bytes (repl
 MAX_DEPTH = 64  # events are flat records with a few small lists and objects in them
 _TOO_LONG = f"longer than {MAX_LINE_BYTES >> 20} MiB"
 STARTED = "supervisor_started"  # the line that opens a run: runs are numbered by it, from 1
+MAX_PARTS = 100  # rotated files read at most (the newest); the writer keeps at most this many
+OPEN_TRIES = 10  # a rotation while the files are being opened: open them again
 
 
 class Position(NamedTuple):
-    """Where a line starts: its byte offset in the file and its line number (from 1)."""
+    """Where a line starts: its byte offset in its file, its line number there (from 1), which file of the stream."""
 
     offset: int
     line: int
+    part: int = 0
+
+
+class Part(NamedTuple):
+    """One open file of the stream."""
+
+    handle: BinaryIO
+    name: str
+    inode: tuple[int, int]
+
+
+def _inode(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
+
+
+def open_stream(path: Path, warn: Callable[[str], None] = _warn) -> list[Part]:
+    """The stream's files, open, oldest first: `path.N` ... `path.1`, then `path` (each one that is there).
+
+    Never through a symlink (UntrustedStorage), never a FIFO (OSError). The
+    names are checked again once all are open: if a rotation moved them in
+    between, they are opened again, so each file is read once and in order.
+    """
+    folder = open_folder(path.parent)
+    if folder is None:
+        return []
+    try:
+        for _ in range(OPEN_TRIES):
+            parts = _open_parts(folder, path, warn)
+            if all(_names(folder, part) for part in parts):
+                return parts
+            for part in parts:
+                part.handle.close()
+        return _open_parts(folder, path, warn)
+    finally:
+        os.close(folder)
+
+
+def _open_parts(folder: int, path: Path, warn: Callable[[str], None]) -> list[Part]:
+    numbers = sorted(rotated_numbers(folder, path.name), reverse=True)
+    if len(numbers) > MAX_PARTS:
+        warn(f"{len(numbers) - MAX_PARTS} rotated files older than {path.name}.{numbers[-MAX_PARTS]} not read")
+        numbers = numbers[-MAX_PARTS:]
+    parts: list[Part] = []
+    try:
+        for name in [*(f"{path.name}.{number}" for number in numbers), path.name]:
+            try:
+                fd = open_file(folder, name, path.parent / name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # rotated away, or a gap a crash mid-rotation left
+            except OSError as exc:
+                if name == path.name:
+                    raise  # the live file: the tool says what is wrong with it
+                # A rotated name that is a symlink, a FIFO, a folder: not the run's, skipped.
+                warn(f"{name}: {exc if isinstance(exc, UntrustedStorage) else exc.strerror or exc}; skipped")
+                continue
+            parts.append(Part(open(fd, "rb"), name, _inode(os.fstat(fd))))
+    except BaseException:
+        for part in parts:
+            part.handle.close()
+        raise
+    return parts
+
+
+def _names(folder: int, part: Part) -> bool:
+    """Whether the part's name still names the file that was opened."""
+    try:
+        return _inode(os.stat(part.name, dir_fd=folder, follow_symlinks=False)) == part.inode
+    except FileNotFoundError:
+        return False
 
 
 class EventReader:
-    """Reads events.jsonl incrementally: whole lines only, numbered, bad ones skipped.
+    """Reads the event stream incrementally: whole lines only, numbered, bad ones skipped.
 
     A line whose newline has not arrived yet is kept back until it does: a
     reader polling a growing file can catch a write half done. `finish()`
     takes that last piece too, for a one-shot read, where a tail without its
-    newline is all there will ever be (often torn by a crash). `position` is
-    where the line of the last event read starts; `rewind` goes back to it, on
-    the same open file, for a second look at part of it.
+    newline is all there will ever be (often torn by a crash); a rotated file
+    is complete, so its tail is taken when the reader moves past it.
+    `position` is where the line of the last event read starts; `rewind` goes
+    back to it, on the same open files, for a second look at part of them.
     """
 
     def __init__(self, path: Path, warn: Callable[[str], None] = _warn) -> None:
         self.path = path
         self._warn = warn
+        self._parts: list[Part] = []
+        self._index = 0  # the part being read
         self._file: Optional[BinaryIO] = None
-        self._inode: Optional[tuple[int, int]] = None
         self._pending = b""  # the start of a line whose newline has not been read yet
         self._pending_size = 0  # how many bytes of that line were read, kept back or dropped
         self._overlong = False  # the line being read is past MAX_LINE_BYTES: its rest is dropped
@@ -62,24 +141,43 @@ class EventReader:
         self.position = Position(0, 0)
 
     def open(self) -> bool:
-        """Open the file from its start; False if it does not exist (yet)."""
-        try:
-            handle = open_storage_file(self.path)  # never through a symlink, never a FIFO
-        except FileNotFoundError:
+        """Open the stream's files from the start of the oldest; False if there are none (yet)."""
+        return self._use(open_stream(self.path, self._warn))
+
+    def move_on(self) -> bool:
+        """After `replaced()` and the old files drained: open what came after the live file that was read.
+
+        The files rotated since are read first, oldest first, then the new
+        live file. If the old one is gone from the stream (archived by `run
+        --fresh`, or rotated past `keep`), everything there is is new. If it is
+        still the live file (it shrank), it is read again from its start.
+        """
+        live = self._parts[-1].inode if self._parts else None
+        parts = open_stream(self.path, self._warn)
+        at = next((index for index, part in enumerate(parts) if part.inode == live), None)
+        keep = parts if at is None else parts[at:] if at == len(parts) - 1 else parts[at + 1:]
+        for part in parts:
+            if part not in keep:
+                part.handle.close()
+        return self._use(keep)
+
+    def _use(self, parts: list[Part]) -> bool:
+        if not parts:
             return False
-        stat = os.fstat(handle.fileno())
         self.close()
-        self._file, self._inode = handle, (stat.st_dev, stat.st_ino)
-        self._restart(Position(0, 1))
+        self._parts, self._index, self._file = parts, 0, parts[0].handle
+        self._restart(Position(0, 1, 0))
         return True
 
     def rewind(self, position: Position, warn: Optional[Callable[[str], None]] = None) -> None:
-        """Read again from the line at `position` (of this same file, even if it has been moved since).
+        """Read again from the line at `position` (of these same files, even if they have been moved since).
 
         `warn`: where warnings go from now on (lines read once already were warned about then).
         """
         if self._file is None:
             raise ValueError("rewind before open")
+        self._index = position.part
+        self._file = self._parts[position.part].handle
         self._file.seek(position.offset)
         self._restart(position)
         if warn is not None:
@@ -91,14 +189,24 @@ class EventReader:
         self.position = position
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for part in self._parts:
+            part.handle.close()
+        self._parts, self._file = [], None
 
     def read(self) -> Iterator[dict[str, Any]]:
-        """The events in the complete lines appended since the last call."""
-        if self._file is None:
-            return
+        """The events in the complete lines appended since the last call, across the stream's files."""
+        while self._file is not None:
+            yield from self._read_part()
+            if self._index + 1 >= len(self._parts):
+                return
+            yield from self._take_tail()  # a rotated file has all it will ever have
+            self._index += 1
+            self._file = self._parts[self._index].handle
+            self._file.seek(0)
+            self._restart(Position(0, 1, self._index))
+
+    def _read_part(self) -> Iterator[dict[str, Any]]:
+        assert self._file is not None
         while True:
             chunk = self._file.read(CHUNK_BYTES)
             if not chunk:
@@ -123,6 +231,9 @@ class EventReader:
     def finish(self) -> Iterator[dict[str, Any]]:
         """Read to the end, taking a last line that has no newline as it is."""
         yield from self.read()
+        yield from self._take_tail()
+
+    def _take_tail(self) -> Iterator[dict[str, Any]]:
         if self._overlong:
             self._overlong = False
             self._skip_overlong()
@@ -146,16 +257,17 @@ class EventReader:
         self._skip_line(_TOO_LONG)
 
     def replaced(self) -> bool:
-        """Whether the path now names another file (`run --fresh` archived it) or ours shrank."""
+        """Whether the path now names another file (rotated, or archived by `run --fresh`) or ours shrank."""
         if self._file is None:
             return self.path.exists()
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
             return False  # moved away, the new one is not there yet: keep draining the old
-        if (stat.st_dev, stat.st_ino) != self._inode:
+        live = self._parts[-1]
+        if _inode(stat) != live.inode:
             return True
-        return stat.st_size < self._file.tell()
+        return self._index == len(self._parts) - 1 and stat.st_size < self._file.tell()
 
     def _parse(self, raw: bytes, at: int) -> Optional[dict[str, Any]]:
         self._line += 1
@@ -180,11 +292,12 @@ class EventReader:
         if problem is not None:
             self._skip_line(problem)
             return None
-        self.position = Position(at, self._line)
+        self.position = Position(at, self._line, self._index)
         return event
 
     def _skip_line(self, why: str) -> None:
-        self._warn(f"{self.path.name} line {self._line}: {why}, skipped")
+        name = self._parts[self._index].name if self._parts else self.path.name
+        self._warn(f"{name} line {self._line}: {why}, skipped")
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -232,7 +345,9 @@ def follow_events(
     never mid-line. When the file is replaced (`run --fresh` moves it to the
     archive and the next run starts a new one) the old file is drained and the
     new one read from its start, so nothing is shown twice and nothing is
-    missed; run numbers go on counting across files.
+    missed; run numbers go on counting across files. A rotation is the same
+    move: the old file is drained where it now lies, then every file rotated
+    since it, then the new live one.
     """
     reader = EventReader(path, warn)
     run = 0
@@ -241,11 +356,11 @@ def follow_events(
         while not stopped():
             last_look = until is not None and time.time() > until  # read once more, then stop
             if reader.replaced():
-                for event in list(reader.finish()):
+                for event in reader.finish():
                     run += event.get("event") == STARTED
                     yield run, event
-                reader.close()
-                reader.open()
+                if not reader.move_on():
+                    reader.close()
             for event in reader.read():
                 run += event.get("event") == STARTED
                 yield run, event

@@ -587,7 +587,7 @@ def report_command(config: TeamConfig, args: argparse.Namespace) -> int:
 
     reader = EventReader(path, count_and_warn)
     try:
-        if not os.path.lexists(path) or not reader.open():
+        if not reader.open():
             command = f"python -m supervisor {getattr(args, 'config', config.source)}"
             raise error(f"no events in {path}: run the team first ({command})", 1)
         live = run_is_live(config.storage)

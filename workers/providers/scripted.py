@@ -3,11 +3,15 @@
 The reply of cycle k begins with `cycle k:` (the contract), and the rest is a
 pure function of k, so exactly-once can be checked by reading a conversation.
 The wait is an `asyncio.sleep`, so an IMMEDIATE interrupt cancels it mid-reply.
+It stands in for the model, so its wait is reported as the model's own time
+(`model_ms`), as a real backend's would be: metrics and traces of a scripted
+team show model calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from workers.providers.base import Reply
 
@@ -25,8 +29,10 @@ class ScriptedProvider:
         self.cost_per_reply = cost_per_reply
 
     async def chat(self, messages: list[dict], *, cycle: int) -> Reply:
+        began = time.monotonic()
         await asyncio.sleep(self.latency)
-        return Reply(content=scripted_reply(cycle), tokens=None, cost_usd=self.cost_per_reply)
+        return Reply(content=scripted_reply(cycle), tokens=None, cost_usd=self.cost_per_reply,
+                     model_ms=(time.monotonic() - began) * 1000.0)
 
     async def aclose(self) -> None:
         return None
