@@ -104,5 +104,8 @@ def describe_llm(config: TeamConfig) -> str:
     if llm.provider == "scripted":
         return f"scripted (deterministic, {llm.latency:g}s per reply)"
     if llm.provider == "embedded":
-        return f"embedded ({llm.model_name}, a bundled real model served on 127.0.0.1)"
+        over = ", OpenAI's API" if llm.wire_api == "openai" else ""
+        return f"embedded ({llm.model_name}, a bundled real model served on 127.0.0.1{over})"
+    if llm.provider == "openai":
+        return f"openai ({llm.model_name} at {llm.base_url})"
     return f"ollama ({llm.model_name} at {llm.host})"

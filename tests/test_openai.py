@@ -1,0 +1,289 @@
+"""provider: openai through the official client: against an OpenAI-API TEST DOUBLE (tests/openai_double.py)
+for the failure paths, and against the real bundled model (tests/bundled_model.py) for the happy path and
+an immediate stop.
+
+The supervisor runs for real (`python -m supervisor`) and its workers use the
+official openai client; only the double's server is ours, and says so.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundled_model import NAME, BundledModel, needs_model
+from harness import by_event, cli
+from openai_double import MODEL, OpenAIDouble
+from workers.providers.openai import StreamReading
+from workers.providers.retries import RETRY_AFTER_CAP, Transient, retry_after, retry_delay
+
+
+def _use(team, base_url: str, **llm: object) -> None:
+    team.data["llm"] = {"provider": "openai", "base_url": base_url, "model": MODEL, "request_timeout": 5, **llm}
+    team.write()
+
+
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+# ---- against the test double: the failure paths ----------------------------------------
+
+
+def test_transient_failures_are_retried_and_the_conversation_stays_exactly_once(make_team):
+    team = make_team(agents=1, max_cycles=4, restart="temporary")
+    with OpenAIDouble(retry_after=1) as double:
+        double.faults.extend(["ok", "500", "malformed", "cut", "ok", "429", "midstream", "shapeless"])
+        _use(team, double.base_url, price={"input_per_1m": 100.0, "output_per_1m": 300.0})
+        run = team.run()
+    assert run.proc.returncode == 0, run.output
+    events = run.new_events()
+    retries = by_event(events, "llm_retry", "agent-a")
+    assert [r["attempt"] for r in retries] == [1, 2, 3, 1, 2, 3]
+    errors = [r["error"] for r in retries]
+    assert "HTTP 500" in errors[0] and "malformed server-sent event" in errors[1]
+    assert "cannot reach" in errors[2]  # the cut connection
+    assert "HTTP 429" in errors[3] and retries[3]["delay_s"] == 1.0  # the server's Retry-After, not a backoff draw
+    assert "middle of the stream" in errors[4] and "stopped before its end" in errors[5]
+    assert all("\n" not in e for e in errors)
+    checkpoint = team.assert_exactly_once("agent-a", 4)
+    cycles = by_event(events, "cycle_completed", "agent-a")
+    for c in cycles:
+        prompt, completion = c["tokens"]["prompt"], c["tokens"]["completion"]
+        assert prompt > 0 and completion > 0 and c["model_ms"] > 0
+        assert c["cost_usd"] == pytest.approx((prompt * 100.0 + completion * 300.0) / 1e6)  # input and output apart
+    assert checkpoint.budget_spent_usd == pytest.approx(sum(c["cost_usd"] for c in cycles))
+
+
+def test_a_4xx_fails_the_agent_at_once_in_one_line_and_keeps_its_checkpoint(make_team):
+    team = make_team(agents=1, max_cycles=3, restart="temporary")
+    with OpenAIDouble() as double:
+        double.faults.extend(["ok", "400"])
+        _use(team, double.base_url)
+        run = team.run()
+        calls = len(double.authorizations)
+    assert run.proc.returncode == 3, run.output
+    events = run.new_events()
+    assert by_event(events, "llm_retry") == [] and calls == 2  # no second try of a bad request
+    (error,) = by_event(events, "worker_error", "agent-a")
+    assert "HTTP 400" in error["message"] and "injected bad request" in error["message"]
+    assert "\n" not in error["message"] and "Traceback" not in run.output
+    team.assert_exactly_once("agent-a", 1)
+
+
+def test_a_server_that_stays_down_fails_the_agent_after_the_last_attempt(make_team):
+    team = make_team(agents=1, max_cycles=3, restart="temporary")
+    with OpenAIDouble() as double:
+        double.faults.extend(["ok"] + ["500"] * 4)
+        _use(team, double.base_url)
+        run = team.run()
+    assert run.proc.returncode == 3, run.output
+    events = run.new_events()
+    assert len(by_event(events, "llm_retry")) == 3
+    (error,) = by_event(events, "worker_error", "agent-a")
+    assert "gave up after 4 attempts" in error["message"]
+    team.assert_exactly_once("agent-a", 1)
+
+
+def test_a_hung_server_times_out_and_the_call_is_retried(make_team):
+    team = make_team(agents=1, max_cycles=2, restart="temporary")
+    with OpenAIDouble(hang_s=5) as double:
+        double.faults.extend(["hang"])
+        _use(team, double.base_url, request_timeout=0.5)
+        run = team.run()
+    assert run.proc.returncode == 0, run.output
+    (retry,) = by_event(run.new_events(), "llm_retry")
+    assert "in time" in retry["error"]
+    team.assert_exactly_once("agent-a", 2)
+
+
+def test_an_immediate_stop_closes_the_connection_and_the_server_sees_it(make_team):
+    team = make_team(agents=2, max_cycles=3)
+    with OpenAIDouble(piece_delay=0.2) as double:  # a reply takes ~2 s to stream
+        _use(team, double.base_url)
+        _stop_twice_while_generating(team, double.backend)
+        assert double.backend.cut_off == 2  # both generations were stopped by the closed connections
+
+
+def _stop_twice_while_generating(team, backend) -> None:
+    """Ctrl+C twice while both agents' replies are being generated; wait until the server has let go of both."""
+    run = team.start(terminal=True)
+    run.wait_for(lambda ev: backend.streaming == 2, "both replies generating")
+    run.ctrl_c()
+    run.wait_for(lambda ev: len(by_event(ev, "interrupt_initiated")) >= 3, "the acks")
+    run.ctrl_c()
+    assert run.wait() == 1, run.output
+    for name in team.names:
+        (done,) = by_event(run.new_events(), "interrupt_completed", name)
+        assert done["mode"] == "IMMEDIATE"
+        team.assert_exactly_once(name, may_be_empty=True)
+    deadline = time.monotonic() + 30
+    while backend.streaming and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _storage_text(storage: Path) -> str:
+    """Every file under storage as text, gzipped checkpoints opened."""
+    texts = []
+    for path in storage.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            texts.append((gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8", "replace"))
+    return "\n".join(texts)
+
+
+def test_the_api_key_is_sent_to_the_server_and_shown_nowhere(make_team):
+    key = "sk-test-" + "".join(random.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(32))
+    team = make_team(agents=1, max_cycles=2, restart="temporary")
+    with OpenAIDouble(echo_auth=True) as double:  # a server that repeats the key in its error messages
+        double.faults.extend(["500", "midstream", "ok", "401"])
+        _use(team, double.base_url, api_key_env="AGENT_SUPERVISOR_TEST_KEY")
+        run = team.start(env={"AGENT_SUPERVISOR_TEST_KEY": key})
+        assert run.wait() == 3, run.output
+        assert set(double.authorizations) == {f"Bearer {key}"}  # the worker read it and used it
+    error = by_event(team.events(), "worker_error", "agent-a")[0]["message"]
+    assert "HTTP 401" in error and "AGENT_SUPERVISOR_TEST_KEY" in error and "[key]" in error
+    shown = [run.output, _storage_text(team.root)]
+    config = str(team.config)
+    for command in (("status", config), ("status", config, "--json"), ("logs", config), ("logs", config, "--json"),
+                    ("checkpoints", config, "--agent", "agent-a", "--show", "latest"),
+                    ("report", config, "--output", str(team.root / "report.html"))):
+        done = cli(*command)
+        shown += [done.stdout, done.stderr]
+    shown.append((team.root / "report.html").read_text())
+    assert all(key not in text for text in shown)
+    assert all(key[8:20] not in text for text in shown)  # not even a piece of it
+
+
+# ---- against the real bundled model over /v1 -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    with BundledModel() as served:
+        yield served
+
+
+@needs_model
+def test_a_team_on_the_bundled_model_over_openais_api_completes_with_real_words(make_team, bundled):
+    team = make_team(agents=2, max_cycles=2)
+    _use(team, bundled.base_url, model=NAME, options={"temperature": 0, "max_tokens": 12},
+         price={"input_per_1m": 0.15, "output_per_1m": 0.60}, system_prompt="You are brief.")
+    run = team.run()
+    assert run.proc.returncode == 0, run.output
+    for name in team.names:
+        checkpoint = team.latest(name)
+        replies = [m["content"] for m in checkpoint.messages if m["role"] == "assistant"]
+        assert checkpoint.cycle == 2 and len(replies) == 2 and all(r.strip() for r in replies)
+        for cycle in by_event(run.new_events(), "cycle_completed", name):
+            prompt, completion = cycle["tokens"]["prompt"], cycle["tokens"]["completion"]
+            assert 0 < completion <= 12 and prompt > 0 and cycle["model_ms"] > 0
+            assert cycle["cost_usd"] == pytest.approx((prompt * 0.15 + completion * 0.60) / 1e6)
+
+
+@needs_model
+def test_an_immediate_stop_cuts_real_generation_over_openais_api(make_team, bundled):
+    team = make_team(agents=2, max_cycles=2)
+    _use(team, bundled.base_url, model=NAME, options={"temperature": 0, "max_tokens": 2000})
+    cut_before = bundled.backend.cut_off
+    _stop_twice_while_generating(team, bundled.backend)
+    assert bundled.backend.cut_off == cut_before + 2  # the model stopped generating for both
+
+
+# ---- the parts ---------------------------------------------------------------------------
+
+
+def test_retry_after_is_read_in_seconds_milliseconds_or_a_date_and_bounded() -> None:
+    assert retry_after({"retry-after": "2"}) == 2.0
+    assert retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert 50 < retry_after({"retry-after": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))}) <= 60
+    assert retry_after({"retry-after": "soon"}) is None and retry_after({}) is None and retry_after(None) is None
+    rng = random.Random(1)
+    assert retry_delay(Transient("x", retry_after=3600.0), 0, rng) == RETRY_AFTER_CAP
+    assert retry_delay(Transient("x", retry_after=1.5), 3, rng) == 1.5
+    assert 0.0 <= retry_delay(Transient("x"), 2, rng) <= 2.0  # no Retry-After: the jittered backoff
+
+
+class _Chunk:
+    def __init__(self, **fields: Any) -> None:
+        self.model_extra = fields.pop("model_extra", {})
+        self.__dict__.update(fields)
+
+
+class _Part:
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+def test_a_stream_reading_takes_text_end_usage_and_model_time_and_ignores_odd_shapes() -> None:
+    reading = StreamReading()
+    reading.take(_Chunk(choices=5, usage="lots"))
+    reading.take(_Chunk(choices=[_Part(delta=_Part(content=7), finish_reason=None)], usage=None))
+    assert not reading.finished and reading.parts == [] and reading.usage is None
+    reading.take(_Chunk(choices=[_Part(delta=_Part(content="Hi"), finish_reason=None)], usage=None))
+    reading.take(_Chunk(choices=[_Part(delta=_Part(content=None), finish_reason="stop")], usage=None,
+                        model_extra={"timings": {"prompt_ms": 5, "predicted_ms": 20.5}}))
+    reading.take(_Chunk(choices=[], usage=_Part(prompt_tokens=True, completion_tokens=3)))
+    assert reading.usage is None  # a boolean is not a count
+    reading.take(_Chunk(choices=[], usage=_Part(prompt_tokens=11, completion_tokens=3)))
+    assert reading.parts == ["Hi"] and reading.finished and reading.usage == (11, 3) and reading.model_ms == 25.5
+
+
+# ---- the config ----------------------------------------------------------------------------
+
+
+def _config(**llm: Any) -> Any:
+    from supervisor.config import TeamConfig
+
+    agents = llm.pop("agents", [{"name": "a", "task": "t", "max_cycles": 1}])
+    return TeamConfig.from_mapping({"team": "t", "storage": "s", "llm": llm, "agents": agents}, source="team.yaml")
+
+
+def _refused(**llm: Any) -> str:
+    from supervisor.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        _config(**llm)
+    return str(caught.value)
+
+
+OPENAI = {"provider": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "m"}
+
+
+@pytest.mark.parametrize("llm,field,problem", [
+    ({**OPENAI, "base_url": "127.0.0.1:8000/v1"}, "llm.base_url", "expected http:// or https://"),
+    ({**OPENAI, "base_url": "ftp://h/v1"}, "llm.base_url", "expected http:// or https://"),
+    ({**OPENAI, "base_url": "http://user:pw@h/v1"}, "llm.base_url", "must not hold a user or password"),
+    ({**OPENAI, "base_url": "http://h:99999/v1"}, "llm.base_url", "invalid base_url"),
+    ({"provider": "openai", "model": "m"}, "llm.base_url", "required for provider openai"),
+    ({"provider": "openai", "base_url": "http://h/v1"}, "llm.model", "required for provider openai"),
+    ({**OPENAI, "api_key_env": "sk-live-1234"}, "llm.api_key_env", "never the key itself"),
+    ({**OPENAI, "price": {"input_per_1m": 1.0, "output_per_1m": 2.0}, "price_per_1k_tokens": 0.5}, "llm.price", "not both"),
+    ({**OPENAI, "price": {"input_per_1m": 1.0}}, "llm.price.output_per_1m", "required"),
+    ({**OPENAI, "price": {"input_per_1m": -1.0, "output_per_1m": 2.0}}, "llm.price.input_per_1m", ">= 0"),
+    ({**OPENAI, "options": {"stream": False}}, "llm.options.stream", "set by the supervisor"),
+    ({"provider": "embedded", "api": "grpc"}, "llm.api", "must be one of ollama, openai"),
+], ids=["no-scheme", "ftp", "userinfo", "bad-port", "no-base-url", "no-model", "key-not-name", "two-prices",
+        "half-price", "negative-price", "stream-option", "unknown-api"])
+def test_config_mistakes_are_one_line_naming_the_field(llm: dict, field: str, problem: str) -> None:
+    message = _refused(**llm)
+    assert f"team.yaml: {field}: " in message and problem in message and "\n" not in message
+    assert "sk-live-1234" not in message
+
+
+def test_each_agent_gets_its_api_its_server_and_its_own_price() -> None:
+    config = _config(**OPENAI, price_per_1k_tokens=0.5, agents=[
+        {"name": "a", "task": "t", "max_cycles": 1},
+        {"name": "b", "task": "t", "max_cycles": 1, "llm": {"price": {"input_per_1m": 1.0, "output_per_1m": 3.0}}},
+        {"name": "c", "task": "t", "max_cycles": 1, "llm": {"provider": "embedded", "api": "openai", "model": None}},
+    ])
+    a, b, c = (config.agent_spec(name, model_host="http://127.0.0.1:4321").llm for name in "abc")
+    assert (a.api, a.base_url, a.price) == ("openai", "http://127.0.0.1:8000/v1", None)
+    assert a.cost_usd(1000, 1000) == pytest.approx(1.0)  # the older blended form: 2000 tokens at $0.5 per 1000
+    assert b.price is not None and b.cost_usd(1_000_000, 1_000_000) == pytest.approx(4.0)  # the agent's price wins
+    assert (c.api, c.base_url, c.model) == ("openai", "http://127.0.0.1:4321/v1", "smollm2:135m-instruct")
