@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import gzip
 import random
+import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -158,6 +159,82 @@ def test_the_api_key_is_sent_to_the_server_and_shown_nowhere(make_team):
     shown.append((team.root / "report.html").read_text())
     assert all(key not in text for text in shown)
     assert all(key[8:20] not in text for text in shown)  # not even a piece of it
+
+
+def test_a_key_variable_that_is_not_set_fails_in_one_line(make_team):
+    team = make_team(agents=1, max_cycles=1)
+    with OpenAIDouble() as double:
+        _use(team, double.base_url, api_key_env="AGENT_SUPERVISOR_UNSET_KEY")
+        run = team.start(env={"AGENT_SUPERVISOR_UNSET_KEY": ""})
+        code = run.wait()
+    lines = _error_lines(run.output)
+    assert code == 2 and len(lines) == 1 and "AGENT_SUPERVISOR_UNSET_KEY is not set" in lines[0], run.output
+    assert by_event(team.events(), "worker_started") == []
+
+
+# ---- pre-flight: before any worker ------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _preflight_refuses(team, code: int, env: Optional[dict[str, str]] = None) -> str:
+    """Run the team; it must stop before any worker with `code` and one error line, which is returned."""
+    run = team.start(env=env)
+    assert run.wait() == code, run.output
+    lines = _error_lines(run.output)
+    assert len(lines) == 1 and "Traceback" not in run.output, run.output
+    assert by_event(team.events(), "worker_started") == []
+    return lines[0]
+
+
+def test_an_unreachable_server_is_one_line_and_exit_3(make_team):
+    team = make_team(agents=2, max_cycles=1)
+    _use(team, f"http://127.0.0.1:{_free_port()}/v1")
+    line = _preflight_refuses(team, 3)
+    assert "is not reachable" in line and "start it" in line
+
+
+def test_a_server_that_never_answers_is_given_up_in_bounded_time(make_team):
+    team = make_team(agents=1, max_cycles=1)
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        _use(team, f"http://127.0.0.1:{silent.getsockname()[1]}/v1")
+        line = _preflight_refuses(team, 3)
+    assert "no answer within" in line
+
+
+def test_a_model_the_server_does_not_list_is_one_line_naming_what_it_lists(make_team):
+    team = make_team(agents=1, max_cycles=1)
+    with OpenAIDouble() as double:
+        _use(team, double.base_url, model="llama-3-70b")
+        line = _preflight_refuses(team, 3)
+    assert "'llama-3-70b' is not served by" in line and f"it lists: {MODEL}" in line and "load it" in line
+
+
+def test_a_base_url_without_the_api_path_says_where_the_api_usually_is(make_team):
+    team = make_team(agents=1, max_cycles=1)
+    with OpenAIDouble() as double:
+        _use(team, double.base_url.removesuffix("/v1"))
+        line = _preflight_refuses(team, 3)
+    assert "HTTP 404" in line and "usually ends in /v1" in line
+
+
+def test_a_refused_or_echoed_key_is_one_line_without_the_key(make_team):
+    key = "sk-preflight-" + "".join(random.choice("abcdefghjkmnpqrstuvwxyz") for _ in range(24))
+    team = make_team(agents=1, max_cycles=1)
+    with OpenAIDouble(key="sk-the-right-one", echo_auth=True) as double:
+        _use(team, double.base_url, api_key_env="AGENT_SUPERVISOR_TEST_KEY")
+        line = _preflight_refuses(team, 3, env={"AGENT_SUPERVISOR_TEST_KEY": key})
+    assert "the key was refused (HTTP 401)" in line and "$AGENT_SUPERVISOR_TEST_KEY" in line and key not in line
+    with OpenAIDouble(key=key, echo_auth=True, models_status=500) as double:  # an error that repeats the key
+        _use(team, double.base_url, api_key_env="AGENT_SUPERVISOR_TEST_KEY")
+        line = _preflight_refuses(team, 3, env={"AGENT_SUPERVISOR_TEST_KEY": key})
+    assert "HTTP 500" in line and "[key]" in line and key not in line
 
 
 # ---- against the real bundled model over /v1 -----------------------------------------

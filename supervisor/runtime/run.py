@@ -40,6 +40,7 @@ def run_team(
     arbiter for status snapshots.
     """
     from supervisor.runtime.model_service import ModelService, preflight_ollama
+    from supervisor.runtime.openai_preflight import preflight_openai
     from supervisor.runtime.process import WORKER_ENTRY, worker_context
 
     prepare_storage(config.storage, [agent.name for agent in config.all_agents()])
@@ -63,6 +64,7 @@ def run_team(
                 log.emit("state_archived", agent_id=config.team, to=str(moved))
             resumed = resumable_agents(config)
             preflight_ollama(config)  # before any worker: an unreachable server or a missing model is exit 3
+            preflight_openai(config)
             service = ModelService(config) if ModelService.wanted(config) else None
             server = ControlServer(control_socket(config.storage), log, config.team)  # we hold the lock: ours
             log.sinks.append(server.publish)  # watchers see each event as it is written
