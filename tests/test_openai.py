@@ -364,3 +364,54 @@ def test_each_agent_gets_its_api_its_server_and_its_own_price() -> None:
     assert a.cost_usd(1000, 1000) == pytest.approx(1.0)  # the older blended form: 2000 tokens at $0.5 per 1000
     assert b.price is not None and b.cost_usd(1_000_000, 1_000_000) == pytest.approx(4.0)  # the agent's price wins
     assert (c.api, c.base_url, c.model) == ("openai", "http://127.0.0.1:4321/v1", "smollm2:135m-instruct")
+
+
+# ---- budgets and the embedded server's own /v1 ----------------------------------------------
+
+
+def test_an_agent_budget_counts_input_and_output_at_their_own_prices(make_team):
+    team = make_team(agents=1, max_cycles=10)
+    with OpenAIDouble() as double:
+        _use(team, double.base_url, price={"input_per_1m": 1000.0, "output_per_1m": 3000.0})
+        team.data["agents"][0]["budget_usd"] = 0.05
+        team.write()
+        run = team.run()
+    assert run.proc.returncode == 0, run.output
+    events = run.new_events()
+    cycles = by_event(events, "cycle_completed", "agent-a")
+    for c in cycles:
+        assert c["cost_usd"] == pytest.approx((c["tokens"]["prompt"] * 1000.0 + c["tokens"]["completion"] * 3000.0) / 1e6)
+    spent = sum(c["cost_usd"] for c in cycles)
+    assert spent >= 0.05 and spent - cycles[-1]["cost_usd"] < 0.05  # it stopped at the first cycle past its budget
+    checkpoint = team.latest("agent-a")
+    assert checkpoint.status == "interrupted" and checkpoint.cycle == len(cycles) < 10
+    assert checkpoint.budget_spent_usd == pytest.approx(spent)
+    assert any("budget" in e["message"] for e in by_event(events, "interrupt_initiated", "agent-a"))
+
+
+@needs_model
+def test_embedded_over_openais_api_keeps_ctrl_c_semantics_and_resumes_to_completion(make_team):
+    team = make_team(agents=2, max_cycles=3)
+    team.data["llm"] = {"provider": "embedded", "api": "openai", "system_prompt": "You are brief.",
+                        "options": {"temperature": 0, "max_tokens": 24}, "price": {"input_per_1m": 0.1, "output_per_1m": 0.4}}
+    team.write()
+    run = team.start(terminal=True)
+    run.wait_all_started()
+    run.ctrl_c()  # graceful: the call in flight finishes and is saved
+    assert run.wait() == 0, run.output
+    for name in team.names:
+        assert team.latest(name).status == "interrupted"
+    again = team.run()
+    assert again.proc.returncode == 0, again.output
+    events = team.events()
+    assert "OpenAI's API" in again.output
+    for name in team.names:
+        final = team.latest(name)
+        replies = [m for m in final.messages if m["role"] == "assistant"]
+        assert final.status == "completed" and final.cycle == 3 and len(replies) == 3
+        cycles = by_event(events, "cycle_completed", name)
+        assert len(cycles) == 3
+        for c in cycles:
+            prompt, completion = c["tokens"]["prompt"], c["tokens"]["completion"]
+            assert prompt > 0 and 0 < completion <= 24 and c["model_ms"] > 0
+            assert c["cost_usd"] == pytest.approx((prompt * 0.1 + completion * 0.4) / 1e6)
