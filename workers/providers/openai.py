@@ -69,9 +69,11 @@ class OpenAIProvider:
         self.on_retry = on_retry or (lambda report: None)
         self.rng = random.Random()
         self.context_budget = context_budget(dict(llm.options), ("max_completion_tokens", "max_tokens"))
-        # max_retries=0: the retries are ours (one policy, reported, cancellable).
-        self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.key or NO_KEY, max_retries=0,
-                                         timeout=self.timeout)
+        try:  # max_retries=0: the retries are ours (one policy, reported, cancellable)
+            self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.key or NO_KEY, max_retries=0,
+                                             timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the client's own checks: one line, the key masked
+            raise ProviderError(self.masked(f"cannot set up the openai client: {detail(exc)}")) from None
 
     def masked(self, text: str) -> str:
         return text.replace(self.key, MASK) if self.key else text
