@@ -361,12 +361,13 @@ def test_each_agent_gets_its_api_its_server_and_its_own_price() -> None:
         {"name": "a", "task": "t", "max_cycles": 1},
         {"name": "b", "task": "t", "max_cycles": 1, "llm": {"price": {"input_per_1m": 1.0, "output_per_1m": 3.0}}},
         {"name": "c", "task": "t", "max_cycles": 1, "llm": {"provider": "embedded", "api": "openai", "model": None}},
-    ])
+    ], api_key_env="SOME_KEY")
     a, b, c = (config.agent_spec(name, model_host="http://127.0.0.1:4321").llm for name in "abc")
     assert (a.api, a.base_url, a.price) == ("openai", "http://127.0.0.1:8000/v1", None)
     assert a.cost_usd(1000, 1000) == pytest.approx(1.0)  # the older blended form: 2000 tokens at $0.5 per 1000
     assert b.price is not None and b.cost_usd(1_000_000, 1_000_000) == pytest.approx(4.0)  # the agent's price wins
     assert (c.api, c.base_url, c.model) == ("openai", "http://127.0.0.1:4321/v1", "smollm2:135m-instruct")
+    assert (a.api_key_env, c.api_key_env) == ("SOME_KEY", None)  # the bundled server wants no key
 
 
 # ---- budgets and the embedded server's own /v1 ----------------------------------------------

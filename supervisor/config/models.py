@@ -411,8 +411,9 @@ class TeamConfig(BaseModel):
         agent = self.agent(name)
         llm = agent.llm
         host = model_host if llm.provider == "embedded" and model_host else llm.host
-        # The embedded server's OpenAI API is at /v1 of wherever it serves.
-        base_url = f"{host}/v1" if llm.provider == "embedded" else llm.base_url
+        # The embedded server's OpenAI API is at /v1 of wherever it serves, and wants no key.
+        openai = llm.provider == "openai"
+        base_url = f"{host}/v1" if llm.provider == "embedded" else llm.base_url if openai else None
         hooks = sorted([*self.hooks, *agent.hooks], key=lambda h: h.priority)
         return AgentSpec(
             agent=agent.name,
@@ -421,7 +422,8 @@ class TeamConfig(BaseModel):
             storage=str(self.storage),
             llm=LLMSpec(**{
                 **llm.model_dump(exclude={"price"}), "model": llm.model_name, "host": host, "api": llm.wire_api,
-                "base_url": base_url, "price": PriceSpec(**llm.price.model_dump()) if llm.price else None,
+                "base_url": base_url, "api_key_env": llm.api_key_env if openai else None,
+                "price": PriceSpec(**llm.price.model_dump()) if llm.price else None,
             }),
             checkpoint=CheckpointSpec(**self.checkpoint.model_dump()),
             budget_usd=agent.budget_usd,

@@ -59,7 +59,7 @@ class OllamaProvider:
                                   cycle=cycle, on_retry=self.on_retry, rng=self.rng)
 
     async def _attempt(self, messages: list[dict]) -> Reply:
-        """One call, bounded by request_timeout: the unit a retry repeats."""
+        """One call, bounded by request_timeout: the unit a retry repeats, and a slot or a server choice would wrap."""
         return await asyncio.wait_for(self._once(messages), self.timeout)
 
     async def _once(self, messages: list[dict]) -> Reply:
