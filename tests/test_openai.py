@@ -48,7 +48,7 @@ def test_transient_failures_are_retried_and_the_conversation_stays_exactly_once(
     assert [r["attempt"] for r in retries] == [1, 2, 3, 1, 2, 3]
     errors = [r["error"] for r in retries]
     assert "HTTP 500" in errors[0] and "malformed server-sent event" in errors[1]
-    assert "cannot reach" in errors[2]  # the cut connection
+    assert "broke off" in errors[2]  # the connection cut mid-stream
     assert "HTTP 429" in errors[3] and retries[3]["delay_s"] == 1.0  # the server's Retry-After, not a backoff draw
     assert "middle of the stream" in errors[4] and "stopped before its end" in errors[5]
     assert all("\n" not in e for e in errors)

@@ -100,6 +100,11 @@ class OpenAIProvider:
                     reading.take(chunk)
             except json.JSONDecodeError as exc:
                 raise Transient(f"malformed server-sent event from {self.base_url}: {exc.msg}") from None
+            except openai.APITimeoutError:
+                raise
+            except openai.APIConnectionError as exc:  # the connection went mid-stream
+                cause = exc.__cause__ or exc
+                raise Transient(f"the stream from {self.base_url} broke off: {detail(cause) or type(cause).__name__}") from None
         if not reading.finished:
             raise Transient(f"the stream from {self.base_url} stopped before its end")
         tokens = None
