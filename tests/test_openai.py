@@ -337,8 +337,8 @@ OPENAI = {"provider": "openai", "base_url": "http://127.0.0.1:8000/v1", "model":
     ({**OPENAI, "base_url": "ftp://h/v1"}, "llm.base_url", "expected http:// or https://"),
     ({**OPENAI, "base_url": "http://user:pw@h/v1"}, "llm.base_url", "must not hold a user or password"),
     ({**OPENAI, "base_url": "http://h:99999/v1"}, "llm.base_url", "invalid base_url"),
-    ({"provider": "openai", "model": "m"}, "llm.base_url", "required for provider openai"),
-    ({"provider": "openai", "base_url": "http://h/v1"}, "llm.model", "required for provider openai"),
+    ({"provider": "openai", "model": "m"}, "agents[0].llm.base_url", "required for provider openai"),
+    ({"provider": "openai", "base_url": "http://h/v1"}, "agents[0].llm.model", "required for provider openai"),
     ({**OPENAI, "api_key_env": "sk-live-1234"}, "llm.api_key_env", "never the key itself"),
     ({**OPENAI, "price": {"input_per_1m": 1.0, "output_per_1m": 2.0}, "price_per_1k_tokens": 0.5}, "llm.price", "not both"),
     ({**OPENAI, "price": {"input_per_1m": 1.0}}, "llm.price.output_per_1m", "required"),
@@ -354,6 +354,14 @@ def test_config_mistakes_are_one_line_naming_the_field(llm: dict, field: str, pr
     message = _refused(**llm)
     assert f"team.yaml: {field}: " in message and problem in message and "\n" not in message
     assert "sk-live-1234" not in message
+
+
+def test_the_team_may_leave_the_server_to_each_agent() -> None:
+    config = _config(provider="openai", model="m", agents=[
+        {"name": "a", "task": "t", "max_cycles": 1, "llm": {"base_url": "http://gpu-a:8000/v1"}},
+        {"name": "b", "task": "t", "max_cycles": 1, "llm": {"base_url": "http://gpu-b:8000/v1"}},
+    ])
+    assert [config.agent_spec(name).llm.base_url for name in "ab"] == ["http://gpu-a:8000/v1", "http://gpu-b:8000/v1"]
 
 
 def test_each_agent_gets_its_api_its_server_and_its_own_price() -> None:

@@ -129,10 +129,6 @@ class LLMConfig(BaseModel):
     def _consistent(self) -> "LLMConfig":
         if self.price is not None and "price_per_1k_tokens" in self.model_fields_set:
             raise LocatedError(("price",), "give price (input_per_1m, output_per_1m) or the older price_per_1k_tokens, not both")
-        if self.provider == "openai" and self.base_url is None:
-            raise LocatedError(("base_url",), "required for provider openai, e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1")
-        if self.provider == "openai" and not self.model:
-            raise LocatedError(("model",), "required for provider openai: one of the models the server lists")
         if self.wire_api == "openai":
             taken = sorted(set(self.options) & OPENAI_BODY_KEYS)
             if taken:
@@ -210,6 +206,18 @@ class AgentConfig(BaseModel):
     # A custom agent class (None: the team's, else the built-in chat agent) and its own settings.
     agent_class: Optional[AgentClass] = Field(None, alias="agent")
     params: PlainData = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _complete_llm(self) -> "AgentConfig":
+        """What the agent's provider needs, asked of the merged block: the team's may leave it to each agent."""
+        llm = self.llm
+        if llm.provider == "openai" and llm.base_url is None:
+            raise LocatedError(("llm", "base_url"), "required for provider openai (here or in the team's llm), "
+                                                    "e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1")
+        if llm.provider == "openai" and not llm.model:
+            raise LocatedError(("llm", "model"), "required for provider openai (here or in the team's llm): "
+                                                 "one of the models the server lists")
+        return self
 
 
 class GroupConfig(BaseModel):

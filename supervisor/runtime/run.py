@@ -109,5 +109,6 @@ def describe_llm(config: TeamConfig) -> str:
         over = ", OpenAI's API" if llm.wire_api == "openai" else ""
         return f"embedded ({llm.model_name}, a bundled real model served on 127.0.0.1{over})"
     if llm.provider == "openai":
-        return f"openai ({llm.model_name} at {llm.base_url})"
+        model, where = llm.model or "each agent's model", llm.base_url or "each agent's base_url"
+        return f"openai ({model} at {where})"
     return f"ollama ({llm.model_name} at {llm.host})"
