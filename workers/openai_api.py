@@ -91,7 +91,7 @@ def options_of(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise BadRequest("stop must be a string or a list of strings", "stop")
         options["stop"] = stops
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise BadRequest("only n=1 is supported", "n")
     return options
 
