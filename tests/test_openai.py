@@ -306,7 +306,12 @@ def test_a_stream_reading_takes_text_end_usage_and_model_time_and_ignores_odd_sh
     reading.take(_Chunk(choices=[_Part(delta=_Part(content=None), finish_reason="stop")], usage=None,
                         model_extra={"timings": {"prompt_ms": 5, "predicted_ms": 20.5}}))
     reading.take(_Chunk(choices=[], usage=_Part(prompt_tokens=True, completion_tokens=3)))
-    assert reading.usage is None  # a boolean is not a count
+    reading.take(_Chunk(choices=[], usage=_Part(prompt_tokens=10**30, completion_tokens=3)))
+    assert reading.usage is None  # a boolean is not a count, nor is an absurd number
+    hostile = StreamReading()
+    hostile.take(_Chunk(choices=[_Part(delta=None, finish_reason="stop")],
+                        model_extra={"timings": {"prompt_ms": float("nan"), "predicted_ms": float("inf")}}))
+    assert hostile.finished and hostile.model_ms is None  # the call's wall time is used instead
     reading.take(_Chunk(choices=[], usage=_Part(prompt_tokens=11, completion_tokens=3)))
     assert reading.parts == ["Hi"] and reading.finished and reading.usage == (11, 3) and reading.model_ms == 25.5
 

@@ -43,6 +43,8 @@ from workers.providers.window import context_budget, fit_context
 
 NO_KEY = "no-key"  # the client insists on some key; servers that check none ignore it
 MASK = "[key]"
+MAX_COUNT = 2**53  # tokens in one call; a server's larger (or hostile) figure is not believed
+MAX_MS = 1e9  # milliseconds of model time in one call (11 days): NaN, infinity and beyond are not believed
 LOCAL_OPTIONS = frozenset({"num_ctx"})  # read here (the context size to fit), not sent: OpenAI would refuse it
 
 
@@ -183,7 +185,8 @@ class StreamReading:
 
 
 def _count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A token count worth believing: a whole number, not negative, not absurd (it travels to the supervisor)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNT
 
 
 def _model_ms(extra: Any) -> Optional[float]:
@@ -194,6 +197,6 @@ def _model_ms(extra: Any) -> Optional[float]:
     total = 0.0
     for key in ("prompt_ms", "predicted_ms"):
         value = timings.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < MAX_MS:
             total += float(value)
     return total or None
