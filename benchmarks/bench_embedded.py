@@ -51,15 +51,17 @@ def direct(backend, requests: list[list[dict]], tokens: int) -> list[float]:
     return rates
 
 
-def _team(count: int, tokens: int, cycles: int) -> dict[str, Any]:
+def _team(count: int, tokens: int, cycles: int, api: str = "ollama") -> dict[str, Any]:
+    """The team on the bundled model; `api` says which of the server's APIs the workers speak (same requests)."""
+    cap = {"num_predict": tokens} if api == "ollama" else {"max_tokens": tokens}
     return {
         "team": "bench",
-        "llm": {"provider": "embedded", "options": {"temperature": 0, "num_predict": tokens}, "system_prompt": SYSTEM},
+        "llm": {"provider": "embedded", "api": api, "options": {"temperature": 0, **cap}, "system_prompt": SYSTEM},
         "agents": agents(count, task=TASK, max_cycles=cycles),
     }
 
 
-def through_the_tree(tokens: int, cycles: int) -> tuple[list[float], list[list[dict]]]:
+def through_the_tree(tokens: int, cycles: int, api: str = "ollama") -> tuple[list[float], list[list[dict]]]:
     """tokens/s of each cycle, as the worker timed its call, and the exact requests it sent.
 
     Each cycle's request is the conversation up to that cycle's reply, read back
@@ -68,7 +70,7 @@ def through_the_tree(tokens: int, cycles: int) -> tuple[list[float], list[list[d
     """
     from protocol.checkpoints import CheckpointStore
 
-    with TeamRun(_team(1, tokens, cycles), "bench-embedded-") as run:
+    with TeamRun(_team(1, tokens, cycles, api), "bench-embedded-") as run:
         code = run.wait_exit()
         if code != 0:
             raise run.failed(f"the run exited with code {code}")
@@ -81,9 +83,9 @@ def through_the_tree(tokens: int, cycles: int) -> tuple[list[float], list[list[d
         return rates, requests
 
 
-def immediate_stop() -> float:
+def immediate_stop(api: str = "ollama") -> float:
     """ms from the second SIGINT to the supervisor's exit, two agents mid-generation."""
-    with TeamRun(_team(2, 4000, 2), "bench-embedded-") as run:
+    with TeamRun(_team(2, 4000, 2, api), "bench-embedded-") as run:
         run.wait_started(2, timeout=60)
         time.sleep(1.0)  # both replies well into generation
         family = run.process_tree()

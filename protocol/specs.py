@@ -28,13 +28,16 @@ __all__ = [
     "CheckpointSpec",
     "GroupSpec",
     "HookSpec",
+    "APIS",
     "LLMSpec",
     "ModelServerSpec",
+    "PriceSpec",
     "Spec",
     "SpecError",
 ]
 
-PROVIDERS = ("scripted", "ollama", "embedded")
+PROVIDERS = ("scripted", "ollama", "embedded", "openai")
+APIS = ("ollama", "openai")  # the HTTP APIs a model server may speak to the workers
 HOOK_POINTS = ("before_interrupt", "after_interrupt", "before_checkpoint", "after_checkpoint", "after_cycle")
 
 INT_MIN = -(2**63)  # msgpack's integer range: a wider int cannot be encoded
@@ -274,6 +277,19 @@ def _one_of(spec: Spec, name: str, allowed: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PriceSpec(Spec):
+    """USD per million tokens, prompt (input) and completion (output) apart."""
+
+    label: ClassVar[str] = "price spec"
+    input_per_1m: float
+    output_per_1m: float
+
+    def _check(self) -> None:
+        _at_least(self, "input_per_1m", 0)
+        _at_least(self, "output_per_1m", 0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class LLMSpec(Spec):
     """How an agent talks to its model: the team's llm block with the agent's overrides."""
 
@@ -286,15 +302,32 @@ class LLMSpec(Spec):
     model: str  # resolved: the default model when the config names none
     options: dict = field(default_factory=dict)  # handed to the model server as they are
     request_timeout: float = 120.0
-    price_per_1k_tokens: float = 0.0
+    price_per_1k_tokens: float = 0.0  # the older, blended price; `price` replaces it when given
+    price: Optional[PriceSpec] = None
+    api: str = "ollama"  # the API the worker speaks: openai for provider openai, either for embedded
+    base_url: Optional[str] = None  # api openai: the server's OpenAI API root, e.g. http://127.0.0.1:8000/v1
+    api_key_env: Optional[str] = None  # the NAME of the environment variable holding the key; never the key
 
     def _check(self) -> None:
         _one_of(self, "provider", PROVIDERS)
+        _one_of(self, "api", APIS)
         _not_empty(self, "model", "host")
         _at_least(self, "latency", 0)
         _at_least(self, "cost_per_reply", 0)
         _at_least(self, "request_timeout", 0, inclusive=False)
         _at_least(self, "price_per_1k_tokens", 0)
+        if self.provider == "openai" and self.api != "openai":
+            raise self._bad("api", f"provider openai speaks the openai api (got {_short(self.api)})")
+        if self.api == "openai" and not self.base_url:
+            raise self._bad("base_url", "required for the openai api")
+        if self.api_key_env is not None:
+            _not_empty(self, "api_key_env")
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for one call: input and output apart when `price` is given, else the blended older rate."""
+        if self.price is not None:
+            return (prompt_tokens * self.price.input_per_1m + completion_tokens * self.price.output_per_1m) / 1e6
+        return (prompt_tokens + completion_tokens) / 1000.0 * self.price_per_1k_tokens
 
 
 @dataclass(frozen=True, kw_only=True)

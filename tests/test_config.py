@@ -160,7 +160,8 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
         "llm": {
             "provider": "scripted", "latency": 0.5, "cost_per_reply": 0.01, "system_prompt": "Be brief.",
             "host": spec["llm"]["host"], "model": "llama3.1:8b-instruct-q8_0", "options": {},
-            "request_timeout": 120.0, "price_per_1k_tokens": 0.0,
+            "request_timeout": 120.0, "price_per_1k_tokens": 0.0, "price": None, "api": "ollama", "base_url": None,
+            "api_key_env": None,
         },
         "checkpoint": {"every": 2, "keep": 5, "compress": False},
         "budget_usd": None,
@@ -321,9 +322,9 @@ BAD: list[Any] = [
     pytest.param(edited(("llm.price_per_1k_tokens", -1)), "llm.price_per_1k_tokens", ">= 0", id="price-negative"),
     pytest.param(edited(("llm.options", [1])), "llm.options", "must be a mapping", id="options-list"),
     pytest.param(
-        edited(("llm.provider", "openai")),
+        edited(("llm.provider", "vllm")),
         "llm.provider",
-        "must be one of scripted, ollama, embedded",
+        "must be one of scripted, ollama, embedded, openai",
         id="provider-unknown",
     ),
     pytest.param(

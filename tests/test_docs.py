@@ -122,6 +122,15 @@ def test_every_fragment_of_team_keys_loads_in_a_team(block: Block, tmp_path: Pat
         pytest.fail(f"{block.where}: {exc}")
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_config_in_configs_loads(path: Path) -> None:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        pytest.fail(str(exc))
+    assert config.all_agents()
+
+
 def _command_rows() -> list[str]:
     """The first code span of each row of the README's Commands table."""
     section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## Commands", 1)[1].split("\n## ", 1)[0]

@@ -177,7 +177,7 @@ OUT_OF_RANGE = [
     ("agent", ("params",), {"n": [1, math.nan]}, "not finite at n[1]"),
     ("agent", ("params",), {"k": {1: "x"}}, "not a string at k"),
     ("agent", ("params",), {"b": b"bytes"}, "not plain data at b"),
-    ("agent", ("llm", "provider"), "openai", "must be one of scripted, ollama, embedded"),
+    ("agent", ("llm", "provider"), "vllm", "must be one of scripted, ollama, embedded, openai"),
     ("agent", ("llm", "model"), "", "must not be empty"),
     ("agent", ("llm", "host"), "", "must not be empty"),
     ("agent", ("llm", "latency"), -0.5, "must be >= 0"),

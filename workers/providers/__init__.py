@@ -15,7 +15,11 @@ def make_provider(llm: LLMSpec, on_retry: Optional[Callable[[dict[str, Any]], No
         from workers.providers.scripted import ScriptedProvider
 
         return ScriptedProvider(latency=llm.latency, cost_per_reply=llm.cost_per_reply)
-    if kind in ("ollama", "embedded"):  # the embedded model server speaks Ollama's API
+    if kind in ("ollama", "embedded", "openai") and llm.api == "openai":  # the embedded server speaks both APIs
+        from workers.providers.openai import OpenAIProvider
+
+        return OpenAIProvider(llm, on_retry=on_retry)
+    if kind in ("ollama", "embedded"):
         from workers.providers.ollama import OllamaProvider
 
         return OllamaProvider(llm, on_retry=on_retry)

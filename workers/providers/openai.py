@@ -1,0 +1,202 @@
+"""Any server with OpenAI's chat completions API, through the official client: streamed, cancellable, retried.
+
+`provider: openai` (vLLM, llama.cpp's server, LM Studio, OpenAI itself) and
+`provider: embedded` with `api: openai` come here. As with Ollama, the call
+streams (server-sent events, usage in a last chunk), so an IMMEDIATE interrupt
+cancels the cycle's task at a network read, the stream's context closes the
+HTTP response, and the server sees the connection go.
+
+The key is read from the environment variable the config names, in this
+process, and is never put in a message: every line this module builds from
+a server's or the client's words has the key masked, in case a server
+echoes it back.
+
+Failures are sorted into worth-retrying (`workers.providers.retries` does the
+retrying, honouring Retry-After) and final: a connection refused or dropped, a
+timeout, 5xx, 429, an error event mid-stream, a stream that stops before its
+end or cannot be read are retried; any other 4xx fails at once, in one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from typing import Any, Optional, TypeGuard
+
+import openai
+
+from protocol.specs import LLMSpec
+from workers.providers.base import ProviderError, Reply
+from workers.providers.retries import (
+    RetryReport,
+    Transient,
+    detail,
+    network_failure,
+    retry_after,
+    status_failure,
+    with_retries,
+)
+from workers.providers.window import context_budget, fit_context
+
+NO_KEY = "no-key"  # the client insists on some key; servers that check none ignore it
+MASK = "[key]"
+MAX_COUNT = 2**53  # tokens in one call; a server's larger (or hostile) figure is not believed
+MAX_MS = 1e9  # milliseconds of model time in one call (11 days): NaN, infinity and beyond are not believed
+LOCAL_OPTIONS = frozenset({"num_ctx"})  # read here (the context size to fit), not sent: OpenAI would refuse it
+
+
+def api_key(llm: LLMSpec) -> Optional[str]:
+    """The key from the variable `api_key_env` names; None when no variable is named."""
+    if llm.api_key_env is None:
+        return None
+    key = os.environ.get(llm.api_key_env)
+    if not key:
+        raise ProviderError(f"llm.api_key_env: the environment variable {llm.api_key_env} is not set (or empty)")
+    return key
+
+
+class OpenAIProvider:
+    def __init__(self, llm: LLMSpec, on_retry: Optional[RetryReport] = None) -> None:
+        if not llm.base_url:  # the spec requires it for the openai api
+            raise ProviderError("llm.base_url: required for the openai api")
+        self.llm = llm
+        self.base_url = llm.base_url
+        self.model = llm.model
+        self.key = api_key(llm)
+        self.body = {k: v for k, v in llm.options.items() if k not in LOCAL_OPTIONS}  # handed over as they are
+        self.timeout = llm.request_timeout
+        self.on_retry = on_retry or (lambda report: None)
+        self.rng = random.Random()
+        self.context_budget = context_budget(dict(llm.options), ("max_completion_tokens", "max_tokens"))
+        try:  # max_retries=0: the retries are ours (one policy, reported, cancellable)
+            self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.key or NO_KEY, max_retries=0,
+                                             timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the client's own checks: one line, the key masked
+            raise ProviderError(self.masked(f"cannot set up the openai client: {detail(exc)}")) from None
+
+    def masked(self, text: str) -> str:
+        return text.replace(self.key, MASK) if self.key else text
+
+    async def chat(self, messages: list[dict], *, cycle: int) -> Reply:
+        window = fit_context(messages, self.context_budget)
+        return await with_retries(lambda: self._attempt(window), self.classify, cycle=cycle, on_retry=self.on_retry,
+                                  rng=self.rng)
+
+    async def _attempt(self, messages: list[dict]) -> Reply:
+        """One call, bounded by request_timeout: the unit a retry repeats, and a slot or a server choice would wrap."""
+        return await asyncio.wait_for(self._once(messages), self.timeout)
+
+    async def _once(self, messages: list[dict]) -> Reply:
+        began = time.monotonic()
+        reading = StreamReading()
+        stream = await self.client.chat.completions.create(  # type: ignore[call-overload]
+            model=self.model, messages=messages, stream=True,
+            stream_options={"include_usage": True}, extra_body=self.body or None,
+        )
+        async with stream:  # closes the response on every way out, a cancellation included
+            try:
+                async for chunk in stream:
+                    reading.take(chunk)
+            except json.JSONDecodeError as exc:
+                raise Transient(f"malformed server-sent event from {self.base_url}: {exc.msg}") from None
+            except openai.APITimeoutError:
+                raise
+            except openai.APIConnectionError as exc:  # the connection went mid-stream
+                cause = exc.__cause__ or exc
+                raise Transient(f"the stream from {self.base_url} broke off: {detail(cause) or type(cause).__name__}") from None
+        if not reading.finished:
+            raise Transient(f"the stream from {self.base_url} stopped before its end")
+        tokens = None
+        cost = 0.0
+        if reading.usage is not None:
+            prompt, completion = reading.usage
+            tokens = {"prompt": prompt, "completion": completion}
+            cost = self.llm.cost_usd(prompt, completion)
+        return Reply(content="".join(reading.parts), tokens=tokens, cost_usd=cost,
+                     model_ms=reading.model_ms or (time.monotonic() - began) * 1000.0)
+
+    def classify(self, exc: BaseException) -> Exception:
+        """A client failure as Transient (retry) or ProviderError (give up): one line, the key masked."""
+        failure = self._classify(exc)
+        message = self.masked(str(failure))
+        if isinstance(failure, Transient):
+            return Transient(message, failure.retry_after)
+        return ProviderError(message)
+
+    def _classify(self, exc: BaseException) -> Exception:
+        where = self.base_url
+        if isinstance(exc, openai.APIStatusError):
+            code = exc.status_code
+            text = detail(exc.message)
+            if code == 404:
+                return ProviderError(f"HTTP 404 from {where}: {text}: check llm.model ({self.model!r}) against "
+                                     f"the models the server lists, and llm.base_url")
+            if code in (401, 403):
+                who = f"the key in ${self.llm.api_key_env}" if self.llm.api_key_env else "a key: set llm.api_key_env"
+                return ProviderError(f"HTTP {code} from {where}: {text}: the server wants {who}")
+            return status_failure(code, where, text, retry_after(exc.response.headers))
+        if isinstance(exc, openai.APITimeoutError):
+            return Transient(f"no answer from {where} in time")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__
+            return Transient(f"cannot reach {where}: {detail(cause or exc) or type(cause or exc).__name__}")
+        if isinstance(exc, openai.APIError):  # an error event in the middle of the stream
+            return Transient(f"error in the middle of the stream from {where}: {detail(exc.message)}")
+        return network_failure(exc, where) or ProviderError(f"{type(exc).__name__}: {detail(exc)}")
+
+    async def aclose(self) -> None:
+        try:
+            await self.client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+class StreamReading:
+    """What the chunks of one stream have said so far: text, whether it finished, the usage, the model's time.
+
+    The client builds chunks without validating them, so a field of the wrong
+    shape is read as missing, and a stream made only of such chunks ends
+    unfinished (and is retried).
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finished = False
+        self.usage: Optional[tuple[int, int]] = None
+        self.model_ms: Optional[float] = None
+
+    def take(self, chunk: Any) -> None:
+        choices = getattr(chunk, "choices", None)
+        for choice in choices if isinstance(choices, list) else []:
+            content = getattr(getattr(choice, "delta", None), "content", None)
+            if isinstance(content, str):
+                self.parts.append(content)
+            if getattr(choice, "finish_reason", None):
+                self.finished = True
+                self.model_ms = _model_ms(getattr(chunk, "model_extra", None))
+        usage = getattr(chunk, "usage", None)
+        prompt = getattr(usage, "prompt_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
+        if _count(prompt) and _count(completion):
+            self.usage = (prompt, completion)
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    """A token count worth believing: a whole number, not negative, not absurd (it travels to the supervisor)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNT
+
+
+def _model_ms(extra: Any) -> Optional[float]:
+    """The model's own milliseconds from llama.cpp's `timings`, when the server sends them."""
+    timings = extra.get("timings") if isinstance(extra, dict) else None
+    if not isinstance(timings, dict):
+        return None
+    total = 0.0
+    for key in ("prompt_ms", "predicted_ms"):
+        value = timings.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < MAX_MS:
+            total += float(value)
+    return total or None
