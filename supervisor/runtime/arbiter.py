@@ -171,6 +171,8 @@ class Arbiter:
                 self._start(child)
             while any(c.live for c in self.children.values()):
                 self.reactor.tick()
+            if self.reaper is not None:
+                self.reaper.sweep_if_due()  # the last exits' orphans: nothing outlives the run
             return self._finish()
         finally:
             self.shutdown.kill_all()  # nothing outlives the loop, even on an internal error
@@ -386,8 +388,15 @@ class Arbiter:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if self.reaper is not None:  # one scan of the machine for the exits of a moment, not one per exit
+            self.reaper.sweep_soon()
+            when = self.reaper.next_scan_at()
+            if when is not None and self.reactor.when("sweep") is None:
+                self.reactor.at("sweep", when, self._sweep)
+
+    def _sweep(self) -> None:
         if self.reaper is not None:
-            self.reaper.sweep()
+            self.reaper.sweep_if_due()
 
     def _reap_stragglers(self) -> None:
         """The kernel never reported these exits after SIGKILL: say so rather than hang."""
@@ -402,7 +411,7 @@ class Arbiter:
         for signum in self.signals.drain():
             if signum == signal.SIGCHLD:
                 if self.reaper is not None:
-                    self.reaper.sweep()  # an adopted orphan died or needs killing
+                    self.reaper.reap_dead()  # an adopted orphan died: reap it (no scan needed)
             else:
                 self.shutdown.on_signal(signum)
 

@@ -200,11 +200,14 @@ class WorkerProcess(FramedPipe):
     def exitcode(self) -> Optional[int]:
         return self.process.exitcode
 
-    def kill_tree(self) -> None:
-        """SIGKILL the worker, its process group, and descendants that left the group."""
+    def kill_tree(self, ppids: Optional[dict[int, int]] = None) -> None:
+        """SIGKILL the worker, its process group, and descendants that left the group.
+
+        `ppids`: a parent map already read (`reaper.parents`), when many trees are killed at once.
+        """
         from supervisor.runtime.reaper import kill_descendants
 
-        kill_descendants(self.pid)
+        kill_descendants(self.pid, ppids)
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
