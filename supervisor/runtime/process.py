@@ -85,6 +85,22 @@ def helper_pids() -> set[int]:
     return {pid for pid in pids if pid is not None}
 
 
+def wait_ready(read: tuple[int, ...] = (), write: tuple[int, ...] = (), timeout: float = 0.0) -> None:
+    """Block until one of the descriptors is ready or `timeout` passes.
+
+    poll, not select: select refuses descriptor numbers past 1023, which a big team's pipes reach.
+    """
+    poller = select.poll()
+    masks: dict[int, int] = {}
+    for fd in read:
+        masks[fd] = masks.get(fd, 0) | select.POLLIN
+    for fd in write:
+        masks[fd] = masks.get(fd, 0) | select.POLLOUT
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
+    poller.poll(max(0.0, timeout) * 1000.0)
+
+
 def _resolve_entry(entry: str) -> Any:
     import importlib
 
@@ -135,7 +151,7 @@ class FramedPipe:
         """Block up to `timeout` seconds until the outbox is written (a process's last words)."""
         deadline = time.monotonic() + timeout
         while self.outbox and self.pipe_open and self.writable and time.monotonic() < deadline:
-            select.select([], [self.sock], [], max(0.0, deadline - time.monotonic()))
+            wait_ready(write=(self.sock.fileno(),), timeout=deadline - time.monotonic())
             self.flush()
 
     def receive(self, max_bytes: Optional[int] = None) -> list[Message]:
