@@ -137,12 +137,29 @@ def one_run(folder: Path, size: int, plain: bool) -> dict[str, Any]:
         terminal.wait_for(b"\n", 5.0, terminal.buffer.find(b"rc=", mark))
         line = terminal.buffer[terminal.buffer.find(b"rc=", mark):].split(b"\n")[0]
         result["exit_code"] = int(line[3:].strip() or -1)
-        gone = psutil.wait_procs([p for p in map(_process, tree) if p is not None], timeout=2.0)[1]
-        result["left_behind"] = len(gone)
+        left = _still_running([p for p in map(_process, tree) if p is not None], timeout=2.0)
+        result["left_behind"] = len(left)
+        result["left_behind_what"] = left
     finally:
         terminal.close()
         tail.close()
     return result
+
+
+def _still_running(processes: list[psutil.Process], timeout: float) -> list[str]:
+    """What of `processes` still runs after `timeout` (a zombie has exited: it counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for process in processes:
+            try:
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+            except psutil.NoSuchProcess:
+                pass
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.01)
 
 
 def _process(pid: int) -> Optional[psutil.Process]:
@@ -271,7 +288,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     odd = [r for r in runs if "size" in r and (r["exit_code"] != 1 or r["left_behind"])]
     for run in odd:
         print(f"  anomaly: N={run['size']} {run['view']}: exit code {run['exit_code']} (expected 1), "
-              f"{run['left_behind']} process(es) left behind")
+              f"{run['left_behind']} process(es) still running 2 s after the prompt: {run['left_behind_what']}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"rows": rows, "runs": runs}, indent=1) + "\n")
     return 0
