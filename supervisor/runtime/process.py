@@ -173,6 +173,18 @@ def wait_ready(read: tuple[int, ...] = (), write: tuple[int, ...] = (), timeout:
     poller.poll(max(0.0, timeout) * 1000.0)
 
 
+def _forget(process: Any) -> None:
+    """Take a started process out of multiprocess's own table of children.
+
+    multiprocess polls every child in that table at each start (`process._cleanup`), so the
+    1000th start of a team polled 999 processes: quadratic. The supervisor keeps its own
+    table, joins and reaps its children itself, and kills them all when it ends.
+    """
+    from multiprocess import process as mp_process
+
+    mp_process._children.discard(process)
+
+
 def _resolve_entry(entry: str) -> Any:
     import importlib
 
@@ -281,6 +293,7 @@ class WorkerProcess(FramedPipe):
             raise
         finally:
             theirs.close()
+        _forget(process)
         ours.setblocking(False)
         return cls(name=name, process=process, sock=ours, started_at=started_at, forkserver=forkserver_pid())
 
