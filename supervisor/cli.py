@@ -159,8 +159,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return tools.COMMANDS[args.command](locate(args.config), args)
     if args.command == "run":
+        from supervisor.runtime.descriptors import raise_soft_limit
         from supervisor.runtime.process import worker_context
 
+        raise_soft_limit()  # first: the forkserver inherits the room it needs for a big team
         worker_context()  # the forkserver's ~80 ms boot overlaps loading the config on the other core
     from supervisor.config import load_config
 

@@ -323,6 +323,34 @@ def test_the_drawer_draws_on_events_at_most_refresh_per_second(tmp_path):
     assert "[agent-a] CYCLE 200/5: x" in plain and "200/5" in plain.split("CYCLE 200/5: x")[-1]  # every line, then the table
 
 
+def test_an_immediate_stop_draws_its_last_frame_once_with_the_unshown_lines_above_it(tmp_path):
+    """The stop's CPU is the exiting workers': no frame while it runs, one frame of the table when it is over."""
+    stream = io.StringIO()
+    live = LiveConsole(team_config(tmp_path), console=rich_console(stream), redirect=False, idle_refresh=60.0,
+                       refresh_per_second=1000.0)
+    live.banner("demo", "/tmp/state", "scripted", 3, {})
+    feed(live, {"event": "supervisor_started", "agent_id": "demo", "team": "demo"})
+    try:
+        deadline = time.monotonic() + HANG
+        while live.renders < 1 and time.monotonic() < deadline:  # the first frame is up
+            time.sleep(0.01)
+        drawn = live.renders
+        feed(live, {"event": "interrupt_initiated", "agent_id": "demo", "mode": "IMMEDIATE", "source": "USER",
+                    "trigger": "Ctrl+C", "message": "User requested immediate shutdown (double Ctrl+C)"})
+        for name in ("agent-a", "agent-b", "agent-c"):
+            feed(live, {"event": "worker_exited", "agent_id": name, "pid": 1, "exitcode": 0, "status": "interrupted"})
+        while live._wake.is_set() and time.monotonic() < deadline:  # the drawer has seen the news
+            time.sleep(0.001)
+        before = len(stream.getvalue())
+    finally:
+        live.stop()
+    assert live.renders == drawn  # held back while the workers went
+    plain = CSI.sub("", stream.getvalue()[before:])
+    assert plain.count("team demo") == 1  # one frame: the old table is not drawn again under the notice
+    assert plain.index("Second Ctrl+C! Immediate shutdown") < plain.index("team demo")  # the notice, then the table
+    assert "interrupted" in plain[plain.index("team demo"):]
+
+
 class BrokenTerminal(io.StringIO):
     """A terminal that went away: every write fails."""
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import HANG, by_event, gone
+from harness import HANG, REPO, by_event, gone
 
 HERE = Path(__file__).resolve().parent
 PAUSE = 5.0  # seconds the supervisor is stopped: longer than the hang timeout below
@@ -122,3 +122,50 @@ def test_a_dying_forkserver_is_replaced_and_its_workers_restart_through_the_new_
     assert by_event(events, "restart_limit_reached") == []
     assert {e["agent_id"] for e in by_event(events, "worker_restarted")} == set(team.names)
     assert gone(killed + [e["pid"] for e in by_event(events, "worker_exited")])
+
+
+def test_workers_lost_with_a_killed_forkserver_restart_without_spending_their_restart_budget(make_team):
+    """With max_restarts 0 a single crash ends an agent; losing the forkserver is not the agent's crash."""
+    team = make_team(agents=3, latency=0.1, max_cycles=8)
+    team.data["max_restarts"] = 0
+    team.write()
+    run = team.start()
+    run.wait_all_started()
+    run.wait_cycles(4)
+    server = forkserver_of(run.pid)
+    os.kill(server.pid, signal.SIGKILL)
+    run.wait_for(lambda ev: len(by_event(ev, "worker_restarted")) >= 3, "the restarts through a new forkserver")
+    assert run.wait() == 0, run.output
+    events = team.events()
+    died = by_event(events, "forkserver_died")
+    assert [(e["pid"], e["reason"]) for e in died] == [(server.pid, "killed by SIGKILL")]
+    assert by_event(events, "restart_limit_reached") == []
+    for name in team.names:
+        team.assert_exactly_once(name, 8)
+
+
+EMFILE_SCRIPT = """
+import resource, sys
+import supervisor.runtime.descriptors as descriptors
+from supervisor.cli import main
+
+# The supervisor checks its room before it starts: to run out of descriptors later, this run pretends
+# a team needs none, under a hard limit that holds only a few workers (the real count is 3 each).
+descriptors.needed = lambda processes: 0
+resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+sys.exit(main([sys.argv[1], "--plain"]))
+"""
+
+
+def test_running_out_of_descriptors_stops_the_team_in_one_line_without_a_restart_storm(make_team):
+    team = make_team(agents=16, latency=0.05, max_cycles=3)
+    done = subprocess.run([sys.executable, "-c", EMFILE_SCRIPT, str(team.config)], capture_output=True, text=True,
+                          timeout=HANG, cwd=team.root, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 3, done.stdout + done.stderr
+    events = team.events()
+    errors = by_event(events, "worker_error")
+    assert len(errors) == 1 and errors[0]["kind"] == "resource" and "EMFILE" in errors[0]["message"]
+    assert by_event(events, "worker_restarted") == []
+    assert 0 < len(by_event(events, "worker_started")) < 16
+    said = [line for line in done.stdout.splitlines() if "EMFILE" in line]
+    assert len(said) == 1 and "ulimit -n" in said[0] and "Traceback" not in done.stdout + done.stderr

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -71,3 +73,134 @@ def test_adopted_orphans_are_reaped_while_the_supervisor_runs(make_team, tmp_pat
     finally:
         proc.kill()
         proc.wait()
+
+
+ORPHAN_SCRIPT = """
+import json, os, time
+from supervisor.runtime.reaper import Reaper, become_subreaper
+
+assert become_subreaper()
+reaper = Reaper()
+
+
+def orphan():
+    # An orphan we adopt, and the pipe whose closing makes it exit.
+    up_r, up_w = os.pipe()
+    down_r, down_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        if os.fork() == 0:  # the grandchild: orphaned when its parent exits, adopted by us
+            os.close(down_w)
+            os.write(up_w, str(os.getpid()).encode())
+            os.read(down_r, 1)
+            os._exit(0)
+        os._exit(0)
+    os.close(up_w)
+    os.close(down_r)
+    pid = int(os.read(up_r, 20))
+    os.waitpid(child, 0)
+    return pid, down_w
+
+
+def gone(pid):
+    try:
+        os.waitpid(pid, os.WNOHANG)
+        return False
+    except ChildProcessError:
+        return True
+
+
+seen = {}
+quitter, release = orphan()  # exits by itself: SIGCHLD's work, no scan
+os.close(release)
+reaped, deadline = [], time.monotonic() + 10
+while quitter not in reaped and time.monotonic() < deadline:
+    reaped += reaper.reap_dead()
+    time.sleep(0.005)
+seen.update(quitter=quitter, reaped=reaped, scans_after_quitter=reaper.scans, quitter_gone=gone(quitter))
+assert reaper.sweep_if_due() == []  # no worker exited: no scan is due
+lingerer, _ = orphan()  # would live on: a scan finds it and kills it
+reaper.sweep_soon()
+seen.update(lingerer=lingerer, killed=reaper.sweep_if_due(), scans=reaper.scans)
+deadline = time.monotonic() + 10
+while not gone(lingerer) and time.monotonic() < deadline:
+    reaper.reap_dead()
+    time.sleep(0.005)
+seen.update(lingerer_gone=gone(lingerer))
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.e2e
+def test_adopted_orphans_are_reaped_on_their_exit_without_a_scan_and_killed_by_one():
+    from harness import REPO
+
+    done = subprocess.run([sys.executable, "-c", ORPHAN_SCRIPT], capture_output=True, text=True, timeout=HANG,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["reaped"] == [seen["quitter"]] and seen["quitter_gone"] and seen["scans_after_quitter"] == 0
+    assert seen["killed"] == [seen["lingerer"]] and seen["scans"] == 1 and seen["lingerer_gone"]
+
+
+def test_a_stop_of_many_workers_scans_the_machine_per_interval_not_per_exit(make_team, tmp_path):
+    """Reading every process's parent costs more the busier the machine is: a stop of N must not do it N times."""
+    import signal
+
+    from harness import Team, by_event
+    from supervisor.vocabulary import parse_timestamp
+    from supervisor.runtime.reaper import MIN_SWEEP_INTERVAL
+
+    workers = 24
+    team: Team = make_team(agents=workers, latency=30, max_cycles=100)
+    scans_file = tmp_path / "scans"
+    proc = start_entry(team.config, "workers.entry:run_worker", {"SCANS_FILE": str(scans_file)},
+                       stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: len(by_event(team.events(), "worker_started")) >= workers, proc)
+        proc.send_signal(signal.SIGINT)
+        _wait(lambda: any(e.get("agent_id") == team.team for e in by_event(team.events(), "interrupt_initiated")), proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(HANG) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    exits = [parse_timestamp(e["timestamp"]).timestamp() for e in by_event(team.events(), "worker_exited")]
+    assert len(exits) == workers
+    span = max(exits) - min(exits)
+    scans = int(scans_file.read_text())
+    # one scan as the first worker goes, then at most one per interval, then the last one before the end
+    assert scans <= 2 + span / MIN_SWEEP_INTERVAL, (scans, span)
+    assert scans < workers
+
+
+def _wait(condition, proc) -> None:
+    import time
+
+    deadline = time.monotonic() + HANG
+    while not condition():
+        assert proc.poll() is None, f"the run exited with {proc.returncode}"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.e2e
+def test_a_start_does_not_look_at_every_worker_started_before_it(monkeypatch):
+    """multiprocess polls each child it knows at every start: the 1000th start of a team polled 999."""
+    from multiprocess import popen_forkserver
+
+    from supervisor.runtime.process import WorkerProcess
+
+    polled: list[object] = []
+    poll = popen_forkserver.Popen.poll
+    monkeypatch.setattr(popen_forkserver.Popen, "poll", lambda self, flag=os.WNOHANG: polled.append(self) or poll(self, flag))
+    workers: list[WorkerProcess] = []
+    try:
+        for index in range(12):
+            polled.clear()
+            workers.append(WorkerProcess.start(f"w{index}"))  # a real worker, waiting for its Start message
+        assert len(polled) <= 1  # the twelfth start looked at none of the eleven before it
+    finally:
+        for worker in workers:
+            worker.kill_tree()
+            worker.close()

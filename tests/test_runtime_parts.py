@@ -108,7 +108,7 @@ class FakeWorker:
     def send_frame(self, frame: bytes) -> None:
         self.frames.append(frame)
 
-    def kill_tree(self) -> None:
+    def kill_tree(self, ppids: object = None) -> None:
         self.killed = True
 
 

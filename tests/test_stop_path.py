@@ -47,7 +47,7 @@ class FakeProcess:
         self.frames: list[bytes] = []
         self.killed = False
 
-    def kill_tree(self) -> None:
+    def kill_tree(self, ppids: object = None) -> None:
         self.killed = True
 
 

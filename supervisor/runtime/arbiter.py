@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import deque
 import selectors
 import signal
 import time
@@ -26,9 +27,11 @@ from typing import Any, Optional, Sequence
 from protocol import (
     COMPLETED,
     FAILED,
+    GRACEFUL,
     IMMEDIATE,
     INTERRUPTED,
     PROGRAMMATIC,
+    SYSTEM,
     Interrupt,
     Message,
     Proceed,
@@ -49,7 +52,18 @@ from supervisor.runtime.handlers import MessageHandlers
 from supervisor.runtime.limits import Limits
 from supervisor.runtime.mail import MailRoute, Postmaster, Relay
 from supervisor.runtime.model_service import ModelService, ServiceWatch
-from supervisor.runtime.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, WorkerProcess, helper_pids
+from supervisor.runtime.process import (
+    GROUP_ENTRY,
+    WORKER_ENTRY,
+    FramedPipe,
+    WorkerProcess,
+    ended_within,
+    forkserver_death,
+    forkserver_pid,
+    helper_pids,
+    resource_problem,
+    start_forkserver_again,
+)
 from supervisor.runtime.reactor import Reactor
 from supervisor.runtime.reaper import Reaper, become_subreaper
 from supervisor.runtime.restarts import RestartBook, RestartPlanner
@@ -61,6 +75,9 @@ from supervisor.runtime.uplink import Uplink
 READ_SHARE_BYTES = 256 * 1024  # one child's share of one loop pass; more waits for the next
 LAST_WORDS_BYTES = 16 * 1024 * 1024  # what an exited child may still have left in its pipe
 MAX_MESSAGES_PER_SECOND = 20_000  # a busy healthy worker sends a few hundred; beyond this it is broken
+MAX_FORKSERVER_DEATHS = 3  # within FORKSERVER_WINDOW seconds; one more and the team stops (OOM killer, a kill loop)
+FORKSERVER_WINDOW = 60.0
+LOST_STATUS = 255  # what multiprocess reports for a worker whose forkserver died before telling its status
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,8 @@ class Arbiter:
         self.service_watch = (ServiceWatch(service, self.reactor, log, config.team, self.shutdown.request,
                                            self._stopping) if service is not None else None)
         self.started_at = time.monotonic()
+        self.forkserver_deaths: deque[float] = deque()
+        self.out_of_resources = False  # a start failed for want of descriptors, memory or processes
 
     # ---- the run: a table of contents ----------------------------------------------------
 
@@ -187,6 +206,8 @@ class Arbiter:
                     self._start(child)
             while any(c.live for c in self.children.values()):
                 self.reactor.tick()
+            if self.reaper is not None:
+                self.reaper.sweep_if_due()  # the last exits' orphans: nothing outlives the run
             return self._finish()
         finally:
             self.shutdown.kill_all()  # nothing outlives the loop, even on an internal error
@@ -205,14 +226,22 @@ class Arbiter:
 
     def _start(self, child: Child) -> None:
         self.reactor.cancel(f"kill:{child.name}")
+        if self.out_of_resources and child.phase is Phase.PENDING:  # it would fail as the last one did
+            child.phase, child.status = Phase.EXITED, INTERRUPTED
+            return
         try:
-            worker = WorkerProcess.start(child.name, GROUP_ENTRY if child.kind == GROUP else self.entry)
-        except Exception as exc:  # cannot fork: out of memory, pid limit
+            worker = self._spawn(child.name, GROUP_ENTRY if child.kind == GROUP else self.entry)
+        except Exception as exc:
+            problem = resource_problem(exc)
             child.phase, child.status = Phase.EXITED, FAILED
-            child.failure = f"could not start {child.process_noun}: {exc}"
-            self.log.emit("worker_error", level="error", agent_id=child.name, kind="start", message=child.failure,
-                          fatal=True)
-            self.restarts.after_exit(child, FAILED)
+            child.failure = f"could not start {child.process_noun}: {problem or exc}"
+            self.log.emit("worker_error", level="error", agent_id=child.name, kind="resource" if problem else "start",
+                          message=child.failure, fatal=True)
+            if problem is None:
+                self.restarts.after_exit(child, FAILED)
+            elif not self.out_of_resources:  # not the agent's fault, and a retry would fail alike: stop, once
+                self.out_of_resources = True
+                self.shutdown.request(StopOrder(GRACEFUL, SYSTEM, f"{child.name}: {child.failure}", "resources"))
             return
         child.started(worker, time.monotonic())
         self.reactor.watch(worker.sock, lambda mask: self._on_pipe(child, worker, mask))
@@ -223,6 +252,39 @@ class Arbiter:
                 worker.send(interrupt)
         self._watch_writes(child)
         self._expect_beat(child)
+
+    def _spawn(self, name: str, entry: str) -> WorkerProcess:
+        """A new process; once more through a new forkserver if the last one died under this start."""
+        self._forkserver_died()
+        try:
+            return WorkerProcess.start(name, entry)
+        except Exception as exc:
+            if resource_problem(exc) is not None or not self._forkserver_died() or self.shutdown.mode is not None:
+                raise
+        return WorkerProcess.start(name, entry)
+
+    def _forkserver_died(self) -> bool:
+        """Whether the forkserver had died: it is replaced at once, or the team stops if it keeps dying."""
+        pid = forkserver_pid()
+        cause = forkserver_death()
+        if cause is None:
+            return False
+        now = time.monotonic()
+        deaths = self.forkserver_deaths
+        deaths.append(now)
+        while now - deaths[0] > FORKSERVER_WINDOW:
+            deaths.popleft()
+        giving_up = len(deaths) > MAX_FORKSERVER_DEATHS
+        self.log.emit("forkserver_died", level="error" if giving_up else "warning", agent_id=self.config.team,
+                      pid=pid, reason=cause, deaths=len(deaths))
+        if giving_up:
+            message = (f"the forkserver that starts the workers died {len(deaths)} times within "
+                       f"{FORKSERVER_WINDOW:g}s (last: {cause})")
+            self.out_of_resources = True
+            self.shutdown.request(StopOrder(GRACEFUL, SYSTEM, message, "forkserver"))
+        elif self.shutdown.mode is None:
+            start_forkserver_again()
+        return True
 
     def start_again(self, child: Child) -> bool:
         """An operator's start: an exited child (or one a reload added) runs from its latest checkpoint.
@@ -415,6 +477,8 @@ class Arbiter:
 
     def _reap(self, child: Child) -> None:
         worker = child.process
+        self._forkserver_died()
+        lost = worker.forkserver is not None and worker.forkserver != forkserver_pid()
         if worker.pipe_open:  # the last words may still sit in the pipe
             self._read(child, last=True)
         self.reactor.unwatch(worker.sentinel)
@@ -422,6 +486,11 @@ class Arbiter:
         for timer in ("hang", "kill"):
             self.reactor.cancel(f"{timer}:{child.name}")
         exitcode = worker.exitcode()
+        if not lost and exitcode == LOST_STATUS and child.stopped is None and ended_within(worker.forkserver, 0.5):
+            self._forkserver_died()  # it was dying as its status pipes closed: reap it, start the next
+            lost = True
+        if lost and child.stopped is None and child.failure is None:
+            child.failure = "lost with its forkserver"
         status, reason = classify_exit(child.stopped, child.failure, child.killed, child.intent, exitcode)
         child.phase, child.status = Phase.EXITED, status
         if status == FAILED:
@@ -447,7 +516,7 @@ class Arbiter:
         self._bury(pid)
         for name in ([child.name] if child.kind == AGENT else self.speaks_for[child.name]):
             self.mail.gone(name)
-        self.restarts.after_exit(child, status)
+        self.restarts.after_exit(child, status, charged=not lost)  # the forkserver's death is not the agent's
         if child.kind == AGENT and status == COMPLETED:
             self.start_order.agent_completed(child.name, stopping=self.shutdown.mode is not None)
 
@@ -457,8 +526,15 @@ class Arbiter:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if self.reaper is not None:  # one scan of the machine for the exits of a moment, not one per exit
+            self.reaper.sweep_soon()
+            when = self.reaper.next_scan_at()
+            if when is not None and self.reactor.when("sweep") is None:
+                self.reactor.at("sweep", when, self._sweep)
+
+    def _sweep(self) -> None:
         if self.reaper is not None:
-            self.reaper.sweep()
+            self.reaper.sweep_if_due()
 
     def _reap_stragglers(self) -> None:
         """The kernel never reported these exits after SIGKILL: say so rather than hang."""
@@ -472,8 +548,9 @@ class Arbiter:
     def _on_signals(self) -> None:
         for signum in self.signals.drain():
             if signum == signal.SIGCHLD:
+                self._forkserver_died()  # noticed at once, not at the next start
                 if self.reaper is not None:
-                    self.reaper.sweep()  # an adopted orphan died or needs killing
+                    self.reaper.reap_dead()  # an adopted orphan died: reap it (no scan needed)
             else:
                 self.shutdown.on_signal(signum)
 
@@ -531,7 +608,7 @@ class Arbiter:
         if self.uplink is None:
             self._report_never_started()
         children = list(self.children.values())
-        if any(c.status == FAILED for c in children):
+        if any(c.status == FAILED for c in children) or (self.out_of_resources and self.shutdown.interrupts):
             status, code = FAILED, 3
         elif self.log.failure is not None:
             status, code = INTERRUPTED if self.shutdown.interrupts else COMPLETED, 3

@@ -15,7 +15,6 @@ dies, and stops it after the workers.
 from __future__ import annotations
 
 import importlib.util
-import select
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,7 +25,7 @@ from supervisor.config import AgentConfig, RestartPolicy, TeamConfig
 from supervisor.errors import SupervisorError
 from supervisor.runtime.children import describe_exit
 from supervisor.runtime.events import EventWriter
-from supervisor.runtime.process import WorkerProcess
+from supervisor.runtime.process import WorkerProcess, wait_ready
 from supervisor.runtime.reactor import Reactor
 from supervisor.runtime.restarts import RestartBook
 from supervisor.runtime.shutdown import StopOrder
@@ -129,7 +128,7 @@ class ModelService:
         deadline = time.monotonic() + READY_TIMEOUT
         try:
             while time.monotonic() < deadline:
-                select.select([worker.sock.fileno(), worker.sentinel], [], [], max(0.0, deadline - time.monotonic()))
+                wait_ready((worker.sock.fileno(), worker.sentinel), timeout=deadline - time.monotonic())
                 for message in worker.receive():
                     if isinstance(message, Event) and self.ready(message):
                         return str(self.host)
@@ -157,7 +156,7 @@ class ModelService:
         worker.pipe_open = False
         deadline = time.monotonic() + grace
         while worker.process.exitcode is None and time.monotonic() < deadline:
-            select.select([worker.sentinel], [], [], max(0.0, deadline - time.monotonic()))
+            wait_ready((worker.sentinel,), timeout=deadline - time.monotonic())
         if worker.process.exitcode is None:
             worker.kill_tree()
         worker.close()

@@ -11,7 +11,9 @@ the worker only by its entry point's dotted name.
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import select
 import signal
 import socket
@@ -23,6 +25,7 @@ from protocol import FrameDecoder, Message, ProtocolError, encode
 
 WORKER_ENTRY = "workers.entry:run_worker"
 GROUP_ENTRY = "supervisor.runtime.group:run_group"
+START_HEADROOM = 16  # descriptors a start may need for a moment (its pipes, the forkserver's connection)
 WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "protocol.checkpoints", "workers.providers.scripted"]
 
 _context: Any = None
@@ -46,35 +49,104 @@ def worker_context() -> Any:
 
 
 def replace_dead_forkserver() -> bool:
-    """Start a new forkserver if ours is gone (killed, out of descriptors); True if it was.
+    """Start a new forkserver if ours is gone (killed, out of descriptors); True if it was."""
+    if forkserver_death() is None:
+        return False
+    start_forkserver_again()
+    return True
+
+
+def forkserver_death() -> Optional[str]:
+    """How our forkserver ended, if it has (it is reaped then); None while it runs or before it started.
 
     Its children die with it (their parent-death signal), so their restarts,
-    by their own policy, go through the new one. multiprocess would start one
-    by itself on the next connect, but with the supervisor's signal handlers
-    reset to the defaults by exec: a terminal's SIGHUP would kill it and a
-    Ctrl+C in its first milliseconds would print a traceback. So it is started
-    here like the first, with the terminal's signals ignored (a signal arriving
-    in that millisecond is lost, as during the first start).
+    by their own policy, go through the next one.
+    """
+    from multiprocess import forkserver
+
+    server = forkserver._forkserver
+    pid = server._forkserver_pid
+    if pid is None:
+        return None
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        done, status = pid, None  # reaped already (by someone's wait): gone all the same
+    if not done:
+        return None
+    os.close(server._forkserver_alive_fd)
+    server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+    if status is None:
+        return "exit status unknown"
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def start_forkserver_again() -> None:
+    """A new forkserver after the last one died, started like the first.
+
+    multiprocess would start one by itself on the next connect, but with the
+    supervisor's signal handlers reset to the defaults by exec: a terminal's
+    SIGHUP would kill it and a Ctrl+C in its first milliseconds would print a
+    traceback. So it is started here with the terminal's signals ignored (a
+    signal arriving in that millisecond is lost, as during the first start).
     """
     from multiprocess import forkserver
 
     from supervisor.runtime.signals import signals_ignored
 
-    server = forkserver._forkserver
-    pid = server._forkserver_pid
+    with signals_ignored():
+        forkserver.ensure_running()
+
+
+def ended_within(pid: Optional[int], timeout: float) -> bool:
+    """Whether our child `pid` has ended, waiting up to `timeout` for one caught in the middle of its exit.
+
+    A dying forkserver closes its workers' status pipes before the kernel lets it be reaped, so a
+    worker's exit can be read while its forkserver cannot yet be waited for.
+    """
     if pid is None:
         return False
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        done = pid  # reaped already (by someone's wait): gone all the same
-    if not done:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):  # no pidfds here: only what waitpid says now
         return False
-    os.close(server._forkserver_alive_fd)
-    server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
-    with signals_ignored():
-        forkserver.ensure_running()
-    return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000.0))
+    finally:
+        os.close(fd)
+
+
+def forkserver_pid() -> Optional[int]:
+    """The forkserver that starts our workers now (None before the first start)."""
+    from multiprocess import forkserver
+
+    pid = forkserver._forkserver._forkserver_pid
+    return int(pid) if pid is not None else None
+
+
+RESOURCE_ERRNOS = {
+    errno.EMFILE: "out of open files (EMFILE): raise `ulimit -n`",
+    errno.ENFILE: "the system is out of open files (ENFILE)",
+    errno.ENOMEM: "out of memory (ENOMEM)",
+    errno.EAGAIN: "cannot fork (EAGAIN): the process limit (`ulimit -u`) or memory is short",
+}
+
+
+def resource_problem(exc: BaseException) -> Optional[str]:
+    """What the machine ran out of, when a start failed for want of it; None for any other failure."""
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        return RESOURCE_ERRNOS[exc.errno]
+    return None
 
 
 def helper_pids() -> set[int]:
@@ -83,6 +155,34 @@ def helper_pids() -> set[int]:
 
     pids = {forkserver._forkserver._forkserver_pid, getattr(resource_tracker._resource_tracker, "_pid", None)}
     return {pid for pid in pids if pid is not None}
+
+
+def wait_ready(read: tuple[int, ...] = (), write: tuple[int, ...] = (), timeout: float = 0.0) -> None:
+    """Block until one of the descriptors is ready or `timeout` passes.
+
+    poll, not select: select refuses descriptor numbers past 1023, which a big team's pipes reach.
+    """
+    poller = select.poll()
+    masks: dict[int, int] = {}
+    for fd in read:
+        masks[fd] = masks.get(fd, 0) | select.POLLIN
+    for fd in write:
+        masks[fd] = masks.get(fd, 0) | select.POLLOUT
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
+    poller.poll(max(0.0, timeout) * 1000.0)
+
+
+def _forget(process: Any) -> None:
+    """Take a started process out of multiprocess's own table of children.
+
+    multiprocess polls every child in that table at each start (`process._cleanup`), so the
+    1000th start of a team polled 999 processes: quadratic. The supervisor keeps its own
+    table, joins and reaps its children itself, and kills them all when it ends.
+    """
+    from multiprocess import process as mp_process
+
+    mp_process._children.discard(process)
 
 
 def _resolve_entry(entry: str) -> Any:
@@ -135,7 +235,7 @@ class FramedPipe:
         """Block up to `timeout` seconds until the outbox is written (a process's last words)."""
         deadline = time.monotonic() + timeout
         while self.outbox and self.pipe_open and self.writable and time.monotonic() < deadline:
-            select.select([], [self.sock], [], max(0.0, deadline - time.monotonic()))
+            wait_ready(write=(self.sock.fileno(),), timeout=deadline - time.monotonic())
             self.flush()
 
     def receive(self, max_bytes: Optional[int] = None) -> list[Message]:
@@ -171,12 +271,19 @@ class WorkerProcess(FramedPipe):
     name: str
     process: Any
     started_at: float
+    forkserver: Optional[int] = None  # the forkserver that started it: it dies with that one
 
     @classmethod
     def start(cls, name: str, entry: str = WORKER_ENTRY) -> "WorkerProcess":
         ctx = worker_context()
         replace_dead_forkserver()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if theirs.fileno() + START_HEADROOM >= resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
+            # Descriptors are handed out lowest first: so few are left that the forkserver's request could
+            # run out halfway, and multiprocess's forkserver dies of that with a traceback on the terminal.
+            ours.close()
+            theirs.close()
+            raise OSError(errno.EMFILE, "too few open files left to start a worker")
         process = ctx.Process(target=_resolve_entry(entry), args=(theirs, os.getpid()), name=f"agent-{name}", daemon=False)
         started_at = time.monotonic()
         try:
@@ -186,8 +293,9 @@ class WorkerProcess(FramedPipe):
             raise
         finally:
             theirs.close()
+        _forget(process)
         ours.setblocking(False)
-        return cls(name=name, process=process, sock=ours, started_at=started_at)
+        return cls(name=name, process=process, sock=ours, started_at=started_at, forkserver=forkserver_pid())
 
     @property
     def pid(self) -> int:
@@ -200,11 +308,14 @@ class WorkerProcess(FramedPipe):
     def exitcode(self) -> Optional[int]:
         return self.process.exitcode
 
-    def kill_tree(self) -> None:
-        """SIGKILL the worker, its process group, and descendants that left the group."""
+    def kill_tree(self, ppids: Optional[dict[int, int]] = None) -> None:
+        """SIGKILL the worker, its process group, and descendants that left the group.
+
+        `ppids`: a parent map already read (`reaper.parents`), when many trees are killed at once.
+        """
         from supervisor.runtime.reaper import kill_descendants
 
-        kill_descendants(self.pid)
+        kill_descendants(self.pid, ppids)
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -1,7 +1,7 @@
 """The loop's machinery: descriptors with callbacks, and named timers in one table.
 
 Every wait of the supervisor is a named timer ("graceful", "kill", "reap",
-"restart:NAME", "kill:NAME", "hang:NAME", "timeout:NAME", "team-timeout",
+"restart:NAME", "kill:NAME", "hang:NAME", "timeout:NAME", "team-timeout", "sweep",
 "beat", "model-server"); the loop sleeps in `select` until the earliest one or
 until a descriptor is ready, runs the descriptors' callbacks first (what is
 waiting in a pipe is read before any deadline is judged), then the timers that

@@ -96,7 +96,8 @@ class RestartPlanner:
         self.books = {name: RestartBook(config.restart_policy(name)) for name in children}
         self._group_delay = 0.0  # the delay of the restart that siblings join
 
-    def after_exit(self, child: Child, status: str) -> None:
+    def after_exit(self, child: Child, status: str, charged: bool = True) -> None:
+        """`charged`: the exit counts against the child's restart intensity (not when its forkserver died)."""
         if self.stopping() or child.intent is StopIntent.ALONE:
             return  # the team is stopping, or this child was stopped on purpose: nothing restarts
         now = time.monotonic()
@@ -105,6 +106,9 @@ class RestartPlanner:
             return
         book = self.books[child.name]
         if not wants_restart(book.policy.restart, status):
+            return
+        if not charged:
+            self._schedule(child, now, FIRST_DELAY)
             return
         delay = book.admit(now)
         if delay is None:

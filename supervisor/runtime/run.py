@@ -39,10 +39,12 @@ def run_team(
     from other threads, no signal handlers outside the main thread, and the
     arbiter for status snapshots.
     """
+    from supervisor.runtime.descriptors import announced, make_room
     from supervisor.runtime.model_service import ModelService, preflight_ollama
     from supervisor.runtime.openai_preflight import preflight_openai
     from supervisor.runtime.process import WORKER_ENTRY, worker_context
 
+    open_files = make_room(len(config.all_agents()) + len(config.groups))  # before any worker: exit 2 if short
     prepare_storage(config.storage, [agent.name for agent in config.all_agents()])
     lock = StorageLock(config.storage)
     lock.acquire(config.team)
@@ -79,7 +81,7 @@ def run_team(
             arbiter = Arbiter(config, log, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
                               service=service, control=control, handle_signals=handle_signals,
                               control_server=server)
-            arbiter.announce(storage=str(config.storage), llm=describe_llm(config))
+            arbiter.announce(storage=str(config.storage), llm=describe_llm(config), **announced(open_files))
             observers.announce(log)
             try:
                 if service is not None:

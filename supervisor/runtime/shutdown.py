@@ -25,6 +25,7 @@ from supervisor.config import AGENT, GROUP, TeamConfig
 from supervisor.runtime.children import Child, Phase, StopIntent
 from supervisor.runtime.events import EventWriter
 from supervisor.runtime.reactor import Reactor
+from supervisor.runtime.reaper import parents
 
 # signal: (source, what people call it, graceful message, immediate message or None: it never escalates)
 SIGNAL_WORDS: dict[int, tuple[str, str, str, Optional[str]]] = {
@@ -254,11 +255,12 @@ class Shutdown:
     def kill_all(self, trigger: Optional[str] = None) -> None:
         """SIGKILL every child process still up; give the kernel a bounded moment to report the exits."""
         killed = []
-        for child in self.children.values():
-            if child.worker is not None and child.phase in (Phase.RUNNING, Phase.STOPPED):
-                child.killed = True
-                child.process.kill_tree()
-                killed.append(child.name)
+        doomed = [c for c in self.children.values() if c.worker is not None and c.phase in (Phase.RUNNING, Phase.STOPPED)]
+        ppids = parents() if doomed else {}  # one scan of the machine for the whole team, not one per child
+        for child in doomed:
+            child.killed = True
+            child.process.kill_tree(ppids)
+            killed.append(child.name)
         if trigger is not None and killed:
             self.log.emit("workers_killed", level="warning", agent_id=self.config.team, trigger=trigger, agents=killed)
         if any(c.live for c in self.children.values()) and self.reactor.when("reap") is None:

@@ -178,6 +178,8 @@ class Console:
             self.line(f"⏱️  Graceful timeout ran out ({message}): stopping immediately.")
         elif trigger == "model_server":
             self.line("❌ the embedded model server keeps dying; stopping the team.")
+        elif trigger in ("resources", "forkserver"):  # the machine cannot start more workers: retrying would not help
+            self.line(f"❌ {message}; stopping the team.")
         elif trigger in ("program", "budget", "timeout"):
             self.interrupt_notice(mode, source, message[:1].upper() + message[1:])
 
@@ -211,6 +213,8 @@ class Console:
             self.line(f"[{agent}] ❌ worker exited unexpectedly ({reason})")
 
     def _error(self, event: dict[str, Any], agent: str) -> None:
+        if event.get("kind") == "resource":
+            return  # the team's stop says it, once, with the fix
         self.line(f"[{agent}] ❌ {event.get('kind')}: {event.get('message')}")
 
     def _asked(self, event: dict[str, Any], agent: str) -> None:

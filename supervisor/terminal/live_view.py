@@ -11,7 +11,10 @@ Rendering never happens in the supervisor's loop: the event sink only updates
 a few fields under a lock and wakes one daemon thread, which draws at most
 `refresh_per_second` times a second when something changed and once every
 `idle_refresh` seconds otherwise (for the clock), so a busy team costs a few
-renders a second and an idle one almost nothing. Nothing here installs a
+renders a second and an idle one almost nothing. During an immediate stop the
+drawer holds back for `IMMEDIATE_QUIET` seconds: the stop is the person's
+priority and usually over by then, and its last frame is drawn once, when the
+processes are gone, laid out a single time (`stop`). Nothing here installs a
 signal handler; Ctrl+C stays the supervisor's. Any failure to render (a bug, a
 terminal that went away) is swallowed: the view gives up and the run goes on
 with plain lines, and stopping always shows the cursor again.
@@ -56,6 +59,7 @@ STATUS_STYLE = {
 BAR_WIDTH = 10
 STATUS_WIDTH = len("interrupted")
 MIN_LAST_WIDTH, MAX_LAST_WIDTH = 10, 40
+IMMEDIATE_QUIET = 0.3  # seconds without a frame once an immediate stop is on: the CPU is the stop's
 TABLE_OVERHEAD = 9  # header line, column heads, rules, totals, footer line, the blank line and two to spare
 
 
@@ -149,6 +153,7 @@ class LiveConsole(Console):
         self._thread: Optional[threading.Thread] = None
         self._render_cost = 0.0
         self._armed = False
+        self._quiet_done = False  # the immediate stop's pause has been taken
 
     # ---- the display's life --------------------------------------------------
 
@@ -196,8 +201,12 @@ class LiveConsole(Console):
                 return
         try:
             if not self.broken:
-                self._print_pending(live)
-                live.update(self.view(final=True))
+                # One frame, laid out once: the lines not yet shown above the table, then the table.
+                # (Printing them first would redraw the old table under them, a second layout.)
+                with self._lock:
+                    lines, self._pending = self._pending, []
+                final = self.view(final=True)
+                live.update(Group(Text("\n".join(lines)), final) if lines else final)
         except Exception:
             self.broken = True
         finally:
@@ -238,6 +247,10 @@ class LiveConsole(Console):
             self._wake.clear()
             if self._closing.is_set():
                 return
+            if self._holding_back():
+                self._closing.wait(IMMEDIATE_QUIET)
+                if self._closing.is_set():
+                    return
             began = time.monotonic()
             try:
                 self._print_pending(live)
@@ -249,6 +262,14 @@ class LiveConsole(Console):
             self._render_cost = time.monotonic() - began
             # Rest: no more than refresh_per_second draws, and rendering at most ~10% of a core on a huge team.
             self._closing.wait(max(self.min_interval, 10 * self._render_cost))
+
+    def _holding_back(self) -> bool:
+        """An immediate stop has just begun: a frame now would take the CPU its workers need to exit."""
+        with self._lock:
+            if self.interrupt_mode != "IMMEDIATE" or self._quiet_done:
+                return False
+            self._quiet_done = True
+            return True
 
     def _print_pending(self, live: Live) -> None:
         with self._lock:

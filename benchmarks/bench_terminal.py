@@ -1,0 +1,298 @@
+"""What a person at a terminal sees: start-up and the double Ctrl+C, next to the machine's floor.
+
+Run: `python benchmarks/bench_terminal.py [--sizes 1,8,32] [--repeat R] [--markdown] [--json-out FILE]`
+(the full table: `--sizes 1,8,32,128,512,1000`; 1000 agents need `ulimit -n` of about 3100, which the
+supervisor raises to by itself when the hard limit allows).
+
+The product runs as a person runs it: typed into `bash -i` on a pseudo-terminal, so it is the
+foreground job in a process group of its own; Ctrl+C is the byte 0x03 written to the terminal, and
+the kernel's line discipline turns it into SIGINT for that group. Each run is measured with the live
+view on (TERM=xterm-256color) and with `--plain` beside it.
+
+  stop   the second Ctrl+C (20 ms after the first, every reply in flight) to the terminal being back:
+         the shell's prompt printed after the job, and the terminal's foreground group the shell's again.
+         Floor: fork N children blocked on pipes, write 1 byte to each, reap them all (`_floors`).
+         Printed beside it: a bare `sleep` job's Ctrl+C to prompt in the same shell, the terminal's share.
+  start  the command typed (exec) to the last `worker_started` event.
+         Floor: a fresh interpreter that imports the worker's modules, forks N children, and reads one
+         byte from each on a socketpair: exec to every child ready.
+
+Every floor is measured in the same run, on the same machine, between the product's runs. The
+micro-steps of `bench_interrupts.py` (ack, graceful, checkpoint, import) break the time down further.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _floors  # noqa: E402  (needs HERE on sys.path)
+from _terminal import ShellTerminal  # noqa: E402
+from harness import REPO, EventTail, agents, named, timestamp  # noqa: E402
+
+DEFAULT_SIZES = "1,8,32"
+SECOND_AFTER = 0.020  # seconds between the two Ctrl+C
+SETTLE = 0.5  # seconds between every worker ready and the first Ctrl+C
+LATENCY = 600.0  # scripted seconds per reply: every reply is in flight at the stop
+STOP_TARGET = 4.0  # x the floor
+START_TARGET = 2.0
+ROWS, COLS = 50, 160
+
+START_FLOOR = """
+import os, socket, sys, time
+import workers.entry, workers.agent_loop, protocol.checkpoints, workers.providers.scripted  # the worker's preload
+n = int(sys.argv[1])
+pairs, pids = [], []
+for _ in range(n):
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        theirs.sendall(b"r")
+        os._exit(0)
+    theirs.close()
+    pairs.append(ours)
+    pids.append(pid)
+for ours in pairs:
+    assert ours.recv(1) == b"r"
+print(time.time(), flush=True)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+
+
+def progress(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def team(size: int) -> dict[str, Any]:
+    return {
+        "team": "bench",
+        "storage": "state",
+        "llm": {"provider": "scripted", "latency": LATENCY},
+        "shutdown": {"graceful_timeout": 60, "immediate_timeout": 5},
+        "agents": agents(size, task="Count from 1 upwards.", max_cycles=1000, name="agent-{:04d}"),
+    }
+
+
+def environment() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "TERM": "xterm-256color", "COLUMNS": str(COLS), "LINES": str(ROWS)}
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def one_run(folder: Path, size: int, plain: bool) -> dict[str, Any]:
+    """Start the team in the shell, wait for every worker, double Ctrl+C, until the terminal is back."""
+    shutil.rmtree(folder / "state", ignore_errors=True)
+    terminal = ShellTerminal(environment(), str(folder), rows=ROWS, cols=COLS)
+    tail = EventTail(folder / "state" / "events.jsonl")
+    result: dict[str, Any] = {"size": size, "view": "plain" if plain else "live"}
+    try:
+        typed_at = time.time()
+        terminal.type(f"{sys.executable} -m supervisor team.yaml" + (" --plain" if plain else ""))
+        deadline = time.monotonic() + 120 + 0.2 * size
+        while tail.poll() is not None and len(named(tail.events, "worker_started")) < size:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"N={size}: not every worker started; the terminal shows:\n"
+                                   + terminal.buffer[-2000:].decode("utf-8", "replace"))
+            terminal.read(0.02)
+        ready = named(tail.events, "worker_started")
+        result["start_ms"] = (max(timestamp(e) for e in ready) - typed_at) * 1000.0
+        supervisor = int(named(tail.events, "supervisor_started")[0]["pid"])
+        tree = [supervisor, *(p.pid for p in descendants(supervisor))]
+        time.sleep(SETTLE)
+        mark = len(terminal.buffer)
+        terminal.ctrl_c()
+        first = time.perf_counter()
+        while time.perf_counter() - first < SECOND_AFTER:
+            terminal.read(SECOND_AFTER - (time.perf_counter() - first))  # a terminal keeps showing what comes
+        terminal.ctrl_c()
+        second = time.perf_counter()
+        back = terminal.back(60.0 + 0.05 * size, mark)
+        if back is None:
+            raise RuntimeError(f"N={size}: the terminal did not come back after a double Ctrl+C")
+        result["stop_ms"] = (back - second) * 1000.0
+        mark = len(terminal.buffer)
+        terminal.type('echo "rc=$?"')
+        terminal.wait_for(b"rc=", 5.0, mark)
+        terminal.wait_for(b"\n", 5.0, terminal.buffer.find(b"rc=", mark))
+        line = terminal.buffer[terminal.buffer.find(b"rc=", mark):].split(b"\n")[0]
+        result["exit_code"] = int(line[3:].strip() or -1)
+        left = _still_running([p for p in map(_process, tree) if p is not None], timeout=2.0)
+        result["left_behind"] = len(left)
+        result["left_behind_what"] = left
+    finally:
+        terminal.close()
+        tail.close()
+    return result
+
+
+def _still_running(processes: list[psutil.Process], timeout: float) -> list[str]:
+    """What of `processes` still runs after `timeout` (a zombie has exited: it counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for process in processes:
+            try:
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+            except psutil.NoSuchProcess:
+                pass
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.01)
+
+
+def _process(pid: int) -> Optional[psutil.Process]:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def shell_round_trip() -> float:
+    """A bare job in the same shell: `sleep`, Ctrl+C, prompt back, in ms (what no product can go under)."""
+    terminal = ShellTerminal(environment(), str(HERE), rows=ROWS, cols=COLS)
+    try:
+        terminal.type("sleep 600")
+        terminal.job_pgid()
+        mark = len(terminal.buffer)
+        terminal.ctrl_c()
+        pressed = time.perf_counter()
+        back = terminal.back(10.0, mark)
+        return (back - pressed) * 1000.0 if back is not None else float("nan")
+    finally:
+        terminal.close()
+
+
+def start_floor(size: int) -> float:
+    """Exec of a fresh interpreter with the worker's modules to N forked children ready, in ms."""
+    began = time.time()
+    done = subprocess.run([sys.executable, "-c", START_FLOOR, str(size)], capture_output=True, text=True,
+                          check=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return (float(done.stdout.split()[0]) - began) * 1000.0
+
+
+def stop_floor(size: int) -> float:
+    return _floors.immediate_floor(size, 0.05) * 1000.0
+
+
+def repeats_for(size: int, forced: Optional[int]) -> int:
+    return forced if forced is not None else (3 if size <= 32 else 1)
+
+
+def bench(sizes: list[int], forced: Optional[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    runs: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    shell = [shell_round_trip() for _ in range(3)]
+    folder = Path(tempfile.mkdtemp(prefix="bench-terminal-"))
+    try:
+        for size in sizes:
+            (folder / "team.yaml").write_text(json.dumps(team(size), indent=1))
+            samples: dict[str, list[float]] = {"live": [], "plain": [], "start": [], "stop_floor": [], "start_floor": []}
+            for index in range(repeats_for(size, forced)):
+                for plain in (False, True):
+                    view = "plain" if plain else "live"
+                    progress(f"N={size} run {index + 1}: {view}")
+                    result = one_run(folder, size, plain)
+                    runs.append(result)
+                    samples[view].append(result["stop_ms"])
+                    samples["start"].append(result["start_ms"])
+                    progress(f"  start {result['start_ms']:.0f} ms, stop {result['stop_ms']:.1f} ms, "
+                             f"exit {result['exit_code']}, left behind {result['left_behind']}")
+                samples["stop_floor"].append(stop_floor(size))  # between the product's runs, same conditions
+                samples["start_floor"].append(start_floor(size))
+            for view in ("live", "plain"):
+                rows.append(_row(f"stop, {view} view", size, samples[view], samples["stop_floor"], STOP_TARGET))
+            rows.append(_row("start", size, samples["start"], samples["start_floor"], START_TARGET))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    runs.append({"shell_round_trip_ms": shell})
+    return rows, runs
+
+
+def _row(step: str, size: int, samples: list[float], floor: list[float], target: float) -> dict[str, Any]:
+    median, floor_median = statistics.median(samples), statistics.median(floor)
+    ratio = median / floor_median if floor_median > 0 else None
+    return {"step": step, "agents": size, "median_ms": median, "min_ms": min(samples), "max_ms": max(samples),
+            "floor_ms": floor_median, "ratio": ratio, "target": f"≤ {target:g}× floor",
+            "result": "—" if ratio is None else ("PASS" if ratio <= target else "MISS"), "samples": samples}
+
+
+HEADERS = ["step", "agents", "median ms", "min–max ms", "floor ms", "×floor", "target", "result"]
+
+
+def _num(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def cells(row: dict[str, Any]) -> list[str]:
+    return [row["step"], str(row["agents"]), _num(row["median_ms"]), f"{_num(row['min_ms'])}–{_num(row['max_ms'])}",
+            _num(row["floor_ms"]), "—" if row["ratio"] is None else f"{row['ratio']:.1f}×", row["target"], row["result"]]
+
+
+def render(rows: list[dict[str, Any]], markdown: bool) -> str:
+    table = [cells(row) for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(HEADERS) + " |", "| --- | --: | --: | --: | --: | --: | --- | --- |"]
+        return "\n".join(lines + ["| " + " | ".join(line) + " |" for line in table])
+    widths = [max(len(line[i]) for line in [HEADERS, *table]) for i in range(len(HEADERS))]
+    fmt = lambda line: "  ".join(c.rjust(w) if 1 <= i <= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths)))  # noqa: E731
+    return "\n".join([fmt(HEADERS), "  ".join("-" * w for w in widths), *(fmt(line).rstrip() for line in table)])
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"team sizes, comma-separated (default {DEFAULT_SIZES}; "
+                        "the full table: 1,8,32,128,512,1000)")
+    parser.add_argument("--repeat", type=int, help="runs per size and view (default 3 up to 32 agents, else 1)")
+    parser.add_argument("--markdown", action="store_true", help="the table as Markdown, for the README")
+    parser.add_argument("--json-out", metavar="FILE", help="also write every run and row as JSON to FILE")
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(part) for part in args.sizes.split(",") if part.strip()]
+    except ValueError:
+        parser.error(f"--sizes: expected comma-separated integers, got {args.sizes!r}")
+    if not sizes or min(sizes) < 1 or (args.repeat is not None and args.repeat < 1):
+        parser.error("--sizes and --repeat need positive integers")
+    if shutil.which("bash") is None:
+        parser.error("needs bash: the product runs as a job of a job-control shell")
+    began = time.perf_counter()
+    rows, runs = bench(sizes, args.repeat)
+    print(render(rows, args.markdown))
+    print()
+    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; {time.perf_counter() - began:.0f} s.")
+    shell = next(r["shell_round_trip_ms"] for r in runs if "shell_round_trip_ms" in r)
+    print(f"A bare job in the same shell (`sleep 600`, Ctrl+C, prompt back): {statistics.median(shell):.1f} ms, "
+          "a part of every stop that no supervisor can remove.")
+    odd = [r for r in runs if "size" in r and (r["exit_code"] != 1 or r["left_behind"])]
+    for run in odd:
+        print(f"  anomaly: N={run['size']} {run['view']}: exit code {run['exit_code']} (expected 1), "
+              f"{run['left_behind']} process(es) still running 2 s after the prompt: {run['left_behind_what']}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"rows": rows, "runs": runs}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
