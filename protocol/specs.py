@@ -44,6 +44,7 @@ INT_MIN = -(2**63)  # msgpack's integer range: a wider int cannot be encoded
 INT_MAX = 2**64 - 1
 MAX_DEPTH = 32  # the frame decoder's limit; it also ends the walk of a map that contains itself
 _CALL_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*\Z")
+_TRACEPARENT_RE = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")  # W3C trace context, version 00
 
 S = TypeVar("S", bound="Spec")
 
@@ -267,6 +268,12 @@ def _dotted(spec: Spec, name: str) -> None:
         raise spec._bad(name, f"must be a dotted path like package.module:name (got {_short(value)})")
 
 
+def _traceparent(spec: Any) -> None:
+    value = spec.traceparent
+    if value is not None and not (isinstance(value, str) and _TRACEPARENT_RE.match(value)):
+        raise spec._bad("traceparent", f"must be a W3C traceparent 00-<32 hex>-<16 hex>-<2 hex> (got {value!r})")
+
+
 def _one_of(spec: Spec, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(spec, name)
     if value not in allowed:
@@ -382,12 +389,14 @@ class AgentSpec(Spec):
     peers: tuple[str, ...] = ()
     send_to: tuple[str, ...] = ()
     senders: tuple[str, ...] = ()
+    traceparent: Optional[str] = None  # the run's span when traces are on: a worker's own spans join the run's trace
 
     def _check(self) -> None:
         _not_empty(self, "agent", "task", "storage")
         _at_least(self, "max_cycles", 1)
         _at_least(self, "budget_usd", 0, inclusive=False)
         _dotted(self, "agent_class")
+        _traceparent(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -398,12 +407,14 @@ class GroupSpec(Spec):
     config: dict  # the group's TeamConfig as plain data
     worker_entry: str  # the entry point of its agents' workers
     model_host: Optional[str] = None  # the embedded model server the root started, if any
+    traceparent: Optional[str] = None  # the run's span, handed on to the group's workers
 
     def _check(self) -> None:
         _not_empty(self, "config")
         _dotted(self, "worker_entry")
         if self.model_host is not None:
             _not_empty(self, "model_host")
+        _traceparent(self)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -61,3 +61,14 @@ class Hostile(Agent):
 
     async def cycle(self, k: int) -> str:
         return HOSTILE.format(k=k)
+
+
+class TraceProbe(Agent):
+    """Records the trace context its worker was given, as the agent sees it and as $TRACEPARENT."""
+
+    async def cycle(self, k: int) -> str:
+        import os
+
+        self.state["traceparent"] = self.traceparent
+        self.state["environ"] = os.environ.get("TRACEPARENT")
+        return f"cycle {k}: traced"

@@ -173,6 +173,7 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
         "peers": [],
         "send_to": [],
         "senders": [],
+        "traceparent": None,
     }
     assert msgpack.unpackb(msgpack.packb(spec)) == spec
     with pytest.raises(KeyError, match="no agent 'nobody'"):

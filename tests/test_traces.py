@@ -179,3 +179,17 @@ def test_a_run_without_metrics_or_traces_imports_neither(tmp_path: Path) -> None
     assert done.stdout.split(" ", 1) == ["0", "[]\n"]
     lines = [json.loads(line) for line in (tmp_path / "state" / "events.jsonl").read_text().splitlines()]
     assert by_event(lines, "cycle_completed") and not by_event(lines, "metrics_serving")
+
+
+def test_the_workers_are_given_the_runs_span_as_their_trace_parent(make_team: Callable[..., Team]) -> None:
+    team = make_team(agents=1, max_cycles=2, latency=0.01, groups={"crew": {"agents": 1}})
+    team.data["agent"] = "tests.agent_probe:TraceProbe"
+    team.write()
+    with Collector() as collector:
+        run = team.start(env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})
+        assert run.wait() == 0, run.output
+    (root,) = [span for span in collector.spans if not span["parent"]]
+    expected = f"00-{root['trace_id']}-{root['span_id']}-01"
+    for name in team.names:  # the team's own agent, and the group's: a worker's own spans are children of the run
+        state = team.latest(name).extra["state"]
+        assert (state["traceparent"], state["environ"]) == (expected, expected), name

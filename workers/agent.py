@@ -100,6 +100,7 @@ class AgentContext:
     mail: Optional["Correspondence"] = None  # messages and questions; set by the worker
     send_to: tuple[str, ...] = ()
     senders: tuple[str, ...] = ()
+    traceparent: Optional[str] = None
 
 
 class Agent:
@@ -190,6 +191,15 @@ class Agent:
     def senders(self) -> tuple[str, ...]:
         """The agents whose config's `send_to` names this one."""
         return self._context.senders
+
+    @property
+    def traceparent(self) -> Optional[str]:
+        """The run's span as a W3C traceparent when the run exports traces (also in $TRACEPARENT), else None.
+
+        Spans the agent makes itself (a tool call, an HTTP client) join the
+        run's trace when their parent is taken from it.
+        """
+        return self._context.traceparent
 
     async def send(self, to: str, content: Any) -> None:
         """Send `content` (any JSON value) to agent `to`, once this cycle's checkpoint is durable.

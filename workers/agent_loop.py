@@ -291,6 +291,8 @@ class AgentWorker:
             provider = make_provider(spec.llm, on_retry=self._report_retry)
         except ProviderError as exc:
             return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
+        if spec.traceparent is not None:  # the W3C variable: tools and clients that read it join the run's trace
+            os.environ["TRACEPARENT"] = spec.traceparent
         self._agent, self._budget = agent, spec.budget_usd
         self._await_grants = spec.await_grants
         self.hooks = Hooks(spec.hooks, self._report_hook)
@@ -307,6 +309,7 @@ class AgentWorker:
                 mail=self.mail,
                 send_to=tuple(spec.send_to),
                 senders=tuple(spec.senders),
+                traceparent=spec.traceparent,
             )
             try:
                 instance = await self._make_agent(context)

@@ -22,7 +22,7 @@ import selectors
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from protocol import (
     COMPLETED,
@@ -107,6 +107,7 @@ class Arbiter:
         control: Optional[ControlQueue] = None,
         handle_signals: bool = True,
         control_server: Optional[ControlServer] = None,
+        trace_parent: Callable[[], Optional[str]] = lambda: None,
     ) -> None:
         self.config = config
         self.log = log
@@ -156,6 +157,7 @@ class Arbiter:
         self.started_at = time.monotonic()
         self.forkserver_deaths: deque[float] = deque()
         self.out_of_resources = False  # a start failed for want of descriptors, memory or processes
+        self.trace_parent = trace_parent  # the run's span, when traces are on: handed to every worker in its Start
 
     # ---- the run: a table of contents ----------------------------------------------------
 
@@ -341,9 +343,10 @@ class Arbiter:
         """A child's Start spec: an agent's, or a group's whole config (and which workers to run)."""
         if child.kind == GROUP:
             released = self.start_order.released
-            return self.config.group_spec(child.name, self.entry, self.model_host, released).to_wire()
+            group = self.config.group_spec(child.name, self.entry, self.model_host, released)
+            return dataclasses.replace(group, traceparent=self.trace_parent()).to_wire()
         spec = self.config.agent_spec(child.name, self.model_host)
-        return dataclasses.replace(spec, await_grants=self.grants).to_wire()
+        return dataclasses.replace(spec, await_grants=self.grants, traceparent=self.trace_parent()).to_wire()
 
     def _counted(self, child: Child, cycle: int) -> None:
         """A child's spending up to `cycle` is known: judge the team's budget, then let it go on (or not)."""

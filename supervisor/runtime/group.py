@@ -69,8 +69,9 @@ def _serve(pipe: FramedPipe) -> int:
     config = TeamConfig.from_spec(spec.config)
     worker_context()  # our own forkserver: our workers are our descendants and die with us
     pipe.sock.setblocking(False)
+    traceparent = spec.traceparent
     arbiter = Arbiter(config, RelayLog(pipe), {}, entry=spec.worker_entry, own_process=True, parent=pipe,
-                      model_host=spec.model_host, parent_backlog=backlog)
+                      model_host=spec.model_host, parent_backlog=backlog, trace_parent=lambda: traceparent)
     arbiter.announce()
     return arbiter.run().exit_code
 

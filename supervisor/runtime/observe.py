@@ -112,6 +112,10 @@ class Observers:
             log.emit("metrics_serving", agent_id=self.config.team, listen=self.listening,
                      url=f"http://{self.listening}/metrics")
 
+    def traceparent(self) -> Optional[str]:
+        """The run's span as a W3C traceparent, for the workers' Start; None without traces."""
+        return self.traces.traceparent() if self.traces is not None else None
+
     def close(self) -> None:
         if self.traces is not None:
             self.traces.close()

@@ -80,7 +80,7 @@ def run_team(
             log.sinks.append(server.publish)  # watchers see each event as it is written
             arbiter = Arbiter(config, log, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
                               service=service, control=control, handle_signals=handle_signals,
-                              control_server=server)
+                              control_server=server, trace_parent=observers.traceparent)
             arbiter.announce(storage=str(config.storage), llm=describe_llm(config), **announced(open_files))
             observers.announce(log)
             try:

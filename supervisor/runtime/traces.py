@@ -191,6 +191,13 @@ class RunTraces:
             "supervisor_stopped": self._stopped,
         }
 
+    def traceparent(self) -> Optional[str]:
+        """The run's span as a W3C traceparent (once the run's first line is in), for the workers' own spans."""
+        run = self._run
+        if run is None:
+            return None
+        return f"00-{run.context.trace_id:032x}-{run.context.span_id:016x}-01"
+
     def _model_of(self, agent: str) -> tuple[str, str]:
         llm = self.config.agent(agent).llm
         if llm.provider == "scripted":
