@@ -15,6 +15,7 @@ import pytest
 
 from harness import by_event
 from ollama_double import MODEL, OllamaDouble
+from openai_double import OpenAIDouble
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +47,21 @@ def test_never_more_calls_than_the_cap_reach_the_server_and_every_agent_complete
     cycles = by_event(events, "cycle_completed")
     assert len(cycles) == 32 and all(c["queued_ms"] >= 0 for c in cycles)  # every call took a slot, the group's too
     assert any(c["queued_ms"] > 0 for c in cycles)
+
+
+def test_the_openai_provider_keeps_to_the_cap_too(make_team):
+    team = make_team(agents=6, max_cycles=2)
+    with OpenAIDouble(latency=0.2) as double:
+        team.data["llm"] = {"provider": "openai", "base_url": double.base_url, "model": MODEL, "request_timeout": 30,
+                            "max_concurrent": 2}
+        team.write()
+        run = team.run()
+        peak = double.backend.peak
+    assert run.proc.returncode == 0, run.output
+    assert peak == 2
+    for name in team.names:
+        team.assert_exactly_once(name, 2)
+    assert _queued(run.new_events())
 
 
 @pytest.mark.parametrize("where", ["team", "group"])
