@@ -451,8 +451,8 @@ class Arbiter:
         worker.close()
         self._bury(pid)
         for name in ([child.name] if child.kind == AGENT else self.speaks_for[child.name]):
+            self.slots.gone(name)  # the slots its calls held are free for the next in line
             self.mail.gone(name)
-            self.slots.gone(name)
         self.restarts.after_exit(child, status)
         if child.kind == AGENT and status == COMPLETED:
             self.start_order.agent_completed(child.name, stopping=self.shutdown.mode is not None)
