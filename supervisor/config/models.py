@@ -7,6 +7,7 @@ group's sub-supervisor runs, the Start spec of one agent).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -453,15 +454,18 @@ class TeamConfig(BaseModel):
             seen.setdefault(server, (cap, where))
         return self
 
+    @functools.cached_property
+    def _caps(self) -> dict[str, int]:
+        """Each capped server's `max_concurrent`, the embedded one under EMBEDDED_SERVER: worked out once."""
+        return {agent.llm.server: agent.llm.max_concurrent for agent in self.all_agents()
+                if agent.llm.max_concurrent is not None and agent.llm.server is not None}
+
     def server_caps(self, model_host: Optional[str] = None) -> dict[str, int]:
         """Each capped model server's key (as its workers name it) and its `max_concurrent`, across the tree."""
-        caps: dict[str, int] = {}
-        for agent in self.all_agents():
-            cap, server = agent.llm.max_concurrent, agent.llm.server
-            if server == EMBEDDED_SERVER:
-                server = server_key(model_host) if model_host else None
-            if cap is not None and server is not None:
-                caps[server] = cap
+        caps = dict(self._caps)
+        embedded = caps.pop(EMBEDDED_SERVER, None)
+        if embedded is not None and model_host:
+            caps[server_key(model_host)] = embedded
         return caps
 
     def _cap_of(self, llm: LLMConfig, model_host: Optional[str]) -> Optional[int]:

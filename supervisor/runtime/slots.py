@@ -47,12 +47,15 @@ class SlotBank:
 
     def request(self, agent: str, request: SlotRequest) -> None:
         server, ticket = request.server, (agent, request.request_id)
+        cap = self.caps().get(server)
+        if cap is None:  # a server without a cap (a reload took it away): nothing to count, nothing kept
+            self.send(agent, SlotGrant(request_id=request.request_id))
+            return
         held = self.held.setdefault(server, set())
         queue = self.queued.setdefault(server, collections.OrderedDict())
         if ticket in held or ticket in queue:
             return  # asked twice: one slot, one grant
-        cap = self.caps().get(server)
-        if cap is None or (len(held) < cap and not queue):
+        if len(held) < cap and not queue:
             self._grant(server, ticket)
             return
         queue[ticket] = time.monotonic()
@@ -60,12 +63,11 @@ class SlotBank:
 
     def release(self, agent: str, release: SlotRelease) -> None:
         server, ticket = release.server, (agent, release.request_id)
-        queue = self.queued.get(server)
-        if queue is not None:
-            queue.pop(ticket, None)  # a wait that a stop ended
-        held = self.held.get(server)
-        if held is not None and ticket in held:
-            held.discard(ticket)
+        queue, held = self.queued.get(server), self.held.get(server)
+        if queue is None or held is None:
+            return  # a server never capped
+        queue.pop(ticket, None)  # a wait that a stop ended
+        held.discard(ticket)
         self._serve(server)
 
     def gone(self, agent: str) -> None:
