@@ -651,6 +651,14 @@ def test_max_concurrent_is_one_cap_per_server_across_the_tree(tmp_path: Path) ->
     specs = [config.agent_spec(name).llm for name in ("counter-a", "counter-b", "crew-a")]
     assert [(s.server, s.max_concurrent) for s in specs] == [
         ("http://gpu:11434", 4), ("http://gpu:11434", 4), ("http://cpu:1", 1)]
+    # A group's sub-supervisor sees only its agents: the cap another agent sets for their server goes with them.
+    data["llm"] = {"provider": "ollama", "host": "gpu:11434"}
+    data["agents"][0]["llm"] = {"max_concurrent": 4}
+    data["groups"][0]["agents"][0]["llm"] = {}
+    config = TeamConfig.from_mapping(data, source=Path("team.yaml"), base_dir=tmp_path)
+    assert config.group_config("crew").agents[0].llm.max_concurrent == 4
+    crew = TeamConfig.from_spec(config.group_config("crew").to_spec())
+    assert crew.agent_spec("crew-a").llm.max_concurrent == 4
 
     write(tmp_path, edited(("llm", ollama), ("agents.1.llm", {"max_concurrent": 0})))
     assert str(load_error(tmp_path / "team.yaml")).endswith("agents[1].llm.max_concurrent: must be >= 1 (got 0)")

@@ -468,6 +468,13 @@ class TeamConfig(BaseModel):
             caps[server_key(model_host)] = embedded
         return caps
 
+    def _with_server_cap(self, agent: AgentConfig) -> AgentConfig:
+        """The agent with its server's cap written in, when another agent of the tree set it: a group sees its own only."""
+        cap = self._caps.get(agent.llm.server) if agent.llm.server is not None else None
+        if cap is None or agent.llm.max_concurrent is not None:
+            return agent
+        return agent.model_copy(update={"llm": agent.llm.model_copy(update={"max_concurrent": cap})})
+
     def _cap_of(self, llm: LLMConfig, model_host: Optional[str]) -> Optional[int]:
         """The cap of the server `llm` calls, whichever agent of the tree set it: every call there takes a slot."""
         server = llm.server
@@ -606,7 +613,7 @@ class TeamConfig(BaseModel):
         return self.model_copy(
             update={
                 "team": group.name,
-                "agents": list(group.agents),
+                "agents": [self._with_server_cap(agent) for agent in group.agents],
                 "groups": [],
                 "strategy": group.strategy,
                 "hang_timeout": own(group.hang_timeout, self.hang_timeout),
