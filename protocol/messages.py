@@ -144,6 +144,18 @@ class Answer(Message):
     agent: str = ""
 
 
+@dataclass(frozen=True)
+class SlotGrant(Message):
+    """The worker's request `request_id` holds a slot of its model server now: its call may go out.
+
+    `agent` names the requester when a group passes the grant down; empty on a worker's own pipe.
+    """
+
+    type: ClassVar[str] = "slot_grant"
+    request_id: int
+    agent: str = ""
+
+
 # --- worker -> supervisor -------------------------------------------------
 
 
@@ -199,6 +211,7 @@ class CycleDone(Message):
     tokens: Optional[dict] = None
     cost_usd: Optional[float] = None
     model_ms: Optional[float] = None  # the model's own time, when the backend reports it
+    queued_ms: Optional[float] = None  # time spent waiting for a model server's slot, when the server is capped
 
 
 @dataclass(frozen=True)
@@ -320,6 +333,30 @@ class Answered(Message):
     agent: str = ""
 
 
+@dataclass(frozen=True)
+class SlotRequest(Message):
+    """The agent wants a slot of model server `server` (capped across the tree) for one call.
+
+    The root grants slots first come, first served; `request_id` counts per
+    worker. `agent` is filled in by a group passing the request up.
+    """
+
+    type: ClassVar[str] = "slot_request"
+    server: str
+    request_id: int
+    agent: str = ""
+
+
+@dataclass(frozen=True)
+class SlotRelease(Message):
+    """The call of request `request_id` has ended (or no longer waits): its slot is free for the next."""
+
+    type: ClassVar[str] = "slot_release"
+    server: str
+    request_id: int
+    agent: str = ""
+
+
 # --- parent -> group -------------------------------------------------------
 
 
@@ -334,7 +371,8 @@ class StartAgents(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
     for cls in (Start, Interrupt, Proceed, Deliver, Settled, Answer, Ack, Ready, StopRequest, CycleDone, CheckpointSaved,
-                Stopped, Error, Heartbeat, Event, Post, Holding, Waiting, Answered, StartAgents)
+                Stopped, Error, Heartbeat, Event, Post, Holding, Waiting, Answered, StartAgents, SlotGrant, SlotRequest,
+                SlotRelease)
 }
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "PriceSpec",
     "Spec",
     "SpecError",
+    "server_key",
 ]
 
 PROVIDERS = ("scripted", "ollama", "embedded", "openai")
@@ -314,6 +315,12 @@ class LLMSpec(Spec):
     api: str = "ollama"  # the API the worker speaks: openai for provider openai, either for embedded
     base_url: Optional[str] = None  # api openai: the server's OpenAI API root, e.g. http://127.0.0.1:8000/v1
     api_key_env: Optional[str] = None  # the NAME of the environment variable holding the key; never the key
+    max_concurrent: Optional[int] = None  # calls in flight to this server across the tree; None: not capped
+
+    @property
+    def server(self) -> str:
+        """The model server this agent calls, as the supervisor keys its slots (see `server_key`)."""
+        return server_key(self.base_url if self.api == "openai" and self.base_url else self.host)
 
     def _check(self) -> None:
         _one_of(self, "provider", PROVIDERS)
@@ -329,12 +336,33 @@ class LLMSpec(Spec):
             raise self._bad("base_url", "required for the openai api")
         if self.api_key_env is not None:
             _not_empty(self, "api_key_env")
+        if self.max_concurrent is not None:
+            _at_least(self, "max_concurrent", 1)
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for one call: input and output apart when `price` is given, else the blended older rate."""
         if self.price is not None:
             return (prompt_tokens * self.price.input_per_1m + completion_tokens * self.price.output_per_1m) / 1e6
         return (prompt_tokens + completion_tokens) / 1000.0 * self.price_per_1k_tokens
+
+
+def server_key(url: str) -> str:
+    """A model server as one key: scheme, host and port, lowercased (`http://Gpu:8000/v1` -> `http://gpu:8000`).
+
+    The path is left out, so one server reached through both of its APIs
+    (Ollama's and OpenAI's `/v1`) is one server, with one cap.
+    """
+    from urllib.parse import urlsplit
+
+    text = url.strip()
+    try:
+        parts = urlsplit(text if "://" in text else "http://" + text)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return text.lower()
+    scheme = parts.scheme.lower() or "http"
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}:{port or default}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,10 @@ request takes the next fault from `faults` (none left: a normal answer):
     "hang"     no answer at all for `hang_s` seconds (the client's timeout fires)
     "ok"       a normal answer (to place faults after some good calls)
 
+`latency` holds each generation that long before its first piece, and
+`peak` is the most generations the server ever had in progress at once (to
+check concurrency caps against what a server really sees).
+
 It runs in a thread of the test process on 127.0.0.1 and a free port.
 """
 
@@ -32,10 +36,13 @@ MODEL = "double:latest"
 class ScriptedBackend:
     name = MODEL
 
-    def __init__(self, piece_delay: float = 0.0) -> None:
+    def __init__(self, piece_delay: float = 0.0, latency: float = 0.0) -> None:
         self.piece_delay = piece_delay
+        self.latency = latency
         self.calls = 0
         self.streaming = 0  # generations in progress now
+        self.peak = 0  # the most generations ever in progress at once
+        self.lock = threading.Lock()  # each request has its own thread
         self.cut_off = 0  # generations stopped because the client went away
 
     def describe(self) -> dict[str, Any]:
@@ -48,8 +55,11 @@ class ScriptedBackend:
         cycle = sum(1 for m in messages if m.get("role") == "assistant") + 1
         text = scripted_reply(cycle)
         pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
-        self.streaming += 1
+        with self.lock:
+            self.streaming += 1
+            self.peak = max(self.peak, self.streaming)
         try:
+            time.sleep(self.latency)
             for piece in pieces:
                 if not emit(piece):
                     self.cut_off += 1
@@ -57,7 +67,8 @@ class ScriptedBackend:
                 if self.piece_delay:
                     time.sleep(self.piece_delay)
         finally:
-            self.streaming -= 1
+            with self.lock:
+                self.streaming -= 1
         return Stats(prompt_tokens=10 * len(messages), completion_tokens=len(pieces), prompt_ms=1.0, eval_ms=2.0,
                      done_reason="stop")
 
@@ -86,8 +97,8 @@ class FaultyAPI(OllamaAPI):
 class OllamaDouble:
     """Start with `with OllamaDouble() as double:`; `double.host` is its address."""
 
-    def __init__(self, piece_delay: float = 0.0, hang_s: float = 30.0) -> None:
-        self.backend = ScriptedBackend(piece_delay)
+    def __init__(self, piece_delay: float = 0.0, hang_s: float = 30.0, latency: float = 0.0) -> None:
+        self.backend = ScriptedBackend(piece_delay, latency)
         self.httpd = ModelHTTPServer(("127.0.0.1", 0), self.backend)
         self.httpd.RequestHandlerClass = FaultyAPI
         self.httpd.faults = deque()  # type: ignore[attr-defined]

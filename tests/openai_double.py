@@ -133,8 +133,9 @@ class OpenAIDouble:
     """Start with `with OpenAIDouble() as double:`; `double.base_url` is its OpenAI API root."""
 
     def __init__(self, piece_delay: float = 0.0, hang_s: float = 30.0, retry_after: float = 1.0,
-                 echo_auth: bool = False, key: Optional[str] = None, models_status: int = 200) -> None:
-        self.backend = ScriptedBackend(piece_delay)
+                 echo_auth: bool = False, key: Optional[str] = None, models_status: int = 200,
+                 latency: float = 0.0) -> None:
+        self.backend = ScriptedBackend(piece_delay, latency)
         self.httpd = DoubleServer(("127.0.0.1", 0), self.backend, FaultyOpenAI)
         self.httpd.faults = deque()
         self.httpd.authorizations = []

@@ -161,7 +161,7 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
             "provider": "scripted", "latency": 0.5, "cost_per_reply": 0.01, "system_prompt": "Be brief.",
             "host": spec["llm"]["host"], "model": "llama3.1:8b-instruct-q8_0", "options": {},
             "request_timeout": 120.0, "price_per_1k_tokens": 0.0, "price": None, "api": "ollama", "base_url": None,
-            "api_key_env": None,
+            "api_key_env": None, "max_concurrent": None,
         },
         "checkpoint": {"every": 2, "keep": 5, "compress": False},
         "budget_usd": None,
@@ -634,3 +634,44 @@ def test_event_sizes_metrics_and_traces_as_written(tmp_path: Path) -> None:
     assert (defaults.events.max_bytes, defaults.events.keep, defaults.metrics, defaults.traces) == (50 * 10**6, 5, None, None)
     for listen, expected in (("0.0.0.0:9", "0.0.0.0:9"), (":9464", "127.0.0.1:9464"), ("[::1]:9464", "[::1]:9464"), (0, "127.0.0.1:0")):
         assert load_config(write(tmp_path, edited(("metrics", {"listen": listen})))).metrics.listen == expected  # type: ignore[union-attr]
+
+
+# ---- max_concurrent: one cap per model server, across the tree ---------------------------------
+
+
+def test_max_concurrent_is_one_cap_per_server_across_the_tree(tmp_path: Path) -> None:
+    ollama = {"provider": "ollama", "host": "GPU:11434", "max_concurrent": 4}
+    team = edited(("llm", ollama), ("agents.1.llm", {"provider": "openai", "base_url": "http://gpu:11434/v1",
+                                                    "model": "m"}))
+    data = yaml.safe_load(team)
+    data["groups"] = [{"name": "crew", "agents": [{"name": "crew-a", "task": "Count.", "max_cycles": 1,
+                                                    "llm": {"provider": "ollama", "host": "http://cpu:1", "max_concurrent": 1}}]}]
+    config = TeamConfig.from_mapping(data, source=Path("team.yaml"), base_dir=tmp_path)
+    assert config.server_caps() == {"http://gpu:11434": 4, "http://cpu:1": 1}
+    # Both APIs of one server, each agent's spec naming it alike: one cap.
+    specs = [config.agent_spec(name).llm for name in ("counter-a", "counter-b", "crew-a")]
+    assert [(s.server, s.max_concurrent) for s in specs] == [
+        ("http://gpu:11434", 4), ("http://gpu:11434", 4), ("http://cpu:1", 1)]
+    # A group's sub-supervisor sees only its agents: the cap another agent sets for their server goes with them.
+    data["llm"] = {"provider": "ollama", "host": "gpu:11434"}
+    data["agents"][0]["llm"] = {"max_concurrent": 4}
+    data["groups"][0]["agents"][0]["llm"] = {}
+    config = TeamConfig.from_mapping(data, source=Path("team.yaml"), base_dir=tmp_path)
+    assert config.group_config("crew").agents[0].llm.max_concurrent == 4
+    crew = TeamConfig.from_spec(config.group_config("crew").to_spec())
+    assert crew.agent_spec("crew-a").llm.max_concurrent == 4
+
+    write(tmp_path, edited(("llm", ollama), ("agents.1.llm", {"max_concurrent": 0})))
+    assert str(load_error(tmp_path / "team.yaml")).endswith("agents[1].llm.max_concurrent: must be >= 1 (got 0)")
+    write(tmp_path, edited(("llm", ollama), ("agents.1.llm", {"max_concurrent": 2})))
+    assert str(load_error(tmp_path / "team.yaml")).endswith(
+        "agents[1].llm.max_concurrent: 2 for server http://gpu:11434, but agents[0].llm.max_concurrent gives it 4: "
+        "one server, one cap")
+
+
+def test_the_embedded_server_is_capped_where_it_serves(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, edited(("llm", {"provider": "embedded", "max_concurrent": 2}))))
+    assert config.server_caps() == {}  # not serving yet: no key
+    spec = config.agent_spec("counter-a", "http://127.0.0.1:5123").llm
+    assert (spec.server, spec.max_concurrent) == ("http://127.0.0.1:5123", 2)
+    assert config.server_caps("http://127.0.0.1:5123") == {"http://127.0.0.1:5123": 2}

@@ -439,3 +439,28 @@ def test_the_plain_console_neutralises_questions_and_answers():
     assert "\x1b" not in out and "\x07" not in out and "\r" not in out
     assert out.splitlines()[0].startswith("[a] ❓ Go?")
     assert len(out.splitlines()) == 3  # the question, the hint how to answer, the answer: nothing injected a line
+
+
+def test_live_rows_show_agents_queued_for_a_model_server(tmp_path):
+    stream = io.StringIO()
+    live = LiveConsole(team_config(tmp_path, groups=False), console=rich_console(stream), redirect=False)
+    live.banner("demo", "/tmp/state", "ollama", 3, {})
+    feed(live, {"event": "supervisor_started", "agent_id": "demo", "team": "demo"})
+    try:
+        feed(
+            live,
+            {"event": "worker_started", "agent_id": "agent-a", "pid": 11, "cycle": 0, "status": "running", "resumed": False},
+            {"event": "worker_started", "agent_id": "agent-b", "pid": 12, "cycle": 0, "status": "running", "resumed": False},
+            {"event": "agent_queued", "agent_id": "agent-a", "server": "http://gpu:11434", "ahead": 0, "in_flight": 1},
+            {"event": "agent_queued", "agent_id": "agent-b", "server": "http://gpu:11434", "ahead": 1, "in_flight": 1},
+        )
+        lines = frame(live)
+        assert [cells(lines, n)[1] for n in ("agent-a", "agent-b")] == ["queued", "queued"]
+        feed(live, {"event": "slot_granted", "agent_id": "agent-a", "server": "http://gpu:11434", "queued_ms": 200.0},
+             {"event": "cycle_completed", "agent_id": "agent-b", "cycle": 1, "max_cycles": 3, "duration_ms": 500.0,
+              "queued_ms": 300.0, "reply": "x"})
+        lines = frame(live)
+        assert [cells(lines, n)[1] for n in ("agent-a", "agent-b")] == ["running", "running"]
+    finally:
+        live.outcome("completed", None)
+        live.statistics("completed", [], {"total": 0, "graceful": 0, "immediate": 0}, "/tmp/state")

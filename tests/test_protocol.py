@@ -16,6 +16,9 @@ import msgpack
 import pytest
 
 from protocol import (
+    SlotGrant,
+    SlotRelease,
+    SlotRequest,
     StartAgents,
     Answer,
     Answered,
@@ -199,6 +202,11 @@ SAMPLES: dict[str, list[Message]] = {
         StartAgents(agents=["crew-a"]),
         StartAgents(agents=["crew-a", "crew-ü"]),
     ],
+    "slot_request": [SlotRequest(server="http://127.0.0.1:11434", request_id=1),
+                     SlotRequest(server="https://gpu-ü:8000", request_id=2**40, agent="crew-a")],
+    "slot_release": [SlotRelease(server="http://127.0.0.1:11434", request_id=1),
+                     SlotRelease(server="http://h:1", request_id=7, agent="crew-a")],
+    "slot_grant": [SlotGrant(request_id=1), SlotGrant(request_id=3, agent="crew-a")],
 }
 
 ALL_SAMPLES = [m for group in SAMPLES.values() for m in group]

@@ -42,6 +42,7 @@ from protocol import (
     ProtocolError,
     Ready,
     Settled,
+    SlotGrant,
     Start,
     Stopped,
     StopRequest,
@@ -55,6 +56,7 @@ from workers.hooks import Hooks
 from workers.mailbox import MailCorrupt, Mailbox
 from workers.link import SupervisorLink
 from workers.providers import ProviderError, make_provider
+from workers.slots import Slots
 
 START_TIMEOUT = 30.0
 IMMEDIATE_HOOKS_LIMIT = 0.5  # seconds for all hooks of an immediate stop together: the supervisor's deadline wins
@@ -163,6 +165,7 @@ class AgentWorker:
         self.hooks = Hooks([], self._report_hook)
         self._before_interrupt_done = False
         self.mail: Optional[Correspondence] = None
+        self.slots = Slots(self._send, self._told_to_stop)  # a capped model server's, granted by the supervisor
 
     # ---- incoming messages (called from the link, never blocks) -----------
 
@@ -176,6 +179,8 @@ class AgentWorker:
             self._grant.set()
         elif isinstance(message, (Deliver, Settled, Answer)):
             self._on_mail(message)
+        elif isinstance(message, SlotGrant):
+            self.slots.on_grant(message)
         else:
             self._send(Error(kind="protocol", message=f"unexpected {message.type} message from supervisor"))
 
@@ -288,7 +293,7 @@ class AgentWorker:
             self._report_stopped(convo, COMPLETED, reason="already complete")
             return EXIT_OK
         try:
-            provider = make_provider(spec.llm, on_retry=self._report_retry)
+            provider = make_provider(spec.llm, on_retry=self._report_retry, slots=self.slots)
         except ProviderError as exc:
             return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
         if spec.traceparent is not None:  # the W3C variable: tools and clients that read it join the run's trace
@@ -381,6 +386,7 @@ class AgentWorker:
             context.state = copy.deepcopy(convo.state)
             box = self._mailbox
             box.begin_cycle()
+            self.slots.begin_cycle()
             began = time.monotonic()
             self._cycle_task = asyncio.create_task(agent.cycle(cycle))
             try:
@@ -390,7 +396,7 @@ class AgentWorker:
                 if self.interrupts.must_stop_now:
                     break  # the in-flight cycle is dropped; the last durable checkpoint stays the truth
                 raise
-            except WaitEnded:  # a stop ended a wait for a message or a person: there was no cycle to finish
+            except WaitEnded:  # a stop ended a wait for a message, a person or a slot: there was no cycle to finish
                 box.cycle_dropped()
                 if self.mail is not None and self.mail.save_failed:
                     return EXIT_FAILED
@@ -424,6 +430,7 @@ class AgentWorker:
                     tokens=usage.tokens,
                     cost_usd=usage.cost_usd,
                     model_ms=usage.model_ms,
+                    queued_ms=self.slots.queued_ms if self.slots.used else None,
                 )
             )
             finished = cycle >= max_cycles

@@ -7,6 +7,7 @@ group's sub-supervisor runs, the Start spec of one agent).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from protocol.specs import AgentSpec, CheckpointSpec, GroupSpec, HookSpec, LLMSpec, PriceSpec
+from protocol.specs import AgentSpec, CheckpointSpec, GroupSpec, HookSpec, LLMSpec, PriceSpec, server_key
 from supervisor.config.errors import ConfigError, LocatedError, describe, first_error, format_loc, show
 from supervisor.config.fields import (
     AVAILABLE_PROVIDERS,
@@ -75,6 +76,8 @@ MAX_CYCLES_LIMIT = 1_000_000
 DEFAULT_HANG_TIMEOUT = 120.0  # generous: a worker's event loop answers within a second when healthy
 MIN_HANG_TIMEOUT = 2.0  # workers beat once a second; less would flag healthy ones
 MAX_RESTARTS_LIMIT = 1000
+MAX_CONCURRENT_LIMIT = 100_000  # calls in flight to one server: beyond any real server, so a typo is caught
+EMBEDDED_SERVER = "embedded"  # the embedded server's key until it serves (then: its host)
 MAX_KEEP = 1_000_000
 MAX_AGENT_LINKS = 1000  # names in one agent's `after` or `send_to`
 MIN_EVENTS_BYTES = 1000  # smaller would rotate at nearly every line
@@ -121,6 +124,17 @@ class LLMConfig(BaseModel):
     base_url: Optional[BaseURL] = None
     api_key_env: Optional[EnvName] = None  # the NAME of the variable holding the key; no key is sent without it
     api: Optional[Api] = None  # embedded: the bundled server's API the agents use (default ollama)
+    # Calls in flight to this server across the whole tree; the supervisor hands out the slots.
+    max_concurrent: Optional[int] = Field(None, ge=1, le=MAX_CONCURRENT_LIMIT)
+
+    @property
+    def server(self) -> Optional[str]:
+        """The model server whose slots this agent's calls take; None for the scripted provider (no server)."""
+        if self.provider == "scripted":
+            return None
+        if self.provider == "embedded":
+            return EMBEDDED_SERVER
+        return server_key(self.base_url if self.provider == "openai" and self.base_url else self.host)
 
     @property
     def model_name(self) -> str:
@@ -425,6 +439,49 @@ class TeamConfig(BaseModel):
             raise LocatedError(where + ("after",), "start order loops: " + " -> ".join([*loop, loop[0]]))
         return self
 
+    @model_validator(mode="after")
+    def _one_cap_per_server(self) -> "TeamConfig":
+        """Agents that call the same server share its `max_concurrent`: two different caps for it cannot both hold."""
+        seen: dict[str, tuple[int, tuple[str | int, ...]]] = {}
+        for where, agent in self._agent_places():
+            cap, server = agent.llm.max_concurrent, agent.llm.server
+            if cap is None or server is None:
+                continue
+            if server in seen and seen[server][0] != cap:
+                other, there = seen[server]
+                raise LocatedError(where + ("llm", "max_concurrent"), f"{cap} for server {server}, but "
+                                   f"{format_loc(there + ('llm', 'max_concurrent'))} gives it {other}: one server, one cap")
+            seen.setdefault(server, (cap, where))
+        return self
+
+    @functools.cached_property
+    def _caps(self) -> dict[str, int]:
+        """Each capped server's `max_concurrent`, the embedded one under EMBEDDED_SERVER: worked out once."""
+        return {agent.llm.server: agent.llm.max_concurrent for agent in self.all_agents()
+                if agent.llm.max_concurrent is not None and agent.llm.server is not None}
+
+    def server_caps(self, model_host: Optional[str] = None) -> dict[str, int]:
+        """Each capped model server's key (as its workers name it) and its `max_concurrent`, across the tree."""
+        caps = dict(self._caps)
+        embedded = caps.pop(EMBEDDED_SERVER, None)
+        if embedded is not None and model_host:
+            caps[server_key(model_host)] = embedded
+        return caps
+
+    def _with_server_cap(self, agent: AgentConfig) -> AgentConfig:
+        """The agent with its server's cap written in, when another agent of the tree set it: a group sees its own only."""
+        cap = self._caps.get(agent.llm.server) if agent.llm.server is not None else None
+        if cap is None or agent.llm.max_concurrent is not None:
+            return agent
+        return agent.model_copy(update={"llm": agent.llm.model_copy(update={"max_concurrent": cap})})
+
+    def _cap_of(self, llm: LLMConfig, model_host: Optional[str]) -> Optional[int]:
+        """The cap of the server `llm` calls, whichever agent of the tree set it: every call there takes a slot."""
+        server = llm.server
+        if server == EMBEDDED_SERVER:
+            server = server_key(model_host) if model_host else None
+        return self.server_caps(model_host).get(server) if server is not None else None
+
     def _agent_places(self) -> list[tuple[tuple[str | int, ...], AgentConfig]]:
         """Each agent with where it sits in the file, for errors that name the field."""
         places: list[tuple[tuple[str | int, ...], AgentConfig]] = [(("agents", i), a) for i, a in enumerate(self.agents)]
@@ -521,7 +578,7 @@ class TeamConfig(BaseModel):
             llm=LLMSpec(**{
                 **llm.model_dump(exclude={"price"}), "model": llm.model_name, "host": host, "api": llm.wire_api,
                 "base_url": base_url, "api_key_env": llm.api_key_env if openai else None,
-                "price": PriceSpec(**llm.price.model_dump()) if llm.price else None,
+                "price": PriceSpec(**llm.price.model_dump()) if llm.price else None, "max_concurrent": self._cap_of(llm, model_host),
             }),
             checkpoint=CheckpointSpec(**self.checkpoint.model_dump()),
             budget_usd=agent.budget_usd,
@@ -556,7 +613,7 @@ class TeamConfig(BaseModel):
         return self.model_copy(
             update={
                 "team": group.name,
-                "agents": list(group.agents),
+                "agents": [self._with_server_cap(agent) for agent in group.agents],
                 "groups": [],
                 "strategy": group.strategy,
                 "hang_timeout": own(group.hang_timeout, self.hang_timeout),

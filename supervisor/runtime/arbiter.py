@@ -69,6 +69,7 @@ from supervisor.runtime.reaper import Reaper, become_subreaper
 from supervisor.runtime.restarts import RestartBook, RestartPlanner
 from supervisor.runtime.shutdown import Shutdown, StopOrder
 from supervisor.runtime.signals import HANDLED, SignalQueue
+from supervisor.runtime.slots import SlotBank, SlotRelay, SlotRoute
 from supervisor.runtime.start_order import StartOrder
 from supervisor.runtime.uplink import Uplink
 
@@ -137,10 +138,13 @@ class Arbiter:
         # Agents working together: the root routes every message of the tree; a group passes its agents' up.
         self.mail: MailRoute = (Relay(parent.send) if parent is not None else
                                 Postmaster(log, self._deliver, lambda: set(self.config.team_agents())))
+        # Model servers' concurrency caps: the root counts every call of the tree; a group passes its agents' up.
+        self.slots: SlotRoute = (SlotRelay(parent.send) if parent is not None else
+                                 SlotBank(log, self._deliver, lambda: self.config.server_caps(self.model_host)))
         self.start_order = StartOrder(config, log, self._release, is_root=parent is None)
         self.handlers = MessageHandlers(log, self.shutdown, self.members, self.speaks_for,
                                         self.limits.check_team_budget, self._counted, self.limits.agent_asked,
-                                        self._protocol_failure, self.mail, self._member_event)
+                                        self._protocol_failure, self.mail, self._member_event, self.slots)
         # With a team budget, each agent's next cycle waits until its last one is counted (no overshoot past
         # the cycles in flight). A group's own agents are counted at the root, through the group's events.
         self.grants = config.budget_usd is not None and parent is None
@@ -400,6 +404,7 @@ class Arbiter:
         """A group's agent exited: its mail waits for its next worker; its completion may release others."""
         if event == "worker_exited":
             self.mail.gone(name)
+            self.slots.gone(name)
             if fields.get("status") == COMPLETED:
                 self.start_order.agent_completed(name, stopping=self.shutdown.mode is not None)
 
@@ -518,6 +523,7 @@ class Arbiter:
         worker.close()
         self._bury(pid)
         for name in ([child.name] if child.kind == AGENT else self.speaks_for[child.name]):
+            self.slots.gone(name)  # the slots its calls held are free for the next in line
             self.mail.gone(name)
         self.restarts.after_exit(child, status, charged=not lost)  # the forkserver's death is not the agent's
         if child.kind == AGENT and status == COMPLETED:

@@ -27,6 +27,8 @@ from protocol import (
     Message,
     Post,
     Ready,
+    SlotRelease,
+    SlotRequest,
     Stopped,
     StopRequest,
     Waiting,
@@ -36,6 +38,7 @@ from supervisor.runtime.children import Child, Phase
 from supervisor.runtime.events import EventWriter
 from supervisor.runtime.mail import MailRoute
 from supervisor.runtime.shutdown import Shutdown
+from supervisor.runtime.slots import SlotRoute
 
 RESERVED_FIELDS = frozenset({"timestamp", "level", "event", "agent_id"})
 # Logged under their own name; any other event a worker reports is logged as worker_event.
@@ -57,6 +60,7 @@ class MessageHandlers:
         protocol_failure: Callable[[Child, str], None],
         mail: MailRoute,
         on_member_event: Callable[[str, str, dict[str, Any]], None],
+        slots: SlotRoute,
     ) -> None:
         self.log = log
         self.shutdown = shutdown
@@ -68,6 +72,7 @@ class MessageHandlers:
         self.protocol_failure = protocol_failure
         self.mail = mail
         self.on_member_event = on_member_event  # a group's agent started, exited, ...: mail and start order follow
+        self.slots = slots  # model servers' concurrency caps: granted at the root, passed up by a group
         self.table: dict[str, dict[type, Handler]] = {
             AGENT: {
                 Heartbeat: self.heartbeat,
@@ -83,10 +88,14 @@ class MessageHandlers:
                 Holding: self.holding,
                 Waiting: self.waiting,
                 Answered: self.answered,
+                SlotRequest: self.slot_request,
+                SlotRelease: self.slot_release,
             },
             GROUP: {  # a group reports through events; it has no cycles or checkpoints of its own
                 Post: self.group_post,
                 Holding: self.group_holding,
+                SlotRequest: self.group_slot_request,
+                SlotRelease: self.group_slot_release,
                 Heartbeat: self.heartbeat,
                 Ack: self.ack,
                 Stopped: self.stopped,
@@ -130,7 +139,8 @@ class MessageHandlers:
     def cycle_done(self, child: Child, done: CycleDone, received_at: float) -> None:
         child.cycle = done.cycle
         child.budget_spent_usd += done.cost_usd or 0.0
-        known: dict[str, Any] = {"tokens": done.tokens, "cost_usd": done.cost_usd, "model_ms": done.model_ms}
+        known: dict[str, Any] = {"tokens": done.tokens, "cost_usd": done.cost_usd, "model_ms": done.model_ms,
+                                 "queued_ms": round(done.queued_ms, 3) if done.queued_ms is not None else None}
         self.log.emit(
             "cycle_completed",
             agent_id=child.name,
@@ -207,6 +217,21 @@ class MessageHandlers:
     def group_holding(self, child: Child, holding: Holding, received_at: float) -> None:
         if self._speaks_for_agent(child, holding.agent, "holding"):
             self.mail.holding(holding.agent, holding)
+
+    def slot_request(self, child: Child, request: SlotRequest, received_at: float) -> None:
+        """A call to a capped model server waits for a slot (a worker cannot ask in another agent's name)."""
+        self.slots.request(child.name, request)
+
+    def slot_release(self, child: Child, release: SlotRelease, received_at: float) -> None:
+        self.slots.release(child.name, release)
+
+    def group_slot_request(self, child: Child, request: SlotRequest, received_at: float) -> None:
+        if self._speaks_for_agent(child, request.agent, "slot request"):
+            self.slots.request(request.agent, request)
+
+    def group_slot_release(self, child: Child, release: SlotRelease, received_at: float) -> None:
+        if self._speaks_for_agent(child, release.agent, "slot release"):
+            self.slots.release(release.agent, release)
 
     def _speaks_for_agent(self, group: Child, agent: str, what: str) -> bool:
         if agent in self.speaks_for.get(group.name, ()) and agent != group.name:

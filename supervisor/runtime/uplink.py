@@ -12,7 +12,8 @@ import selectors
 import time
 from typing import Callable, Optional
 
-from protocol import Ack, Answer, Deliver, Heartbeat, Interrupt, Message, ProtocolError, Settled, StartAgents, Stopped
+from protocol import (Ack, Answer, Deliver, Heartbeat, Interrupt, Message, ProtocolError, Settled, SlotGrant, StartAgents,
+                      Stopped)
 from supervisor.runtime.children import Child
 from supervisor.runtime.process import FramedPipe
 from supervisor.runtime.reactor import Reactor
@@ -36,7 +37,7 @@ class Uplink:
         self.request = request
         self.orphaned = orphaned
         self.start_agents = start_agents  # an operator's start of some of our agents
-        self.pass_down = pass_down  # mail and answers for one of our agents
+        self.pass_down = pass_down  # mail, answers and slot grants for one of our agents
         self.last_interrupt: Optional[int] = None  # the parent's last interrupt that reached us
 
     def open(self) -> None:
@@ -63,9 +64,9 @@ class Uplink:
                     self.on_interrupt(message)
                 elif isinstance(message, StartAgents):
                     self.start_agents([str(name) for name in message.agents])
-                elif isinstance(message, (Deliver, Settled, Answer)):
+                elif isinstance(message, (Deliver, Settled, Answer, SlotGrant)):
                     self.pass_down(message)
-            # Anything else from a parent is ignored: after Start it only sends interrupts, starts and mail.
+            # Anything else from a parent is ignored: after Start it only sends interrupts, starts, mail and slots.
         if not self.pipe.pipe_open:
             self._lost()
 

@@ -53,6 +53,7 @@ STATUS_STYLE = {
     "failed": "bold red",
     "restarting": "magenta",
     "waiting": "cyan",
+    "queued": "blue",
     "held": "dim",
     "not started": "dim",
 }
@@ -352,7 +353,7 @@ class LiveConsole(Console):
             row.status = status if status in STATUS_STYLE else "running"
             row.last = f"resumed at cycle {row.cycle}" if event.get("resumed") else f"started, pid {event.get('pid')}"
         elif name == "cycle_completed":
-            if row.status in ("starting", "restarting"):
+            if row.status in ("starting", "restarting", "queued"):
                 row.status = "running"
             tokens = event.get("tokens")
             if isinstance(tokens, dict):
@@ -403,6 +404,12 @@ class LiveConsole(Console):
             if row.status == "waiting":
                 row.status = "running"
             row.last = "answered" if name == "question_answered" else f"wait ended: {event.get('outcome', '')}"
+        elif name == "agent_queued":
+            row.status, row.last = "queued", "waiting for a model server slot"
+        elif name == "slot_granted":
+            if row.status == "queued":
+                row.status = "running"
+            row.last = "slot granted"
         elif name == "agent_held":
             row.status, row.last = "held", "after " + ", ".join(str(a) for a in event.get("after") or [])
         elif name == "agent_released":

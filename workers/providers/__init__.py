@@ -6,10 +6,13 @@ from typing import Any, Callable, Optional
 
 from protocol.specs import LLMSpec
 from workers.providers.base import Provider, ProviderError, Reply
+from workers.slots import Slots
 
 
-def make_provider(llm: LLMSpec, on_retry: Optional[Callable[[dict[str, Any]], None]] = None) -> Provider:
-    """The provider named by an agent's merged `llm` config."""
+def make_provider(
+    llm: LLMSpec, on_retry: Optional[Callable[[dict[str, Any]], None]] = None, slots: Optional[Slots] = None
+) -> Provider:
+    """The provider named by an agent's merged `llm` config; `slots`: the supervisor's, for a capped server."""
     kind = llm.provider
     if kind == "scripted":
         from workers.providers.scripted import ScriptedProvider
@@ -18,11 +21,11 @@ def make_provider(llm: LLMSpec, on_retry: Optional[Callable[[dict[str, Any]], No
     if kind in ("ollama", "embedded", "openai") and llm.api == "openai":  # the embedded server speaks both APIs
         from workers.providers.openai import OpenAIProvider
 
-        return OpenAIProvider(llm, on_retry=on_retry)
+        return OpenAIProvider(llm, on_retry=on_retry, slots=slots)
     if kind in ("ollama", "embedded"):
         from workers.providers.ollama import OllamaProvider
 
-        return OllamaProvider(llm, on_retry=on_retry)
+        return OllamaProvider(llm, on_retry=on_retry, slots=slots)
     raise ProviderError(f"provider {kind!r} is not available in this version")
 
 

@@ -23,7 +23,9 @@ import ollama
 
 from protocol.specs import LLMSpec
 from workers.providers.base import ProviderError, Reply
-from workers.providers.retries import RetryReport, Transient, network_failure, status_failure, with_retries
+from workers.providers.retries import (RetryReport, Transient, network_failure, slot_for, status_failure,
+                                       with_retries)
+from workers.slots import Slots
 from workers.providers.window import context_budget, estimate_tokens, fit_context
 
 __all__ = ["OllamaProvider", "Transient", "classify", "estimate_tokens", "fit_context"]
@@ -42,13 +44,14 @@ def classify(exc: BaseException, host: str, model: str) -> Exception:
 
 
 class OllamaProvider:
-    def __init__(self, llm: LLMSpec, on_retry: Optional[RetryReport] = None) -> None:
+    def __init__(self, llm: LLMSpec, on_retry: Optional[RetryReport] = None, slots: Optional[Slots] = None) -> None:
         self.llm = llm
         self.host = llm.host
         self.model = llm.model
         self.options: dict[str, Any] = dict(llm.options)
         self.timeout = llm.request_timeout
         self.on_retry = on_retry or (lambda report: None)
+        self.slots = slots  # the supervisor's slots of a capped server
         self.client = ollama.AsyncClient(host=self.host, timeout=self.timeout)
         self.rng = random.Random()
         self.context_budget = context_budget(self.options, ("num_predict",))
@@ -59,8 +62,9 @@ class OllamaProvider:
                                   cycle=cycle, on_retry=self.on_retry, rng=self.rng)
 
     async def _attempt(self, messages: list[dict]) -> Reply:
-        """One call, bounded by request_timeout: the unit a retry repeats, and a slot or a server choice would wrap."""
-        return await asyncio.wait_for(self._once(messages), self.timeout)
+        """One call in a slot of the server (waiting for it is not part of the call), bounded by request_timeout."""
+        async with slot_for(self.slots, self.llm):
+            return await asyncio.wait_for(self._once(messages), self.timeout)
 
     async def _once(self, messages: list[dict]) -> Reply:
         began = time.monotonic()

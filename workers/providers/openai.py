@@ -36,9 +36,11 @@ from workers.providers.retries import (
     detail,
     network_failure,
     retry_after,
+    slot_for,
     status_failure,
     with_retries,
 )
+from workers.slots import Slots
 from workers.providers.window import context_budget, fit_context
 
 NO_KEY = "no-key"  # the client insists on some key; servers that check none ignore it
@@ -59,7 +61,7 @@ def api_key(llm: LLMSpec) -> Optional[str]:
 
 
 class OpenAIProvider:
-    def __init__(self, llm: LLMSpec, on_retry: Optional[RetryReport] = None) -> None:
+    def __init__(self, llm: LLMSpec, on_retry: Optional[RetryReport] = None, slots: Optional[Slots] = None) -> None:
         if not llm.base_url:  # the spec requires it for the openai api
             raise ProviderError("llm.base_url: required for the openai api")
         self.llm = llm
@@ -69,6 +71,7 @@ class OpenAIProvider:
         self.body = {k: v for k, v in llm.options.items() if k not in LOCAL_OPTIONS}  # handed over as they are
         self.timeout = llm.request_timeout
         self.on_retry = on_retry or (lambda report: None)
+        self.slots = slots  # the supervisor's slots of a capped server
         self.rng = random.Random()
         self.context_budget = context_budget(dict(llm.options), ("max_completion_tokens", "max_tokens"))
         try:  # max_retries=0: the retries are ours (one policy, reported, cancellable)
@@ -86,8 +89,9 @@ class OpenAIProvider:
                                   rng=self.rng)
 
     async def _attempt(self, messages: list[dict]) -> Reply:
-        """One call, bounded by request_timeout: the unit a retry repeats, and a slot or a server choice would wrap."""
-        return await asyncio.wait_for(self._once(messages), self.timeout)
+        """One call in a slot of the server (waiting for it is not part of the call), bounded by request_timeout."""
+        async with slot_for(self.slots, self.llm):
+            return await asyncio.wait_for(self._once(messages), self.timeout)
 
     async def _once(self, messages: list[dict]) -> Reply:
         began = time.monotonic()

@@ -16,6 +16,7 @@ servers) without touching the policy here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Mapping
@@ -24,7 +25,9 @@ from typing import Any, Awaitable, Callable, Optional
 
 import httpx
 
+from protocol.specs import LLMSpec
 from workers.providers.base import ProviderError, Reply
+from workers.slots import Slots
 
 MAX_ATTEMPTS = 4  # one call and three retries
 BACKOFF_BASE = 0.5  # seconds; the cap of attempt n's wait is base * 2**n
@@ -41,6 +44,13 @@ class Transient(Exception):
     def __init__(self, message: str, retry_after: Optional[float] = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def slot_for(slots: Optional[Slots], llm: LLMSpec) -> contextlib.AbstractAsyncContextManager[None]:
+    """What an attempt holds while it calls the server: a slot of its cap, or nothing when uncapped."""
+    if slots is None or llm.max_concurrent is None:
+        return contextlib.nullcontext()
+    return slots.slot(llm.server, llm.max_concurrent)
 
 
 def backoff(attempt: int, rng: random.Random) -> float:
