@@ -1,7 +1,9 @@
 """Message latency between agents: from the sending cycle durable to `receive` returning, next to its floor.
 
 A real team runs: half its agents send one message per cycle to a partner,
-the other half receive them (`benchmarks/mail_agents.py`). For each message,
+the other half receive them (`benchmarks/mail_agents.py`). Only messages sent
+once every worker is up count: one sent earlier waits for its receiver to
+start, which is start-up time, not the message's path. For each message,
 the latency runs from the sender's checkpoint holding it (`durable_at` of the
 sender's `checkpoint_saved` for that cycle, the worker's clock) to the wall
 clock at which the receiver's `receive` returned it (recorded in the
@@ -53,12 +55,16 @@ def latencies(agents: int, cycles: int, pause: float) -> tuple[list[float], list
             raise run.failed(f"the team exited {code}")
         durable = {(e["agent_id"], e["cycle"]): e["durable_at"] for e in named(run.events, "checkpoint_saved")}
         routed = {(e["agent_id"], e["seq"]): timestamp(e) for e in named(run.events, "message_sent")}
+        # A message sent before its receiver is up waits for it, as it must: that is start-up, not the path.
+        everyone_up = max(timestamp(e) for e in named(run.events, "worker_started"))
         found: list[float] = []
         to_router: list[float] = []
         for i in range(agents // 2):
             checkpoint = CheckpointStore(run.folder / STORAGE, f"r{i}").load_latest()
             assert checkpoint is not None, f"r{i} left no checkpoint"
             for sender, n, received in checkpoint.extra["state"]["got"]:
+                if durable[(sender, n)] < everyone_up:
+                    continue
                 found.append((received - durable[(sender, n)]) * 1000.0)
                 to_router.append((routed[(sender, n)] - durable[(sender, n)]) * 1000.0)
         return found, to_router
