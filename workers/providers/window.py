@@ -40,4 +40,6 @@ def fit_context(messages: list[dict[str, Any]], budget: int) -> list[dict[str, A
             break
         kept.append(message)  # the newest turn is always sent, even if alone it is too long
         left -= cost
+    while len(kept) > 1 and kept[-1].get("role") == "tool":
+        kept.pop()  # a tool's result without the call that asked for it is refused by the APIs
     return head + kept[::-1]
