@@ -10,6 +10,7 @@ user's would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import textwrap
@@ -21,7 +22,11 @@ from harness import by_event
 from ollama_double import MODEL, OllamaDouble
 from openai_double import OpenAIDouble
 from protocol.tools import ToolError, tool_of
+from workers.agent import Agent, AgentContext
+from workers.providers import ProviderError, Reply, ToolCall
 from workers.providers.scripted import scripted_reply
+from workers.providers.window import fit_context
+from workers.tool_calls import MAX_TOOL_ROUNDS, run_tool
 
 KIT = '''
 import pathlib
@@ -209,3 +214,68 @@ def test_the_tool_module_is_found_beside_the_config(tmp_path: Path) -> None:
     team = load_config(config)
     assert sys.path == before
     assert team.agent_spec("a").tools == ("kit_beside:lookup",)
+
+
+def test_an_agent_of_a_group_gets_the_teams_tools(make_team) -> None:
+    team = make_team(agents=1, latency=0.01, max_cycles=1, groups={"crew": {"agents": 1}})
+    _with_tools(team, "kit_group", "lookup")
+    run = team.run()
+    assert run.proc.returncode == 0, run.output
+    for name in team.names:
+        assert _tool_turns(team.latest(name).messages) == [("lookup", json.dumps({"query": "cycle 1"}), "found cycle 1")]
+
+
+# ---- the worker's side, without a run ------------------------------------------------------------
+
+
+def _lookup(query: str) -> str:
+    """Finds things."""
+    return f"found {query}"
+
+
+def test_a_call_the_tool_cannot_take_answers_the_model_with_an_error() -> None:
+    tools = {"_lookup": tool_of(_lookup)}
+
+    def ask(name: str, arguments: str) -> str:
+        return asyncio.run(run_tool(tools, ToolCall(id="1", name=name, arguments=arguments), 5.0))
+
+    assert ask("_lookup", '{"query": "x"}') == "found x"
+    assert ask("nope", "{}") == "error: there is no tool named 'nope'; the tools are _lookup"
+    assert ask("_lookup", "{not json").startswith("error: the arguments are not JSON")
+    assert ask("_lookup", "[1]") == "error: the arguments must be a JSON object"
+    assert ask("_lookup", '{"q": 1}').startswith("error: _lookup raised TypeError:")
+
+
+class _AlwaysAsks:
+    """A model that asks for a tool every time and never answers: no model here does that on cue."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def chat(self, messages: list[dict], *, cycle: int, tools=None) -> Reply:  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return Reply(content="", tool_calls=(ToolCall(id=f"c{self.calls}", name="_lookup", arguments='{"query": "q"}'),))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_model_that_never_stops_asking_for_tools_fails_the_cycle_in_one_line() -> None:
+    model = _AlwaysAsks()
+    agent = Agent()
+    context = AgentContext(name="a", task="t", max_cycles=1, params={}, state={}, messages=[], provider=model, cycle=1)
+    agent.attach(context)
+    with pytest.raises(ProviderError, match=r"^the model asked for tools \d+ times without answering$"):
+        asyncio.run(agent.chat([{"role": "user", "content": "go"}], tools=[_lookup]))
+    assert model.calls == MAX_TOOL_ROUNDS + 1
+    assert len(context.exchange) == 2 * model.calls  # each call and its result, for the cycle to save or drop
+
+
+def test_a_trimmed_conversation_never_starts_with_a_tools_result() -> None:
+    head = [{"role": "system", "content": "s"}, {"role": "user", "content": "task"}]
+    asked = {"role": "assistant", "content": "", "tool_calls": [{"id": "1", "type": "function",
+                                                                  "function": {"name": "f", "arguments": "{}"}}]}
+    result = {"role": "tool", "tool_call_id": "1", "name": "f", "content": "x" * 400}
+    reply = {"role": "assistant", "content": "done"}
+    sent = fit_context([*head, asked, result, reply], budget=130)  # room for the result and reply, not the call
+    assert sent == [*head, reply]
