@@ -426,6 +426,9 @@ class AgentSpec(Spec):
         _at_least(self, "max_cycles", 1)
         _at_least(self, "budget_usd", 0, inclusive=False)
         _at_least(self, "tool_timeout", 0, inclusive=False)
+        for path in self.tools:
+            if not (isinstance(path, str) and _CALL_RE.match(path)):
+                raise self._bad("tools", f"must be dotted paths like package.module:function (got {_short(path)})")
         _dotted(self, "agent_class")
         _traceparent(self)
 
