@@ -23,7 +23,8 @@ What a cycle may rely on, and what it must keep to:
   Every await inside `cycle` can be cancelled by an immediate stop.
 * The return value is the cycle's reply: a `str`, or a `Step` that also names
   the prompt it answers. The conversation holds exactly one assistant reply per
-  cycle: that is what makes resume exactly-once checkable.
+  cycle (an assistant message with `tool_calls` is a request, not a reply):
+  that is what makes resume exactly-once checkable.
 * `await self.send(to, content)` sends a message (any JSON value) to another
   agent of the team; it leaves once this cycle's checkpoint is durable, and
   arrives exactly once, in order. `await self.receive(timeout=None)` returns
@@ -195,9 +196,9 @@ class Agent:
         this cycle's reply, in the cycle's checkpoint.
 
         Raises `workers.providers.ProviderError` when the backend has failed for
-        good (after its retries), or the model asked for tools MAX_TOOL_ROUNDS
-        times without answering; left uncaught, that fails the agent with its
-        last checkpoint intact.
+        good (after its retries), or the model is still asking for tools after
+        MAX_TOOL_ROUNDS rounds of results; left uncaught, that fails the agent
+        with its last checkpoint intact.
         """
         context = self._context
         offered = as_tools(tools)
