@@ -243,6 +243,7 @@ def test_a_call_the_tool_cannot_take_answers_the_model_with_an_error() -> None:
     assert ask("nope", "{}") == "error: there is no tool named 'nope'; the tools are _lookup"
     assert ask("_lookup", "{not json").startswith("error: the arguments are not JSON")
     assert ask("_lookup", "[1]") == "error: the arguments must be a JSON object"
+    assert ask("_lookup", "[" * 100_000) == "error: the arguments nest too deeply"
     assert ask("_lookup", '{"q": 1}').startswith("error: _lookup raised TypeError:")
 
 

@@ -57,6 +57,8 @@ async def run_tool(tools: Mapping[str, Tool], call: ToolCall, timeout: float) ->
         arguments = json.loads(call.arguments or "{}")
     except ValueError as exc:
         return f"error: the arguments are not JSON ({exc.args[0] if exc.args else exc})"
+    except RecursionError:
+        return "error: the arguments nest too deeply"
     if not isinstance(arguments, dict):
         return "error: the arguments must be a JSON object"
     try:
