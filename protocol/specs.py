@@ -418,11 +418,17 @@ class AgentSpec(Spec):
     send_to: tuple[str, ...] = ()
     senders: tuple[str, ...] = ()
     traceparent: Optional[str] = None  # the run's span when traces are on: a worker's own spans join the run's trace
+    tools: tuple[str, ...] = ()  # `package.module:function` the built-in chat agent's model may call
+    tool_timeout: float = 60.0  # seconds one tool call may take before the model is told it did not finish
 
     def _check(self) -> None:
         _not_empty(self, "agent", "task", "storage")
         _at_least(self, "max_cycles", 1)
         _at_least(self, "budget_usd", 0, inclusive=False)
+        _at_least(self, "tool_timeout", 0, inclusive=False)
+        for path in self.tools:
+            if not (isinstance(path, str) and _CALL_RE.match(path)):
+                raise self._bad("tools", f"must be dotted paths like package.module:function (got {_short(path)})")
         _dotted(self, "agent_class")
         _traceparent(self)
 

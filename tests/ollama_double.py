@@ -11,6 +11,10 @@ request takes the next fault from `faults` (none left: a normal answer):
     "drop"     one streamed piece, then the connection is cut
     "hang"     no answer at all for `hang_s` seconds (the client's timeout fires)
     "ok"       a normal answer (to place faults after some good calls)
+    "tool"     a call of the first tool the request offers, arguments filled in as the
+               scripted provider fills them (`scripted_arguments`), instead of an answer
+
+`requests` holds the body of every /api/chat request (to check what the client sent).
 
 `latency` holds each generation that long before its first piece, and
 `peak` is the most generations the server ever had in progress at once (to
@@ -28,7 +32,7 @@ from collections import deque
 from typing import Any
 
 from workers.model_server import Emit, ModelHTTPServer, OllamaAPI, Stats
-from workers.providers.scripted import scripted_reply
+from workers.providers.scripted import scripted_arguments, scripted_reply
 
 MODEL = "double:latest"
 
@@ -75,8 +79,18 @@ class ScriptedBackend:
 
 class FaultyAPI(OllamaAPI):
     def _chat(self, body: dict[str, Any]) -> None:
+        self.server.requests.append(body)  # type: ignore[attr-defined]
         fault = self.server.faults.popleft() if self.server.faults else "ok"  # type: ignore[attr-defined]
-        if fault == "500":
+        if fault == "tool":
+            schema = body["tools"][0]["function"]
+            call = {"function": {"name": schema["name"], "arguments": scripted_arguments(schema, answered(body) + 1)}}
+            self._start_stream()
+            self._line({"model": MODEL, "created_at": "", "message": {"role": "assistant", "content": "", "tool_calls": [call]},
+                        "done": False})
+            self._line({"model": MODEL, "created_at": "", "message": {"role": "assistant", "content": ""}, "done": True,
+                        "done_reason": "stop", "total_duration": 1_000_000, "prompt_eval_count": 7, "eval_count": 3})
+            self._end_stream()
+        elif fault == "500":
             self._error(500, "injected failure")
         elif fault in ("midstream", "drop"):
             self._start_stream()
@@ -94,6 +108,11 @@ class FaultyAPI(OllamaAPI):
             super()._chat(body)
 
 
+def answered(body: dict[str, Any]) -> int:
+    """Cycles a request's conversation has answered: its assistant messages that are not tool calls."""
+    return sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant" and not m.get("tool_calls"))
+
+
 class OllamaDouble:
     """Start with `with OllamaDouble() as double:`; `double.host` is its address."""
 
@@ -103,6 +122,7 @@ class OllamaDouble:
         self.httpd.RequestHandlerClass = FaultyAPI
         self.httpd.faults = deque()  # type: ignore[attr-defined]
         self.httpd.hang_s = hang_s  # type: ignore[attr-defined]
+        self.httpd.requests = []  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -112,6 +132,10 @@ class OllamaDouble:
     @property
     def faults(self) -> deque:
         return self.httpd.faults  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.httpd.requests  # type: ignore[attr-defined,no-any-return]
 
     def __enter__(self) -> "OllamaDouble":
         self.thread.start()

@@ -17,6 +17,10 @@ connection. Each POST /v1/chat/completions takes the next fault from `faults`
     "cut"        one piece, then the connection is cut: the stream stops mid-way
     "hang"       no answer at all for `hang_s` seconds (the client's timeout fires)
     "ok"         a normal answer (to place faults after some good calls)
+    "tool"       a call of the first tool the request offers, streamed as OpenAI streams one:
+                 id and name first, the arguments in two deltas, finish_reason "tool_calls"
+
+`requests` holds the body of every chat request (to check what the client sent).
 
 With `echo_auth`, every error message repeats the request's Authorization
 header, as a careless or hostile server might. `authorizations` records that
@@ -32,10 +36,12 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Optional
+import json
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from ollama_double import MODEL, ScriptedBackend
+from ollama_double import MODEL, ScriptedBackend, answered
+from workers.providers.scripted import scripted_arguments
 from workers.model_server import ModelHTTPServer
 from workers.openai_api import ModelAPI
 
@@ -78,8 +84,10 @@ class FaultyOpenAI(ModelAPI):
         if fault == "ok":
             super().do_POST()
             return
-        self._body(self._openai_error)  # read it, so the connection stays in step
-        if fault in STATUS_FAULTS:
+        body = self._body(self._openai_error)  # read it, so the connection stays in step
+        if fault == "tool" and body is not None:
+            self._call_tool(body)
+        elif fault in STATUS_FAULTS:
             message = STATUS_FAULTS[fault] + (f" (you sent {auth})" if self.server.echo_auth else "")
             if fault == "429":
                 self._throttle(message)
@@ -93,6 +101,30 @@ class FaultyOpenAI(ModelAPI):
             self._event({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": MODEL,
                          "choices": [{"index": 0, "delta": {"role": "assistant", "content": "x"}, "finish_reason": None}]})
             self._break(fault)
+
+    def _body(self, error: Any = None) -> Optional[dict[str, Any]]:
+        body = super()._body(error)
+        if body is not None and urlsplit(self.path).path == "/v1/chat/completions":
+            self.server.requests.append(body)
+        return body
+
+    def _call_tool(self, body: dict[str, Any]) -> None:
+        schema = body["tools"][0]["function"]
+        arguments = json.dumps(scripted_arguments(schema, answered(body) + 1))
+        half = len(arguments) // 2
+        head = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": MODEL}
+
+        def chunk(delta: dict[str, Any], finish: Optional[str] = None) -> dict[str, Any]:
+            return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        self._start_stream("text/event-stream")
+        self._event(chunk({"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, "id": "call_double", "type": "function", "function": {"name": schema["name"], "arguments": arguments[:half]}}]}))
+        self._event(chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}))
+        self._event(chunk({}, "tool_calls"))
+        self._event({**head, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+        self._event("[DONE]")
+        self._end_stream()
 
     def _throttle(self, message: str) -> None:
         data = ('{"error": {"message": "%s", "type": "rate_limit_error", "param": null, "code": null}}' % message).encode()
@@ -127,6 +159,7 @@ class DoubleServer(ModelHTTPServer):
     echo_auth: bool
     key: Optional[str]
     models_status: int
+    requests: list[dict[str, Any]]
 
 
 class OpenAIDouble:
@@ -144,6 +177,7 @@ class OpenAIDouble:
         self.httpd.echo_auth = echo_auth
         self.httpd.key = key
         self.httpd.models_status = models_status
+        self.httpd.requests = []
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -157,6 +191,10 @@ class OpenAIDouble:
     @property
     def authorizations(self) -> list[Optional[str]]:
         return self.httpd.authorizations
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.httpd.requests
 
     def __enter__(self) -> "OpenAIDouble":
         self.thread.start()

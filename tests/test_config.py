@@ -174,6 +174,8 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
         "send_to": [],
         "senders": [],
         "traceparent": None,
+        "tools": [],
+        "tool_timeout": 60.0,
     }
     assert msgpack.unpackb(msgpack.packb(spec)) == spec
     with pytest.raises(KeyError, match="no agent 'nobody'"):

@@ -15,10 +15,16 @@ What a cycle may rely on, and what it must keep to:
   changes are gone on resume, as they must be.
 * `await self.chat(messages)` is one LLM call through the agent's configured
   provider; its tokens and dollars are counted for the cycle and the budget.
+  `await self.chat(messages, tools=[...])` offers the model functions to call
+  (the config's `tools` are `self.tools`): their calls run in the worker and
+  their results go back to the model until it answers. The tool calls and
+  results are saved in the conversation, just before the cycle's reply, with
+  the cycle's checkpoint.
   Every await inside `cycle` can be cancelled by an immediate stop.
 * The return value is the cycle's reply: a `str`, or a `Step` that also names
   the prompt it answers. The conversation holds exactly one assistant reply per
-  cycle: that is what makes resume exactly-once checkable.
+  cycle (an assistant message with `tool_calls` is a request, not a reply):
+  that is what makes resume exactly-once checkable.
 * `await self.send(to, content)` sends a message (any JSON value) to another
   agent of the team; it leaves once this cycle's checkpoint is durable, and
   arrives exactly once, in order. `await self.receive(timeout=None)` returns
@@ -40,7 +46,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Optional, Sequence, Union
 
-from workers.providers import Provider, Reply
+from protocol.tools import Tool
+from workers.providers import Provider, ProviderError, Reply
+from workers.tool_calls import MAX_TOOL_ROUNDS, ToolLike, as_tools, call_message, result_message, run_tool
 
 if TYPE_CHECKING:
     from workers.correspondence import Correspondence
@@ -57,10 +65,10 @@ class Step:
     reply: str
     prompt: Optional[str] = None
 
-    def turns(self) -> list[dict[str, str]]:
-        """What the step adds to the conversation: the prompt, if any, then the one reply."""
+    def turns(self, exchange: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+        """What the step adds to the conversation: the prompt, if any, the cycle's tool calls, then the one reply."""
         asked = [] if self.prompt is None else [{"role": "user", "content": self.prompt}]
-        return [*asked, {"role": "assistant", "content": self.reply}]
+        return [*asked, *exchange, {"role": "assistant", "content": self.reply}]
 
 
 @dataclass
@@ -101,6 +109,9 @@ class AgentContext:
     send_to: tuple[str, ...] = ()
     senders: tuple[str, ...] = ()
     traceparent: Optional[str] = None
+    tools: tuple[Tool, ...] = ()  # the config's `tools`
+    tool_timeout: float = 60.0  # seconds one tool call may take
+    exchange: list[dict[str, Any]] = field(default_factory=list)  # this cycle's tool calls and results
 
 
 class Agent:
@@ -170,17 +181,45 @@ class Agent:
         """Dollars spent by this agent across runs, this cycle's calls included."""
         return self._context.budget_spent_usd + self._context.usage.cost_usd
 
-    async def chat(self, messages: Sequence[dict[str, Any]]) -> str:
+    @property
+    def tools(self) -> tuple[Tool, ...]:
+        """The functions the config's `tools` names, ready to offer with `chat(..., tools=self.tools)`."""
+        return self._context.tools
+
+    async def chat(self, messages: Sequence[dict[str, Any]], *, tools: Sequence[ToolLike] = ()) -> str:
         """One LLM call on `messages` ({"role", "content"} dicts); returns the reply's text.
 
+        With `tools` (Tool objects or type-hinted functions), the model may ask
+        for them: each call runs in a thread with the agent's `tool_timeout`,
+        its result (or an `error: ...` line) goes back to the model, and so on
+        until it answers. The calls and results join the conversation before
+        this cycle's reply, in the cycle's checkpoint.
+
         Raises `workers.providers.ProviderError` when the backend has failed for
-        good (after its retries); left uncaught, that fails the agent with its
-        last checkpoint intact.
+        good (after its retries), or the model is still asking for tools after
+        MAX_TOOL_ROUNDS rounds of results; left uncaught, that fails the agent
+        with its last checkpoint intact.
         """
         context = self._context
-        reply = await context.provider.chat(list(messages), cycle=context.cycle)  # providers never change messages
-        context.usage.add(reply)
-        return reply.content
+        offered = as_tools(tools)
+        if not offered:
+            reply = await context.provider.chat(list(messages), cycle=context.cycle)  # providers never change messages
+            context.usage.add(reply)
+            return reply.content
+        schemas = [tool.as_json() for tool in offered]
+        by_name = {tool.name: tool for tool in offered}
+        conversation = list(messages)
+        for _ in range(MAX_TOOL_ROUNDS + 1):
+            reply = await context.provider.chat(conversation, cycle=context.cycle, tools=schemas)
+            context.usage.add(reply)
+            if not reply.tool_calls:
+                return reply.content
+            asked = call_message(reply)
+            results = [result_message(call, await run_tool(by_name, call, context.tool_timeout))
+                       for call in reply.tool_calls]
+            conversation += [asked, *results]
+            context.exchange += [asked, *results]
+        raise ProviderError(f"the model asked for tools {MAX_TOOL_ROUNDS + 1} times without answering")
 
     @property
     def send_to(self) -> tuple[str, ...]:

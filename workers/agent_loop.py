@@ -49,6 +49,7 @@ from protocol import (
 )
 from protocol.budget import budget_reached
 from protocol.specs import AgentSpec
+from protocol.tools import ToolError
 from workers.agent import DEFAULT_AGENT, Agent, AgentContext, AgentLoadError, Step, Usage, load_agent_class
 from protocol.checkpoints import Checkpoint, CheckpointStore, CheckpointWriteError
 from workers.correspondence import Correspondence, WaitEnded
@@ -56,6 +57,7 @@ from workers.hooks import Hooks
 from workers.mailbox import MailCorrupt, Mailbox
 from workers.link import SupervisorLink
 from workers.providers import ProviderError, make_provider
+from workers.tool_calls import load_tools
 from workers.slots import Slots
 
 START_TIMEOUT = 30.0
@@ -293,6 +295,10 @@ class AgentWorker:
             self._report_stopped(convo, COMPLETED, reason="already complete")
             return EXIT_OK
         try:
+            tools = load_tools(spec.tools)  # the config's folder is on the path by now
+        except ToolError as exc:
+            return self._fail("agent", str(exc), convo.cycle, convo.budget_spent_usd)
+        try:
             provider = make_provider(spec.llm, on_retry=self._report_retry, slots=self.slots)
         except ProviderError as exc:
             return self._fail("provider", str(exc), convo.cycle, convo.budget_spent_usd)
@@ -315,6 +321,8 @@ class AgentWorker:
                 send_to=tuple(spec.send_to),
                 senders=tuple(spec.senders),
                 traceparent=spec.traceparent,
+                tools=tools,
+                tool_timeout=spec.tool_timeout,
             )
             try:
                 instance = await self._make_agent(context)
@@ -382,6 +390,7 @@ class AgentWorker:
                 continue
             cycle = convo.cycle + 1
             context.cycle, context.usage, context.budget_spent_usd = cycle, Usage(), convo.budget_spent_usd
+            context.exchange = []  # tool calls of a cycle that does not complete never reach the conversation
             # The cycle works on a copy: a cycle that does not complete leaves the saved state untouched.
             context.state = copy.deepcopy(convo.state)
             box = self._mailbox
@@ -418,7 +427,7 @@ class AgentWorker:
                 return self._fail("agent", f"agent {self._agent_class} cycle {cycle} returned {returned}, not a str or Step", convo.cycle, convo.budget_spent_usd)
             usage = context.usage
             box.cycle_completed()
-            convo.messages.extend(step.turns())
+            convo.messages.extend(step.turns(context.exchange))
             convo.cycle = cycle
             convo.budget_spent_usd += usage.cost_usd
             convo.state = context.state

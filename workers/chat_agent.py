@@ -1,7 +1,8 @@
 """The built-in agent: one LLM call per cycle on the whole conversation.
 
 Cycle 1 answers the task; each later cycle asks the model to continue with the
-next step. It takes part in a team without code: with `send_to` it sends each
+next step. With the config's `tools`, the model may call those functions before it
+answers (`Agent.chat`). It takes part in a team without code: with `send_to` it sends each
 reply to those agents, and when others send to it, each cycle first waits for
 the next message and answers it. It is an ordinary `Agent`: what it does, a
 custom agent can do.
@@ -32,7 +33,7 @@ class ChatAgent(Agent):
             if message is not None:
                 prompt = self.incoming(message)
         turn = [] if prompt is None else [{"role": "user", "content": prompt}]
-        reply = await self.chat([*self.messages, *turn])
+        reply = await self.chat([*self.messages, *turn], tools=self.tools)
         for to in self.send_to:
             await self.send(to, reply)
         return Step(reply, prompt=prompt)

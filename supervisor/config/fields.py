@@ -19,6 +19,7 @@ from typing import Annotated, Any, Optional
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo
 
 from protocol.specs import APIS, HOOK_POINTS, PROVIDERS
+from protocol.tools import ToolError, load_tool
 from supervisor.config.errors import describe, show
 
 AVAILABLE_PROVIDERS = PROVIDERS
@@ -266,6 +267,22 @@ def dotted_path(what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def check_tool(value: str, info: ValidationInfo) -> str:
+    """A tool must import and have type hints now, not fail in every worker later.
+
+    Unlike an agent class, a tool is imported here: its schema (hints,
+    docstring) is part of what the config means, and a function without
+    hints is a config error. Tools are the user's own code, named in the
+    config, so importing them is as trusted as running them.
+    """
+    base = (info.context or {}).get("base_dir")
+    try:
+        load_tool(value, [str(base)] if base is not None else [])
+    except ToolError as exc:
+        raise ValueError(str(exc).removeprefix(f"tool {value}: ")) from None
+    return value
+
+
 def check_plain_data(value: dict[str, Any]) -> dict[str, Any]:
     """Only what JSON and msgpack both carry unchanged: the value travels to a worker and into checkpoints.
 
@@ -335,3 +352,4 @@ Strategy = Annotated[str, one_of(*STRATEGIES)]
 HookPoint = Annotated[str, one_of(*HOOK_POINTS)]
 AgentClass = Annotated[str, dotted_path("Class")]
 HookCall = Annotated[str, dotted_path("function")]
+ToolPath = Annotated[str, dotted_path("function"), AfterValidator(check_tool)]

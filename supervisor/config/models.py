@@ -29,6 +29,7 @@ from supervisor.config.fields import (
     Endpoint,
     EnvName,
     HookCall,
+    ToolPath,
     HookPoint,
     Host,
     Int64,
@@ -79,6 +80,8 @@ MAX_RESTARTS_LIMIT = 1000
 MAX_CONCURRENT_LIMIT = 100_000  # calls in flight to one server: beyond any real server, so a typo is caught
 EMBEDDED_SERVER = "embedded"  # the embedded server's key until it serves (then: its host)
 MAX_KEEP = 1_000_000
+MAX_TOOLS = 64  # functions offered to one agent's model: each one's schema goes with every call
+DEFAULT_TOOL_TIMEOUT = 60.0  # seconds one tool call may take
 MAX_AGENT_LINKS = 1000  # names in one agent's `after` or `send_to`
 MIN_EVENTS_BYTES = 1000  # smaller would rotate at nearly every line
 MAX_EVENTS_KEEP = 100  # readers hold every rotated file open at once
@@ -258,6 +261,9 @@ class AgentConfig(BaseModel):
     # Working together: start only once these agents have completed; the chat agent sends each reply to these.
     after: list[Name] = Field(default_factory=list, max_length=MAX_AGENT_LINKS)
     send_to: list[Name] = Field(default_factory=list, max_length=MAX_AGENT_LINKS)
+    # Functions the built-in chat agent's model may call (after the team's), and how long one call may take.
+    tools: list[ToolPath] = Field(default_factory=list, max_length=MAX_TOOLS)
+    tool_timeout: Optional[Duration] = Field(None, gt=0)  # None: the team's
 
     @model_validator(mode="after")
     def _complete_llm(self) -> "AgentConfig":
@@ -340,6 +346,8 @@ class TeamConfig(BaseModel):
     timeout: Optional[Duration] = Field(None, gt=0)
     hooks: list[HookConfig] = Field(default_factory=list)  # every agent's
     agent_class: Optional[AgentClass] = Field(None, alias="agent")  # every agent's default
+    tools: list[ToolPath] = Field(default_factory=list, max_length=MAX_TOOLS)  # every agent's
+    tool_timeout: Duration = Field(DEFAULT_TOOL_TIMEOUT, gt=0)
     # What the run tells the outside: the event log's rotation, Prometheus metrics, OpenTelemetry traces.
     events: EventsConfig = Field(default_factory=EventsConfig)
     metrics: Optional[MetricsConfig] = None
@@ -590,6 +598,8 @@ class TeamConfig(BaseModel):
             peers=tuple(self.team_agents()) if agent.send_to or agent.agent_class or self.agent_class else (),
             send_to=tuple(agent.send_to),
             senders=tuple(self.senders_of(agent.name)),
+            tools=tuple(dict.fromkeys([*self.tools, *agent.tools])),
+            tool_timeout=agent.tool_timeout if agent.tool_timeout is not None else self.tool_timeout,
         )
 
     def group_spec(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from protocol.specs import LLMSpec
-from workers.providers.base import Provider, ProviderError, Reply
+from workers.providers.base import Provider, ProviderError, Reply, ToolCall
 from workers.slots import Slots
 
 
@@ -29,4 +29,4 @@ def make_provider(
     raise ProviderError(f"provider {kind!r} is not available in this version")
 
 
-__all__ = ["Provider", "ProviderError", "Reply", "make_provider"]
+__all__ = ["Provider", "ProviderError", "Reply", "ToolCall", "make_provider"]

@@ -15,14 +15,15 @@ anything else (a missing model, a bad request) fails the cycle at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import ollama
 
 from protocol.specs import LLMSpec
-from workers.providers.base import ProviderError, Reply
+from workers.providers.base import ProviderError, Reply, ToolCall
 from workers.providers.retries import (RetryReport, Transient, network_failure, slot_for, status_failure,
                                        with_retries)
 from workers.slots import Slots
@@ -56,23 +57,29 @@ class OllamaProvider:
         self.rng = random.Random()
         self.context_budget = context_budget(self.options, ("num_predict",))
 
-    async def chat(self, messages: list[dict], *, cycle: int) -> Reply:
-        window = fit_context(messages, self.context_budget)
-        return await with_retries(lambda: self._attempt(window), lambda exc: classify(exc, self.host, self.model),
+    async def chat(self, messages: list[dict], *, cycle: int, tools: Optional[Sequence[dict[str, Any]]] = None) -> Reply:
+        window = ollama_messages(fit_context(messages, self.context_budget))
+        offered = list(tools) if tools else None
+        return await with_retries(lambda: self._attempt(window, offered), lambda exc: classify(exc, self.host, self.model),
                                   cycle=cycle, on_retry=self.on_retry, rng=self.rng)
 
-    async def _attempt(self, messages: list[dict]) -> Reply:
+    async def _attempt(self, messages: list[dict], tools: Optional[list[dict[str, Any]]]) -> Reply:
         """One call in a slot of the server (waiting for it is not part of the call), bounded by request_timeout."""
         async with slot_for(self.slots, self.llm):
-            return await asyncio.wait_for(self._once(messages), self.timeout)
+            return await asyncio.wait_for(self._once(messages, tools), self.timeout)
 
-    async def _once(self, messages: list[dict]) -> Reply:
+    async def _once(self, messages: list[dict], tools: Optional[list[dict[str, Any]]]) -> Reply:
         began = time.monotonic()
         parts: list[str] = []
+        calls: list[ToolCall] = []
         final: Any = None
-        stream = await self.client.chat(model=self.model, messages=messages, options=self.options or None, stream=True)
+        stream = await self.client.chat(model=self.model, messages=messages, tools=tools, options=self.options or None,
+                                        stream=True)
         async for chunk in stream:
             parts.append(chunk.message.content or "")
+            for call in chunk.message.tool_calls or ():  # Ollama sends each call whole; it gives them no ids
+                calls.append(ToolCall(id=f"call-{len(calls) + 1}", name=call.function.name,
+                                      arguments=json.dumps(dict(call.function.arguments or {}), ensure_ascii=False)))
             if chunk.done:
                 final = chunk
         if final is None:
@@ -85,6 +92,7 @@ class OllamaProvider:
             tokens={"prompt": prompt, "completion": completion},
             cost_usd=self.llm.cost_usd(prompt, completion),
             model_ms=model_ms,
+            tool_calls=tuple(calls),
         )
 
     async def aclose(self) -> None:
@@ -92,3 +100,27 @@ class OllamaProvider:
             await self.client._client.aclose()
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
+
+
+def ollama_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation in Ollama's shape: tool-call arguments as objects, tool results named by `tool_name`."""
+    shaped: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("tool_calls"):
+            calls = [{"function": {"name": call["function"]["name"], "arguments": _arguments(call["function"]["arguments"])}}
+                     for call in message["tool_calls"]]
+            shaped.append({"role": "assistant", "content": message.get("content", ""), "tool_calls": calls})
+        elif message.get("role") == "tool":
+            shaped.append({"role": "tool", "content": message.get("content", ""), "tool_name": message.get("name", "")})
+        else:
+            shaped.append(message)
+    return shaped
+
+
+def _arguments(text: Any) -> dict[str, Any]:
+    """Arguments the model wrote as JSON text, as the object Ollama wants back (anything else as none)."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -24,12 +24,12 @@ import json
 import os
 import random
 import time
-from typing import Any, Optional, TypeGuard
+from typing import Any, Optional, Sequence, TypeGuard
 
 import openai
 
 from protocol.specs import LLMSpec
-from workers.providers.base import ProviderError, Reply
+from workers.providers.base import ProviderError, Reply, ToolCall
 from workers.providers.retries import (
     RetryReport,
     Transient,
@@ -47,6 +47,7 @@ NO_KEY = "no-key"  # the client insists on some key; servers that check none ign
 MASK = "[key]"
 MAX_COUNT = 2**53  # tokens in one call; a server's larger (or hostile) figure is not believed
 MAX_MS = 1e9  # milliseconds of model time in one call (11 days): NaN, infinity and beyond are not believed
+MAX_TOOL_CALLS = 128  # tool calls in one reply; a server's higher index is not believed
 LOCAL_OPTIONS = frozenset({"num_ctx"})  # read here (the context size to fit), not sent: OpenAI would refuse it
 
 
@@ -83,22 +84,23 @@ class OpenAIProvider:
     def masked(self, text: str) -> str:
         return text.replace(self.key, MASK) if self.key else text
 
-    async def chat(self, messages: list[dict], *, cycle: int) -> Reply:
-        window = fit_context(messages, self.context_budget)
-        return await with_retries(lambda: self._attempt(window), self.classify, cycle=cycle, on_retry=self.on_retry,
-                                  rng=self.rng)
+    async def chat(self, messages: list[dict], *, cycle: int, tools: Optional[Sequence[dict[str, Any]]] = None) -> Reply:
+        window = openai_messages(fit_context(messages, self.context_budget))
+        offered = {"tools": list(tools)} if tools else {}  # no `tools` key at all without tools: some servers refuse []
+        return await with_retries(lambda: self._attempt(window, offered), self.classify, cycle=cycle,
+                                  on_retry=self.on_retry, rng=self.rng)
 
-    async def _attempt(self, messages: list[dict]) -> Reply:
+    async def _attempt(self, messages: list[dict], offered: dict[str, Any]) -> Reply:
         """One call in a slot of the server (waiting for it is not part of the call), bounded by request_timeout."""
         async with slot_for(self.slots, self.llm):
-            return await asyncio.wait_for(self._once(messages), self.timeout)
+            return await asyncio.wait_for(self._once(messages, offered), self.timeout)
 
-    async def _once(self, messages: list[dict]) -> Reply:
+    async def _once(self, messages: list[dict], offered: dict[str, Any]) -> Reply:
         began = time.monotonic()
         reading = StreamReading()
         stream = await self.client.chat.completions.create(  # type: ignore[call-overload]
             model=self.model, messages=messages, stream=True,
-            stream_options={"include_usage": True}, extra_body=self.body or None,
+            stream_options={"include_usage": True}, extra_body=self.body or None, **offered,
         )
         async with stream:  # closes the response on every way out, a cancellation included
             try:
@@ -120,7 +122,7 @@ class OpenAIProvider:
             tokens = {"prompt": prompt, "completion": completion}
             cost = self.llm.cost_usd(prompt, completion)
         return Reply(content="".join(reading.parts), tokens=tokens, cost_usd=cost,
-                     model_ms=reading.model_ms or (time.monotonic() - began) * 1000.0)
+                     model_ms=reading.model_ms or (time.monotonic() - began) * 1000.0, tool_calls=reading.tool_calls())
 
     def classify(self, exc: BaseException) -> Exception:
         """A client failure as Transient (retry) or ProviderError (give up): one line, the key masked."""
@@ -171,13 +173,16 @@ class StreamReading:
         self.finished = False
         self.usage: Optional[tuple[int, int]] = None
         self.model_ms: Optional[float] = None
+        self.calls: dict[int, dict[str, str]] = {}  # tool calls by index, their deltas joined
 
     def take(self, chunk: Any) -> None:
         choices = getattr(chunk, "choices", None)
         for choice in choices if isinstance(choices, list) else []:
-            content = getattr(getattr(choice, "delta", None), "content", None)
+            delta = getattr(choice, "delta", None)
+            content = getattr(delta, "content", None)
             if isinstance(content, str):
                 self.parts.append(content)
+            self._take_calls(getattr(delta, "tool_calls", None))
             if getattr(choice, "finish_reason", None):
                 self.finished = True
                 self.model_ms = _model_ms(getattr(chunk, "model_extra", None))
@@ -186,6 +191,32 @@ class StreamReading:
         completion = getattr(usage, "completion_tokens", None)
         if _count(prompt) and _count(completion):
             self.usage = (prompt, completion)
+
+
+    def _take_calls(self, deltas: Any) -> None:
+        """Tool-call deltas: the first of an index brings its id and name, the rest more of its arguments."""
+        for delta in deltas if isinstance(deltas, list) else []:
+            index = getattr(delta, "index", None)
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_TOOL_CALLS:
+                continue
+            call = self.calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            function = getattr(delta, "function", None)
+            for key, value in (("id", getattr(delta, "id", None)), ("name", getattr(function, "name", None))):
+                if isinstance(value, str) and value:
+                    call[key] = value
+            arguments = getattr(function, "arguments", None)
+            if isinstance(arguments, str):
+                call["arguments"] += arguments
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The calls the model asked for, in order; one without a name is no call."""
+        return tuple(ToolCall(id=call["id"] or f"call-{index + 1}", name=call["name"], arguments=call["arguments"])
+                     for index, call in sorted(self.calls.items()) if call["name"])
+
+
+def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation as the API takes it: a tool result carries `tool_call_id`, not the tool's name."""
+    return [{k: v for k, v in m.items() if k != "name"} if m.get("role") == "tool" else m for m in messages]
 
 
 def _count(value: Any) -> TypeGuard[int]:

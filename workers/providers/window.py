@@ -10,7 +10,8 @@ CHARS_PER_TOKEN = 4  # a rough, tokenizer-free estimate; errs on the side of tri
 
 
 def estimate_tokens(message: dict[str, Any]) -> int:
-    return len(str(message.get("content", ""))) // CHARS_PER_TOKEN + 4  # + role and framing
+    calls = message.get("tool_calls")  # a tool call's name and arguments are sent too
+    return (len(str(message.get("content", ""))) + (len(str(calls)) if calls else 0)) // CHARS_PER_TOKEN + 4  # + role and framing
 
 
 def context_budget(options: dict[str, Any], reply_keys: tuple[str, ...]) -> int:
@@ -40,4 +41,6 @@ def fit_context(messages: list[dict[str, Any]], budget: int) -> list[dict[str, A
             break
         kept.append(message)  # the newest turn is always sent, even if alone it is too long
         left -= cost
+    while len(kept) > 1 and kept[-1].get("role") == "tool":
+        kept.pop()  # a tool's result without the call that asked for it is refused by the APIs
     return head + kept[::-1]
