@@ -73,8 +73,9 @@ def run_team(
             if moved is not None:
                 log.emit("state_archived", agent_id=config.team, to=str(moved))
             resumed = resumable_agents(config)
-            preflight_ollama(config)  # before any worker: an unreachable server or a missing model is exit 3
-            preflight_openai(config)
+            # before any worker: an unreachable server or a missing model is exit 3 (a pool: all of its servers)
+            for unusable, why in [*preflight_ollama(config), *preflight_openai(config)]:
+                log.emit("server_unavailable", level="warning", agent_id=config.team, server=unusable, error=why)
             service = ModelService(config) if ModelService.wanted(config) else None
             server = ControlServer(control_socket(config.storage), log, config.team)  # we hold the lock: ours
             log.sinks.append(server.publish)  # watchers see each event as it is written
