@@ -187,7 +187,9 @@ class LLMConfig(BaseModel):
         """A pool's servers: none twice, and not beside a single host or base_url."""
         if self.hosts is None:
             return self
-        single = sorted({"host", "base_url"} & self.model_fields_set)
+        # By value, not by the keys given: a group's copy of the config carries every field, the default host too.
+        single = [name for name, given in (("host", "host" in self.model_fields_set and self.host != default_host()),
+                                           ("base_url", self.base_url is not None)) if given]
         if single:
             raise LocatedError(("hosts",), f"give hosts (a pool) or {single[0]} (one server), not both")
         seen: dict[str, int] = {}
