@@ -10,12 +10,13 @@ checked on the root's slot bank with a clock the test moves
 
 from __future__ import annotations
 
+import queue
 import socket
 from pathlib import Path
 
 import pytest
 
-from harness import by_event
+from harness import HANG, by_event
 from ollama_double import MODEL, OllamaDouble
 from openai_double import OpenAIDouble
 from supervisor.config import ConfigError, load_config
@@ -101,6 +102,40 @@ def test_a_server_that_fails_with_5xx_is_rested_and_its_calls_go_to_the_other(ma
     assert failed_there <= 2  # only the calls sent before it was rested: at most one per agent
     for name in team.names:
         team.assert_exactly_once(name, 3)
+
+
+@pytest.mark.e2e
+def test_a_rested_server_is_tried_again_after_its_cool_down_and_takes_calls_once_it_serves(tmp_path, monkeypatch):
+    """In-process (TeamRunner), so that the root's cool-down can be shortened from 30 s to 0.3 s."""
+    import supervisor.runtime.slots
+    from supervisor.api import TeamRunner
+
+    monkeypatch.setattr(supervisor.runtime.slots, "COOL_DOWN", 0.3)
+    seen: queue.Queue[dict] = queue.Queue()
+    dead = _dead_server()
+    port = int(dead.rsplit(":", 1)[1])
+    with OllamaDouble(latency=0.05) as alive:
+        config = {"team": "pool", "storage": "state",
+                  "llm": {"provider": "ollama", "hosts": [dead, alive.host], "model": MODEL, "request_timeout": 30},
+                  "agents": [{"name": n, "task": "Count.", "max_cycles": 400} for n in ("alpha", "beta")]}
+        runner = TeamRunner(config, base_dir=tmp_path, quiet=True, on_event=seen.put).start()
+        _next(seen, "server_failed", dead)
+        with OllamaDouble(latency=0.05, port=port) as back:  # the server comes back on its address
+            _next(seen, "server_recovered", dead)
+            _next(seen, "cycle_completed")
+            runner.interrupt()  # enough: the server has served calls since its rest
+            code = runner.wait(timeout=60)
+            served_after = back.backend.calls
+    assert code == 0
+    assert served_after > 0
+
+
+def _next(seen: "queue.Queue[dict]", name: str, server: str | None = None) -> dict:
+    """The next event of that name (and server), waited for as events arrive."""
+    while True:
+        event = seen.get(timeout=HANG)
+        if event["event"] == name and (server is None or event.get("server") == server):
+            return event
 
 
 @pytest.mark.e2e

@@ -66,11 +66,11 @@ class Rest:
 
 class SlotBank:
     def __init__(self, log: EventWriter, send: Send, caps: Callable[[], dict[str, int]],
-                 cool_down: float = COOL_DOWN, clock: Callable[[], float] = time.monotonic) -> None:
+                 cool_down: Optional[float] = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.log = log
         self.send = send
         self.caps = caps  # server -> max_concurrent, as the config says now (a reload may change it)
-        self.cool_down = cool_down
+        self.cool_down = COOL_DOWN if cool_down is None else cool_down  # read now, so a test can shorten it
         self.clock = clock
         self.held: dict[str, set[Ticket]] = {}  # per server, the calls holding its slots
         self.holding: dict[Ticket, str] = {}  # which server each counted call holds
