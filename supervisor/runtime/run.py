@@ -121,7 +121,8 @@ def describe_llm(config: TeamConfig) -> str:
     if llm.provider == "embedded":
         over = ", OpenAI's API" if llm.wire_api == "openai" else ""
         return f"embedded ({llm.model_name}, a bundled real model served on 127.0.0.1{over})"
+    pool = f"a pool of {len(llm.hosts)}: {', '.join(llm.hosts)}" if llm.hosts else None
     if llm.provider == "openai":
-        model, where = llm.model or "each agent's model", llm.base_url or "each agent's base_url"
+        model, where = llm.model or "each agent's model", pool or llm.base_url or "each agent's base_url"
         return f"openai ({model} at {where})"
-    return f"ollama ({llm.model_name} at {llm.host})"
+    return f"ollama ({llm.model_name} at {pool or llm.host})"
