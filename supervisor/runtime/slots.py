@@ -130,9 +130,8 @@ class SlotBank:
         self.resting[server] = Rest(now + length, length)
         self.log.emit("server_failed", level="warning", agent_id=agent, server=server, cool_down_s=length)
 
-    def _choose(self, servers: tuple[str, ...]) -> Optional[str]:
+    def _choose(self, servers: tuple[str, ...], caps: dict[str, int], now: float) -> Optional[str]:
         """The server for a call: the least busy of those with a free slot, those resting only if all rest."""
-        caps, now = self.caps(), self.clock()
         free = [s for s in servers if caps.get(s) is None or self.in_flight(s) < caps[s]]
         awake = [s for s in servers if s not in self.resting or self.resting[s].until <= now]
         candidates = [s for s in free if s in awake] if awake else free
@@ -142,9 +141,13 @@ class SlotBank:
 
     def _serve(self, fresh: Optional[Ticket] = None) -> None:
         """Free slots go to the longest waiting requests, in order; a request whose servers are full waits on."""
+        caps, now, full = self.caps(), self.clock(), set()
         for ticket, waiting in list(self.queued.items()):
-            server = self._choose(waiting.servers)
+            if waiting.servers in full:
+                continue  # an earlier request found these servers full: so does this one
+            server = self._choose(waiting.servers, caps, now)
             if server is None:
+                full.add(waiting.servers)
                 continue
             del self.queued[ticket]
             if self._grant(server, ticket, waiting.pooled) and ticket != fresh:
