@@ -3,7 +3,7 @@
 Each server is checked as a lone server would be; a pool with none usable is
 the first server's problem and the others' in one line (exit 3), and a pool
 with some usable runs on those, the others named in a warning each (the
-supervisor rests them at their first failed call, and tries them again after).
+root's slot bank rests them from the start, and tries them again after).
 """
 
 from __future__ import annotations

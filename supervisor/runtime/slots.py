@@ -120,6 +120,11 @@ class SlotBank:
     def in_flight(self, server: str) -> int:
         return len(self.held.get(server, ()))
 
+    def rest(self, servers: list[str]) -> None:
+        """Servers known to be down (the pre-flight said so): they rest a first cool-down, unannounced."""
+        for server in servers:
+            self.resting[server] = Rest(self.clock() + self.cool_down, self.cool_down)
+
     def _rest(self, agent: str, server: str) -> None:
         """A server failed a call: skipped for a cool-down, longer each time in a row (not for calls already out)."""
         now = self.clock()
