@@ -156,3 +156,13 @@ def test_a_pool_whose_servers_all_rest_still_gets_its_calls(tmp_path):
     ask(slots, "c")
     assert granted[-1] == ("c", A)
     log.close()
+
+
+def test_the_server_rested_is_the_one_granted_whatever_the_release_names(tmp_path):
+    slots, granted, log, _ = pool_bank(tmp_path, {})
+    ask(slots, "a")  # granted A
+    slots.release("a", SlotRelease(server=B, request_id=1, failed=True))  # a worker's word: not believed
+    ask(slots, "b")
+    assert granted == [("a", A), ("b", B)] and slots.held == {B: {("b", 1)}}
+    log.close()
+    assert [e["server"] for e in events(tmp_path) if e["event"] == "server_failed"] == [A]

@@ -99,11 +99,11 @@ class SlotBank:
     def release(self, agent: str, release: SlotRelease) -> None:
         ticket = (agent, release.request_id)
         self.queued.pop(ticket, None)  # a wait that a stop ended
-        server = self.holding.pop(ticket, None)
+        server = self.holding.pop(ticket, None)  # the server the root granted, whatever the release says
         if server is not None:
-            self.held[server].discard(ticket)
-        if release.failed:
-            self._rest(agent, release.server)
+            self._let_go(server, ticket)
+        if release.failed and server is not None:
+            self._rest(agent, server)
         elif server is not None and server in self.resting and self.resting[server].until <= self.clock():
             del self.resting[server]  # tried again after its rest, and it served
             self.log.emit("server_recovered", agent_id=agent, server=server)
@@ -112,10 +112,16 @@ class SlotBank:
     def gone(self, agent: str) -> None:
         """The agent's worker has exited: the slots it held are free, and its waits are over."""
         for ticket in [t for t in self.holding if t[0] == agent]:
-            self.held[self.holding.pop(ticket)].discard(ticket)
+            self._let_go(self.holding.pop(ticket), ticket)
         for ticket in [t for t in self.queued if t[0] == agent]:
             del self.queued[ticket]
         self._serve()
+
+    def _let_go(self, server: str, ticket: Ticket) -> None:
+        held = self.held[server]
+        held.discard(ticket)
+        if not held:  # a server with no call in flight keeps no entry: a worker's made-up names do not pile up
+            del self.held[server]
 
     def in_flight(self, server: str) -> int:
         return len(self.held.get(server, ()))
