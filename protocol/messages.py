@@ -149,11 +149,13 @@ class SlotGrant(Message):
     """The worker's request `request_id` holds a slot of its model server now: its call may go out.
 
     `agent` names the requester when a group passes the grant down; empty on a worker's own pipe.
+    `server` is the server of the request's pool that the root chose (empty: the one it asked for).
     """
 
     type: ClassVar[str] = "slot_grant"
     request_id: int
     agent: str = ""
+    server: str = ""
 
 
 # --- worker -> supervisor -------------------------------------------------
@@ -338,23 +340,29 @@ class SlotRequest(Message):
     """The agent wants a slot of model server `server` (capped across the tree) for one call.
 
     The root grants slots first come, first served; `request_id` counts per
-    worker. `agent` is filled in by a group passing the request up.
+    worker. `agent` is filled in by a group passing the request up. With a
+    `pool` of servers the root picks one of them and names it in the grant.
     """
 
     type: ClassVar[str] = "slot_request"
     server: str
     request_id: int
     agent: str = ""
+    pool: list = field(default_factory=list)  # server keys (str)
 
 
 @dataclass(frozen=True)
 class SlotRelease(Message):
-    """The call of request `request_id` has ended (or no longer waits): its slot is free for the next."""
+    """The call of request `request_id` has ended (or no longer waits): its slot is free for the next.
+
+    `failed`: the server failed the call (unreachable, 5xx, a timeout): the root rests it for a while.
+    """
 
     type: ClassVar[str] = "slot_release"
     server: str
     request_id: int
     agent: str = ""
+    failed: bool = False
 
 
 # --- parent -> group -------------------------------------------------------

@@ -316,6 +316,12 @@ class LLMSpec(Spec):
     base_url: Optional[str] = None  # api openai: the server's OpenAI API root, e.g. http://127.0.0.1:8000/v1
     api_key_env: Optional[str] = None  # the NAME of the environment variable holding the key; never the key
     max_concurrent: Optional[int] = None  # calls in flight to this server across the tree; None: not capped
+    hosts: tuple[str, ...] = ()  # a pool (Ollama hosts or OpenAI base URLs): each call to the server the root names
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """The pool's servers as the supervisor keys them, or the one server."""
+        return tuple(server_key(url) for url in self.hosts) if self.hosts else (self.server,)
 
     @property
     def server(self) -> str:

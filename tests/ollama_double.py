@@ -116,9 +116,9 @@ def answered(body: dict[str, Any]) -> int:
 class OllamaDouble:
     """Start with `with OllamaDouble() as double:`; `double.host` is its address."""
 
-    def __init__(self, piece_delay: float = 0.0, hang_s: float = 30.0, latency: float = 0.0) -> None:
+    def __init__(self, piece_delay: float = 0.0, hang_s: float = 30.0, latency: float = 0.0, port: int = 0) -> None:
         self.backend = ScriptedBackend(piece_delay, latency)
-        self.httpd = ModelHTTPServer(("127.0.0.1", 0), self.backend)
+        self.httpd = ModelHTTPServer(("127.0.0.1", port), self.backend)  # a port of its own, or a free one
         self.httpd.RequestHandlerClass = FaultyAPI
         self.httpd.faults = deque()  # type: ignore[attr-defined]
         self.httpd.hang_s = hang_s  # type: ignore[attr-defined]

@@ -161,7 +161,7 @@ def test_agent_spec_is_plain_data(tmp_path: Path) -> None:
             "provider": "scripted", "latency": 0.5, "cost_per_reply": 0.01, "system_prompt": "Be brief.",
             "host": spec["llm"]["host"], "model": "llama3.1:8b-instruct-q8_0", "options": {},
             "request_timeout": 120.0, "price_per_1k_tokens": 0.0, "price": None, "api": "ollama", "base_url": None,
-            "api_key_env": None, "max_concurrent": None,
+            "api_key_env": None, "max_concurrent": None, "hosts": [],
         },
         "checkpoint": {"every": 2, "keep": 5, "compress": False},
         "budget_usd": None,

@@ -159,3 +159,15 @@ def test_an_added_agent_waits_only_for_agents_not_completed(tmp_path):
     order.agent_completed("a", stopping=False)
     assert order.added("x", ["a"]) is False
     assert order.added("y", ["a", "b"]) is True and order.holds("y")
+
+
+def test_a_team_with_real_prices_and_a_group_rebuilds_in_the_groups_process(tmp_path):
+    data: dict[str, Any] = {"team": "t", "storage": "state",
+                            "llm": {"provider": "scripted", "price": {"input_per_1m": 0.15, "output_per_1m": 0.6}},
+                            "agents": [agent("a")], "groups": [{"name": "g", "agents": [agent("b")]}]}
+    path = tmp_path / "team.yaml"
+    team = TeamConfig.from_mapping(data, source=path)
+    group = TeamConfig.from_spec(team.group_config("g").to_spec())
+    assert group.agent("b").llm.price is not None and group.agent("b").llm.price.input_per_1m == 0.15
+    with pytest.raises(ConfigError, match="not both"):
+        TeamConfig.from_mapping({**data, "llm": {**data["llm"], "price_per_1k_tokens": 0.002}}, source=path)

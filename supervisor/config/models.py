@@ -41,7 +41,9 @@ from supervisor.config.fields import (
     Strategy,
     Task,
     USD,
+    check_base_url,
     default_host,
+    normalize_host,
 )
 from supervisor.config.frames import check_start_frames
 from supervisor.config.links import start_order_loop
@@ -78,6 +80,7 @@ DEFAULT_HANG_TIMEOUT = 120.0  # generous: a worker's event loop answers within a
 MIN_HANG_TIMEOUT = 2.0  # workers beat once a second; less would flag healthy ones
 MAX_RESTARTS_LIMIT = 1000
 MAX_CONCURRENT_LIMIT = 100_000  # calls in flight to one server: beyond any real server, so a typo is caught
+MAX_POOL = 64  # servers in one pool
 EMBEDDED_SERVER = "embedded"  # the embedded server's key until it serves (then: its host)
 MAX_KEEP = 1_000_000
 MAX_TOOLS = 64  # functions offered to one agent's model: each one's schema goes with every call
@@ -129,6 +132,15 @@ class LLMConfig(BaseModel):
     api: Optional[Api] = None  # embedded: the bundled server's API the agents use (default ollama)
     # Calls in flight to this server across the whole tree; the supervisor hands out the slots.
     max_concurrent: Optional[int] = Field(None, ge=1, le=MAX_CONCURRENT_LIMIT)
+    # ollama (hosts) or openai (base URLs): a pool in place of host/base_url; each call to the least busy healthy one
+    hosts: Optional[list[str]] = Field(None, min_length=1, max_length=MAX_POOL)
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """Every model server this agent's calls may take a slot of: its pool's, or its one server."""
+        if self.hosts:
+            return tuple(server_key(url) for url in self.hosts)
+        return (self.server,) if self.server is not None else ()
 
     @property
     def server(self) -> Optional[str]:
@@ -137,6 +149,8 @@ class LLMConfig(BaseModel):
             return None
         if self.provider == "embedded":
             return EMBEDDED_SERVER
+        if self.hosts:
+            return server_key(self.hosts[0])
         return server_key(self.base_url if self.provider == "openai" and self.base_url else self.host)
 
     @property
@@ -152,9 +166,47 @@ class LLMConfig(BaseModel):
             return "openai"
         return (self.api or "ollama") if self.provider == "embedded" else "ollama"
 
+    @field_validator("hosts")
+    @classmethod
+    def _pool_urls(cls, value: Optional[list[str]], info: ValidationInfo) -> Optional[list[str]]:
+        """Each server of a pool with its scheme (none is guessed in a list), in its provider's form."""
+        if value is None:
+            return None
+        provider = info.data.get("provider")
+        if provider not in ("ollama", "openai"):
+            raise ValueError(f"a pool of servers is for provider ollama or openai (got {show(provider)})")
+        normal = []
+        for index, url in enumerate(value):
+            if "://" not in url:
+                raise LocatedError((index,), f"{show(url)} has no scheme: write http://... or https://...")
+            try:
+                normal.append(normalize_host(url) if provider == "ollama" else check_base_url(url))
+            except ValueError as exc:
+                raise LocatedError((index,), str(exc)) from None
+        return normal
+
+    @model_validator(mode="after")
+    def _pool(self) -> "LLMConfig":
+        """A pool's servers: none twice, and not beside a single host or base_url."""
+        if self.hosts is None:
+            return self
+        # By value, not by the keys given: a group's copy of the config carries every field, the default host too.
+        single = [name for name, given in (("host", "host" in self.model_fields_set and self.host != default_host()),
+                                           ("base_url", self.base_url is not None)) if given]
+        if single:
+            raise LocatedError(("hosts",), f"give hosts (a pool) or {single[0]} (one server), not both")
+        seen: dict[str, int] = {}
+        for index, url in enumerate(self.hosts):
+            key = server_key(url)
+            if key in seen:
+                raise LocatedError(("hosts", index), f"{key} is in the pool twice (hosts[{seen[key]}] too)")
+            seen[key] = index
+        return self
+
     @model_validator(mode="after")
     def _consistent(self) -> "LLMConfig":
-        if self.price is not None and "price_per_1k_tokens" in self.model_fields_set:
+        # By value, not by which keys were set: a config dumped for a group's process carries the default 0.0.
+        if self.price is not None and self.price_per_1k_tokens:
             raise LocatedError(("price",), "give price (input_per_1m, output_per_1m) or the older price_per_1k_tokens, not both")
         if self.wire_api == "openai":
             taken = sorted(set(self.options) & OPENAI_BODY_KEYS)
@@ -269,7 +321,7 @@ class AgentConfig(BaseModel):
     def _complete_llm(self) -> "AgentConfig":
         """What the agent's provider needs, asked of the merged block: the team's may leave it to each agent."""
         llm = self.llm
-        if llm.provider == "openai" and llm.base_url is None:
+        if llm.provider == "openai" and llm.base_url is None and not llm.hosts:
             raise LocatedError(("llm", "base_url"), "required for provider openai (here or in the team's llm), "
                                                     "e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1")
         if llm.provider == "openai" and not llm.model:
@@ -452,21 +504,22 @@ class TeamConfig(BaseModel):
         """Agents that call the same server share its `max_concurrent`: two different caps for it cannot both hold."""
         seen: dict[str, tuple[int, tuple[str | int, ...]]] = {}
         for where, agent in self._agent_places():
-            cap, server = agent.llm.max_concurrent, agent.llm.server
-            if cap is None or server is None:
+            cap = agent.llm.max_concurrent
+            if cap is None:
                 continue
-            if server in seen and seen[server][0] != cap:
-                other, there = seen[server]
-                raise LocatedError(where + ("llm", "max_concurrent"), f"{cap} for server {server}, but "
-                                   f"{format_loc(there + ('llm', 'max_concurrent'))} gives it {other}: one server, one cap")
-            seen.setdefault(server, (cap, where))
+            for server in agent.llm.servers:  # a pool's cap is each of its servers'
+                if server in seen and seen[server][0] != cap:
+                    other, there = seen[server]
+                    raise LocatedError(where + ("llm", "max_concurrent"), f"{cap} for server {server}, but "
+                                       f"{format_loc(there + ('llm', 'max_concurrent'))} gives it {other}: one server, one cap")
+                seen.setdefault(server, (cap, where))
         return self
 
     @functools.cached_property
     def _caps(self) -> dict[str, int]:
         """Each capped server's `max_concurrent`, the embedded one under EMBEDDED_SERVER: worked out once."""
-        return {agent.llm.server: agent.llm.max_concurrent for agent in self.all_agents()
-                if agent.llm.max_concurrent is not None and agent.llm.server is not None}
+        return {server: agent.llm.max_concurrent for agent in self.all_agents() if agent.llm.max_concurrent is not None
+                for server in agent.llm.servers}
 
     def server_caps(self, model_host: Optional[str] = None) -> dict[str, int]:
         """Each capped model server's key (as its workers name it) and its `max_concurrent`, across the tree."""
@@ -577,6 +630,8 @@ class TeamConfig(BaseModel):
         # The embedded server's OpenAI API is at /v1 of wherever it serves, and wants no key.
         openai = llm.provider == "openai"
         base_url = f"{host}/v1" if llm.provider == "embedded" else llm.base_url if openai else None
+        if llm.hosts:  # a pool: its first server stands for it where one server is named
+            host, base_url = (llm.host, llm.hosts[0]) if openai else (llm.hosts[0], None)
         hooks = sorted([*self.hooks, *agent.hooks], key=lambda h: h.priority)
         return AgentSpec(
             agent=agent.name,
@@ -587,6 +642,7 @@ class TeamConfig(BaseModel):
                 **llm.model_dump(exclude={"price"}), "model": llm.model_name, "host": host, "api": llm.wire_api,
                 "base_url": base_url, "api_key_env": llm.api_key_env if openai else None,
                 "price": PriceSpec(**llm.price.model_dump()) if llm.price else None, "max_concurrent": self._cap_of(llm, model_host),
+                "hosts": tuple(llm.hosts or ()),
             }),
             checkpoint=CheckpointSpec(**self.checkpoint.model_dump()),
             budget_usd=agent.budget_usd,

@@ -27,6 +27,7 @@ from supervisor.runtime.children import describe_exit
 from supervisor.runtime.events import EventWriter
 from supervisor.runtime.process import WorkerProcess, wait_ready
 from supervisor.runtime.reactor import Reactor
+from supervisor.runtime.pool_check import Skipped, check_pool
 from supervisor.runtime.restarts import RestartBook
 from supervisor.runtime.shutdown import StopOrder
 
@@ -57,26 +58,33 @@ def _ollama_agents(config: TeamConfig, provider: str) -> list[AgentConfig]:
     return [a for a in config.all_agents() if a.llm.provider == provider]
 
 
-def preflight_ollama(config: TeamConfig) -> None:
-    """Ask each Ollama server for each model once; say how to fix what is missing (exit 3)."""
+def preflight_ollama(config: TeamConfig) -> Skipped:
+    """Ask each Ollama server for each model once; say how to fix what is missing (exit 3).
+
+    A pool starts when one of its servers has the model; the others are returned, with why.
+    """
     agents = _ollama_agents(config, "ollama")
-    if not agents:
-        return
+    skipped: Skipped = []
+    for hosts, model in sorted({(tuple(a.llm.hosts or (a.llm.host,)), a.llm.model_name) for a in agents}):
+        skipped += check_pool(hosts, lambda host: _check_ollama(host, model))
+    return skipped
+
+
+def _check_ollama(host: str, model: str) -> None:
     import httpx
     import ollama
 
-    for host, model in sorted({(a.llm.host, a.llm.model_name) for a in agents}):
-        client = ollama.Client(host=host, timeout=PREFLIGHT_TIMEOUT)
-        try:
-            client.show(model)
-        except ollama.ResponseError as exc:
-            if exc.status_code == 404:
-                raise SupervisorError(f"model {model!r} is not on the Ollama server {host}: run `ollama pull {model}`", 3) from None
-            raise SupervisorError(f"Ollama server {host}: HTTP {exc.status_code}: {exc.error}", 3) from None
-        except (ConnectionError, httpx.TransportError) as exc:
-            raise SupervisorError(
-                f"Ollama server {host} is not reachable ({type(exc).__name__}): start it with `ollama serve`, or set llm.host", 3
-            ) from None
+    client = ollama.Client(host=host, timeout=PREFLIGHT_TIMEOUT)
+    try:
+        client.show(model)
+    except ollama.ResponseError as exc:
+        if exc.status_code == 404:
+            raise SupervisorError(f"model {model!r} is not on the Ollama server {host}: run `ollama pull {model}`", 3) from None
+        raise SupervisorError(f"Ollama server {host}: HTTP {exc.status_code}: {exc.error}", 3) from None
+    except (ConnectionError, httpx.TransportError) as exc:
+        raise SupervisorError(
+            f"Ollama server {host} is not reachable ({type(exc).__name__}): start it with `ollama serve`, or set llm.host", 3
+        ) from None
 
 
 class ModelService:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from supervisor.config import AgentConfig, TeamConfig
 from supervisor.errors import SupervisorError
+from supervisor.runtime.pool_check import Skipped, check_pool
 
 PREFLIGHT_TIMEOUT = 5.0  # seconds for one server, all of it
 MAX_BODY = 1 << 20  # bytes of a model list; longer is not an answer we read
@@ -24,18 +25,27 @@ NAMES_SHOWN = 8  # models named in the "not served" line
 MASK = "[key]"
 
 
-def preflight_openai(config: TeamConfig) -> None:
-    """Ask each OpenAI-compatible server for its models once; say how to fix what is missing."""
-    wanted: dict[tuple[str, Optional[str]], set[str]] = {}
+def preflight_openai(config: TeamConfig) -> Skipped:
+    """Ask each OpenAI-compatible server for its models once; say how to fix what is missing.
+
+    A pool starts when one of its servers lists the models; the others are returned, with why.
+    """
+    wanted: dict[tuple[tuple[str, ...], Optional[str]], set[str]] = {}
     for agent in config.all_agents():
         if agent.llm.provider == "openai":
             wanted.setdefault(_server(agent), set()).add(agent.llm.model_name)
-    for (base_url, key_env), models in sorted(wanted.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+    skipped: Skipped = []
+    for (base_urls, key_env), models in sorted(wanted.items(), key=lambda item: (item[0][0], item[0][1] or "")):
         key = read_key(key_env)
-        try:
-            _check_server(base_url, key, key_env, models)
-        except SupervisorError as exc:  # the server's own words are in it: a server may echo the key
-            raise SupervisorError(str(exc).replace(key, MASK) if key else str(exc), exc.exit_code) from None
+
+        def check(base_url: str) -> None:
+            try:
+                _check_server(base_url, key, key_env, models)
+            except SupervisorError as exc:  # the server's own words are in it: a server may echo the key
+                raise SupervisorError(str(exc).replace(key, MASK) if key else str(exc), exc.exit_code) from None
+
+        skipped += check_pool(base_urls, check)
+    return skipped
 
 
 def _check_server(base_url: str, key: Optional[str], key_env: Optional[str], models: set[str]) -> None:
@@ -48,8 +58,8 @@ def _check_server(base_url: str, key: Optional[str], key_env: Optional[str], mod
                 f"load it into that server, or set llm.model to one it lists", 3)
 
 
-def _server(agent: AgentConfig) -> tuple[str, Optional[str]]:
-    return str(agent.llm.base_url), agent.llm.api_key_env
+def _server(agent: AgentConfig) -> tuple[tuple[str, ...], Optional[str]]:
+    return tuple(agent.llm.hosts or (str(agent.llm.base_url),)), agent.llm.api_key_env
 
 
 def read_key(key_env: Optional[str]) -> Optional[str]:

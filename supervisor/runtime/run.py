@@ -42,6 +42,8 @@ def run_team(
     from supervisor.runtime.descriptors import announced, make_room
     from supervisor.runtime.model_service import ModelService, preflight_ollama
     from supervisor.runtime.openai_preflight import preflight_openai
+    from supervisor.runtime.slots import SlotBank
+    from protocol.specs import server_key
     from supervisor.runtime.process import WORKER_ENTRY, worker_context
 
     open_files = make_room(len(config.all_agents()) + len(config.groups))  # before any worker: exit 2 if short
@@ -73,8 +75,10 @@ def run_team(
             if moved is not None:
                 log.emit("state_archived", agent_id=config.team, to=str(moved))
             resumed = resumable_agents(config)
-            preflight_ollama(config)  # before any worker: an unreachable server or a missing model is exit 3
-            preflight_openai(config)
+            # before any worker: an unreachable server or a missing model is exit 3 (a pool: all of its servers)
+            unusable = [*preflight_ollama(config), *preflight_openai(config)]
+            for url, why in unusable:
+                log.emit("server_unavailable", level="warning", agent_id=config.team, server=url, error=why)
             service = ModelService(config) if ModelService.wanted(config) else None
             server = ControlServer(control_socket(config.storage), log, config.team)  # we hold the lock: ours
             log.sinks.append(server.publish)  # watchers see each event as it is written
@@ -82,6 +86,8 @@ def run_team(
                               service=service, control=control, handle_signals=handle_signals,
                               control_server=server, trace_parent=observers.traceparent)
             arbiter.announce(storage=str(config.storage), llm=describe_llm(config), **announced(open_files))
+            if isinstance(arbiter.slots, SlotBank):  # a pool's servers that failed the pre-flight rest from the start
+                arbiter.slots.rest([server_key(url) for url, _ in unusable])
             observers.announce(log)
             try:
                 if service is not None:
@@ -120,7 +126,8 @@ def describe_llm(config: TeamConfig) -> str:
     if llm.provider == "embedded":
         over = ", OpenAI's API" if llm.wire_api == "openai" else ""
         return f"embedded ({llm.model_name}, a bundled real model served on 127.0.0.1{over})"
+    pool = f"a pool of {len(llm.hosts)}: {', '.join(llm.hosts)}" if llm.hosts else None
     if llm.provider == "openai":
-        model, where = llm.model or "each agent's model", llm.base_url or "each agent's base_url"
+        model, where = llm.model or "each agent's model", pool or llm.base_url or "each agent's base_url"
         return f"openai ({model} at {where})"
-    return f"ollama ({llm.model_name} at {llm.host})"
+    return f"ollama ({llm.model_name} at {pool or llm.host})"

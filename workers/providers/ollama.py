@@ -24,8 +24,8 @@ import ollama
 
 from protocol.specs import LLMSpec
 from workers.providers.base import ProviderError, Reply, ToolCall
-from workers.providers.retries import (RetryReport, Transient, network_failure, slot_for, status_failure,
-                                       with_retries)
+from workers.providers.pool import ServerPool
+from workers.providers.retries import RetryReport, Transient, network_failure, status_failure, with_retries
 from workers.slots import Slots
 from workers.providers.window import context_budget, estimate_tokens, fit_context
 
@@ -34,6 +34,8 @@ __all__ = ["OllamaProvider", "Transient", "classify", "estimate_tokens", "fit_co
 
 def classify(exc: BaseException, host: str, model: str) -> Exception:
     """A client failure as Transient (retry) or ProviderError (give up), in one line."""
+    if isinstance(exc, ProviderError):  # already sorted, by the attempt that knew which server it called
+        return exc
     if isinstance(exc, ollama.ResponseError):
         code = exc.status_code
         if code == -1:
@@ -53,7 +55,8 @@ class OllamaProvider:
         self.timeout = llm.request_timeout
         self.on_retry = on_retry or (lambda report: None)
         self.slots = slots  # the supervisor's slots of a capped server
-        self.client = ollama.AsyncClient(host=self.host, timeout=self.timeout)
+        self.pool = ServerPool(llm, llm.hosts or (llm.host,), slots)
+        self.clients = {url: ollama.AsyncClient(host=url, timeout=self.timeout) for url in self.pool.urls.values()}
         self.rng = random.Random()
         self.context_budget = context_budget(self.options, ("num_predict",))
 
@@ -64,17 +67,22 @@ class OllamaProvider:
                                   cycle=cycle, on_retry=self.on_retry, rng=self.rng)
 
     async def _attempt(self, messages: list[dict], tools: Optional[list[dict[str, Any]]]) -> Reply:
-        """One call in a slot of the server (waiting for it is not part of the call), bounded by request_timeout."""
-        async with slot_for(self.slots, self.llm):
-            return await asyncio.wait_for(self._once(messages, tools), self.timeout)
+        """One call in a slot of a server (waiting for it is not part of the call), bounded by request_timeout."""
+        async with self.pool.attempt() as call:
+            try:
+                return await asyncio.wait_for(self._once(self.clients[call.url], messages, tools), self.timeout)
+            except Exception as exc:  # noqa: BLE001 - sorted here, where the server is known
+                failure = classify(exc, call.url, self.model)
+                call.failed(failure)
+                raise failure from None
 
-    async def _once(self, messages: list[dict], tools: Optional[list[dict[str, Any]]]) -> Reply:
+    async def _once(self, client: ollama.AsyncClient, messages: list[dict], tools: Optional[list[dict[str, Any]]]) -> Reply:
         began = time.monotonic()
         parts: list[str] = []
         calls: list[ToolCall] = []
         final: Any = None
-        stream = await self.client.chat(model=self.model, messages=messages, tools=tools, options=self.options or None,
-                                        stream=True)
+        stream = await client.chat(model=self.model, messages=messages, tools=tools, options=self.options or None,
+                                   stream=True)
         async for chunk in stream:
             parts.append(chunk.message.content or "")
             for call in chunk.message.tool_calls or ():  # Ollama sends each call whole; it gives them no ids
@@ -96,10 +104,11 @@ class OllamaProvider:
         )
 
     async def aclose(self) -> None:
-        try:
-            await self.client._client.aclose()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
+        for client in self.clients.values():
+            try:
+                await client._client.aclose()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
 
 
 def ollama_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

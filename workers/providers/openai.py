@@ -36,10 +36,10 @@ from workers.providers.retries import (
     detail,
     network_failure,
     retry_after,
-    slot_for,
     status_failure,
     with_retries,
 )
+from workers.providers.pool import ServerPool
 from workers.slots import Slots
 from workers.providers.window import context_budget, fit_context
 
@@ -73,11 +73,12 @@ class OpenAIProvider:
         self.timeout = llm.request_timeout
         self.on_retry = on_retry or (lambda report: None)
         self.slots = slots  # the supervisor's slots of a capped server
+        self.pool = ServerPool(llm, llm.hosts or (llm.base_url,), slots)
         self.rng = random.Random()
         self.context_budget = context_budget(dict(llm.options), ("max_completion_tokens", "max_tokens"))
         try:  # max_retries=0: the retries are ours (one policy, reported, cancellable)
-            self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.key or NO_KEY, max_retries=0,
-                                             timeout=self.timeout)
+            self.clients = {url: openai.AsyncOpenAI(base_url=url, api_key=self.key or NO_KEY, max_retries=0,
+                                                    timeout=self.timeout) for url in self.pool.urls.values()}
         except Exception as exc:  # noqa: BLE001 - the client's own checks: one line, the key masked
             raise ProviderError(self.masked(f"cannot set up the openai client: {detail(exc)}")) from None
 
@@ -91,14 +92,19 @@ class OpenAIProvider:
                                   on_retry=self.on_retry, rng=self.rng)
 
     async def _attempt(self, messages: list[dict], offered: dict[str, Any]) -> Reply:
-        """One call in a slot of the server (waiting for it is not part of the call), bounded by request_timeout."""
-        async with slot_for(self.slots, self.llm):
-            return await asyncio.wait_for(self._once(messages, offered), self.timeout)
+        """One call in a slot of a server (waiting for it is not part of the call), bounded by request_timeout."""
+        async with self.pool.attempt() as call:
+            try:
+                return await asyncio.wait_for(self._once(call.url, messages, offered), self.timeout)
+            except Exception as exc:  # noqa: BLE001 - sorted here, where the server is known
+                failure = self.classify(exc, call.url)
+                call.failed(failure)
+                raise failure from None
 
-    async def _once(self, messages: list[dict], offered: dict[str, Any]) -> Reply:
+    async def _once(self, base_url: str, messages: list[dict], offered: dict[str, Any]) -> Reply:
         began = time.monotonic()
         reading = StreamReading()
-        stream = await self.client.chat.completions.create(  # type: ignore[call-overload]
+        stream = await self.clients[base_url].chat.completions.create(  # type: ignore[call-overload]
             model=self.model, messages=messages, stream=True,
             stream_options={"include_usage": True}, extra_body=self.body or None, **offered,
         )
@@ -107,14 +113,14 @@ class OpenAIProvider:
                 async for chunk in stream:
                     reading.take(chunk)
             except json.JSONDecodeError as exc:
-                raise Transient(f"malformed server-sent event from {self.base_url}: {exc.msg}") from None
+                raise Transient(f"malformed server-sent event from {base_url}: {exc.msg}") from None
             except openai.APITimeoutError:
                 raise
             except openai.APIConnectionError as exc:  # the connection went mid-stream
                 cause = exc.__cause__ or exc
-                raise Transient(f"the stream from {self.base_url} broke off: {detail(cause) or type(cause).__name__}") from None
+                raise Transient(f"the stream from {base_url} broke off: {detail(cause) or type(cause).__name__}") from None
         if not reading.finished:
-            raise Transient(f"the stream from {self.base_url} stopped before its end")
+            raise Transient(f"the stream from {base_url} stopped before its end")
         tokens = None
         cost = 0.0
         if reading.usage is not None:
@@ -124,16 +130,17 @@ class OpenAIProvider:
         return Reply(content="".join(reading.parts), tokens=tokens, cost_usd=cost,
                      model_ms=reading.model_ms or (time.monotonic() - began) * 1000.0, tool_calls=reading.tool_calls())
 
-    def classify(self, exc: BaseException) -> Exception:
+    def classify(self, exc: BaseException, where: Optional[str] = None) -> Exception:
         """A client failure as Transient (retry) or ProviderError (give up): one line, the key masked."""
-        failure = self._classify(exc)
+        if isinstance(exc, ProviderError):  # already sorted, by the attempt that knew which server it called
+            return exc
+        failure = self._classify(exc, where or self.base_url)
         message = self.masked(str(failure))
         if isinstance(failure, Transient):
-            return Transient(message, failure.retry_after)
+            return Transient(message, failure.retry_after, failure.busy)
         return ProviderError(message)
 
-    def _classify(self, exc: BaseException) -> Exception:
-        where = self.base_url
+    def _classify(self, exc: BaseException, where: str) -> Exception:
         if isinstance(exc, openai.APIStatusError):
             code = exc.status_code
             text = detail(exc.message)
@@ -154,10 +161,11 @@ class OpenAIProvider:
         return network_failure(exc, where) or ProviderError(f"{type(exc).__name__}: {detail(exc)}")
 
     async def aclose(self) -> None:
-        try:
-            await self.client.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
+        for client in self.clients.values():
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
 
 
 class StreamReading:

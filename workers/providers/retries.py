@@ -39,11 +39,15 @@ RetryReport = Callable[[dict[str, Any]], None]
 
 
 class Transient(Exception):
-    """A failure worth another attempt; `retry_after` is the server's own wait, in seconds, when it gave one."""
+    """A failure worth another attempt; `retry_after` is the server's own wait, in seconds, when it gave one.
 
-    def __init__(self, message: str, retry_after: Optional[float] = None) -> None:
+    `busy`: the server is well but full (HTTP 429), so a pool does not rest it.
+    """
+
+    def __init__(self, message: str, retry_after: Optional[float] = None, busy: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.busy = busy
 
 
 def slot_for(slots: Optional[Slots], llm: LLMSpec) -> contextlib.AbstractAsyncContextManager[None]:
@@ -104,7 +108,7 @@ def network_failure(exc: BaseException, where: str) -> Optional[Transient]:
 def status_failure(code: int, where: str, text: str, wait: Optional[float] = None) -> Exception:
     """An HTTP error status: 5xx and 429 are worth another attempt, any other fails at once."""
     if code >= 500 or code == 429:
-        return Transient(f"HTTP {code} from {where}: {text}", retry_after=wait)
+        return Transient(f"HTTP {code} from {where}: {text}", retry_after=wait, busy=code == 429)
     return ProviderError(f"HTTP {code} from {where}: {text}")
 
 
