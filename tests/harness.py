@@ -104,9 +104,13 @@ class Team:
     # ---- what a run leaves behind -------------------------------------------
 
     def events(self, file: str = "events.jsonl") -> list[dict[str, Any]]:
-        """Every event of the stream, oldest first: the rotated files `FILE.N` ... `FILE.1`, then `FILE`."""
+        """Every event of the stream, oldest first: the rotated files `FILE.N` ... `FILE.1`, then `FILE`.
+
+        A live run may be writing its last line as this reads: a line without
+        its newline yet is not an event yet, and is left for the next look.
+        """
         return [json.loads(line) for path in stream_files(self.storage / file)
-                for line in path.read_text().splitlines() if line.strip()]
+                for line in _whole_lines(path.read_text()) if line.strip()]
 
     def store(self, agent: str) -> CheckpointStore:
         return CheckpointStore(self.storage, agent)
@@ -289,6 +293,12 @@ class Run:
             self.proc.wait(5)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
+
+
+def _whole_lines(text: str) -> list[str]:
+    """The complete lines of `text`: a last one without its newline is still being written."""
+    lines = text.split("\n")
+    return lines[:-1]
 
 
 def cli(*args: str, cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
