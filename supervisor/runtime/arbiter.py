@@ -368,7 +368,7 @@ class Arbiter:
                 return False
             self._send(child, encode(message))
             return True
-        group = self._group_of(name)
+        group = self.group_of(name)
         if group is None or not group.running or group.worker is None or not group.worker.pipe_open:
             return False
         self._send(group, encode(addressed(message, name)))
@@ -381,7 +381,8 @@ class Arbiter:
         if child is not None and child.kind == AGENT and child.running and child.worker is not None and child.worker.pipe_open:
             self._send(child, encode(addressed(message, "")))
 
-    def _group_of(self, name: str) -> Optional[Child]:
+    def group_of(self, name: str) -> Optional[Child]:
+        """The group whose process runs agent `name`; None for the team's own agents."""
         for group_name, names in self.speaks_for.items():
             if name in names and name != group_name:
                 return self.children.get(group_name)
@@ -395,7 +396,7 @@ class Arbiter:
                 child.status = "starting"
                 self._start(child)
             return
-        group = self._group_of(name)
+        group = self.group_of(name)
         if group is not None and group.running:
             self._send(group, encode(StartAgents(agents=[name])))
         # A group not running now is told in its spec when it starts again.

@@ -325,10 +325,7 @@ class ControlDesk:
         return self.arbiter.members.get(name)
 
     def _group_of(self, name: str) -> Optional[Child]:
-        for group_name, names in self.arbiter.speaks_for.items():
-            if name in names and name != group_name:
-                return self.arbiter.children.get(group_name)
-        return None
+        return self.arbiter.group_of(name)
 
     def _exited(self, name: str) -> bool:
         record = self._record(name)
