@@ -8,13 +8,16 @@ codes, the console, events.jsonl, interrupt_metrics.jsonl and the checkpoints.
 from __future__ import annotations
 
 import gzip
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
 import pytest
 
-from harness import HANG, by_event, cli, fill_up, wait_gone
+from harness import HANG, REPO, by_event, cli, fill_up, wait_gone
 
 SEED_INITIATED = {"timestamp", "event", "source", "mode", "message", "agent_id"}
 SEED_COMPLETED = {"timestamp", "event", "checkpoint_id", "agent_id", "total_interrupts", "graceful_interrupts", "immediate_interrupts"}
@@ -40,6 +43,35 @@ def test_a_team_completes_and_a_rerun_resumes_to_nothing(make_team):
     assert by_event(again.new_events(), "cycle_completed") == []
     for event in by_event(again.new_events(), "worker_started"):
         assert event["cycle"] == 3 and event["resumed"] is True
+
+
+LATE_STOP = """\
+import os, signal, sys
+from supervisor.runtime.arbiter import Arbiter
+from supervisor.cli import main
+
+loop = Arbiter.run
+
+def run_then_stop_late(self):
+    outcome = loop(self)
+    os.kill(os.getpid(), signal.SIGINT)  # the loop is over, the process is not: the window a real Ctrl+C can hit
+    os.kill(os.getpid(), signal.SIGTERM)
+    return outcome
+
+Arbiter.run = run_then_stop_late
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_signal_after_the_loop_ends_leaves_a_finished_run_finished(make_team):
+    """A Ctrl+C or SIGTERM landing between the loop's end and the process's exit is not a failure (not 130, not 143)."""
+    team = make_team(agents=1, latency=0.01, max_cycles=1)
+    done = subprocess.run([sys.executable, "-c", LATE_STOP, str(team.config)], capture_output=True, text=True,
+                          timeout=HANG, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Team completed successfully" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert by_event(team.events(), "supervisor_stopped")[0]["status"] == "completed"
 
 
 def test_one_ctrl_c_stops_gracefully_and_the_next_run_resumes(make_team):

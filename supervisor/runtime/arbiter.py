@@ -221,7 +221,7 @@ class Arbiter:
                 self.control_server.close()  # last answers out, the socket removed
             if self.service_watch is not None:
                 self.service_watch.close()  # after the workers, as it started before them
-            self.signals.restore()
+            self.signals.restore(run_over=self.own_process)  # a process of its own: a late Ctrl+C is not a failure
             self.reactor.close()
 
     def _stopping(self) -> bool:

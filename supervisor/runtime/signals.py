@@ -48,11 +48,20 @@ class SignalQueue:
         self.pending.clear()
         return received
 
-    def restore(self) -> None:
+    def restore(self, *, run_over: bool = False) -> None:
+        """Give the previous handlers back; `run_over`: ignore the stop signals instead.
+
+        A process that exists only for this run (the CLI, a group) has nothing
+        left to stop once its loop is done; a Ctrl+C or SIGTERM landing in the
+        last milliseconds before it exits must not turn a finished run's exit
+        code into 130 or 143.
+        """
         if self._previous_wakeup is not None:
             signal.set_wakeup_fd(self._previous_wakeup)
             self._previous_wakeup = None
         for signum, handler in self._previous.items():
+            if run_over and signum in HANDLED:
+                handler = signal.SIG_IGN
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
         self._wakeup.close()
