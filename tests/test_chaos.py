@@ -51,9 +51,11 @@ def inject(run, fault: str) -> None:
         run.signal(signal.SIGKILL)
     else:
         run.ctrl_c()
-        if fault == "double_ctrl_c":
-            run.wait_for(lambda ev: by_event(ev, "interrupt_initiated"), "the first interrupt")
-            run.ctrl_c()
+        if fault == "double_ctrl_c":  # a Ctrl+C after the run's last moment is ignored: it may just have ended
+            run.wait_for(lambda ev: by_event(ev, "interrupt_initiated") or run.proc.poll() is not None,
+                         "the first interrupt or the run's end")
+            if run.proc.poll() is None:  # not reaped yet, so its pid is still its own
+                run.ctrl_c()
 
 
 def _last_run(events: list) -> list:
