@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import cell_len
 from rich.console import Console as RichConsole
 
 from harness import HANG, Run, Team, by_event
@@ -464,3 +465,19 @@ def test_live_rows_show_agents_queued_for_a_model_server(tmp_path):
     finally:
         live.outcome("completed", None)
         live.statistics("completed", [], {"total": 0, "graceful": 0, "immediate": 0}, "/tmp/state")
+
+
+def test_every_column_lines_up_and_nothing_passes_the_terminal_width(tmp_path):
+    """Each row is cut or padded to the same columns: a long reason or a group name cannot push the table wider."""
+    live = LiveConsole(team_config(tmp_path, groups=True), console=rich_console(), redirect=False)
+    feed(live,
+         {"event": "worker_started", "agent_id": "agent-a", "pid": 11},
+         {"event": "question_asked", "agent_id": "agent-b", "question": "[bold]not markup[/bold] " + "x" * 300},
+         {"event": "cycle_completed", "agent_id": "agent-c", "cycle": 1, "tokens": 123456, "cost_usd": 12.5})
+    lines = frame(live)
+    head = next(line for line in lines if line.startswith("agent "))
+    ends = {cell_len(line.rstrip()) for line in lines if line.startswith(("agent-", "  crew-"))}
+    assert ends == {cell_len(head)}, lines  # every row's last column (cost, to the right) ends under its heading
+    assert all(cell_len(line) <= 120 for line in lines)
+    assert any("…" in line for line in lines if line.startswith("agent-b"))  # cut, with a mark, never wrapped
+    assert "[bold]not markup[/bold]" in "".join(lines)  # shown as typed, never read as markup
