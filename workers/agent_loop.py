@@ -238,7 +238,18 @@ class AgentWorker:
                 return self._fail("crash", describe_exception(exc), self._durable_cycle, 0.0)
         finally:
             heartbeat.cancel()
-            await self.link.close()
+            if not self.leave_at_once:
+                await self.link.close()
+
+    @property
+    def leave_at_once(self) -> bool:
+        """An immediate stop (or a lost supervisor) whose last words are out: nothing is left to tidy.
+
+        The process may then end without closing the loop, its clients and its
+        tasks one by one: that teardown was half a worker's stop, times every
+        worker of the team, on the cores the stop is waiting for.
+        """
+        return self.interrupts.must_stop_now and (self.link is None or self.link.flushed)
 
     async def _heartbeat(self, interval: float = 1.0) -> None:
         while True:
@@ -330,7 +341,8 @@ class AgentWorker:
                 return self._fail("agent", str(exc), convo.cycle, convo.budget_spent_usd)
             return await self._cycles(store, instance, context, convo, max_cycles, spec.checkpoint.every)
         finally:
-            await provider.aclose()
+            if not self.interrupts.must_stop_now:  # an immediate stop drops the client with the process
+                await provider.aclose()
 
     async def _make_agent(self, context: AgentContext) -> Agent:
         """The config's agent class, created and set up; any failure is one AgentLoadError line."""

@@ -28,16 +28,24 @@ def run_worker(sock: socket.socket, supervisor_pid: int) -> None:
         from workers.agent_loop import AgentWorker
 
         async def main() -> int:
-            return await AgentWorker(sock).run()
+            worker = AgentWorker(sock)
+            code = await worker.run()
+            if worker.leave_at_once:  # not asyncio.run's tidy-up of the loop, its tasks and clients: gone at once
+                _leave(code)
+            return code
 
         code = asyncio.run(main())
     except BaseException as exc:  # a worker never dies with a traceback on a terminal
         _report_crash(sock, exc)
-    finally:
-        try:
-            sys.stdout.flush()
-        except Exception:
-            pass
+    _leave(code)
+
+
+def _leave(code: int) -> None:
+    """End the worker process now: its last words are sent, and nothing of Python's exit path is wanted."""
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
     os._exit(code)
 
 

@@ -78,6 +78,12 @@ class SupervisorLink(asyncio.Protocol):
             assert self._transport is not None
             self._transport.write(encode(message))
 
+    @property
+    def flushed(self) -> bool:
+        """Everything sent so far is in the kernel's hands (or the pipe is gone): exiting loses nothing."""
+        transport = self._transport
+        return transport is None or transport.is_closing() or transport.get_write_buffer_size() == 0
+
     async def close(self, timeout: float = 1.0) -> None:
         """Flush what is queued, then close; bounded so exit never hangs."""
         if self._transport is None:
