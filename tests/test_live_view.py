@@ -25,7 +25,7 @@ from rich.console import Console as RichConsole
 from harness import HANG, Run, Team, by_event
 from supervisor.config import TeamConfig
 from supervisor.terminal.console import Console
-from supervisor.terminal.live_view import LiveConsole, choose_console
+from supervisor.terminal.live_view import STOP_QUIET, LiveConsole, choose_console
 
 LIVE_TERM = {"TERM": "xterm-256color"}
 CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -350,6 +350,36 @@ def test_an_immediate_stop_draws_its_last_frame_once_with_the_unshown_lines_abov
     assert plain.count("team demo") == 1  # one frame: the old table is not drawn again under the notice
     assert plain.index("Second Ctrl+C! Immediate shutdown") < plain.index("team demo")  # the notice, then the table
     assert "interrupted" in plain[plain.index("team demo"):]
+
+
+def test_a_graceful_stop_pauses_the_drawer_once_so_a_second_ctrl_c_is_handled_at_once(tmp_path):
+    """No frame in the moment after the first Ctrl+C (a frame then delayed the second by 20-40 ms); then it moves on."""
+    live = LiveConsole(team_config(tmp_path), console=rich_console(), redirect=False, idle_refresh=60.0,
+                       refresh_per_second=1000.0)
+    live.banner("demo", "/tmp/state", "scripted", 3, {})
+    feed(live, {"event": "supervisor_started", "agent_id": "demo", "team": "demo"})
+    try:
+        deadline = time.monotonic() + HANG
+        while live.renders < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        drawn = live.renders
+        feed(live, {"event": "interrupt_initiated", "agent_id": "demo", "mode": "GRACEFUL", "source": "USER",
+                    "trigger": "Ctrl+C", "message": "User requested graceful shutdown (Ctrl+C)"})
+        noticed = time.monotonic()
+        while live._wake.is_set() and time.monotonic() < deadline:  # the drawer has seen the news
+            time.sleep(0.001)
+        time.sleep(STOP_QUIET / 3)
+        assert live.renders == drawn  # held back while a second Ctrl+C may come
+        while live.renders == drawn and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert time.monotonic() - noticed >= STOP_QUIET * 0.9  # then drawn again, after the pause
+        paused = live.renders
+        feed(live, {"event": "worker_exited", "agent_id": "agent-a", "pid": 1, "exitcode": 0, "status": "interrupted"})
+        while live.renders == paused and time.monotonic() < deadline:  # once per stop mode: no second pause
+            time.sleep(0.01)
+        assert time.monotonic() < deadline
+    finally:
+        live.stop()
 
 
 class BrokenTerminal(io.StringIO):
