@@ -8,8 +8,8 @@ it dies with its parent, even when the parent is killed by SIGKILL (Linux's
 parent-death signal, then a re-check of the parent to close the race).
 
 The child's immediate parent is the forkserver it was forked from, which
-exits when the supervisor does once no child holds the forkserver's 'alive'
-pipe open; so each child drops that pipe here.
+exits the moment its connection to the supervisor closes; so a supervisor
+killed by SIGKILL takes its forkserver with it, and the forkserver its children.
 """
 
 from __future__ import annotations
@@ -44,25 +44,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def release_forkserver() -> None:
-    """Drop our copy of the parent forkserver's 'alive' pipe.
-
-    multiprocess hands every forkserver child the write end of the pipe whose
-    EOF tells the forkserver that its client is gone. While any child holds
-    it, the forkserver outlives a killed supervisor, so the children's parent
-    never dies and the parent-death signal never fires.
-    """
-    try:
-        from multiprocess import forkserver
-
-        fd = forkserver._forkserver._forkserver_alive_fd
-        if fd is not None:
-            forkserver._forkserver._forkserver_alive_fd = None
-            os.close(fd)
-    except (ImportError, AttributeError, OSError):
-        pass
-
-
 def detach(supervisor_pid: int) -> None:
     """Leave the terminal's signals to the supervisor and die with it."""
     parent = os.getppid()
@@ -74,7 +55,6 @@ def detach(supervisor_pid: int) -> None:
     except OSError:
         pass  # already a session leader
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    release_forkserver()
     # The parent may have died before prctl took effect: check once after it.
     if os.getppid() != parent or not pid_alive(supervisor_pid):
         os._exit(0)

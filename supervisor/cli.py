@@ -228,10 +228,6 @@ def _exit_now(code: int) -> None:
     import os
 
     atexit._run_exitfuncs()
-    if "multiprocess" in sys.modules:  # a run started workers: its helpers go with it, at once
-        from supervisor.runtime.process import end_helpers
-
-        end_helpers()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

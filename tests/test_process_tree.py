@@ -182,25 +182,3 @@ def _wait(condition, proc) -> None:
         assert proc.poll() is None, f"the run exited with {proc.returncode}"
         assert time.monotonic() < deadline
         time.sleep(0.01)
-
-
-@pytest.mark.e2e
-def test_a_start_does_not_look_at_every_worker_started_before_it(monkeypatch):
-    """multiprocess polls each child it knows at every start: the 1000th start of a team polled 999."""
-    from multiprocess import popen_forkserver
-
-    from supervisor.runtime.process import WorkerProcess
-
-    polled: list[object] = []
-    poll = popen_forkserver.Popen.poll
-    monkeypatch.setattr(popen_forkserver.Popen, "poll", lambda self, flag=os.WNOHANG: polled.append(self) or poll(self, flag))
-    workers: list[WorkerProcess] = []
-    try:
-        for index in range(12):
-            polled.clear()
-            workers.append(WorkerProcess.start(f"w{index}"))  # a real worker, waiting for its Start message
-        assert len(polled) <= 1  # the twelfth start looked at none of the eleven before it
-    finally:
-        for worker in workers:
-            worker.kill_tree()
-            worker.close()

@@ -270,8 +270,7 @@ def test_a_worker_told_to_run_a_bad_spec_fails_in_one_line() -> None:
         while worker.pipe_open and time.monotonic() < deadline:
             select.select([worker.sock], [], [], 1.0)
             messages += worker.receive()
-        worker.process.join(10)
-        assert worker.exitcode() == 3
+        assert worker.wait(10) == 3
     finally:
         worker.kill_tree()
         worker.close()

@@ -48,8 +48,7 @@ def test_a_worker_receiving_garbage_exits_cleanly(make_team, garbage):
     try:
         worker.sock.setblocking(True)
         worker.sock.sendall(garbage)
-        worker.process.join(5)
-        assert worker.exitcode() is not None, "worker hung on garbage"
+        assert worker.wait(5) is not None, "worker hung on garbage"
         assert worker.exitcode() in (0, 3)
     finally:
         worker.kill_tree()

@@ -54,6 +54,7 @@ from supervisor.runtime.mail import MailRoute, Postmaster, Relay
 from supervisor.runtime.model_service import ModelService, ServiceWatch
 from supervisor.runtime.process import (
     GROUP_ENTRY,
+    LOST_STATUS,
     WORKER_ENTRY,
     FramedPipe,
     WorkerProcess,
@@ -78,7 +79,6 @@ LAST_WORDS_BYTES = 16 * 1024 * 1024  # what an exited child may still have left 
 MAX_MESSAGES_PER_SECOND = 20_000  # a busy healthy worker sends a few hundred; beyond this it is broken
 MAX_FORKSERVER_DEATHS = 3  # within FORKSERVER_WINDOW seconds; one more and the team stops (OOM killer, a kill loop)
 FORKSERVER_WINDOW = 60.0
-LOST_STATUS = 255  # what multiprocess reports for a worker whose forkserver died before telling its status
 
 
 @dataclass(frozen=True)

@@ -162,10 +162,7 @@ class ModelService:
         except OSError:
             pass
         worker.pipe_open = False
-        deadline = time.monotonic() + grace
-        while worker.process.exitcode is None and time.monotonic() < deadline:
-            wait_ready((worker.sentinel,), timeout=deadline - time.monotonic())
-        if worker.process.exitcode is None:
+        if worker.wait(grace) is None:
             worker.kill_tree()
         worker.close()
         self.worker = None

@@ -1,8 +1,7 @@
 """Worker processes as the supervisor sees them: a pid, a pipe, a sentinel.
 
-Workers are started from a `multiprocess` forkserver whose preload names the
-worker modules explicitly (on Python 3.11 the forkserver's preload of
-`__main__` does nothing, CPython gh-126631). A forkserver child starts in
+Workers are forked by our forkserver (`forkserver.py`), whose preload names the
+worker modules, asked in plain data over one connection. A worker starts in
 about a millisecond, inherits none of the supervisor's descriptors (so every
 worker's pipe reaches EOF the moment the supervisor dies), and, unlike a plain
 fork, is safe whatever threads the supervisor has. The supervisor refers to
@@ -19,33 +18,28 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from protocol import FrameDecoder, Message, ProtocolError, encode
+from supervisor.runtime.forkserver import LOST_STATUS, ForkServer, read_status
 
 WORKER_ENTRY = "workers.entry:run_worker"
 GROUP_ENTRY = "supervisor.runtime.group:run_group"
-START_HEADROOM = 16  # descriptors a start may need for a moment (its pipes, the forkserver's connection)
+START_HEADROOM = 16  # descriptors a start may need for a moment (its pipes, the forkserver's reply)
 WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "protocol.checkpoints", "workers.providers.scripted"]
 
-_context: Any = None
+_server: Optional[ForkServer] = None
 
 
-def worker_context() -> Any:
-    """The forkserver context, started once, with SIGINT/SIGTERM ignored in it."""
-    global _context
-    if _context is None:
-        import multiprocess
-        from multiprocess import forkserver
-
+def worker_context() -> ForkServer:
+    """The forkserver, started once, with SIGINT/SIGTERM ignored in it."""
+    global _server
+    if _server is None:
         from supervisor.runtime.signals import signals_ignored
 
-        ctx = multiprocess.get_context("forkserver")
-        ctx.set_forkserver_preload(WORKER_PRELOAD)
         with signals_ignored():
-            forkserver.ensure_running()
-        _context = ctx
-    return _context
+            _server = ForkServer(WORKER_PRELOAD)
+    return _server
 
 
 def replace_dead_forkserver() -> bool:
@@ -62,20 +56,18 @@ def forkserver_death() -> Optional[str]:
     Its children die with it (their parent-death signal), so their restarts,
     by their own policy, go through the next one.
     """
-    from multiprocess import forkserver
-
-    server = forkserver._forkserver
-    pid = server._forkserver_pid
-    if pid is None:
+    global _server
+    server = _server
+    if server is None:
         return None
     try:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(server.pid, os.WNOHANG)
     except ChildProcessError:
-        done, status = pid, None  # reaped already (by someone's wait): gone all the same
+        done, status = server.pid, None  # reaped already (by someone's wait): gone all the same
     if not done:
         return None
-    os.close(server._forkserver_alive_fd)
-    server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+    server.close()
+    _server = None
     if status is None:
         return "exit status unknown"
     code = os.waitstatus_to_exitcode(status)
@@ -88,20 +80,12 @@ def forkserver_death() -> Optional[str]:
 
 
 def start_forkserver_again() -> None:
-    """A new forkserver after the last one died, started like the first.
-
-    multiprocess would start one by itself on the next connect, but with the
-    supervisor's signal handlers reset to the defaults by exec: a terminal's
-    SIGHUP would kill it and a Ctrl+C in its first milliseconds would print a
-    traceback. So it is started here with the terminal's signals ignored (a
-    signal arriving in that millisecond is lost, as during the first start).
-    """
-    from multiprocess import forkserver
-
-    from supervisor.runtime.signals import signals_ignored
-
-    with signals_ignored():
-        forkserver.ensure_running()
+    """A new forkserver after the last one died, started like the first (the terminal's signals ignored)."""
+    global _server
+    if _server is not None:
+        _server.close()
+        _server = None
+    worker_context()
 
 
 def ended_within(pid: Optional[int], timeout: float) -> bool:
@@ -128,10 +112,7 @@ def ended_within(pid: Optional[int], timeout: float) -> bool:
 
 def forkserver_pid() -> Optional[int]:
     """The forkserver that starts our workers now (None before the first start)."""
-    from multiprocess import forkserver
-
-    pid = forkserver._forkserver._forkserver_pid
-    return int(pid) if pid is not None else None
+    return _server.pid if _server is not None else None
 
 
 RESOURCE_ERRNOS = {
@@ -150,26 +131,9 @@ def resource_problem(exc: BaseException) -> Optional[str]:
 
 
 def helper_pids() -> set[int]:
-    """The processes the supervisor keeps on purpose: the forkserver and the resource tracker, now."""
-    from multiprocess import forkserver, resource_tracker
-
-    pids = {forkserver._forkserver._forkserver_pid, getattr(resource_tracker._resource_tracker, "_pid", None)}
-    return {pid for pid in pids if pid is not None}
-
-
-def end_helpers() -> None:
-    """SIGKILL the forkserver and the resource tracker as a finished run's process exits.
-
-    Every worker is gone by then. Left to notice our exit themselves, each
-    would run a whole interpreter teardown (~100 ms of CPU apiece, measured
-    with `perf`) on the cores the person's shell needs for its prompt. We keep
-    no semaphore or shared memory for the tracker to clean up.
-    """
-    for pid in helper_pids():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    """The processes the supervisor keeps on purpose: the forkserver, now."""
+    pid = forkserver_pid()
+    return {pid} if pid is not None else set()
 
 
 def wait_ready(read: tuple[int, ...] = (), write: tuple[int, ...] = (), timeout: float = 0.0) -> None:
@@ -186,25 +150,6 @@ def wait_ready(read: tuple[int, ...] = (), write: tuple[int, ...] = (), timeout:
     for fd, mask in masks.items():
         poller.register(fd, mask)
     poller.poll(max(0.0, timeout) * 1000.0)
-
-
-def _forget(process: Any) -> None:
-    """Take a started process out of multiprocess's own table of children.
-
-    multiprocess polls every child in that table at each start (`process._cleanup`), so the
-    1000th start of a team polled 999 processes: quadratic. The supervisor keeps its own
-    table, joins and reaps its children itself, and kills them all when it ends.
-    """
-    from multiprocess import process as mp_process
-
-    mp_process._children.discard(process)
-
-
-def _resolve_entry(entry: str) -> Any:
-    import importlib
-
-    module, _, name = entry.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 @dataclass
@@ -284,44 +229,53 @@ class WorkerProcess(FramedPipe):
     """One running child (a worker, or a group's sub-supervisor): its process and its pipe."""
 
     name: str
-    process: Any
+    pid: int
+    status_fd: int  # the forkserver writes the exit code here when it reaps the worker
     started_at: float
     forkserver: Optional[int] = None  # the forkserver that started it: it dies with that one
+    _exitcode: Optional[int] = None
 
     @classmethod
     def start(cls, name: str, entry: str = WORKER_ENTRY) -> "WorkerProcess":
-        ctx = worker_context()
-        replace_dead_forkserver()
+        server = worker_context()
+        if replace_dead_forkserver():
+            server = worker_context()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if theirs.fileno() + START_HEADROOM >= resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
-            # Descriptors are handed out lowest first: so few are left that the forkserver's request could
-            # run out halfway, and multiprocess's forkserver dies of that with a traceback on the terminal.
+            # Descriptors are handed out lowest first: so few are left that the forkserver's reply could not
+            # bring the status pipe; say so now, as the resource error it is.
             ours.close()
             theirs.close()
             raise OSError(errno.EMFILE, "too few open files left to start a worker")
-        process = ctx.Process(target=_resolve_entry(entry), args=(theirs, os.getpid()), name=f"agent-{name}", daemon=False)
         started_at = time.monotonic()
         try:
-            process.start()
+            pid, status_fd = server.start(entry, theirs, os.getpid())
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
-        _forget(process)
+        os.set_blocking(status_fd, False)
         ours.setblocking(False)
-        return cls(name=name, process=process, sock=ours, started_at=started_at, forkserver=forkserver_pid())
-
-    @property
-    def pid(self) -> int:
-        return int(self.process.pid)
+        return cls(name=name, pid=pid, status_fd=status_fd, sock=ours, started_at=started_at, forkserver=server.pid)
 
     @property
     def sentinel(self) -> int:
-        return int(self.process.sentinel)
+        """Readable once the worker has exited (or its forkserver died, taking the status with it)."""
+        return self.status_fd
 
     def exitcode(self) -> Optional[int]:
-        return self.process.exitcode
+        """Its exit code (negative: killed by that signal), LOST_STATUS if its forkserver died first, None while it runs."""
+        if self._exitcode is None and self.status_fd >= 0:
+            self._exitcode = read_status(self.status_fd)
+        return self._exitcode
+
+    def wait(self, timeout: float) -> Optional[int]:
+        """Block up to `timeout` seconds for the exit; its code, or None if it still runs."""
+        deadline = time.monotonic() + timeout
+        while self.exitcode() is None and time.monotonic() < deadline:
+            wait_ready((self.status_fd,), timeout=deadline - time.monotonic())
+        return self.exitcode()
 
     def kill_tree(self, ppids: Optional[dict[int, int]] = None) -> None:
         """SIGKILL the worker, its process group, and descendants that left the group.
@@ -345,11 +299,10 @@ class WorkerProcess(FramedPipe):
             self.sock.close()
         except OSError:
             pass
-        try:
-            self.process.join(0)
-            self.process.close()
-        except (ValueError, AssertionError, OSError):
-            pass
+        if self.status_fd >= 0:
+            self.exitcode()  # what the pipe holds now, before it goes
+            os.close(self.status_fd)
+            self.status_fd = -1
 
 
-__all__ = ["FramedPipe", "GROUP_ENTRY", "WORKER_ENTRY", "WorkerProcess", "ProtocolError", "worker_context"]
+__all__ = ["FramedPipe", "GROUP_ENTRY", "LOST_STATUS", "WORKER_ENTRY", "WorkerProcess", "ProtocolError", "worker_context"]

@@ -1,0 +1,18 @@
+"""Entry points for tests/test_forkserver.py: a worker that waits for one byte on its pipe, then exits by it."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from protocol.lineage import detach
+
+
+def wait_for_word(sock: socket.socket, supervisor_pid: int) -> None:
+    """Exit with the code the byte names (b"3" -> 3); b"r": raise, as a broken entry would."""
+    detach(supervisor_pid)  # like every worker: dies with its parent, even a SIGKILLed one
+    sock.sendall(b"up")
+    word = sock.recv(1)
+    if word == b"r":
+        raise RuntimeError("the entry broke")
+    os._exit(int(word or b"0"))

@@ -1,0 +1,110 @@
+"""The forkserver, for real: a spawned server process, forked workers, real exit codes, a real SIGKILL."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import time
+
+import psutil
+import pytest
+
+from harness import HANG, wait_gone
+from supervisor.runtime.forkserver import LOST_STATUS, ForkServer, read_status
+from supervisor.runtime.process import wait_ready
+
+ENTRY = "forkserver_entries:wait_for_word"
+
+
+def start(server: ForkServer) -> tuple[socket.socket, int, int]:
+    ours, theirs = socket.socketpair()
+    try:
+        pid, status = server.start(ENTRY, theirs, os.getpid())
+    finally:
+        theirs.close()
+    assert ours.recv(2) == b"up"  # it runs the entry, in a process of its own
+    os.set_blocking(status, False)
+    return ours, pid, status
+
+
+def exit_code(status: int) -> int:
+    deadline = time.monotonic() + HANG
+    code = read_status(status)
+    while code is None and time.monotonic() < deadline:
+        wait_ready((status,), timeout=deadline - time.monotonic())
+        code = read_status(status)
+    assert code is not None, "no exit status"
+    return code
+
+
+@pytest.fixture
+def server():
+    server = ForkServer(["forkserver_entries"])
+    yield server
+    server.close()
+    wait_gone([server.pid], HANG)
+    try:
+        os.waitpid(server.pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def test_each_worker_is_forked_from_the_server_and_its_exit_code_comes_back(server):
+    workers = [start(server) for _ in range(3)]
+    assert {psutil.Process(pid).ppid() for _, pid, _ in workers} == {server.pid}
+    assert len({pid for _, pid, _ in workers}) == 3
+    (a, _, a_status), (b, _, b_status), (_, c_pid, c_status) = workers
+    assert read_status(a_status) is None  # still running
+    a.sendall(b"0")
+    b.sendall(b"3")
+    os.kill(c_pid, signal.SIGKILL)
+    assert (exit_code(a_status), exit_code(b_status), exit_code(c_status)) == (0, 3, -signal.SIGKILL)
+
+
+def test_an_entry_that_raises_exits_70_with_one_line_and_the_server_carries_on(capfd):
+    server = ForkServer(["forkserver_entries"])  # started here, so its stderr is the captured one
+    try:
+        check_a_raising_entry(server, capfd)
+    finally:
+        server.close()
+
+
+def check_a_raising_entry(server: ForkServer, capfd) -> None:
+    sock, _, status = start(server)
+    sock.sendall(b"r")
+    assert exit_code(status) == 70
+    err = capfd.readouterr().err
+    assert "worker entry failed: RuntimeError: the entry broke" in err and "Traceback" not in err
+    sock, _, status = start(server)
+    sock.sendall(b"0")
+    assert exit_code(status) == 0
+
+
+def test_an_entry_that_cannot_be_found_is_an_error_reply_not_a_dead_server(server):
+    ours, theirs = socket.socketpair()
+    with pytest.raises(OSError, match="no_such_module"):
+        server.start("no_such_module:run", theirs, os.getpid())
+    theirs.close()
+    ours.close()
+    sock, _, status = start(server)  # the server still answers
+    sock.sendall(b"0")
+    assert exit_code(status) == 0
+
+
+def test_a_killed_server_loses_its_workers_statuses_and_takes_its_workers_with_it(server):
+    workers = [start(server) for _ in range(2)]
+    os.kill(server.pid, signal.SIGKILL)
+    assert [exit_code(status) for _, _, status in workers] == [LOST_STATUS, LOST_STATUS]
+    wait_gone([pid for _, pid, _ in workers], HANG)  # their parent-death signal
+    ours, theirs = socket.socketpair()
+    with pytest.raises(ConnectionRefusedError) as refused:
+        server.start(ENTRY, theirs, os.getpid())
+    assert refused.value.errno == errno.ECONNREFUSED
+
+
+def test_the_server_leaves_when_its_connection_closes_and_its_workers_follow(server):
+    _, pid, _ = start(server)
+    server.close()  # as when the supervisor dies, even by SIGKILL
+    wait_gone([server.pid, pid], HANG)
