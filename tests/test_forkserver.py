@@ -108,3 +108,20 @@ def test_the_server_leaves_when_its_connection_closes_and_its_workers_follow(ser
     _, pid, _ = start(server)
     server.close()  # as when the supervisor dies, even by SIGKILL
     wait_gone([server.pid, pid], HANG)
+
+
+def test_starts_asked_for_ahead_come_back_in_order_and_one_failure_spoils_no_other(server):
+    pairs = [socket.socketpair() for _ in range(40)]  # more than the window of requests in flight
+    jobs = [("no_such_module:run" if i == 7 else ENTRY, theirs, (os.getpid(),)) for i, (_, theirs) in enumerate(pairs)]
+    results = list(server.start_many(jobs, window=8))
+    for _, theirs in pairs:
+        theirs.close()
+    assert isinstance(results[7], OSError) and "no_such_module" in str(results[7])
+    started = [(index, result) for index, result in enumerate(results) if index != 7]
+    assert all(isinstance(result, tuple) for _, result in started)
+    for index, (pid, status) in started:
+        ours = pairs[index][0]
+        assert ours.recv(2) == b"up"  # job i's worker holds job i's pipe: the replies are in request order
+        ours.sendall(str(index % 10).encode())
+        os.set_blocking(status, False)
+        assert exit_code(status) == index % 10

@@ -205,11 +205,13 @@ class Arbiter:
                     self.log.emit("agent_held", agent_id=name, after=after)
                     if name in self.members:
                         self.members[name].status = "held"
+            first: list[Child] = []
             for child in self.children.values():
                 if self.start_order.holds(child.name):
                     child.phase, child.status = Phase.HELD, "held"  # until its `after` agents have completed
                 else:
-                    self._start(child)
+                    first.append(child)
+            self._start_many(first)
             while any(c.live for c in self.children.values()):
                 self.reactor.tick()
             if self.reaper is not None:
@@ -230,13 +232,32 @@ class Arbiter:
 
     # ---- starting a child ---------------------------------------------------------------------
 
-    def _start(self, child: Child) -> None:
+    def _start_many(self, children: list[Child]) -> None:
+        """Start `children`, the forkserver forking the next ones while each is set up here."""
+        self._forkserver_died()
+        jobs = [(child.name, self._entry_of(child)) for child in children]
+        for child, spawned in zip(children, WorkerProcess.start_many(jobs)):
+            if isinstance(spawned, ConnectionRefusedError):  # the forkserver died under this start: the one-by-one path
+                self._start(child)
+            else:
+                self._start(child, spawned)
+
+    def _entry_of(self, child: Child) -> str:
+        return GROUP_ENTRY if child.kind == GROUP else self.entry
+
+    def _start(self, child: Child, spawned: "WorkerProcess | OSError | None" = None) -> None:
+        """Start `child` (or set up the process `spawned` for it already, or report why that failed)."""
         self.reactor.cancel(f"kill:{child.name}")
         if self.out_of_resources and child.phase is Phase.PENDING:  # it would fail as the last one did
             child.phase, child.status = Phase.EXITED, INTERRUPTED
+            if isinstance(spawned, WorkerProcess):  # forked ahead of the failure: it goes unused
+                spawned.kill_tree()
+                spawned.close()
             return
         try:
-            worker = self._spawn(child.name, GROUP_ENTRY if child.kind == GROUP else self.entry)
+            if isinstance(spawned, OSError):
+                raise spawned
+            worker = spawned if spawned is not None else self._spawn(child.name, self._entry_of(child))
         except Exception as exc:
             problem = resource_problem(exc)
             child.phase, child.status = Phase.EXITED, FAILED

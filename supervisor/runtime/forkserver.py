@@ -23,6 +23,7 @@ follow by their parent-death signal (`protocol.lineage`).
 from __future__ import annotations
 
 import errno
+import gc
 import importlib
 import json
 import os
@@ -31,14 +32,17 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
 
 LOST_STATUS = 255  # the exit code of a worker whose forkserver died before reporting it
 MAX_REQUEST = 65536
+WINDOW = 32  # start requests in flight at once
 REPLY_TIMEOUT = 30.0  # seconds a start may wait for the forkserver before it counts as gone
 STATUS = struct.Struct("=i")
+MAX_FD = 1 << 20
+Job = tuple[str, socket.socket, tuple[Any, ...]]  # entry, the worker's end of its pipe, the entry's further arguments
 BOOT = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
         "from supervisor.runtime.forkserver import serve; serve(int(sys.argv[3]), sys.argv[4])")
 
@@ -68,22 +72,66 @@ class ForkServer:
         Raises OSError: the fork's own errno when the server could not fork
         (EAGAIN, ENOMEM, EMFILE), ECONNREFUSED when the server is gone.
         """
-        request = msgpack.packb({"entry": entry, "args": list(args)})
+        result = next(self.start_many([(entry, sock, args)]))
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def start_many(self, jobs: Iterable[Job], window: int = WINDOW) -> Iterator[tuple[int, int] | OSError]:
+        """Each job's (pid, status pipe) or its OSError, in order, with up to `window` requests ahead.
+
+        While the caller sets up one worker, the server is already forking the
+        next ones: on two cores a team's start is the slower of the two, not
+        their sum. A job's socket may be closed once the next result is asked
+        for: the server holds its own reference by then.
+        """
+        queue = iter(jobs)
+        in_flight = 0  # sent, reply not read yet
+        gone: Optional[OSError] = None  # a send failed: that job and every later one get this
+        while True:
+            while gone is None and in_flight < window:
+                job = next(queue, None)
+                if job is None:
+                    break
+                entry, sock, args = job
+                try:
+                    socket.send_fds(self.conn, [msgpack.packb({"entry": entry, "args": list(args)})], [sock.fileno()])
+                except OSError as exc:
+                    gone = self._gone(exc)
+                    break
+                in_flight += 1
+            if in_flight:
+                in_flight -= 1
+                yield self._reply()  # replies come in the order of the requests
+            elif gone is not None:
+                yield gone  # the job whose request failed
+                for _ in queue:
+                    yield gone
+                return
+            else:
+                return
+
+    def _reply(self) -> tuple[int, int] | OSError:
         try:
-            socket.send_fds(self.conn, [request], [sock.fileno()])
             reply, fds, _, _ = socket.recv_fds(self.conn, MAX_REQUEST, 1)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout) as exc:
-            raise ConnectionRefusedError(errno.ECONNREFUSED, f"the forkserver is gone ({exc})") from None
+        except OSError as exc:
+            return self._gone(exc)
         if not reply:
-            raise ConnectionRefusedError(errno.ECONNREFUSED, "the forkserver is gone")
+            return ConnectionRefusedError(errno.ECONNREFUSED, "the forkserver is gone")
         answer = msgpack.unpackb(reply)
-        if "error" in answer:
+        if "error" in answer or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
-            raise OSError(answer.get("errno") or errno.EINVAL, answer["error"])
-        if len(fds) != 1:
-            raise ConnectionRefusedError(errno.ECONNREFUSED, "the forkserver answered without a status pipe")
+            if "error" in answer:
+                return OSError(answer.get("errno") or errno.EINVAL, answer["error"])
+            return ConnectionRefusedError(errno.ECONNREFUSED, "the forkserver answered without a status pipe")
         return int(answer["pid"]), fds[0]
+
+    @staticmethod
+    def _gone(exc: OSError) -> OSError:
+        if isinstance(exc, ConnectionRefusedError):
+            return exc
+        return ConnectionRefusedError(errno.ECONNREFUSED, f"the forkserver is gone ({exc})")
 
     def close(self) -> None:
         """Let go of the connection: the server exits when it reads end-of-file."""
@@ -116,13 +164,16 @@ def serve(conn_fd: int, preload: str) -> None:
             importlib.import_module(name)
         except Exception:  # the worker that needs it will say why, in its own words
             pass
+    # Everything loaded so far is shared with every worker. Frozen, the cyclic GC of a worker never walks
+    # (and so never writes to, and copies) those objects' pages: less memory per worker, less time faulting.
+    gc.freeze()
     conn = socket.socket(fileno=conn_fd)
     conn.setblocking(True)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a handler, so the wake-up byte is written
-    server = _Server(conn, (wake_r, wake_w))
+    server = _Server(conn)
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     poller.register(wake_r, select.POLLIN)
@@ -136,9 +187,8 @@ def serve(conn_fd: int, preload: str) -> None:
 
 
 class _Server:
-    def __init__(self, conn: socket.socket, private: tuple[int, ...]) -> None:
+    def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
-        self.private = private  # our own descriptors, which no worker keeps
         self.statuses: dict[int, int] = {}  # pid -> the write end of its status pipe
         self.entries: dict[str, Callable[..., Any]] = {}
 
@@ -187,19 +237,21 @@ class _Server:
             os.close(status_w)
             raise
         if pid == 0:
-            self._become_worker(target, sock_fd, args, (status_r, status_w))
+            self._become_worker(target, sock_fd, args)
         self.statuses[pid] = status_w  # kept until the reap, when the exit code goes in
         return pid, status_r
 
-    def _become_worker(self, target: Callable[..., Any], sock_fd: int, args: list[Any], pipe: tuple[int, int]) -> None:
+    def _become_worker(self, target: Callable[..., Any], sock_fd: int, args: list[Any]) -> None:
         """In the child: drop everything of the server's, run the entry, never return."""
         code = 70
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            self.conn.close()
-            for fd in (*self.private, *pipe, *self.statuses.values()):
-                os.close(fd)
+            self.conn.detach()
+            # Every descriptor but the standard three and the worker's pipe is the server's (its connection,
+            # its wake-up pipe, a status pipe per worker): one close_range, not a close per sibling.
+            os.closerange(3, sock_fd)
+            os.closerange(sock_fd + 1, MAX_FD)
             target(socket.socket(fileno=sock_fd), *args)
             code = 0
         except SystemExit as exc:

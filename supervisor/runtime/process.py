@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 from protocol import FrameDecoder, Message, ProtocolError, encode
 from supervisor.runtime.forkserver import LOST_STATUS, ForkServer, read_status
@@ -26,7 +26,7 @@ from supervisor.runtime.forkserver import LOST_STATUS, ForkServer, read_status
 WORKER_ENTRY = "workers.entry:run_worker"
 GROUP_ENTRY = "supervisor.runtime.group:run_group"
 START_HEADROOM = 16  # descriptors a start may need for a moment (its pipes, the forkserver's reply)
-WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "protocol.checkpoints", "workers.providers.scripted"]
+WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "workers.chat_agent", "protocol.checkpoints", "workers.providers.scripted"]
 
 _server: Optional[ForkServer] = None
 
@@ -128,6 +128,18 @@ def resource_problem(exc: BaseException) -> Optional[str]:
     if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
         return RESOURCE_ERRNOS[exc.errno]
     return None
+
+
+def _pipe_pair() -> tuple[socket.socket, socket.socket]:
+    """A worker's pipe: (ours, theirs); EMFILE when too few descriptors are left to start one."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if theirs.fileno() + START_HEADROOM >= resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
+        # Descriptors are handed out lowest first: so few are left that the forkserver's reply could not
+        # bring the status pipe; say so now, as the resource error it is.
+        ours.close()
+        theirs.close()
+        raise OSError(errno.EMFILE, "too few open files left to start a worker")
+    return ours, theirs
 
 
 def helper_pids() -> set[int]:
@@ -237,27 +249,48 @@ class WorkerProcess(FramedPipe):
 
     @classmethod
     def start(cls, name: str, entry: str = WORKER_ENTRY) -> "WorkerProcess":
+        result = next(cls.start_many([(name, entry)]))
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @classmethod
+    def start_many(cls, jobs: list[tuple[str, str]]) -> Iterator["WorkerProcess | OSError"]:
+        """Start each (name, entry): its process or the OSError that stopped it, in order, forked ahead."""
         server = worker_context()
         if replace_dead_forkserver():
             server = worker_context()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        if theirs.fileno() + START_HEADROOM >= resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
-            # Descriptors are handed out lowest first: so few are left that the forkserver's reply could not
-            # bring the status pipe; say so now, as the resource error it is.
-            ours.close()
-            theirs.close()
-            raise OSError(errno.EMFILE, "too few open files left to start a worker")
+        made: list[tuple[socket.socket, socket.socket]] = []  # the pipes of the requests made so far
+        short: list[OSError] = []  # why requests stopped early: too few descriptors left
+
+        def requests() -> Iterator[tuple[str, socket.socket, tuple[int]]]:
+            for _, entry in jobs:
+                try:
+                    pair = _pipe_pair()
+                except OSError as exc:
+                    short.append(exc)
+                    return  # the later jobs would fail alike
+                made.append(pair)
+                yield entry, pair[1], (os.getpid(),)
+
+        results = server.start_many(requests())
         started_at = time.monotonic()
-        try:
-            pid, status_fd = server.start(entry, theirs, os.getpid())
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        os.set_blocking(status_fd, False)
-        ours.setblocking(False)
-        return cls(name=name, pid=pid, status_fd=status_fd, sock=ours, started_at=started_at, forkserver=server.pid)
+        for index, (name, _) in enumerate(jobs):
+            result = next(results, None)
+            if result is None:
+                yield short[0] if short else OSError(errno.EMFILE, "too few open files left to start a worker")
+                continue
+            ours, theirs = made[index]
+            theirs.close()  # the server holds its own reference by now
+            if isinstance(result, BaseException):
+                ours.close()
+                yield result
+                continue
+            pid, status_fd = result
+            os.set_blocking(status_fd, False)
+            ours.setblocking(False)
+            yield cls(name=name, pid=pid, status_fd=status_fd, sock=ours, started_at=started_at, forkserver=server.pid)
+            started_at = time.monotonic()
 
     @property
     def sentinel(self) -> int:
