@@ -208,3 +208,20 @@ def test_a_team_stop_cancels_the_restarts_that_were_waiting() -> None:
     assert children["b"].phase is Phase.EXITED and children["b"].status == INTERRUPTED
     assert reactor.when("restart:b") is None
     assert len(sent(children["b"])) == 0 and len(sent(children["a"])) == 1
+
+
+def test_the_live_scan_answers_as_any_over_every_child_would_as_children_come_and_go() -> None:
+    from supervisor.runtime.children import LiveScan
+
+    children = {name: Child(name=name, max_cycles=1) for name in "abcd"}
+    scan = LiveScan(children)
+    rng = __import__("random").Random(7)
+    phases = [Phase.PENDING, Phase.RUNNING, Phase.EXITED, Phase.HELD]
+    for step in range(400):
+        if step % 50 == 49:  # a reload adds one
+            children[f"n{step}"] = Child(name=f"n{step}", max_cycles=1)
+        rng.choice(list(children.values())).phase = rng.choice(phases)
+        assert scan.any() == any(c.live for c in children.values())
+    for child in children.values():
+        child.phase = Phase.EXITED
+    assert scan.any() is False

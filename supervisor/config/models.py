@@ -592,9 +592,9 @@ class TeamConfig(BaseModel):
 
     def agent(self, name: str) -> AgentConfig:
         """The agent called `name`, anywhere in the tree; KeyError names the agents there are."""
-        for agent in self.all_agents():
-            if agent.name == name:
-                return agent
+        found = _index_of(self).agents.get(name)
+        if found is not None:
+            return found
         known = ", ".join(a.name for a in self.all_agents())
         raise KeyError(f"no agent {name!r} in team {self.team!r} (agents: {known})")
 
@@ -622,8 +622,13 @@ class TeamConfig(BaseModel):
             restart_window=own.restart_window if own is not None and own.restart_window is not None else self.restart_window,
         )
 
-    def agent_spec(self, name: str, model_host: Optional[str] = None) -> AgentSpec:
-        """What a worker needs to run one agent; `model_host` is the embedded model server's, once it serves."""
+    def agent_spec(self, name: str, model_host: Optional[str] = None, *, await_grants: bool = False,
+                   traceparent: Optional[str] = None) -> AgentSpec:
+        """What a worker needs to run one agent; `model_host` is the embedded model server's, once it serves.
+
+        `await_grants` and `traceparent` are the run's (a team budget, the run's span), given here so that
+        the spec is built and checked once per start.
+        """
         agent = self.agent(name)
         llm = agent.llm
         host = model_host if llm.provider == "embedded" and model_host else llm.host
@@ -656,6 +661,8 @@ class TeamConfig(BaseModel):
             senders=tuple(self.senders_of(agent.name)),
             tools=tuple(dict.fromkeys([*self.tools, *agent.tools])),
             tool_timeout=agent.tool_timeout if agent.tool_timeout is not None else self.tool_timeout,
+            await_grants=await_grants,
+            traceparent=traceparent,
         )
 
     def group_spec(
@@ -727,7 +734,7 @@ class TeamConfig(BaseModel):
 
     def senders_of(self, name: str) -> list[str]:
         """The agents whose `send_to` names `name`, in team order."""
-        return [sender for sender, targets in self.sends().items() if name in targets]
+        return list(_index_of(self).senders.get(name, ()))
 
     def held_back(self) -> set[str]:
         """A group's agents that start only on the root's word (their `after` agents are the root's to watch)."""
@@ -761,3 +768,34 @@ def _merge_llm(agent: Any, team_llm: dict[str, Any]) -> Any:
 
 
 PRICE_KEYS = frozenset({"price", "price_per_1k_tokens"})
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Lookups a big team makes once per agent, built once per config (linear scans were O(N^2) at start)."""
+
+    agents: dict[str, AgentConfig]
+    senders: dict[str, tuple[str, ...]]
+
+
+_INDEXES: dict[int, tuple[TeamConfig, _Index]] = {}
+_INDEXES_KEPT = 16
+
+
+def _index_of(config: TeamConfig) -> _Index:
+    """The index of `config`, built on first use. A config is never changed once loaded (a reload or
+    a group's view is a new object), so it is keyed by identity; the config is kept with its index
+    so that its id cannot be reused while cached."""
+    entry = _INDEXES.get(id(config))
+    if entry is not None and entry[0] is config:
+        return entry[1]
+    senders: dict[str, list[str]] = {}
+    for sender, targets in config.sends().items():
+        for target in targets:
+            senders.setdefault(target, []).append(sender)
+    index = _Index(agents={a.name: a for a in config.all_agents()},
+                   senders={name: tuple(dict.fromkeys(names)) for name, names in senders.items()})
+    if len(_INDEXES) >= _INDEXES_KEPT:
+        _INDEXES.pop(next(iter(_INDEXES)))
+    _INDEXES[id(config)] = (config, index)
+    return index

@@ -42,7 +42,7 @@ from protocol import (
 )
 from protocol.messages import addressed
 from supervisor.config import AGENT, GROUP, TeamConfig
-from supervisor.runtime.children import Child, Phase, StopIntent, classify_exit
+from supervisor.runtime.children import Child, LiveScan, Phase, StopIntent, classify_exit
 from supervisor.errors import UserError
 from supervisor.runtime.control import AgentsRequest, AnswerRequest, ControlQueue, InterruptRequest, ReloadRequest
 from supervisor.runtime.control_desk import ControlDesk
@@ -117,6 +117,7 @@ class Arbiter:
         self.own_process = own_process  # the CLI or a group: it also adopts and reaps orphans, as PID 1 would
         self.lifecycle = "group" if parent is not None else "supervisor"  # group_started / supervisor_started
         self.children: dict[str, Child] = {}  # in start order: agents, then groups
+        self.live = LiveScan(self.children)  # "is anything left to run?", cheap on every pass
         for name, kind in config.children():
             cycles = sum(a.max_cycles for a in config.group(name).agents) if kind == GROUP else config.agent(name).max_cycles
             self.children[name] = Child(name=name, max_cycles=cycles, kind=kind)
@@ -212,7 +213,7 @@ class Arbiter:
                 else:
                     first.append(child)
             self._start_many(first)
-            while any(c.live for c in self.children.values()):
+            while self.live.any():
                 self.reactor.tick()
             if self.reaper is not None:
                 self.reaper.sweep_if_due()  # the last exits' orphans: nothing outlives the run
@@ -228,7 +229,7 @@ class Arbiter:
 
     def _stopping(self) -> bool:
         """The team is stopping (or has nothing left to run): nothing restarts."""
-        return self.shutdown.mode is not None or not any(c.live for c in self.children.values())
+        return self.shutdown.mode is not None or not self.live.any()
 
     # ---- starting a child ---------------------------------------------------------------------
 
@@ -370,8 +371,8 @@ class Arbiter:
             released = self.start_order.released
             group = self.config.group_spec(child.name, self.entry, self.model_host, released)
             return dataclasses.replace(group, traceparent=self.trace_parent()).to_wire()
-        spec = self.config.agent_spec(child.name, self.model_host)
-        return dataclasses.replace(spec, await_grants=self.grants, traceparent=self.trace_parent()).to_wire()
+        spec = self.config.agent_spec(child.name, self.model_host, await_grants=self.grants, traceparent=self.trace_parent())
+        return spec.to_wire()
 
     def _counted(self, child: Child, cycle: int) -> None:
         """A child's spending up to `cycle` is known: judge the team's budget, then let it go on (or not)."""
