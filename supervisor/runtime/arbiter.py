@@ -237,17 +237,23 @@ class Arbiter:
         """Start `children`, the forkserver forking the next ones while each is set up here."""
         self._forkserver_died()
         jobs = [(child.name, self._entry_of(child)) for child in children]
-        for child, spawned in zip(children, WorkerProcess.start_many(jobs)):
+        def start_frame(index: int) -> bytes:
+            return encode(Start(agent=children[index].name, spec=self._spec(children[index])))
+
+        for child, spawned in zip(children, WorkerProcess.start_many(jobs, start_frame)):
             if isinstance(spawned, ConnectionRefusedError):  # the forkserver died under this start: the one-by-one path
                 self._start(child)
             else:
-                self._start(child, spawned)
+                self._start(child, spawned, start_sent=True)
 
     def _entry_of(self, child: Child) -> str:
         return GROUP_ENTRY if child.kind == GROUP else self.entry
 
-    def _start(self, child: Child, spawned: "WorkerProcess | OSError | None" = None) -> None:
-        """Start `child` (or set up the process `spawned` for it already, or report why that failed)."""
+    def _start(self, child: Child, spawned: "WorkerProcess | OSError | None" = None, start_sent: bool = False) -> None:
+        """Start `child` (or set up the process `spawned` for it already, or report why that failed).
+
+        `start_sent`: its Start frame went into the pipe before the fork (`_start_many`).
+        """
         self.reactor.cancel(f"kill:{child.name}")
         if self.out_of_resources and child.phase is Phase.PENDING:  # it would fail as the last one did
             child.phase, child.status = Phase.EXITED, INTERRUPTED
@@ -274,7 +280,8 @@ class Arbiter:
         child.started(worker, time.monotonic())
         self.reactor.watch(worker.sock, lambda mask: self._on_pipe(child, worker, mask))
         self.reactor.watch(worker.sentinel, lambda mask: self._reap(child))
-        worker.send(Start(agent=child.name, spec=self._spec(child)))
+        if not start_sent:
+            worker.send(Start(agent=child.name, spec=self._spec(child)))
         if self.shutdown.mode is not None:
             for interrupt in self.shutdown.team_frames():
                 worker.send(interrupt)
