@@ -166,6 +166,7 @@ class AgentWorker:
         self._budget: Optional[float] = None  # this agent's own, USD across runs
         self.hooks = Hooks([], self._report_hook)
         self._before_interrupt_done = False
+        self._last_word_sent = False  # Stopped has gone to the supervisor: nothing the process does after counts
         self.mail: Optional[Correspondence] = None
         self.slots = Slots(self._send, self._told_to_stop)  # a capped model server's, granted by the supervisor
 
@@ -243,13 +244,18 @@ class AgentWorker:
 
     @property
     def leave_at_once(self) -> bool:
-        """An immediate stop (or a lost supervisor) whose last words are out: nothing is left to tidy.
+        """Its last word is out (or the stop is immediate, or the supervisor gone): nothing is left to tidy.
 
         The process may then end without closing the loop, its clients and its
-        tasks one by one: that teardown was half a worker's stop, times every
-        worker of the team, on the cores the stop is waiting for.
+        tasks one by one: that teardown was half a worker's immediate stop
+        (0.57 ms, times every worker of the team, on the cores the stop is
+        waiting for), and a graceful stop's too. The kernel closes its sockets.
         """
-        return self.interrupts.must_stop_now and (self.link is None or self.link.flushed)
+        return self._done_talking and (self.link is None or self.link.flushed)
+
+    @property
+    def _done_talking(self) -> bool:
+        return self._last_word_sent or self.interrupts.must_stop_now
 
     async def _heartbeat(self, interval: float = 1.0) -> None:
         while True:
@@ -341,7 +347,7 @@ class AgentWorker:
                 return self._fail("agent", str(exc), convo.cycle, convo.budget_spent_usd)
             return await self._cycles(store, instance, context, convo, max_cycles, spec.checkpoint.every)
         finally:
-            if not self.interrupts.must_stop_now:  # an immediate stop drops the client with the process
+            if not self._done_talking:  # else the client goes with the process
                 await provider.aclose()
 
     async def _make_agent(self, context: AgentContext) -> Agent:
@@ -599,10 +605,12 @@ class AgentWorker:
                 reason=reason,
             )
         )
+        self._last_word_sent = True
 
     def _fail(self, kind: str, message: str, cycle: int, spent: float) -> int:
         """End the agent as failed; the last durable checkpoint is left as it is."""
         self._send(Error(kind=kind, message=message, fatal=True))
         saved_id = self._last_saved.checkpoint_id if self._last_saved else None
         self._send(Stopped(status=FAILED, cycle=cycle, checkpoint_id=saved_id, budget_spent_usd=spent, reason=message))
+        self._last_word_sent = True
         return EXIT_FAILED
