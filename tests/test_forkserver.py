@@ -125,3 +125,15 @@ def test_starts_asked_for_ahead_come_back_in_order_and_one_failure_spoils_no_oth
         ours.sendall(str(index % 10).encode())
         os.set_blocking(status, False)
         assert exit_code(status) == index % 10
+
+
+def test_modules_preloaded_on_request_are_loaded_in_every_later_worker(server):
+    def loaded() -> bytes:
+        ours, theirs = socket.socketpair()
+        server.start("forkserver_entries:has_wave", theirs, os.getpid())
+        theirs.close()
+        return ours.recv(1)
+
+    assert loaded() == b"0"
+    server.preload(["no_such_module_here", "wave"])  # one that fails to import spoils nothing
+    assert loaded() == b"1"

@@ -66,6 +66,21 @@ class ForkServer:
         ours.settimeout(REPLY_TIMEOUT)
         self.conn = ours
 
+    def preload(self, modules: list[str]) -> None:
+        """Have the server import `modules` now, so every worker forked later starts with them loaded.
+
+        What the team needs is known only once its config is read, after the server has booted: an
+        agent on the Ollama API then no longer imports its client (and httpx, pydantic) in each worker.
+        A module that fails to import is the worker's to report, in its own words; nothing is raised here.
+        """
+        if not modules:
+            return
+        try:
+            self.conn.send(msgpack.packb({"preload": list(modules)}))
+            self.conn.recv(MAX_REQUEST)
+        except OSError:
+            pass  # a dead server is found, and replaced, by the next start
+
     def start(self, entry: str, sock: socket.socket, *args: Any) -> tuple[int, int]:
         """Fork a worker that runs `entry(sock, *args)`: its pid and the read end of its status pipe.
 
@@ -159,11 +174,7 @@ def serve(conn_fd: int, preload: str) -> None:
     """The forkserver's main loop: fork on request, report each exit, leave with the supervisor."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the terminal's signals are the supervisor's
         signal.signal(signum, signal.SIG_IGN)
-    for name in filter(None, preload.split(",")):
-        try:
-            importlib.import_module(name)
-        except Exception:  # the worker that needs it will say why, in its own words
-            pass
+    _import_all(preload.split(","))
     # Everything loaded so far is shared with every worker. Frozen, the cyclic GC of a worker never walks
     # (and so never writes to, and copies) those objects' pages: less memory per worker, less time faulting.
     gc.freeze()
@@ -186,6 +197,16 @@ def serve(conn_fd: int, preload: str) -> None:
                 os._exit(0)  # the supervisor is gone: no teardown, the workers follow by their parent-death signal
 
 
+def _import_all(modules: list[str]) -> None:
+    for name in modules:
+        if not isinstance(name, str) or not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception:  # the worker that needs it will say why, in its own words
+            pass
+
+
 class _Server:
     def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
@@ -204,6 +225,13 @@ class _Server:
             return False
         try:
             request = msgpack.unpackb(data)
+            if "preload" in request:
+                for fd in fds:
+                    os.close(fd)
+                _import_all(request["preload"])
+                gc.freeze()  # the new modules are shared with every later worker too
+                self._reply({"preloaded": True}, [])
+                return True
             target = self._entry(str(request["entry"]))
             args = list(request.get("args") or [])
             if len(fds) != 1:

@@ -63,11 +63,12 @@ def _serve(pipe: FramedPipe) -> int:
     start, backlog = first
     from supervisor.runtime.arbiter import Arbiter
     from supervisor.config import TeamConfig
-    from supervisor.runtime.process import worker_context
+    from supervisor.runtime.process import preload_for, worker_context
 
     spec = GroupSpec.from_wire(start.spec)
     config = TeamConfig.from_spec(spec.config)
     worker_context()  # our own forkserver: our workers are our descendants and die with us
+    preload_for(config)
     pipe.sock.setblocking(False)
     traceparent = spec.traceparent
     arbiter = Arbiter(config, RelayLog(pipe), {}, entry=spec.worker_entry, own_process=True, parent=pipe,

@@ -18,10 +18,13 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from protocol import FrameDecoder, Message, ProtocolError, encode
 from supervisor.runtime.forkserver import LOST_STATUS, ForkServer, read_status
+
+if TYPE_CHECKING:
+    from supervisor.config import TeamConfig
 
 WORKER_ENTRY = "workers.entry:run_worker"
 GROUP_ENTRY = "supervisor.runtime.group:run_group"
@@ -29,6 +32,7 @@ START_HEADROOM = 16  # descriptors a start may need for a moment (its pipes, the
 WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "workers.chat_agent", "protocol.checkpoints", "workers.providers.scripted"]
 
 _server: Optional[ForkServer] = None
+_preloaded: list[str] = []  # what the team asked for beyond WORKER_PRELOAD: a replacement server loads it too
 
 
 def worker_context() -> ForkServer:
@@ -38,8 +42,31 @@ def worker_context() -> ForkServer:
         from supervisor.runtime.signals import signals_ignored
 
         with signals_ignored():
-            _server = ForkServer(WORKER_PRELOAD)
+            _server = ForkServer([*WORKER_PRELOAD, *_preloaded])
     return _server
+
+
+def preload_for(config: "TeamConfig") -> None:
+    """Preload the provider modules `config`'s agents will use."""
+    preload_workers(provider_modules({(a.llm.provider, a.llm.wire_api) for a in config.all_agents()}))
+
+
+def preload_workers(modules: list[str]) -> None:
+    """Have the forkserver (this one and any that replaces it) load `modules` before the workers start."""
+    new = [name for name in modules if name not in _preloaded]
+    _preloaded.extend(new)
+    worker_context().preload(new)
+
+
+def provider_modules(providers: set[tuple[str, str]]) -> list[str]:
+    """The worker modules each (provider, wire api) of a team loads on start: the forkserver preloads them."""
+    wanted = []
+    for provider, api in sorted(providers):
+        if provider == "openai" or api == "openai":
+            wanted.append("workers.providers.openai")
+        elif provider in ("ollama", "embedded"):
+            wanted.append("workers.providers.ollama")
+    return list(dict.fromkeys(wanted))
 
 
 def replace_dead_forkserver() -> bool:

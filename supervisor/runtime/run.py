@@ -44,7 +44,7 @@ def run_team(
     from supervisor.runtime.openai_preflight import preflight_openai
     from supervisor.runtime.slots import SlotBank
     from protocol.specs import server_key
-    from supervisor.runtime.process import WORKER_ENTRY, worker_context
+    from supervisor.runtime.process import WORKER_ENTRY, preload_for, worker_context
 
     open_files = make_room(len(config.all_agents()) + len(config.groups))  # before any worker: exit 2 if short
     prepare_storage(config.storage, [agent.name for agent in config.all_agents()])
@@ -52,6 +52,7 @@ def run_team(
     lock.acquire(config.team)
     try:
         worker_context()  # started already by the CLI; an embedding program starts it here
+        preload_for(config)  # the model clients this team's workers use, loaded once in the forkserver
         from supervisor.runtime.arbiter import Arbiter
         from supervisor.runtime.control_server import ControlServer
         from supervisor.runtime.events import EventLog, Rotation
