@@ -1,7 +1,7 @@
 """Faults, timed: a SIGKILLed supervisor, and a SIGKILLed worker's replacement.
 
-1. Supervisor SIGKILL to every process it started (workers, forkserver, its
-   resource tracker) gone; the contract says < 2 s. Floor: a bare forked
+1. Supervisor SIGKILL to every process it started (workers and the forkserver)
+   gone; the contract says < 2 s. Floor: a bare forked
    child blocked on a pipe from its parent, which sees EOF when the parent dies.
 2. Worker SIGKILL to its replacement's `worker_started` (default restart
    policy, so it includes the first restart delay, 0.1 s). Floor: that delay

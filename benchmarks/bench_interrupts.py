@@ -290,7 +290,7 @@ def immediate_run(workers: int) -> dict[str, Any]:
         elif returncode != 1:
             result["anomaly"] = f"immediate run exited with code {returncode}, expected 1"
         elif tree_gone is None:
-            result["anomaly"] = "the forkserver or resource tracker was still there 10 s after the second Ctrl+C"
+            result["anomaly"] = "the forkserver was still there 10 s after the second Ctrl+C"
         return result
 
 

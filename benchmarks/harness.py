@@ -185,7 +185,7 @@ class TeamRun:
         return self.wait_exit(timeout)
 
     def process_tree(self, also: Iterable[int] = ()) -> list[int]:
-        """`also`, then every process the supervisor has started (workers, forkservers, resource trackers).
+        """`also`, then every process the supervisor has started (workers, forkservers).
 
         They are remembered, so that leaving kills them even once they are no
         longer the supervisor's children.

@@ -27,7 +27,7 @@ def test_a_team_completes_and_a_rerun_resumes_to_nothing(make_team):
     team = make_team(latency=0.1, max_cycles=3)
     first = team.start()
     first.wait_all_started()
-    family = [p.pid for p in first.descendants()]  # workers, forkserver, resource tracker
+    family = [p.pid for p in first.descendants()]  # workers and the forkserver
     assert first.wait() == 0, first.output
     wait_gone(family, 2)  # nothing outlives a finished run
     assert "NEW SESSION" in first.output and "Team completed successfully" in first.output
