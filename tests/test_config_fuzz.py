@@ -51,8 +51,8 @@ def _fingerprints(seed: int, folder: Path, count: int = 120) -> list[tuple[str, 
 
 
 def test_the_cases_are_the_same_for_the_same_seed(tmp_path: Path) -> None:
-    first = _fingerprints(config_fuzz.SEED, tmp_path / "one")
-    again = _fingerprints(config_fuzz.SEED, tmp_path / "two")
-    other = _fingerprints(config_fuzz.SEED + 1, tmp_path / "three")
-    assert first == again and len(first) > 50
+    first = _fingerprints(config_fuzz.SEED, tmp_path / "one", count=25)
+    again = _fingerprints(config_fuzz.SEED, tmp_path / "two", count=25)
+    other = _fingerprints(config_fuzz.SEED + 1, tmp_path / "three", count=25)
+    assert first == again and len(first) > 15
     assert first != other
