@@ -15,6 +15,8 @@ from harness import HANG, wait_gone
 from supervisor.runtime.forkserver import LOST_STATUS, ForkServer, read_status
 from supervisor.runtime.process import wait_ready
 
+pytestmark = pytest.mark.e2e  # every test here starts a forkserver and real workers
+
 ENTRY = "forkserver_entries:wait_for_word"
 
 
