@@ -11,13 +11,14 @@ A hook that raises, cannot be imported, or overruns its `timeout` is reported
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 from protocol.specs import HookSpec
+from workers.threads import in_daemon_thread
 
 Report = Callable[[str, dict[str, Any]], None]  # (event, fields) to the supervisor's stream
 
@@ -61,7 +62,7 @@ class Hooks:
             if asyncio.iscoroutinefunction(function):
                 await asyncio.wait_for(function(payload), timeout)
             else:
-                await asyncio.wait_for(asyncio.shield(_in_thread(function, payload)), timeout)
+                await asyncio.wait_for(asyncio.shield(in_daemon_thread(functools.partial(function, payload), "hook")), timeout)
         except asyncio.TimeoutError:
             self.report("hook_timeout", {**where, "timeout_s": round(timeout, 3)})
         except asyncio.CancelledError:
@@ -70,30 +71,3 @@ class Hooks:
             message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             self.report("hook_failed", {**where, "error": message,
                                         "duration_ms": round((time.monotonic() - began) * 1000.0, 3)})
-
-
-def _in_thread(function: Callable[..., Any], payload: dict[str, Any]) -> "asyncio.Future[Any]":
-    """Run a plain function in a daemon thread; the future settles when it returns."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: Optional[BaseException]) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def target() -> None:
-        try:
-            result, error = function(payload), None
-        except BaseException as exc:  # noqa: BLE001 - carried back to the loop
-            result, error = None, exc
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:
-            pass  # the loop has closed: the worker is gone and nobody waits any more
-
-    threading.Thread(target=target, name="hook", daemon=True).start()
-    return future

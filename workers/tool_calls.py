@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-import threading
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 from protocol.tools import Tool, ToolError, load_tool, tool_of
 from workers.providers.base import Reply, ToolCall
+from workers.threads import in_daemon_thread
 
 __all__ = ["MAX_RESULT_CHARS", "MAX_TOOL_ROUNDS", "ToolLike", "as_tools", "call_message", "load_tools",
            "result_message", "run_tool"]
@@ -72,32 +72,17 @@ async def run_tool(tools: Mapping[str, Tool], call: ToolCall, timeout: float) ->
 
 async def in_thread(function: Callable[..., Any], arguments: dict[str, Any]) -> Any:
     """`function(**arguments)` in a daemon thread; awaiting it can be cancelled, the thread is then left to end alone."""
-    loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()
 
-    def settle(result: Any, error: Optional[BaseException]) -> None:
-        if outcome.done():  # the wait was cancelled or timed out
-            return
-        if error is not None:
-            outcome.set_exception(error)
-        else:
-            outcome.set_result(result)
-
-    def work() -> None:
+    def call() -> Any:
         try:
-            result, error = context.run(function, **arguments), None
-        except Exception as exc:  # noqa: BLE001 - handed to the waiting task
-            result, error = None, exc
+            return context.run(function, **arguments)
+        except Exception:
+            raise  # handed to the waiting task as it is
         except BaseException as exc:  # noqa: BLE001 - a tool's SystemExit must not end the worker
-            result, error = None, RuntimeError(f"{type(exc).__name__}: {exc}")
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the loop has closed: nobody waits any more
-            pass
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
 
-    threading.Thread(target=work, name=f"tool {getattr(function, '__name__', '?')}", daemon=True).start()
-    return await outcome
+    return await in_daemon_thread(call, f"tool {getattr(function, '__name__', '?')}")
 
 
 def as_text(result: Any) -> str:
