@@ -129,7 +129,7 @@ def test_starts_asked_for_ahead_come_back_in_order_and_one_failure_spoils_no_oth
         assert exit_code(status) == index % 10
 
 
-def test_modules_preloaded_on_request_are_loaded_in_every_later_worker(server):
+def test_what_the_server_is_asked_to_prepare_is_loaded_in_every_later_worker(server):
     def loaded() -> bytes:
         ours, theirs = socket.socketpair()
         server.start("forkserver_entries:has_wave", theirs, os.getpid())
@@ -137,5 +137,6 @@ def test_modules_preloaded_on_request_are_loaded_in_every_later_worker(server):
         return ours.recv(1)
 
     assert loaded() == b"0"
-    server.preload(["no_such_module_here", "wave"])  # one that fails to import spoils nothing
+    server.prepare("no_such_module_here:run")  # one that fails spoils nothing
+    server.prepare("importlib:import_module", "wave")
     assert loaded() == b"1"

@@ -130,3 +130,26 @@ def test_the_context_keeps_the_system_prompt_the_task_and_the_newest_turns():
 def test_a_stream_cut_short_is_retried_like_any_transient_failure():
     cut = Transient("the stream ended without its final message")
     assert classify(cut, "http://h:1", "m") is cut
+
+
+@pytest.mark.parametrize(
+    ("kind", "api", "module"),
+    [
+        ("scripted", "ollama", "workers.providers.scripted"),
+        ("ollama", "ollama", "workers.providers.ollama"),
+        ("embedded", "ollama", "workers.providers.ollama"),
+        ("ollama", "openai", "workers.providers.openai"),
+        ("embedded", "openai", "workers.providers.openai"),
+        ("openai", "openai", "workers.providers.openai"),
+        ("nonesuch", "ollama", None),
+    ],
+)
+def test_the_forkserver_preloads_the_module_make_provider_picks(kind, api, module) -> None:
+    """One choice of provider module, made in the worker's package: make_provider and the preload both ask it."""
+    import sys
+
+    from workers.providers import preload, provider_module
+
+    assert provider_module(kind, api) == module
+    preload([[kind, api]])
+    assert module is None or module in sys.modules

@@ -66,17 +66,16 @@ class ForkServer:
         ours.settimeout(REPLY_TIMEOUT)
         self.conn = ours
 
-    def preload(self, modules: list[str]) -> None:
-        """Have the server import `modules` now, so every worker forked later starts with them loaded.
+    def prepare(self, call: str, *args: Any) -> None:
+        """Have the server run `call(*args)` ("module:function") now, for every worker forked later.
 
-        What the team needs is known only once its config is read, after the server has booted: an
-        agent on the Ollama API then no longer imports its client (and httpx, pydantic) in each worker.
-        A module that fails to import is the worker's to report, in its own words; nothing is raised here.
+        What the team needs is known only once its config is read, after the server has booted: the
+        worker's own code decides which model client an agent loads, and loading it here means no
+        worker imports it (and httpx, pydantic) on its own. A failure is the worker's to report, in its
+        own words, when it needs what was not prepared; nothing is raised here.
         """
-        if not modules:
-            return
         try:
-            self.conn.send(msgpack.packb({"preload": list(modules)}))
+            self.conn.send(msgpack.packb({"call": call, "args": list(args)}))
             self.conn.recv(MAX_REQUEST)
         except OSError:
             pass  # a dead server is found, and replaced, by the next start
@@ -174,7 +173,11 @@ def serve(conn_fd: int, preload: str) -> None:
     """The forkserver's main loop: fork on request, report each exit, leave with the supervisor."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the terminal's signals are the supervisor's
         signal.signal(signum, signal.SIG_IGN)
-    _import_all(preload.split(","))
+    for name in filter(None, preload.split(",")):
+        try:
+            importlib.import_module(name)
+        except Exception:  # the worker that needs it will say why, in its own words
+            pass
     # Everything loaded so far is shared with every worker. Frozen, the cyclic GC of a worker never walks
     # (and so never writes to, and copies) those objects' pages: less memory per worker, less time faulting.
     gc.freeze()
@@ -197,21 +200,11 @@ def serve(conn_fd: int, preload: str) -> None:
                 os._exit(0)  # the supervisor is gone: no teardown, the workers follow by their parent-death signal
 
 
-def _import_all(modules: list[str]) -> None:
-    for name in modules:
-        if not isinstance(name, str) or not name:
-            continue
-        try:
-            importlib.import_module(name)
-        except Exception:  # the worker that needs it will say why, in its own words
-            pass
-
-
 class _Server:
     def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
         self.statuses: dict[int, int] = {}  # pid -> the write end of its status pipe
-        self.entries: dict[str, Callable[..., Any]] = {}
+        self.resolved: dict[str, Callable[..., Any]] = {}  # "module:function" -> it: entries and prepare calls
 
     def serve_one(self) -> bool:
         """Answer one request; False when the connection has closed."""
@@ -223,38 +216,43 @@ class _Server:
             return False
         if not data:
             return False
+        answer, passed = self._answer(data, fds)
+        try:
+            self._reply(answer, passed)
+        finally:
+            for fd in (*fds, *passed):  # ours to close once sent: a forked worker holds its own copies
+                os.close(fd)
+        return True
+
+    def _answer(self, data: bytes, fds: list[int]) -> tuple[dict[str, Any], list[int]]:
+        """A request's reply and the descriptors to pass with it."""
         try:
             request = msgpack.unpackb(data)
-            if "preload" in request:
-                for fd in fds:
-                    os.close(fd)
-                _import_all(request["preload"])
-                gc.freeze()  # the new modules are shared with every later worker too
-                self._reply({"preloaded": True}, [])
-                return True
-            target = self._entry(str(request["entry"]))
             args = list(request.get("args") or [])
+            if "call" in request:
+                self._prepare(str(request["call"]), args)
+                return {"prepared": True}, []
+            target = self._resolve(str(request["entry"]))
             if len(fds) != 1:
                 raise OSError(errno.EINVAL, "a start request carries exactly one descriptor")
             pid, status_r = self._fork(target, fds[0], args)
         except Exception as exc:  # noqa: BLE001 - said to the supervisor, which turns it into one line
-            for fd in fds:
-                os.close(fd)
             number = exc.errno if isinstance(exc, OSError) else None
-            self._reply({"error": f"{type(exc).__name__}: {exc}", "errno": number}, [])
-            return True
-        os.close(fds[0])
-        try:
-            self._reply({"pid": pid}, [status_r])
-        finally:
-            os.close(status_r)
-        return True
+            return {"error": f"{type(exc).__name__}: {exc}", "errno": number}, []
+        return {"pid": pid}, [status_r]
 
-    def _entry(self, entry: str) -> Callable[..., Any]:
-        if entry not in self.entries:
-            module, _, name = entry.partition(":")
-            self.entries[entry] = getattr(importlib.import_module(module), name)
-        return self.entries[entry]
+    def _prepare(self, call: str, args: list[Any]) -> None:
+        try:
+            self._resolve(call)(*args)
+        except Exception:  # noqa: BLE001 - the worker that needs it will say why, in its own words
+            return
+        gc.freeze()  # what it loaded is shared with every later worker too
+
+    def _resolve(self, dotted: str) -> Callable[..., Any]:
+        if dotted not in self.resolved:
+            module, _, name = dotted.partition(":")
+            self.resolved[dotted] = getattr(importlib.import_module(module), name)
+        return self.resolved[dotted]
 
     def _fork(self, target: Callable[..., Any], sock_fd: int, args: list[Any]) -> tuple[int, int]:
         status_r, status_w = os.pipe()

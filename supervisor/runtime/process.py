@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from protocol import FrameDecoder, Message, ProtocolError, encode
 from supervisor.runtime.forkserver import LOST_STATUS, ForkServer, read_status
@@ -29,10 +29,11 @@ if TYPE_CHECKING:
 WORKER_ENTRY = "workers.entry:run_worker"
 GROUP_ENTRY = "supervisor.runtime.group:run_group"
 START_HEADROOM = 16  # descriptors a start may need for a moment (its pipes, the forkserver's reply)
+PROVIDER_PRELOAD = "workers.providers:preload"  # imports the model clients of a team's (provider, api) pairs
 WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "workers.chat_agent", "protocol.checkpoints", "workers.providers.scripted"]
 
 _server: Optional[ForkServer] = None
-_preloaded: list[str] = []  # what the team asked for beyond WORKER_PRELOAD: a replacement server loads it too
+_prepared: list[tuple[str, tuple[Any, ...]]] = []  # what the team asked the server to load: a replacement does it too
 
 
 def worker_context() -> ForkServer:
@@ -42,31 +43,25 @@ def worker_context() -> ForkServer:
         from supervisor.runtime.signals import signals_ignored
 
         with signals_ignored():
-            _server = ForkServer([*WORKER_PRELOAD, *_preloaded])
+            _server = ForkServer(WORKER_PRELOAD)
+        for call, args in _prepared:
+            _server.prepare(call, *args)
     return _server
 
 
 def preload_for(config: "TeamConfig") -> None:
-    """Preload the provider modules `config`'s agents will use."""
-    preload_workers(provider_modules({(a.llm.provider, a.llm.wire_api) for a in config.all_agents()}))
+    """Have the forkserver load the model clients `config`'s agents use (the worker's code picks the module)."""
+    kinds = sorted({(a.llm.provider, a.llm.wire_api) for a in config.all_agents()})
+    prepare_workers(PROVIDER_PRELOAD, [list(kind) for kind in kinds])
 
 
-def preload_workers(modules: list[str]) -> None:
-    """Have the forkserver (this one and any that replaces it) load `modules` before the workers start."""
-    new = [name for name in modules if name not in _preloaded]
-    _preloaded.extend(new)
-    worker_context().preload(new)
-
-
-def provider_modules(providers: set[tuple[str, str]]) -> list[str]:
-    """The worker modules each (provider, wire api) of a team loads on start: the forkserver preloads them."""
-    wanted = []
-    for provider, api in sorted(providers):
-        if provider == "openai" or api == "openai":
-            wanted.append("workers.providers.openai")
-        elif provider in ("ollama", "embedded"):
-            wanted.append("workers.providers.ollama")
-    return list(dict.fromkeys(wanted))
+def prepare_workers(call: str, *args: Any) -> None:
+    """Have the forkserver (this one and any that replaces it) run `call(*args)` before the workers start."""
+    request = (call, args)
+    if request not in _prepared:
+        server = worker_context()  # first: a server started now replays only what was asked before
+        _prepared.append(request)
+        server.prepare(call, *args)
 
 
 def replace_dead_forkserver() -> bool:
