@@ -324,17 +324,24 @@ def test_the_drawer_draws_on_events_at_most_refresh_per_second(tmp_path):
     assert "[agent-a] CYCLE 200/5: x" in plain and "200/5" in plain.split("CYCLE 200/5: x")[-1]  # every line, then the table
 
 
-def test_an_immediate_stop_draws_its_last_frame_once_with_the_unshown_lines_above_it(tmp_path):
-    """The stop's CPU is the exiting workers': no frame while it runs, one frame of the table when it is over."""
-    stream = io.StringIO()
+def drawing(tmp_path: Path, stream: Any = None) -> LiveConsole:
+    """A live view that draws on every change (no idle redraws), its first frame up."""
     live = LiveConsole(team_config(tmp_path), console=rich_console(stream), redirect=False, idle_refresh=60.0,
                        refresh_per_second=1000.0)
     live.banner("demo", "/tmp/state", "scripted", 3, {})
     feed(live, {"event": "supervisor_started", "agent_id": "demo", "team": "demo"})
+    deadline = time.monotonic() + HANG
+    while live.renders < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return live
+
+
+def test_an_immediate_stop_draws_its_last_frame_once_with_the_unshown_lines_above_it(tmp_path):
+    """The stop's CPU is the exiting workers': no frame while it runs, one frame of the table when it is over."""
+    stream = io.StringIO()
+    live = drawing(tmp_path, stream)
     try:
         deadline = time.monotonic() + HANG
-        while live.renders < 1 and time.monotonic() < deadline:  # the first frame is up
-            time.sleep(0.01)
         drawn = live.renders
         feed(live, {"event": "interrupt_initiated", "agent_id": "demo", "mode": "IMMEDIATE", "source": "USER",
                     "trigger": "Ctrl+C", "message": "User requested immediate shutdown (double Ctrl+C)"})
@@ -354,14 +361,9 @@ def test_an_immediate_stop_draws_its_last_frame_once_with_the_unshown_lines_abov
 
 def test_a_graceful_stop_pauses_the_drawer_once_so_a_second_ctrl_c_is_handled_at_once(tmp_path):
     """No frame in the moment after the first Ctrl+C (a frame then delayed the second by 20-40 ms); then it moves on."""
-    live = LiveConsole(team_config(tmp_path), console=rich_console(), redirect=False, idle_refresh=60.0,
-                       refresh_per_second=1000.0)
-    live.banner("demo", "/tmp/state", "scripted", 3, {})
-    feed(live, {"event": "supervisor_started", "agent_id": "demo", "team": "demo"})
+    live = drawing(tmp_path)
     try:
         deadline = time.monotonic() + HANG
-        while live.renders < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
         drawn = live.renders
         feed(live, {"event": "interrupt_initiated", "agent_id": "demo", "mode": "GRACEFUL", "source": "USER",
                     "trigger": "Ctrl+C", "message": "User requested graceful shutdown (Ctrl+C)"})
