@@ -14,7 +14,7 @@ def wait_for_word(sock: socket.socket, supervisor_pid: int) -> None:
     sock.sendall(b"up")
     word = sock.recv(1)
     if word == b"r":
-        raise RuntimeError("the entry broke")
+        raise RuntimeError("the entry broke\x1b[2J\n")
     os._exit(int(word or b"0"))
 
 

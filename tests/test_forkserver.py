@@ -79,6 +79,7 @@ def check_a_raising_entry(server: ForkServer, capfd) -> None:
     assert exit_code(status) == 70
     err = capfd.readouterr().err
     assert "worker entry failed: RuntimeError: the entry broke" in err and "Traceback" not in err
+    assert "\x1b" not in err and err.count("\n") == 1  # what the exception says cannot drive the terminal
     sock, _, status = start(server)
     sock.sendall(b"0")
     assert exit_code(status) == 0

@@ -284,7 +284,9 @@ class _Server:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException as exc:  # noqa: BLE001 - the entry should have said it; one line, not a traceback
             try:
-                print(f"worker entry failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                from supervisor.terminal.text import neutralise
+
+                print(f"worker entry failed: {neutralise(f'{type(exc).__name__}: {exc}')}", file=sys.stderr, flush=True)
             except Exception:
                 pass
         os._exit(code)
