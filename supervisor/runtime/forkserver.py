@@ -284,9 +284,8 @@ class _Server:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException as exc:  # noqa: BLE001 - the entry should have said it; one line, not a traceback
             try:
-                from supervisor.terminal.text import neutralise
-
-                print(f"worker entry failed: {neutralise(f'{type(exc).__name__}: {exc}')}", file=sys.stderr, flush=True)
+                said = repr(f"{type(exc).__name__}: {exc}")[1:-1]  # escapes, one line: runtime/ has no terminal/
+                print(f"worker entry failed: {said}", file=sys.stderr, flush=True)
             except Exception:
                 pass
         os._exit(code)
