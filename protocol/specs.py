@@ -35,6 +35,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "server_key",
+    "warm",
 ]
 
 PROVIDERS = ("scripted", "ollama", "embedded", "openai")
@@ -182,6 +183,24 @@ def _plan(cls: type) -> list[tuple[str, Any, bool, Any]]:
             plan.append((f.name, hint, _wants_float(hint), inner))
         _PLAN_CACHE[cls] = plan
     return _PLAN_CACHE[cls]
+
+
+def warm() -> None:
+    """Work out every spec class's plan now, once, in a process that forks workers (the forkserver).
+
+    Left to each worker, reading the annotations (`typing.get_type_hints`, which
+    compiles each string annotation) was half the Python a worker ran before it
+    was ready, times every worker of the team.
+    """
+    pending: list[type] = [Spec]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls is not Spec:
+            for _, hint, _, inner in _plan(cls):
+                _unwrap(hint)
+                if inner is not None:
+                    _unwrap(inner)
 
 
 def _wants_float(annotation: Any) -> bool:

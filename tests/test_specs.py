@@ -10,7 +10,10 @@ from __future__ import annotations
 import copy
 import math
 import select
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -280,3 +283,14 @@ def test_a_worker_told_to_run_a_bad_spec_fails_in_one_line() -> None:
     ]
     (stopped,) = [m for m in messages if isinstance(m, Stopped)]
     assert stopped.status == "failed" and stopped.reason == errors[0].message
+
+
+def test_the_worker_entry_works_out_every_spec_plan_before_any_worker_is_forked():
+    """The forkserver imports workers.entry before it forks: each worker must find the plans made, not make them."""
+    probe = ("import workers.entry; from protocol import specs; "
+             "print(' '.join(sorted(c.__name__ for c in specs._PLAN_CACHE)))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=str(Path(__file__).resolve().parent.parent))
+    assert done.returncode == 0, done.stderr
+    planned = set(done.stdout.split())
+    assert {"AgentSpec", "LLMSpec", "CheckpointSpec", "HookSpec", "PriceSpec", "GroupSpec", "ModelServerSpec"} <= planned

@@ -18,6 +18,7 @@ import socket
 import sys
 
 from protocol.lineage import detach
+from protocol.specs import warm
 
 
 def run_worker(sock: socket.socket, supervisor_pid: int) -> None:
@@ -62,3 +63,8 @@ def _report_crash(sock: socket.socket, exc: BaseException) -> None:
         sock.sendall(encode(Error(kind="crash", message=describe_exception(exc), fatal=True)))
     except Exception:
         pass
+
+
+# The forkserver imports this module before it forks any worker: what every worker would work out for
+# itself on its way to ready is worked out once, here, and shared.
+warm()
