@@ -52,19 +52,8 @@ from supervisor.runtime.handlers import MessageHandlers
 from supervisor.runtime.limits import Limits
 from supervisor.runtime.mail import MailRoute, Postmaster, Relay
 from supervisor.runtime.model_service import ModelService, ServiceWatch
-from supervisor.runtime.process import (
-    GROUP_ENTRY,
-    LOST_STATUS,
-    WORKER_ENTRY,
-    FramedPipe,
-    WorkerProcess,
-    ended_within,
-    forkserver_death,
-    forkserver_pid,
-    helper_pids,
-    resource_problem,
-    start_forkserver_again,
-)
+from supervisor.runtime.backend import Backend, ChildProcess, LocalBackend
+from supervisor.runtime.process import GROUP_ENTRY, WORKER_ENTRY, FramedPipe, resource_problem
 from supervisor.runtime.reactor import Reactor
 from supervisor.runtime.reaper import Reaper, become_subreaper
 from supervisor.runtime.restarts import RestartBook, RestartPlanner
@@ -109,8 +98,10 @@ class Arbiter:
         handle_signals: bool = True,
         control_server: Optional[ControlServer] = None,
         trace_parent: Callable[[], Optional[str]] = lambda: None,
+        backend: Optional[Backend] = None,
     ) -> None:
         self.config = config
+        self.backend: Backend = backend if backend is not None else LocalBackend()  # where the children run
         self.log = log
         self.resumed = resumed
         self.entry = entry
@@ -184,7 +175,7 @@ class Arbiter:
     def run(self) -> Outcome:
         if self.own_process:
             become_subreaper()
-            self.reaper = Reaper(helpers=helper_pids)
+            self.reaper = Reaper(helpers=self.backend.helper_pids)
         self.signals.install()
         try:
             self.reactor.watch(self.signals.fileno(), lambda mask: self._on_signals())
@@ -240,7 +231,7 @@ class Arbiter:
         def start_frame(index: int) -> bytes:
             return encode(Start(agent=children[index].name, spec=self._spec(children[index])))
 
-        for child, spawned in zip(children, WorkerProcess.start_many(jobs, start_frame)):
+        for child, spawned in zip(children, self.backend.start_many(jobs, start_frame)):
             if isinstance(spawned, ConnectionRefusedError):  # the forkserver died under this start: the one-by-one path
                 self._start(child)
             else:
@@ -249,7 +240,7 @@ class Arbiter:
     def _entry_of(self, child: Child) -> str:
         return GROUP_ENTRY if child.kind == GROUP else self.entry
 
-    def _start(self, child: Child, spawned: "WorkerProcess | OSError | None" = None, start_sent: bool = False) -> None:
+    def _start(self, child: Child, spawned: "ChildProcess | OSError | None" = None, start_sent: bool = False) -> None:
         """Start `child` (or set up the process `spawned` for it already, or report why that failed).
 
         `start_sent`: its Start frame went into the pipe before the fork (`_start_many`).
@@ -257,7 +248,7 @@ class Arbiter:
         self.reactor.cancel(f"kill:{child.name}")
         if self.out_of_resources and child.phase is Phase.PENDING:  # it would fail as the last one did
             child.phase, child.status = Phase.EXITED, INTERRUPTED
-            if isinstance(spawned, WorkerProcess):  # forked ahead of the failure: it goes unused
+            if spawned is not None and not isinstance(spawned, OSError):  # started ahead of the failure: unused
                 spawned.kill_tree()
                 spawned.close()
             return
@@ -288,20 +279,19 @@ class Arbiter:
         self._watch_writes(child)
         self._expect_beat(child)
 
-    def _spawn(self, name: str, entry: str) -> WorkerProcess:
+    def _spawn(self, name: str, entry: str) -> ChildProcess:
         """A new process; once more through a new forkserver if the last one died under this start."""
         self._forkserver_died()
         try:
-            return WorkerProcess.start(name, entry)
+            return self.backend.start(name, entry)
         except Exception as exc:
             if resource_problem(exc) is not None or not self._forkserver_died() or self.shutdown.mode is not None:
                 raise
-        return WorkerProcess.start(name, entry)
+        return self.backend.start(name, entry)
 
     def _forkserver_died(self) -> bool:
         """Whether the forkserver had died: it is replaced at once, or the team stops if it keeps dying."""
-        pid = forkserver_pid()
-        cause = forkserver_death()
+        pid, cause = self.backend.starter_died()
         if cause is None:
             return False
         now = time.monotonic()
@@ -318,7 +308,7 @@ class Arbiter:
             self.out_of_resources = True
             self.shutdown.request(StopOrder(GRACEFUL, SYSTEM, message, "forkserver"))
         elif self.shutdown.mode is None:
-            start_forkserver_again()
+            self.backend.start_again()
         return True
 
     def start_again(self, child: Child) -> bool:
@@ -444,7 +434,7 @@ class Arbiter:
         child.process.send_frame(frame)
         self._watch_writes(child)
 
-    def _on_pipe(self, child: Child, worker: WorkerProcess, mask: int) -> None:
+    def _on_pipe(self, child: Child, worker: ChildProcess, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
             worker.flush()
         if mask & selectors.EVENT_READ:
@@ -516,7 +506,6 @@ class Arbiter:
     def _reap(self, child: Child) -> None:
         worker = child.process
         self._forkserver_died()
-        lost = worker.forkserver is not None and worker.forkserver != forkserver_pid()
         if worker.pipe_open:  # the last words may still sit in the pipe
             self._read(child, last=True)
         self.reactor.unwatch(worker.sentinel)
@@ -524,9 +513,9 @@ class Arbiter:
         for timer in ("hang", "kill"):
             self.reactor.cancel(f"{timer}:{child.name}")
         exitcode = worker.exitcode()
-        if not lost and exitcode == LOST_STATUS and child.stopped is None and ended_within(worker.forkserver, 0.5):
-            self._forkserver_died()  # it was dying as its status pipes closed: reap it, start the next
-            lost = True
+        lost = self.backend.lost(worker, said_last_word=child.stopped is not None)
+        if lost:
+            self._forkserver_died()  # it may have been dying as its status pipes closed: reap it, start the next
         if lost and child.stopped is None and child.failure is None:
             child.failure = "lost with its forkserver"
         status, reason = classify_exit(child.stopped, child.failure, child.killed, child.intent, exitcode)
@@ -561,10 +550,7 @@ class Arbiter:
 
     def _bury(self, pid: int) -> None:
         """A worker's tools die with it: its process group, then any orphan it left."""
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self.backend.bury(pid)
         if self.reaper is not None:  # one scan of the machine for the exits of a moment, not one per exit
             self.reaper.sweep_soon()
             when = self.reaper.next_scan_at()

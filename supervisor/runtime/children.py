@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from protocol import FAILED, INTERRUPTED, Stopped
 from supervisor.config import AGENT, GROUP
-from supervisor.runtime.process import WorkerProcess
+from supervisor.runtime.backend import ChildProcess
 
 
 class Phase(Enum):
@@ -63,7 +63,7 @@ class Child:
     status: str = "starting"  # the word operators see: starting, running, completed, interrupted, failed, restarting
     checkpoint_id: Optional[str] = None
     budget_spent_usd: float = 0.0
-    worker: Optional[WorkerProcess] = None
+    worker: Optional[ChildProcess] = None
     pid: Optional[int] = None
     phase: Phase = Phase.PENDING
     intent: StopIntent = StopIntent.NONE
@@ -96,7 +96,7 @@ class Child:
         return self.phase not in (Phase.EXITED, Phase.HELD)
 
     @property
-    def process(self) -> WorkerProcess:
+    def process(self) -> ChildProcess:
         """The process of a child that was started (every handler's case)."""
         if self.worker is None:
             raise RuntimeError(f"{self.process_noun} {self.name} has no process")
@@ -106,7 +106,7 @@ class Child:
     def broke_protocol(self) -> bool:
         return self.failure is not None and self.failure.startswith("protocol error")
 
-    def started(self, worker: WorkerProcess, now: float) -> None:
+    def started(self, worker: ChildProcess, now: float) -> None:
         """A new process for this child; what the agent has done (cycle, checkpoint) stays."""
         self.worker, self.pid, self.last_heartbeat = worker, worker.pid, now
         self.phase, self.stopped, self.failure, self.killed = Phase.RUNNING, None, None, False
