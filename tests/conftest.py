@@ -21,10 +21,18 @@ import pytest
 from harness import Team
 from tools_state import write_team
 
-E2E_FIXTURES = frozenset({"make_team", "mounts"})
+E2E_FIXTURES = frozenset({"make_team", "mounts", "backend"})
 UNIT_BUDGET_S = 0.5
 
 _unit_seconds: dict[str, float] = {}
+
+
+@pytest.fixture(params=["local", "ray"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Where the team's children run: the tests that matter run on both backends."""
+    if request.param == "ray":
+        pytest.importorskip("ray", reason="the Ray backend's tests need `pip install '.[ray]'`")
+    return str(request.param)
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ class Team:
         restart: Optional[str] = None,
         strategy: Optional[str] = None,
         groups: Optional[dict[str, dict[str, Any]]] = None,
+        backend: str = "local",
     ) -> None:
         """`groups`: {name: {"agents": N, other group keys}}; group agents are named <group>-a, -b..."""
         self.root = root
@@ -80,6 +81,8 @@ class Team:
             self.names += names
             agents = [{"name": n, "task": f"Count, as {n}.", "max_cycles": max_cycles} for n in names]
             self.data.setdefault("groups", []).append({"name": group, **keys, "agents": agents})
+        if backend != "local":
+            self.data["backend"] = backend
         if restart is not None:
             self.data["restart"] = restart
         if strategy is not None:

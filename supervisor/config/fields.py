@@ -27,6 +27,7 @@ DEFAULT_OLLAMA_PORT = 11434
 NAME_MAX = 64
 RESTART_KINDS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+BACKENDS = ("local", "ray")
 
 MAX_DURATION = 24 * 24 * 3600.0  # epoll takes its timeout in 32-bit milliseconds: at most 24.8 days
 MAX_USD = 1e9  # sums of costs stay finite, and finite numbers are all a checkpoint can hold
@@ -349,6 +350,7 @@ Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 USD = Annotated[float, Field(le=MAX_USD)]
 RestartKind = Annotated[str, one_of(*RESTART_KINDS)]
 Strategy = Annotated[str, one_of(*STRATEGIES)]
+Backend = Annotated[str, one_of(*BACKENDS)]
 HookPoint = Annotated[str, one_of(*HOOK_POINTS)]
 AgentClass = Annotated[str, dotted_path("Class")]
 HookCall = Annotated[str, dotted_path("function")]

@@ -38,6 +38,7 @@ from supervisor.config.fields import (
     Name,
     PlainData,
     RestartKind,
+    Backend,
     Strategy,
     Task,
     USD,
@@ -86,6 +87,9 @@ MAX_KEEP = 1_000_000
 MAX_TOOLS = 64  # functions offered to one agent's model: each one's schema goes with every call
 DEFAULT_TOOL_TIMEOUT = 60.0  # seconds one tool call may take
 MAX_AGENT_LINKS = 1000  # names in one agent's `after` or `send_to`
+MAX_RAY_AMOUNT = 1e6  # CPUs, GPUs or a custom resource one child may reserve
+MAX_RAY_RESOURCES = 64
+MAX_RAY_ADDRESS = 512
 MIN_EVENTS_BYTES = 1000  # smaller would rotate at nearly every line
 MAX_EVENTS_KEEP = 100  # readers hold every rotated file open at once
 
@@ -274,6 +278,31 @@ class TracesConfig(BaseModel):
     endpoint: Endpoint
 
 
+class RayPlacement(BaseModel):
+    """Where Ray may run an agent (or a group): what it reserves on a node, or the node itself."""
+
+    model_config = _STRICT
+
+    num_cpus: float = Field(0.0, ge=0, le=MAX_RAY_AMOUNT)  # an agent mostly waits for its model: none by default
+    num_gpus: float = Field(0.0, ge=0, le=MAX_RAY_AMOUNT)
+    resources: dict[Name, float] = Field(default_factory=dict, max_length=MAX_RAY_RESOURCES)
+    node: Optional[Name] = None  # a node's id or IP address; None: spread over the nodes
+
+    @field_validator("resources")
+    @classmethod
+    def _amounts(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, amount in value.items():
+            if not 0 <= amount <= MAX_RAY_AMOUNT:
+                raise ValueError(f"{key} must be between 0 and {MAX_RAY_AMOUNT:g} (got {show(amount)})")
+        return value
+
+
+class RayConfig(RayPlacement):
+    """The team's Ray: the cluster to join (none: a local Ray for the run), and every child's default placement."""
+
+    address: Optional[str] = Field(None, min_length=1, max_length=MAX_RAY_ADDRESS)
+
+
 class HookConfig(BaseModel):
     """A function the worker calls at one point of an agent's life, bounded in time.
 
@@ -316,6 +345,7 @@ class AgentConfig(BaseModel):
     # Functions the built-in chat agent's model may call (after the team's), and how long one call may take.
     tools: list[ToolPath] = Field(default_factory=list, max_length=MAX_TOOLS)
     tool_timeout: Optional[Duration] = Field(None, gt=0)  # None: the team's
+    ray: Optional[RayPlacement] = None  # None: the team's placement (backend: ray)
 
     @model_validator(mode="after")
     def _complete_llm(self) -> "AgentConfig":
@@ -364,6 +394,7 @@ class GroupConfig(BaseModel):
     max_restarts: Optional[int] = Field(None, ge=0, le=MAX_RESTARTS_LIMIT)
     restart_window: Optional[Duration] = Field(None, gt=0)
     agents: list[AgentConfig] = Field(min_length=1)
+    ray: Optional[RayPlacement] = None  # where Ray runs the group's sub-supervisor; None: the team's
 
 
 AGENT = "agent"
@@ -404,6 +435,9 @@ class TeamConfig(BaseModel):
     events: EventsConfig = Field(default_factory=EventsConfig)
     metrics: Optional[MetricsConfig] = None
     traces: Optional[TracesConfig] = None
+    # Where the children run: this machine's process tree, or a Ray cluster (`ray` says which, and how).
+    backend: Backend = "local"
+    ray: Optional[RayConfig] = None
     agents: list[AgentConfig]
     # Nested teams, each run by a sub-supervisor process (one level deep).
     groups: list[GroupConfig] = Field(default_factory=list)
@@ -598,6 +632,20 @@ class TeamConfig(BaseModel):
         known = ", ".join(a.name for a in self.all_agents())
         raise KeyError(f"no agent {name!r} in team {self.team!r} (agents: {known})")
 
+    def ray_placement(self, name: str) -> RayPlacement:
+        """Where Ray may run child `name`: its own `ray` block, else the team's, else anywhere."""
+        own: Optional[RayPlacement] = None
+        if name in {g.name for g in self.groups}:
+            own = self.group(name).ray
+        elif name in _index_of(self).agents:
+            own = self.agent(name).ray
+        if own is not None:
+            return own
+        if self.ray is not None:
+            return RayPlacement(num_cpus=self.ray.num_cpus, num_gpus=self.ray.num_gpus,
+                                resources=dict(self.ray.resources), node=self.ray.node)
+        return RayPlacement()
+
     def group(self, name: str) -> GroupConfig:
         for group in self.groups:
             if group.name == name:
@@ -700,6 +748,9 @@ class TeamConfig(BaseModel):
                     send_to=self.sends(),
                     held=[a.name for a in group.agents if a.after and a.name not in released],
                 ),
+                # A group runs its agents on its own node, as a process tree, whatever the root's backend.
+                "backend": "local",
+                "ray": None,
                 # The root alone writes the event files and serves metrics and traces, for the whole tree.
                 "events": EventsConfig(),
                 "metrics": None,

@@ -517,7 +517,7 @@ class Arbiter:
         if lost:
             self._forkserver_died()  # it may have been dying as its status pipes closed: reap it, start the next
         if lost and child.stopped is None and child.failure is None:
-            child.failure = "lost with its forkserver"
+            child.failure = self.backend.lost_reason(worker)
         status, reason = classify_exit(child.stopped, child.failure, child.killed, child.intent, exitcode)
         child.phase, child.status = Phase.EXITED, status
         if status == FAILED:

@@ -85,6 +85,10 @@ class Backend(Protocol):
         """Whether `child` (exited) ended because its starter or its node went, not by anything it did."""
         ...
 
+    def lost_reason(self, child: ChildProcess) -> str:
+        """How a lost child is described in its exit event."""
+        ...
+
     def helper_pids(self) -> set[int]:
         """Our own processes that are not children and must outlive every sweep for orphans."""
         ...
@@ -133,6 +137,9 @@ class LocalBackend:
             return True
         # A dying forkserver closes its workers' status pipes before it can be reaped: wait for it a moment.
         return not said_last_word and child.exitcode() == LOST_STATUS and ended_within(forkserver, 0.5)
+
+    def lost_reason(self, child: ChildProcess) -> str:
+        return "lost with its forkserver"
 
     def helper_pids(self) -> set[int]:
         from supervisor.runtime.process import helper_pids

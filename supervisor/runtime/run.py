@@ -15,6 +15,7 @@ from supervisor.storage import StorageLock, archive_state, control_socket, prepa
 
 if TYPE_CHECKING:
     from supervisor.runtime.arbiter import Arbiter, Outcome
+    from supervisor.runtime.backend import Backend
     from supervisor.runtime.control import ControlQueue
     from supervisor.runtime.events import EventLog
     from supervisor.runtime.model_service import ModelService
@@ -46,6 +47,7 @@ def run_team(
     from protocol.specs import server_key
     from supervisor.runtime.process import WORKER_ENTRY, preload_for, worker_context
 
+    backend = _backend_for(config)  # backend: ray without Ray installed is exit 2, before anything
     open_files = make_room(len(config.all_agents()) + len(config.groups))  # before any worker: exit 2 if short
     prepare_storage(config.storage, [agent.name for agent in config.all_agents()])
     lock = StorageLock(config.storage)
@@ -83,10 +85,12 @@ def run_team(
             service = ModelService(config) if ModelService.wanted(config) else None
             server = ControlServer(control_socket(config.storage), log, config.team)  # we hold the lock: ours
             log.sinks.append(server.publish)  # watchers see each event as it is written
+            opened = _open_backend(backend, config, log)
             arbiter = Arbiter(config, log, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
                               service=service, control=control, handle_signals=handle_signals,
-                              control_server=server, trace_parent=observers.traceparent)
-            arbiter.announce(storage=str(config.storage), llm=describe_llm(config), **announced(open_files))
+                              control_server=server, trace_parent=observers.traceparent, backend=backend)
+            arbiter.announce(storage=str(config.storage), llm=describe_llm(config), backend=backend.name,
+                             **opened, **announced(open_files))
             if isinstance(arbiter.slots, SlotBank):  # a pool's servers that failed the pre-flight rest from the start
                 arbiter.slots.rest([server_key(url) for url, _ in unusable])
             observers.announce(log)
@@ -99,11 +103,52 @@ def run_team(
             finally:
                 if service is not None:
                     service.stop()
+                _close_backend(backend)
         finally:
             observers.close()
             log.close()
     finally:
         lock.release()
+
+
+def _backend_for(config: TeamConfig) -> "Backend":
+    """Where this team's children run; one line (exit 2) when that cannot be here."""
+    from supervisor.runtime.backend import LocalBackend
+
+    if config.backend != "ray":
+        return LocalBackend()
+    from supervisor.runtime.ray_backend import RayBackend
+
+    if config.ray is not None and config.ray.address is not None and any(a.llm.provider == "embedded" for a in config.all_agents()):
+        raise SupervisorError("provider embedded serves on 127.0.0.1 of this machine, which the nodes of a Ray "
+                              "cluster (ray.address) do not reach: use provider ollama or openai with a host they "
+                              "reach", 2)
+    return RayBackend(config)
+
+
+def _open_backend(backend: "Backend", config: TeamConfig, log: "EventLog") -> dict[str, Any]:
+    """Connect a Ray backend (a local Ray is started) and prove every node sees storage; what to announce."""
+    from supervisor.runtime.ray_backend import RayBackend
+
+    if not isinstance(backend, RayBackend):
+        return {}
+    from supervisor.runtime.ray_cluster import probe_storage
+
+    log.emit("ray_connecting", agent_id=config.team,
+             address=config.ray.address if config.ray is not None and config.ray.address else "local")
+    try:
+        address = backend.open()
+        probe_storage(backend.ray, config.storage)
+    except BaseException:
+        backend.close()
+        raise
+    return {"ray_address": address, "ray_nodes": backend.node_count()}
+
+
+def _close_backend(backend: "Backend") -> None:
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()
 
 
 def _start_service(service: "ModelService", log: "EventLog", team: str) -> None:
