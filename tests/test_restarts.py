@@ -52,8 +52,8 @@ def _ts(event: dict) -> float:
     return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def test_a_killed_worker_is_restarted_and_resumes_from_its_checkpoint(make_team):
-    team = make_team(latency=0.1, max_cycles=10)
+def test_a_killed_worker_is_restarted_and_resumes_from_its_checkpoint(make_team, backend):
+    team = make_team(latency=0.1, max_cycles=10, backend=backend)
     run = team.start()
     pids = run.kill_worker_after("agent-b", checkpoints=3)
     assert run.wait() == 0, run.output

@@ -353,7 +353,7 @@ class Arbiter:
         self._start(child)
         if child.running:
             self.log.emit(
-                f"{child.process_noun}_restarted", agent_id=child.name, pid=child.pid,
+                f"{child.process_noun}_restarted", agent_id=child.name, pid=child.pid or None,  # None: not known yet (Ray)
                 attempt=self.restarts.books[child.name].attempts, cycle=child.cycle,
             )
 
@@ -527,7 +527,7 @@ class Arbiter:
             f"{child.process_noun}_exited",
             level="error" if status == FAILED else "info",
             agent_id=child.name,
-            pid=worker.pid,
+            pid=worker.pid or None,  # None: its actor never started it (Ray)
             exitcode=exitcode,
             status=status,
             reason=reason,

@@ -55,7 +55,7 @@ class ForkServer:
         try:
             os.set_inheritable(theirs.fileno(), True)
             paths = json.dumps([p for p in sys.path if p])
-            argv = [sys.executable, "-c", BOOT, paths, "forkserver", str(theirs.fileno()), ",".join(preload)]
+            argv = [sys.executable, "-P", "-c", BOOT, paths, "forkserver", str(theirs.fileno()), ",".join(preload)]
             # Ignored signals stay ignored across exec: the terminal's Ctrl+C never reaches the server or a worker.
             self.pid = os.posix_spawn(sys.executable, argv, dict(os.environ))
         except BaseException:

@@ -6,6 +6,7 @@ the cluster sees the team's storage folder, and where each child may run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -28,6 +29,8 @@ PROBE_TIMEOUT = 60.0  # seconds every node has to write its probe file
 # 30% of the machine's memory in /dev/shm.
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
 MAX_TEMP_DIR = 40  # characters: Ray's socket paths below it must fit the 107 of a Unix socket's name
+KEEPER_BOOT = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
+               "from supervisor.runtime.ray_keeper import main; sys.exit(main(sys.argv[2:]))")
 QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
 
@@ -111,7 +114,9 @@ def _start_keeper(config: "TeamConfig") -> _Keeper:
     temp_dir = temp_dir_for(config.storage)
     port = _free_port()
     read_end, write_end = os.pipe()
-    argv = [sys.executable, "-m", "supervisor.runtime.ray_keeper", f"--port={port}", f"--temp-dir={temp_dir}",
+    # -P and our own import path: a file in the current folder named like a module never runs instead of it.
+    argv = [sys.executable, "-P", "-c", KEEPER_BOOT, json.dumps([p for p in sys.path if p]),
+            f"--port={port}", f"--temp-dir={temp_dir}",
             "--include-dashboard=false", "--disable-usage-stats", "--log-style=record", "--log-color=false",
             f"--object-store-memory={OBJECT_STORE_BYTES}", f"--num-cpus={os.cpu_count() or 1}"]
     env = {**os.environ, **QUIET}

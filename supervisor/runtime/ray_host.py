@@ -45,7 +45,7 @@ class ChildHost:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.set_inheritable(theirs.fileno(), True)
-            argv = [sys.executable, "-c", BOOT, json.dumps(paths), entry, str(theirs.fileno()), str(os.getpid())]
+            argv = [sys.executable, "-P", "-c", BOOT, json.dumps(paths), entry, str(theirs.fileno()), str(os.getpid())]
             self.pid = os.posix_spawn(sys.executable, argv, {**os.environ, **env})
         except BaseException:
             ours.close()

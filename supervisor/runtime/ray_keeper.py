@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, signal.SIG_IGN)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     with open(os.devnull, "wb") as quiet:
-        subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", *argv],
+        subprocess.Popen([sys.executable, "-P", "-m", "ray.scripts.scripts", "start", "--head", "--block", *argv],
                          stdin=subprocess.DEVNULL, stdout=quiet, stderr=quiet)
     try:
         while os.read(0, 65536):
