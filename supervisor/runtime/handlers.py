@@ -133,6 +133,7 @@ class MessageHandlers:
             resumed=ready.resumed,
             budget_spent_usd=ready.budget_spent_usd,
             startup_ms=round((time.monotonic() - child.process.started_at) * 1000.0, 3),
+            **_where(child),
         )
         self.on_counted(child, ready.cycle)
 
@@ -344,3 +345,9 @@ def track_member(member: Child, event: str, fields: dict[str, Any]) -> None:
         member.waiting = member.question = ""
     if event in ("checkpoint_saved", "interrupt_completed") and isinstance(fields.get("checkpoint_id"), str):
         member.checkpoint_id = fields["checkpoint_id"]
+
+
+def _where(child: Child) -> dict[str, Any]:
+    """The Ray node a child runs on (`node`), for a child that has one; nothing on one machine."""
+    node = getattr(child.process, "node", "")
+    return {"node": node} if node else {}
