@@ -15,7 +15,7 @@ import random
 from collections import Counter
 
 from harness import by_event, wait_gone
-from test_chaos import FAULTS, _exit_fits, _kill_a_child, _last_run, inject
+from chaos import FAULTS, _exit_fits, _kill_a_child, _last_run, inject
 from test_mail_e2e import pipeline, received
 
 TRIALS = 50
