@@ -140,6 +140,16 @@ def check_endpoint(value: str) -> str:
     return text
 
 
+_RAY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}\Z")
+
+
+def check_ray_name(value: str) -> str:
+    """A Ray node (its id, its IP address) or resource name: a plain token, never a terminal's escape."""
+    if not _RAY_NAME_RE.match(value):
+        raise ValueError(f"invalid Ray name {show(value)}: up to 128 letters, digits and _ . : / -")
+    return value
+
+
 def check_name(value: str) -> str:
     """Names become folder names and log keys, so keep them to a safe alphabet."""
     if not value:
@@ -351,6 +361,7 @@ USD = Annotated[float, Field(le=MAX_USD)]
 RestartKind = Annotated[str, one_of(*RESTART_KINDS)]
 Strategy = Annotated[str, one_of(*STRATEGIES)]
 Backend = Annotated[str, one_of(*BACKENDS)]
+RayName = Annotated[str, AfterValidator(check_ray_name)]
 HookPoint = Annotated[str, one_of(*HOOK_POINTS)]
 AgentClass = Annotated[str, dotted_path("Class")]
 HookCall = Annotated[str, dotted_path("function")]

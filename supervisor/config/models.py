@@ -39,6 +39,7 @@ from supervisor.config.fields import (
     PlainData,
     RestartKind,
     Backend,
+    RayName,
     Strategy,
     Task,
     USD,
@@ -285,8 +286,8 @@ class RayPlacement(BaseModel):
 
     num_cpus: float = Field(0.0, ge=0, le=MAX_RAY_AMOUNT)  # an agent mostly waits for its model: none by default
     num_gpus: float = Field(0.0, ge=0, le=MAX_RAY_AMOUNT)
-    resources: dict[Name, float] = Field(default_factory=dict, max_length=MAX_RAY_RESOURCES)
-    node: Optional[Name] = None  # a node's id or IP address; None: spread over the nodes
+    resources: dict[RayName, float] = Field(default_factory=dict, max_length=MAX_RAY_RESOURCES)
+    node: Optional[RayName] = None  # a node's id or IP address; None: spread over the nodes
 
     @field_validator("resources")
     @classmethod

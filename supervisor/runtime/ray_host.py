@@ -83,7 +83,7 @@ class ChildHost:
             return False
         return True
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
         """SIGKILL the child, its process group, now (the actor stays to report the exit)."""
         if self.pid:
             for kill, target in ((os.killpg, self.pid), (os.kill, self.pid)):
