@@ -134,9 +134,13 @@ class ExitWatch:
         self.fds.clear()
 
 
+TEAM_EXTRA: dict[str, Any] = {}  # keys every team of this run gets (bench_ray.py: the backend)
+
+
 def team(workers: int, latency: float) -> dict[str, Any]:
     """A team of `workers` scripted agents that would run for days."""
     return {
+        **TEAM_EXTRA,
         "team": TEAM,
         "llm": {"provider": "scripted", "latency": latency},
         "checkpoint": {"every": 1, "keep": 20, "compress": True},
