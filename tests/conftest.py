@@ -36,10 +36,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_team(tmp_path: Path) -> Iterator[Callable[..., Team]]:
+def make_team(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Team]]:
     teams: list[Team] = []
+    # A test that asks for `backend` runs its teams there (both backends, by the fixture's parameters).
+    where = request.getfixturevalue("backend") if "backend" in request.fixturenames else "local"
 
     def make(**kwargs: object) -> Team:
+        kwargs.setdefault("backend", where)
         root = tmp_path / f"team{len(teams)}"
         root.mkdir()
         team = Team(root, **kwargs)  # type: ignore[arg-type]

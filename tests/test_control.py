@@ -53,7 +53,7 @@ def started_team(make_team: Callable[..., Team], **kwargs: Any) -> tuple[Team, R
 
 
 def test_stop_one_of_three_the_others_cycle_on_and_start_resumes_it_exactly_once(
-    make_team: Callable[..., Team],
+    make_team: Callable[..., Team], backend: str,
 ) -> None:
     team, run = started_team(make_team, restart="permanent")  # its policy would restart it: an operator's stop must not
     run.wait_cycles(2, "agent-b")

@@ -22,7 +22,7 @@ def _embedded(team, num_predict: int) -> None:
     team.write()
 
 
-def test_a_team_on_the_embedded_model_completes_with_real_words(make_team):
+def test_a_team_on_the_embedded_model_completes_with_real_words(make_team, backend):
     team = make_team(agents=2, max_cycles=2)
     _embedded(team, 12)
     run = team.run()

@@ -24,7 +24,7 @@ def _stop_after(team: Any, cycles: int, env: dict[str, str]) -> Any:
     return run
 
 
-def test_hooks_run_at_each_point_in_priority_order(make_team, tmp_path):
+def test_hooks_run_at_each_point_in_priority_order(make_team, backend, tmp_path):
     team = make_team(agents=1, latency=0.05, max_cycles=200)
     team.data["hooks"] = [
         {"on": "after_cycle", "call": "tests.hook_probe:second", "priority": 20},

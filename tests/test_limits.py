@@ -106,7 +106,7 @@ def test_the_team_timeout_is_a_graceful_stop_of_everyone(make_team):
     assert "Team timeout 1s reached" in run.output
 
 
-def test_an_agent_timeout_stops_that_agent_and_the_others_finish(make_team):
+def test_an_agent_timeout_stops_that_agent_and_the_others_finish(make_team, backend):
     team = make_team(agents=2, latency=0.02, max_cycles=30, groups={"crew": {"agents": 2}})
     for name in ("agent-b", "crew-a"):  # one of the team's own, one inside the group
         agent = _agent(team, name)

@@ -94,7 +94,7 @@ def test_a_pipe_plain_and_a_dumb_terminal_get_exactly_the_plain_lines(make_team)
 # ---- end to end: the live view in a real terminal ------------------------------------
 
 
-def test_live_view_in_a_real_terminal_through_a_graceful_ctrl_c(make_team):
+def test_live_view_in_a_real_terminal_through_a_graceful_ctrl_c(make_team, backend):
     team = make_team(agents=2, latency=1.0, max_cycles=6, groups={"crew": {"agents": 1}})
     team.data["llm"]["cost_per_reply"] = 0.001
     team.write()

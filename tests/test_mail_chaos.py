@@ -18,7 +18,7 @@ from harness import by_event, wait_gone
 from chaos import FAULTS, _exit_fits, _kill_a_child, _last_run, inject
 from test_mail_e2e import pipeline, received
 
-TRIALS = 50
+TRIALS = 30
 CYCLES = 6
 
 

@@ -56,7 +56,7 @@ def assert_each_delivered_once(team: Team, pairs: list[tuple[str, str]], count: 
         assert [delivered[(sender, receiver, seq)] for seq in range(1, count + 1)] == [1] * count, (sender, receiver)
 
 
-def test_a_pipeline_delivers_every_message_once_and_in_order(make_team):
+def test_a_pipeline_delivers_every_message_once_and_in_order(make_team, backend):
     team = pipeline(make_team, 6)
     run = team.run()
     assert run.proc.returncode == 0, run.output
@@ -116,7 +116,7 @@ def test_killed_workers_and_supervisor_lose_and_repeat_nothing(make_team):
         assert team.latest(name).cycle == 8
 
 
-def test_a_question_survives_ctrl_c_and_is_answered_from_another_process(make_team):
+def test_a_question_survives_ctrl_c_and_is_answered_from_another_process(make_team, backend):
     team = make_team(agents=0)
     team.names = ["asker"]
     team.data["agents"] = [{"name": "asker", "agent": f"{AGENTS}:Asker", "task": "ask", "max_cycles": 3,

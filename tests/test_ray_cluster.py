@@ -123,7 +123,7 @@ def test_a_removed_node_s_agents_restart_on_the_others_exactly_once(make_team, c
 def test_chaos_on_a_ray_cluster(make_team, cluster, capsys):
     injected, held = run_chaos(make_team, CHAOS_TRIALS, 20261130,
                                team_keys={"backend": "ray", "ray": {"address": cluster.address}},
-                               settle=10.0, runs=(1, 2))
+                               settle=10.0, runs=(1, 1))
     with capsys.disabled():
         print(f"\nchaos on a 3-node Ray cluster: {CHAOS_TRIALS} trials; injected {dict(sorted(injected.items()))}; "
               f"held {dict(sorted(held.items()))}")

@@ -117,7 +117,8 @@ def _start_keeper(config: "TeamConfig") -> _Keeper:
     # -P and our own import path: a file in the current folder named like a module never runs instead of it.
     argv = [sys.executable, "-P", "-c", KEEPER_BOOT, json.dumps([p for p in sys.path if p]),
             f"--port={port}", f"--temp-dir={temp_dir}",
-            "--include-dashboard=false", "--disable-usage-stats", "--log-style=record", "--log-color=false",
+            "--include-dashboard=false", "--include-log-monitor=false", "--disable-usage-stats", "--log-style=record",
+            "--log-color=false",
             f"--object-store-memory={OBJECT_STORE_BYTES}", f"--num-cpus={os.cpu_count() or 1}"]
     env = {**os.environ, **QUIET}
     try:
