@@ -96,3 +96,55 @@ def test_a_node_name_that_is_not_a_plain_token_is_refused_and_shown_escaped(tmp_
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "agents[0].ray.node: invalid Ray name" in str(info.value) and "\x1b" not in str(info.value)
+
+
+class _NodesThatDoNotShare:
+    """A stand-in for Ray with two nodes, one of which writes its probe into a folder of its own.
+
+    A fake, because the real thing cannot be made here: every node of a test
+    cluster on one machine sees the same file system. The probe task itself is
+    the real one (`ray_host.probe_storage`), run here for each "node".
+    """
+
+    def __init__(self, elsewhere: Path) -> None:
+        self.elsewhere = elsewhere
+
+    def nodes(self) -> list[dict[str, object]]:
+        return [{"NodeID": "aa" * 28, "Alive": True, "NodeManagerAddress": "10.0.0.1"},
+                {"NodeID": "bb" * 28, "Alive": True, "NodeManagerAddress": "10.0.0.2"}]
+
+    def remote(self, function):  # noqa: ANN001 - Ray's decorator, as used by probe_storage
+        fake = self
+
+        class Task:
+            def options(self, **options):  # noqa: ANN003
+                node = options["scheduling_strategy"].node_id
+                return _Call(function, fake.elsewhere if node.startswith("bb") else None)
+
+        return Task()
+
+    def get(self, ref, timeout=None):  # noqa: ANN001
+        return ref
+
+
+class _Call:
+    def __init__(self, function, elsewhere) -> None:  # noqa: ANN001
+        self.function, self.elsewhere = function, elsewhere
+
+    def remote(self, folder: str, token: str):  # noqa: ANN201
+        return self.function(str(self.elsewhere) if self.elsewhere else folder, token)
+
+
+@pytest.mark.e2e  # not a process started, but Ray imported: half a second, too slow for the unit loop
+def test_a_node_that_does_not_see_storage_is_named_in_one_line_exit_3(tmp_path):
+    pytest.importorskip("ray")
+    from supervisor.runtime.ray_cluster import probe_storage
+
+    storage, elsewhere = tmp_path / "state", tmp_path / "node-b-local"
+    storage.mkdir()
+    elsewhere.mkdir()
+    with pytest.raises(SupervisorError) as info:
+        probe_storage(_NodesThatDoNotShare(elsewhere), storage)
+    assert info.value.exit_code == 3
+    assert str(info.value).startswith(f"ray: node {'bb' * 6} (10.0.0.2) does not see storage {storage}")
+    assert not list(storage.iterdir())  # the probe that came back was removed
