@@ -190,13 +190,14 @@ class RayBackend:
     def node_count(self) -> int:
         return sum(1 for node in self.ray.nodes() if node.get("Alive"))
 
-    def close(self) -> None:
+    def close(self, leaving: bool = False) -> None:
+        """Leave Ray; `leaving`: the process exits next, which does it faster (`ray_cluster.disconnect`)."""
         if self.carrier is not None:
             self.carrier.close()
             self.carrier = None
         from supervisor.runtime.ray_cluster import disconnect
 
-        disconnect(self.ray)
+        disconnect(self.ray, leaving)
 
     # ---- the seam -----------------------------------------------------------------------------
 

@@ -86,24 +86,29 @@ def run_team(
             server = ControlServer(control_socket(config.storage), log, config.team)  # we hold the lock: ours
             log.sinks.append(server.publish)  # watchers see each event as it is written
             opened = _open_backend(backend, config, log)
-            arbiter = Arbiter(config, log, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
-                              service=service, control=control, handle_signals=handle_signals,
-                              control_server=server, trace_parent=observers.traceparent, backend=backend)
-            arbiter.announce(storage=str(config.storage), llm=describe_llm(config), backend=backend.name,
-                             **opened, **announced(open_files))
-            if isinstance(arbiter.slots, SlotBank):  # a pool's servers that failed the pre-flight rest from the start
-                arbiter.slots.rest([server_key(url) for url, _ in unusable])
-            observers.announce(log)
+            finished = False  # the run came to its end (not an error on its way out)
             try:
-                if service is not None:
-                    _start_service(service, log, config.team)
-                if on_arbiter is not None:
-                    on_arbiter(arbiter)
-                return arbiter.run()
+                arbiter = Arbiter(config, log, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
+                                  service=service, control=control, handle_signals=handle_signals,
+                                  control_server=server, trace_parent=observers.traceparent, backend=backend)
+                arbiter.announce(storage=str(config.storage), llm=describe_llm(config), backend=backend.name,
+                                 **opened, **announced(open_files))
+                if isinstance(arbiter.slots, SlotBank):  # a pool's servers that failed the pre-flight rest from the start
+                    arbiter.slots.rest([server_key(url) for url, _ in unusable])
+                observers.announce(log)
+                try:
+                    if service is not None:
+                        _start_service(service, log, config.team)
+                    if on_arbiter is not None:
+                        on_arbiter(arbiter)
+                    outcome = arbiter.run()
+                    finished = True
+                    return outcome
+                finally:
+                    if service is not None:
+                        service.stop()
             finally:
-                if service is not None:
-                    service.stop()
-                _close_backend(backend)
+                _close_backend(backend, leaving=own_process and finished)
         finally:
             observers.close()
             log.close()
@@ -145,10 +150,12 @@ def _open_backend(backend: "Backend", config: TeamConfig, log: "EventLog") -> di
     return {"ray_address": address, "ray_nodes": backend.node_count()}
 
 
-def _close_backend(backend: "Backend") -> None:
-    close = getattr(backend, "close", None)
-    if close is not None:
-        close()
+def _close_backend(backend: "Backend", leaving: bool) -> None:
+    """`leaving`: the process (the CLI) exits right after the run: what its exit does, it need not wait for."""
+    from supervisor.runtime.ray_backend import RayBackend
+
+    if isinstance(backend, RayBackend):
+        backend.close(leaving=leaving)
 
 
 def _start_service(service: "ModelService", log: "EventLog", team: str) -> None:
