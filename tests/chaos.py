@@ -1,14 +1,6 @@
-"""Chaos, the trials themselves: randomized interrupts and kills at random moments, then resume to the end.
+"""The chaos trials, shared by `test_chaos.py` (the local backend) and `test_ray_cluster.py` (a Ray cluster).
 
-Each trial runs a fresh team through a few runs; half the teams put some agents
-in a group (a sub-supervisor process with its own strategy). Every run gets one
-fault at a random moment (Ctrl+C, double Ctrl+C, SIGTERM, SIGKILL of the
-supervisor), and sometimes a SIGKILL of a random worker or group first (which
-its supervisor restarts).
-After every run: no process is left, every checkpoint on disk verifies, and none
-was ever reported corrupt. At the end the team is resumed to completion and each
-conversation must hold exactly one reply per cycle. Bounded: a fixed number of
-trials with a fixed seed, each run bounded by the harness's hang timeout.
+What a trial does and what it checks is told in `test_chaos.py`.
 """
 
 from __future__ import annotations

@@ -259,15 +259,53 @@ class FramedPipe:
 
 
 @dataclass(kw_only=True)
-class WorkerProcess(FramedPipe):
-    """One running child (a worker, or a group's sub-supervisor): its process and its pipe."""
+class StatusPipeChild(FramedPipe):
+    """A child as the loop holds it: its frames' socket, and a status pipe that brings its exit code.
+
+    Whoever reaps the child (the forkserver, or the Ray backend's carrier) writes the code there; the
+    pipe turning readable is the child's sentinel.
+    """
 
     name: str
-    pid: int
-    status_fd: int  # the forkserver writes the exit code here when it reaps the worker
+    status_fd: int
     started_at: float
-    forkserver: Optional[int] = None  # the forkserver that started it: it dies with that one
     _exitcode: Optional[int] = None
+
+    @property
+    def sentinel(self) -> int:
+        """Readable once the child has exited (or what reaps it died, taking the status with it)."""
+        return self.status_fd
+
+    def exitcode(self) -> Optional[int]:
+        """Its exit code (negative: killed by that signal), LOST_STATUS if its reaper died first, None while it runs."""
+        if self._exitcode is None and self.status_fd >= 0:
+            self._exitcode = read_status(self.status_fd)
+        return self._exitcode
+
+    def wait(self, timeout: float) -> Optional[int]:
+        """Block up to `timeout` seconds for the exit; its code, or None if it still runs."""
+        deadline = time.monotonic() + timeout
+        while self.exitcode() is None and time.monotonic() < deadline:
+            wait_ready((self.status_fd,), timeout=deadline - time.monotonic())
+        return self.exitcode()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.status_fd >= 0:
+            self.exitcode()  # what the pipe holds now, before it goes
+            os.close(self.status_fd)
+            self.status_fd = -1
+
+
+@dataclass(kw_only=True)
+class WorkerProcess(StatusPipeChild):
+    """One running child (a worker, or a group's sub-supervisor) forked by our forkserver."""
+
+    pid: int
+    forkserver: Optional[int] = None  # the forkserver that started it: it dies with that one
 
     @classmethod
     def start(cls, name: str, entry: str = WORKER_ENTRY) -> "WorkerProcess":
@@ -332,24 +370,6 @@ class WorkerProcess(FramedPipe):
             yield worker
             started_at = time.monotonic()
 
-    @property
-    def sentinel(self) -> int:
-        """Readable once the worker has exited (or its forkserver died, taking the status with it)."""
-        return self.status_fd
-
-    def exitcode(self) -> Optional[int]:
-        """Its exit code (negative: killed by that signal), LOST_STATUS if its forkserver died first, None while it runs."""
-        if self._exitcode is None and self.status_fd >= 0:
-            self._exitcode = read_status(self.status_fd)
-        return self._exitcode
-
-    def wait(self, timeout: float) -> Optional[int]:
-        """Block up to `timeout` seconds for the exit; its code, or None if it still runs."""
-        deadline = time.monotonic() + timeout
-        while self.exitcode() is None and time.monotonic() < deadline:
-            wait_ready((self.status_fd,), timeout=deadline - time.monotonic())
-        return self.exitcode()
-
     def kill_tree(self, ppids: Optional[dict[int, int]] = None) -> None:
         """SIGKILL the worker, its process group, and descendants that left the group.
 
@@ -367,15 +387,5 @@ class WorkerProcess(FramedPipe):
         except (ProcessLookupError, PermissionError):
             pass
 
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        if self.status_fd >= 0:
-            self.exitcode()  # what the pipe holds now, before it goes
-            os.close(self.status_fd)
-            self.status_fd = -1
 
-
-__all__ = ["FramedPipe", "GROUP_ENTRY", "LOST_STATUS", "WORKER_ENTRY", "WorkerProcess", "ProtocolError", "worker_context"]
+__all__ = ["FramedPipe", "GROUP_ENTRY", "LOST_STATUS", "StatusPipeChild", "WORKER_ENTRY", "WorkerProcess", "ProtocolError", "worker_context"]

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from supervisor.runtime.backend import ChildProcess, Job
-from supervisor.runtime.forkserver import LOST_STATUS, STATUS, read_status
-from supervisor.runtime.process import FramedPipe, wait_ready
+from supervisor.runtime.forkserver import LOST_STATUS, STATUS
+from supervisor.runtime.process import StatusPipeChild
 
 if TYPE_CHECKING:
     from supervisor.config import TeamConfig
@@ -50,49 +50,23 @@ def require_ray() -> None:
 
 
 @dataclass(kw_only=True)
-class RayChild(FramedPipe):
-    """One child of the team on Ray, as the loop sees it: a socket, a sentinel, an exit code, a kill."""
+class RayChild(StatusPipeChild):
+    """One child of the team on Ray, as the loop sees it: a socket, a sentinel, an exit code, a kill.
 
-    name: str
-    status_fd: int  # the carrier writes the exit code here once the child is gone
-    started_at: float
+    Its status pipe is written by the carrier, once the child's actor has said its exit code (or died).
+    """
+
     pid: int = 0  # the child's process on its node, once its actor has started it
     node: str = ""
     actor: Any = None
     killed: bool = False  # we killed its actor
     lost_node: bool = False  # its actor died without its child's exit code: its node (or Ray) lost it
     lost_why: str = ""
-    _exitcode: Optional[int] = None
     _kill: Callable[["RayChild"], None] = field(default=lambda child: None, repr=False)
-
-    @property
-    def sentinel(self) -> int:
-        return self.status_fd
-
-    def exitcode(self) -> Optional[int]:
-        if self._exitcode is None and self.status_fd >= 0:
-            self._exitcode = read_status(self.status_fd)
-        return self._exitcode
-
-    def wait(self, timeout: float) -> Optional[int]:
-        deadline = time.monotonic() + timeout
-        while self.exitcode() is None and time.monotonic() < deadline:
-            wait_ready((self.status_fd,), timeout=deadline - time.monotonic())
-        return self.exitcode()
 
     def kill_tree(self, ppids: Optional[dict[int, int]] = None) -> None:
         """Kill its actor: the child dies with its parent, its own children with their group."""
         self._kill(self)
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        if self.status_fd >= 0:
-            self.exitcode()
-            os.close(self.status_fd)
-            self.status_fd = -1
 
 
 class Carrier:
