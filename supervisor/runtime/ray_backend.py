@@ -107,6 +107,10 @@ class Carrier:
             else:
                 child.lost_node = True
                 child.lost_why = _one_line(exc)
+                try:  # an actor still waiting to be placed, or that failed its start, must not linger
+                    self.ray.kill(child.actor, no_restart=True)
+                except Exception:  # noqa: BLE001 - gone already
+                    pass
         finally:
             if down is not None:
                 down.cancel()
