@@ -32,7 +32,6 @@ from supervisor.runtime.process import StatusPipeChild
 if TYPE_CHECKING:
     from supervisor.config import TeamConfig
 
-HOST_CLASS = "supervisor.runtime.ray_host:ChildHost"
 INSTALL = "pip install 'agent-supervisor[ray]'"
 CHUNK = 256 * 1024
 KILLED = -9  # the exit code of a child whose actor we killed: SIGKILL, as on one machine
