@@ -85,14 +85,15 @@ def test_beyond_its_restart_limit_an_agent_fails_and_the_run_exits_3(make_team):
     assert "failed beyond its restart limit" in console or "max_restarts 2" in console
 
 
-def test_a_hung_worker_is_restarted_like_a_crashed_one(make_team):
-    team = make_team(agents=1, max_cycles=1)
+def test_a_hung_worker_is_restarted_like_a_crashed_one(make_team, backend):
+    team = make_team(agents=1, max_cycles=1, backend=backend)  # on Ray: its host kills the one child it is asked to
     team.data.update(hang_timeout=2, max_restarts=1)
     team.write()
     code, _ = run_with_entry(team, "wire_faults:deaf_worker")  # every incarnation hangs
     assert code == 3
     events = team.events()
     assert len(by_event(events, "worker_hung")) == 2 and len(by_event(events, "worker_restarted")) == 1
+    assert [e["exitcode"] for e in by_event(events, "worker_exited")] == [-9, -9]  # killed, both times
 
 
 @pytest.mark.parametrize("strategy,expected", [("one_for_all", ["agent-a", "agent-b", "agent-c"]), ("rest_for_one", ["agent-b", "agent-c"])])

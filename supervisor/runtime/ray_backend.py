@@ -1,22 +1,30 @@
-"""Children on a Ray cluster: each one a `ChildHost` actor, its frames bridged to a local socket.
+"""Children on a Ray cluster: hosted by `ChildHost` actors, their frames bridged to local sockets.
 
 The loop must not tell a Ray child from a local one, so each gets what a
 forked child has: a socket pair whose far end a carrier thread serves, and a
 status pipe on which the carrier writes the exit code once the child is gone.
-The carrier runs one asyncio loop for every child: it forwards what the loop
-writes into the socket as `push` calls, in order, and writes what the child's
-`frames` stream yields back into the socket. Frames are the protocol's, byte for
-byte; only the carrier differs.
+Frames are the protocol's, byte for byte; only the carrier differs.
 
-Ray's own restarts are off (`max_restarts=0`): the supervisor's rules decide,
-as on one machine. An actor that dies without the child's exit code (its node
-was lost, Ray killed it) is reported lost, and a lost child's restart is not
-charged to it.
+Where children live: every child that reserves nothing of a node (the
+default: no CPUs, GPUs or resources of its own) shares its node's host, one
+actor per node, so a stop of 32 agents wakes one actor per node rather than
+32 of them, and the frames of all of them travel in one call each way. A child
+placed anywhere goes to the node whose host holds the fewest children; a child
+pinned to a node goes to that node's host. A child that reserves resources
+gets a host of its own, so Ray accounts for them and places it where they are.
+
+The carrier runs one asyncio loop for every host: one `frames` stream per host
+(each batch dispatched to its children's sockets), one `push` at a time per
+host with every frame written since the last. Ray's own restarts are off
+(`max_restarts=0`): the supervisor's rules decide, as on one machine. A host
+that dies (its node was lost, Ray killed it) takes its children with it; each
+is reported lost, and a lost child's restart is not charged to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import sys
@@ -34,8 +42,12 @@ if TYPE_CHECKING:
 
 INSTALL = "pip install 'agent-supervisor[ray]'"
 CHUNK = 256 * 1024
-KILLED = -9  # the exit code of a child whose actor we killed: SIGKILL, as on one machine
+KILLED = -9  # the exit code of a child killed by the supervisor: SIGKILL, as on one machine
 START_TIMEOUT = 300.0  # seconds an actor may take to be placed and to start its child
+KILL_GRACE = 3.0  # seconds a shared host has to kill one child before the whole host is killed
+NODES_FRESH = 10.0  # seconds the list of live nodes is trusted before it is asked for again
+SHARED = "shared"
+OWN = "own"
 
 
 def require_ray() -> None:
@@ -52,27 +64,68 @@ def require_ray() -> None:
 class RayChild(StatusPipeChild):
     """One child of the team on Ray, as the loop sees it: a socket, a sentinel, an exit code, a kill.
 
-    Its status pipe is written by the carrier, once the child's actor has said its exit code (or died).
+    Its status pipe is written by the carrier, once the child's host has said its exit code (or died).
     """
 
-    pid: int = 0  # the child's process on its node, once its actor has started it
+    pid: int = 0  # the child's process on its node, once its host has started it
     node: str = ""
-    actor: Any = None
-    killed: bool = False  # we killed its actor
-    lost_node: bool = False  # its actor died without its child's exit code: its node (or Ray) lost it
+    cid: int = 0  # its number on its host
+    killed: bool = False  # the supervisor killed it
+    lost_node: bool = False  # its host died without its child's exit code: its node (or Ray) lost it
     lost_why: str = ""
     _kill: Callable[["RayChild"], None] = field(default=lambda child: None, repr=False)
 
     def kill_tree(self, ppids: Optional[dict[int, int]] = None) -> None:
-        """Kill its actor: the child dies with its parent, its own children with their group."""
+        """Have its host SIGKILL it and its process group."""
         self._kill(self)
 
 
-class Carrier:
-    """One thread, one asyncio loop: every Ray child's frames between its local socket and its actor."""
+@dataclass(eq=False)
+class _Carried:
+    """A child on the carrier's side: the bridge to the loop's socket, and its status pipe."""
 
-    def __init__(self, ray: Any) -> None:
+    child: RayChild
+    bridge: socket.socket
+    status_w: int
+    up: "asyncio.Queue[bytes | int]" = field(default_factory=asyncio.Queue)  # its bytes, then its exit code
+    down: Optional["asyncio.Task[None]"] = None
+    placed: asyncio.Event = field(default_factory=asyncio.Event)  # its pid and node are known (or it failed)
+    finished: bool = False
+
+
+@dataclass(eq=False)
+class _Host:
+    """One `ChildHost` actor: the children it holds, and what waits to be pushed to them."""
+
+    actor: Any
+    node: str  # the node a shared host is pinned to; "" for a child's own host, which Ray places
+    children: dict[int, _Carried] = field(default_factory=dict)
+    outgoing: list[tuple[int, bytes]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    killed: bool = False  # the supervisor killed it (its node is not lost)
+    dead: bool = False
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which host a child goes to: its own (with Ray's options), or its node's shared one (None: any node)."""
+
+    kind: str
+    options: Optional[dict[str, Any]] = None
+    node: Optional[str] = None
+
+
+class Carrier:
+    """One thread, one asyncio loop: every Ray child's frames between its local socket and its host."""
+
+    def __init__(self, ray: Any, host_class: Any) -> None:
         self.ray = ray
+        self.host_class = host_class
+        self.shared: dict[str, _Host] = {}  # node id -> its shared host
+        self.lost_nodes: set[str] = set()  # nodes whose shared host died under us
+        self.where: dict[int, _Host] = {}  # a started (or starting) child's host, by its number
+        self.nodes: list[str] = []
+        self.nodes_at = float("-inf")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="ray-carrier", daemon=True)
         self.thread.start()
@@ -81,60 +134,205 @@ class Carrier:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def carry(self, child: RayChild, bridge: socket.socket, status_w: int, entry: str, first: bytes,
-              paths: list[str]) -> None:
-        asyncio.run_coroutine_threadsafe(self._carry(child, bridge, status_w, entry, first, paths), self.loop)
+    def carry(self, child: RayChild, placement: Placement, bridge: socket.socket, status_w: int, entry: str,
+              first: bytes, paths: list[str]) -> None:
+        asyncio.run_coroutine_threadsafe(self._carry(child, placement, bridge, status_w, entry, first, paths),
+                                         self.loop)
 
-    async def _carry(self, child: RayChild, bridge: socket.socket, status_w: int, entry: str, first: bytes,
-                     paths: list[str]) -> None:
+    def kill(self, child: RayChild) -> None:
+        asyncio.run_coroutine_threadsafe(self._kill(child), self.loop)
+
+    # ---- hosts --------------------------------------------------------------------------------
+
+    def _host_for(self, placement: Placement) -> _Host:
+        if placement.kind == OWN:
+            return self._open(self.host_class.options(**(placement.options or {})).remote(), "")
+        node = placement.node or self._least_loaded_node()
+        host = self.shared.get(node)
+        if host is None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            actor = self.host_class.options(max_restarts=0, max_task_retries=0, num_cpus=0,
+                                            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+                                            ).remote()
+            host = self.shared[node] = self._open(actor, node)
+        return host
+
+    def _open(self, actor: Any, node: str) -> _Host:
+        host = _Host(actor=actor, node=node)
+        asyncio.ensure_future(self._up(host))
+        asyncio.ensure_future(self._push(host))
+        return host
+
+    def _least_loaded_node(self) -> str:
+        now = time.monotonic()
+        if now - self.nodes_at > NODES_FRESH:
+            self.nodes = [str(n["NodeID"]) for n in self.ray.nodes() if n.get("Alive")]
+            self.nodes_at = now
+        live = [node for node in self.nodes if node not in self.lost_nodes] or self.nodes
+        if not live:
+            raise RuntimeError("no live node in the Ray cluster")
+        return min(live, key=lambda node: len(self.shared[node].children) if node in self.shared else 0)
+
+    def _forget(self, host: _Host) -> None:
+        host.dead = True
+        if host.node and self.shared.get(host.node) is host:
+            del self.shared[host.node]
+            if not host.killed:
+                self.lost_nodes.add(host.node)
+                self.nodes_at = float("-inf")  # ask Ray again which nodes are live
+
+    # ---- one child ----------------------------------------------------------------------------
+
+    async def _carry(self, child: RayChild, placement: Placement, bridge: socket.socket, status_w: int, entry: str,
+                     first: bytes, paths: list[str]) -> None:
+        carried = _Carried(child, bridge, status_w)
+        asyncio.ensure_future(self._deliver(carried))
+        if child.killed:
+            self._finish(carried, KILLED)
+            return
+        try:
+            host = self._host_for(placement)
+        except Exception as exc:  # noqa: BLE001 - no node to place it on: a failed start
+            child.lost_why = _one_line(exc)
+            self._finish(carried, LOST_STATUS)
+            return
+        host.children[child.cid] = carried
+        self.where[child.cid] = host
+        try:
+            info = await asyncio.wait_for(host.actor.start.remote(child.cid, entry, first, paths, {}), START_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - its host died, could not be placed in time, or could not start it
+            if not carried.finished:
+                child.lost_why = _one_line(exc)
+                host.children.pop(child.cid, None)
+                self._finish(carried, KILLED if child.killed else LOST_STATUS)
+                if not host.node:  # its own host, still waiting for a place: it must not linger
+                    self._kill_host(host)
+                else:  # a shared host must not start it after all
+                    self._call(host.actor.kill, child.cid)
+            return
+        child.pid, child.node = int(info["pid"]), str(info["node"])
+        carried.placed.set()
+        if not carried.finished:
+            carried.down = asyncio.ensure_future(self._down(host, carried))
+        if child.killed:
+            await self._kill(child)
+
+    async def _deliver(self, carried: _Carried) -> None:
+        """What the child's host sent up, into the loop's socket; its exit code, into its status pipe."""
         loop = asyncio.get_running_loop()
         code = LOST_STATUS
-        down: Optional[asyncio.Task[None]] = None
-        try:
-            info = await asyncio.wait_for(child.actor.start.remote(entry, first, paths, {}), START_TIMEOUT)
-            child.pid, child.node = int(info["pid"]), str(info["node"])
-            down = asyncio.create_task(self._down(child, bridge))
-            async for ref in child.actor.frames.remote():
-                item = await ref
-                if isinstance(item, (bytes, bytearray)):
-                    await loop.sock_sendall(bridge, item)
-                else:
-                    code = int(item)
-        except Exception as exc:  # noqa: BLE001 - the actor died (killed, its node lost) or could not start
-            if child.killed:
-                code = KILLED
-            else:
-                child.lost_node = True
-                child.lost_why = _one_line(exc)
-                try:  # an actor still waiting to be placed, or that failed its start, must not linger
-                    self.ray.kill(child.actor, no_restart=True)
-                except Exception:  # noqa: BLE001 - gone already
-                    pass
-        finally:
-            if down is not None:
-                down.cancel()
-            bridge.close()  # the loop reads the child's last words, then end-of-file
+        await carried.placed.wait()  # worker_started names its pid and node: they come before its first frame
+        while True:
+            item = await carried.up.get()
+            if isinstance(item, int):
+                code = item
+                break
             try:
-                os.write(status_w, STATUS.pack(code))
+                await loop.sock_sendall(carried.bridge, item)
             except OSError:
-                pass
-            os.close(status_w)
+                pass  # the loop closed its end: the child's words go nowhere, its exit code still comes
+        if carried.down is not None:
+            carried.down.cancel()
+        carried.bridge.close()  # the loop reads the child's last words, then end-of-file
+        try:
+            os.write(carried.status_w, STATUS.pack(code))
+        except OSError:
+            pass
+        os.close(carried.status_w)
 
-    async def _down(self, child: RayChild, bridge: socket.socket) -> None:
-        """What the loop writes for the child, to its actor in order, one call at a time."""
+    def _finish(self, carried: _Carried, code: int) -> None:
+        if not carried.finished:
+            carried.finished = True
+            self.where.pop(carried.child.cid, None)
+            carried.placed.set()
+            carried.up.put_nowait(code)
+
+    async def _down(self, host: _Host, carried: _Carried) -> None:
+        """What the loop writes for the child, queued for its host's next push."""
         loop = asyncio.get_running_loop()
         while True:
             try:
-                data = await loop.sock_recv(bridge, CHUNK)
+                data = await loop.sock_recv(carried.bridge, CHUNK)
             except OSError:
                 return
             if not data:
                 return
+            host.outgoing.append((carried.child.cid, data))
+            host.wake.set()
+
+    # ---- one host -----------------------------------------------------------------------------
+
+    async def _push(self, host: _Host) -> None:
+        """Every frame written since the last push, in one call; one call at a time, so in order."""
+        while not host.dead:
+            await host.wake.wait()
+            host.wake.clear()
+            batch, host.outgoing = host.outgoing, []
+            if not batch:
+                continue
             try:
-                if not await child.actor.push.remote(data):
-                    return
-            except Exception:  # noqa: BLE001 - its actor is gone: the frames stream says how
+                gone = await host.actor.push.remote(batch)
+            except Exception:  # noqa: BLE001 - its actor is gone: its frames stream says how
                 return
+            for cid in gone:  # no longer reading: stop taking its frames (its exit code is on the way)
+                carried = host.children.get(cid)
+                if carried is not None and carried.down is not None:
+                    carried.down.cancel()
+
+    async def _up(self, host: _Host) -> None:
+        """The host's one frames stream: each batch to its children; when it fails, the host is gone."""
+        why = "its frames stream ended"
+        try:
+            async for ref in host.actor.frames.remote():
+                for cid, item in await ref:
+                    carried = host.children.get(cid)
+                    if carried is None:
+                        continue
+                    if isinstance(item, int):
+                        del host.children[cid]
+                        self._finish(carried, item)
+                        if not host.node:  # a child's own host goes with it, and gives back what it reserved
+                            self._kill_host(host)
+                    else:
+                        carried.up.put_nowait(item)
+        except Exception as exc:  # noqa: BLE001 - the actor died: killed, or its node lost
+            why = _one_line(exc)
+        self._forget(host)
+        host.wake.set()
+        for carried in list(host.children.values()):
+            child = carried.child
+            if not child.killed:
+                child.lost_node, child.lost_why = True, why
+            self._finish(carried, KILLED if child.killed else LOST_STATUS)
+        host.children.clear()
+
+    async def _kill(self, child: RayChild) -> None:
+        """SIGKILL one child on its host; a host that does not do it in time is killed, and its children with it."""
+        host = self.where.get(child.cid)
+        if host is None:
+            return  # not started yet (its start sees `killed`), or gone already
+        if not host.node:
+            self._kill_host(host)  # its own host: the quickest kill there is
+            return
+        self._call(host.actor.kill, child.cid)
+        await asyncio.sleep(KILL_GRACE)
+        carried = host.children.get(child.cid)
+        if carried is not None and not carried.finished:
+            self._kill_host(host)
+
+    def _kill_host(self, host: _Host) -> None:
+        host.killed = True
+        try:
+            self.ray.kill(host.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - gone already
+            pass
+
+    def _call(self, method: Any, *args: Any) -> None:
+        try:
+            method.remote(*args)
+        except Exception:  # noqa: BLE001 - its host is gone: its frames stream says how
+            pass
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -151,7 +349,7 @@ class RayBackend:
         require_ray()
         self.ray: Any = None
         self.carrier: Optional[Carrier] = None
-        self.host: Any = None
+        self.numbers = itertools.count(1)
         self.paths = [p for p in sys.path if p]
 
     def open(self) -> str:
@@ -160,8 +358,7 @@ class RayBackend:
         from supervisor.runtime.ray_host import ChildHost
 
         self.ray, address = connect(self.config)
-        self.host = self.ray.remote(ChildHost)
-        self.carrier = Carrier(self.ray)
+        self.carrier = Carrier(self.ray, self.ray.remote(ChildHost))
         return address
 
     def node_count(self) -> int:
@@ -190,29 +387,33 @@ class RayBackend:
         return self._start(name, entry, b"")
 
     def _start(self, name: str, entry: str, first: bytes) -> RayChild:
-        if self.carrier is None or self.host is None:
+        if self.carrier is None:
             raise OSError("the Ray backend is not open")
+        placement = self._placement(name)
         ours, bridge = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         status_r, status_w = os.pipe()
         ours.setblocking(False)
         bridge.setblocking(False)
         os.set_blocking(status_r, False)
-        from supervisor.runtime.ray_cluster import actor_options
-
-        actor = self.host.options(**actor_options(self.ray, self.config, name)).remote()
-        child = RayChild(sock=ours, name=name, status_fd=status_r, started_at=time.monotonic(), actor=actor,
-                         _kill=self._kill)
-        self.carrier.carry(child, bridge, status_w, entry, first, self.paths)
+        child = RayChild(sock=ours, name=name, status_fd=status_r, started_at=time.monotonic(),
+                         cid=next(self.numbers), _kill=self._kill)
+        self.carrier.carry(child, placement, bridge, status_w, entry, first, self.paths)
         return child
 
+    def _placement(self, name: str) -> Placement:
+        """A child that reserves nothing shares its node's host; one that reserves CPUs, GPUs or resources has its own."""
+        from supervisor.runtime.ray_cluster import actor_options, node_id
+
+        wanted = self.config.ray_placement(name)
+        if wanted.num_cpus or wanted.num_gpus or wanted.resources:
+            return Placement(OWN, options=actor_options(self.ray, self.config, name))
+        return Placement(SHARED, node=node_id(self.ray, wanted.node) if wanted.node is not None else None)
+
     def _kill(self, child: RayChild) -> None:
-        if child.actor is None or child.exitcode() is not None:
+        if child.exitcode() is not None or self.carrier is None:
             return
         child.killed = True
-        try:
-            self.ray.kill(child.actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        self.carrier.kill(child)
 
     def starter_died(self) -> tuple[Optional[int], Optional[str]]:
         return None, None  # Ray places each actor itself: there is no single starter to lose
@@ -238,7 +439,7 @@ class RayBackend:
         return local_ray_pids()
 
     def bury(self, pid: int) -> None:
-        pass  # the child's group died with its actor, on its node
+        pass  # its host killed the child's group, on its node
 
 
 def _one_line(exc: BaseException) -> str:

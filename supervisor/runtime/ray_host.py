@@ -1,15 +1,20 @@
-"""What runs on a Ray node for one child of the team: its process, and its frames to and from the supervisor.
+"""What runs on a Ray node for the team: its children's processes, and their frames to and from the supervisor.
 
 A `ChildHost` is a Ray actor with no Ray dependency of its own (Ray wraps the
 class when the backend creates it), so this module imports without Ray. It
-plays the forkserver's part on a node: it starts the child by its entry
+plays the forkserver's part on a node: it starts each child by its entry
 point's dotted name (a worker, or a group's sub-supervisor with a local
 forkserver of its own) as a child process of the actor, on a socket pair, and
-relays that socket's bytes: the child's frames go up as the items of one
-streaming call (`frames`, the exit code last), the supervisor's come down as
-`push` calls. The child itself runs exactly as it does on one machine: its own
-session, SIGINT ignored, and dead with its parent, so killing this actor (or
-losing its node) takes the child with it.
+relays that socket's bytes.
+
+One host serves many children (every agent on its node that reserves nothing
+of the node for itself), so a stop of N agents wakes one actor, not N, and its
+frames travel in batches: up, one streaming call (`frames`) yields lists of
+`(child, bytes)` and, last for each child, `(child, exit code)`; down, each
+`push` call carries every frame the supervisor wrote since the last one. The
+child itself runs exactly as it does on one machine: its own session, SIGINT
+ignored, and dead with its parent, so killing this actor (or losing its node)
+takes every child it hosts with it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
 # The child's interpreter: the supervisor's import path, every descriptor but the pipe closed, the entry run.
@@ -30,79 +36,163 @@ BOOT = (
     "getattr(importlib.import_module(module), name)(socket.socket(fileno=fd), int(sys.argv[4]))"
 )
 CHUNK = 256 * 1024
+Item = tuple[int, "bytes | int"]  # (child, its bytes) or, last, (child, its exit code)
+
+
+@dataclass
+class _Hosted:
+    """One child process of this host: its pid, and the host's end of its socket pair."""
+
+    pid: int
+    sock: socket.socket
+    relay: Optional["asyncio.Task[None]"] = field(default=None, repr=False)
 
 
 class ChildHost:
-    """One child process of the team on this node, and the relay of its frames."""
+    """The team's children on this node, and the relay of their frames."""
 
     def __init__(self) -> None:
-        self.pid = 0
-        self.sock: Optional[socket.socket] = None
-        self.code: Optional[int] = None
+        self.children: dict[int, _Hosted] = {}
+        self.killed: set[int] = set()  # asked to be killed before (or while) being started
+        self._items: Optional[asyncio.Queue[Item]] = None
 
-    async def start(self, entry: str, first: bytes, paths: list[str], env: dict[str, str]) -> dict[str, Any]:
-        """Start the child with `first` (its Start frame) already waiting in its pipe; its pid and node."""
+    @property
+    def items(self) -> "asyncio.Queue[Item]":
+        if self._items is None:  # made inside the actor's event loop, on first use
+            self._items = asyncio.Queue()
+        return self._items
+
+    async def start(self, child: int, entry: str, first: bytes, paths: list[str], env: dict[str, str]
+                    ) -> dict[str, Any]:
+        """Start `child` with `first` (its Start frame) already waiting in its pipe; its pid and node."""
+        if child in self.killed:
+            raise RuntimeError(f"child {child} was killed before it started")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.set_inheritable(theirs.fileno(), True)
             argv = [sys.executable, "-P", "-c", BOOT, json.dumps(paths), entry, str(theirs.fileno()), str(os.getpid())]
-            self.pid = os.posix_spawn(sys.executable, argv, {**os.environ, **env})
+            pid = os.posix_spawn(sys.executable, argv, {**os.environ, **env})
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
         ours.setblocking(False)
-        self.sock = ours
+        hosted = self.children[child] = _Hosted(pid, ours)
         if first:
             await asyncio.get_running_loop().sock_sendall(ours, first)
-        return {"pid": self.pid, "node": _node_id()}
+        hosted.relay = asyncio.create_task(self._relay(child, hosted))
+        return {"pid": pid, "node": _node_id()}
 
-    async def frames(self) -> AsyncIterator[Any]:
-        """The child's bytes as they come (bytes items), then its exit code (an int), then the end."""
-        sock = self.sock
+    async def frames(self) -> AsyncIterator[list[Item]]:
+        """Every child's bytes as they come, in batches; for each child, its exit code after its last bytes.
+
+        Never ends by itself: the supervisor holds it open for as long as this host lives.
+        """
+        while True:
+            batch = [await self.items.get()]
+            while not self.items.empty():
+                batch.append(self.items.get_nowait())
+            yield batch
+
+    async def push(self, batch: list[tuple[int, bytes]]) -> list[int]:
+        """The supervisor's frames, in order, for each child; the children that no longer read."""
         loop = asyncio.get_running_loop()
-        if sock is not None:
-            while True:
-                try:
-                    data = await loop.sock_recv(sock, CHUNK)
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                yield data
-        yield await loop.run_in_executor(None, self._wait)
+        gone: list[int] = []
+        for child, data in batch:
+            hosted = self.children.get(child)
+            if hosted is None or child in gone:
+                gone.append(child)
+                continue
+            try:
+                await loop.sock_sendall(hosted.sock, data)
+            except OSError:
+                gone.append(child)
+        return gone
 
-    async def push(self, data: bytes) -> bool:
-        """The supervisor's frames, in order; False once the child no longer reads."""
-        if self.sock is None:
-            return False
+    async def kill(self, child: int) -> None:
+        """SIGKILL the child and its process group, now (its exit code still comes up its stream)."""
+        self.killed.add(child)
+        hosted = self.children.get(child)
+        if hosted is not None:
+            _kill_group(hosted.pid)
+
+    async def _relay(self, child: int, hosted: _Hosted) -> None:
+        """Its bytes up until it has exited (a tool that inherited its socket cannot hold it open), then its code."""
+        loop = asyncio.get_running_loop()
+        exited = asyncio.ensure_future(_exit_code(hosted.pid))
+        while True:
+            reading = asyncio.ensure_future(loop.sock_recv(hosted.sock, CHUNK))
+            await asyncio.wait({reading, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                self._drain(child, hosted.sock)
+                break
+            try:
+                data = reading.result()
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self.items.put_nowait((child, data))
+        code = await exited
+        try:  # what it left behind in its process group, as the supervisor buries it on one machine
+            os.killpg(hosted.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        hosted.sock.close()
+        self.children.pop(child, None)
+        self.killed.discard(child)
+        self.items.put_nowait((child, code))
+
+    def _drain(self, child: int, sock: socket.socket) -> None:
+        """What an exited child wrote last and is still in its socket."""
+        while True:
+            try:
+                data = sock.recv(CHUNK)
+            except OSError:  # nothing more (BlockingIOError), or broken
+                return
+            if not data:
+                return
+            self.items.put_nowait((child, data))
+
+
+async def _exit_code(pid: int) -> int:
+    """Reap `pid` once it has exited, without a thread: its pidfd turns readable."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # a kernel without pidfds: a thread waits instead
+        fd = -1
+    if fd >= 0:
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
         try:
-            await asyncio.get_running_loop().sock_sendall(self.sock, data)
-        except OSError:
-            return False
-        return True
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+    try:
+        if fd >= 0:
+            _, status = os.waitpid(pid, 0)
+        else:
+            _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+        return os.waitstatus_to_exitcode(status)
+    except ChildProcessError:
+        return 255
 
-    async def kill(self) -> None:
-        """SIGKILL the child, its process group, now (the actor stays to report the exit)."""
-        if self.pid:
-            for kill, target in ((os.killpg, self.pid), (os.kill, self.pid)):
-                try:
-                    kill(target, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
 
-    def _wait(self) -> int:
-        if self.code is None:
-            if not self.pid:
-                self.code = 70
-            else:
-                try:
-                    _, status = os.waitpid(self.pid, 0)
-                    self.code = os.waitstatus_to_exitcode(status)
-                except ChildProcessError:
-                    self.code = 255
-        return self.code
+def _kill_group(pid: int) -> None:
+    for kill, target in ((os.killpg, pid), (os.kill, pid)):
+        try:
+            kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _node_id() -> str:
