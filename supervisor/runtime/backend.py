@@ -17,9 +17,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from typing import Callable, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol
 
 from protocol import Message
+
+if TYPE_CHECKING:
+    from supervisor.runtime.events import EventLog
 
 Job = tuple[str, str]  # (child name, entry point "module:function")
 
@@ -60,6 +63,14 @@ class Backend(Protocol):
     """Where children run. One per arbiter; the arbiter calls it from its loop's thread only."""
 
     name: str  # "local" or "ray": said in supervisor_started
+
+    def open(self, log: "EventLog") -> dict[str, Any]:
+        """Be ready to start children (a cluster joined, its pre-flight passed); more for supervisor_started."""
+        ...
+
+    def close(self, leaving: bool = False) -> None:
+        """Let go of what `open` took; `leaving`: this process exits next, so what its exit does need not be waited for."""
+        ...
 
     def start_many(self, jobs: list[Job], first: Optional[Callable[[int], bytes]] = None
                    ) -> Iterator["ChildProcess | OSError"]:
@@ -102,6 +113,12 @@ class LocalBackend:
     """The process tree on this machine: our forkserver forks every child (`process`, `forkserver`)."""
 
     name = "local"
+
+    def open(self, log: "EventLog") -> dict[str, Any]:
+        return {}  # the forkserver is started by `process.worker_context`, for the CLI before anything else
+
+    def close(self, leaving: bool = False) -> None:
+        pass
 
     def start_many(self, jobs: list[Job], first: Optional[Callable[[int], bytes]] = None
                    ) -> Iterator["ChildProcess | OSError"]:

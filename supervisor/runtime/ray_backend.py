@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 from supervisor.runtime.backend import ChildProcess, Job
 from supervisor.runtime.forkserver import LOST_STATUS, STATUS
 from supervisor.runtime.process import StatusPipeChild
+from supervisor.runtime.ray_cluster import one_line
 
 if TYPE_CHECKING:
     from supervisor.config import TeamConfig
+    from supervisor.runtime.events import EventLog
 
 INSTALL = "pip install 'agent-supervisor[ray]'"
 CHUNK = 256 * 1024
@@ -194,7 +196,7 @@ class Carrier:
         try:
             host = self._host_for(placement)
         except Exception as exc:  # noqa: BLE001 - no node to place it on: a failed start
-            child.lost_why = _one_line(exc)
+            child.lost_why = one_line(exc)
             self._finish(carried, LOST_STATUS)
             return
         host.children[child.cid] = carried
@@ -203,7 +205,7 @@ class Carrier:
             info = await asyncio.wait_for(host.actor.start.remote(child.cid, entry, first, paths, {}), START_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - its host died, could not be placed in time, or could not start it
             if not carried.finished:
-                child.lost_why = _one_line(exc)
+                child.lost_why = one_line(exc)
                 host.children.pop(child.cid, None)
                 self._finish(carried, KILLED if child.killed else LOST_STATUS)
                 if not host.node:  # its own host, still waiting for a place: it must not linger
@@ -297,7 +299,7 @@ class Carrier:
                     else:
                         carried.up.put_nowait(item)
         except Exception as exc:  # noqa: BLE001 - the actor died: killed, or its node lost
-            why = _one_line(exc)
+            why = one_line(exc)
         self._forget(host)
         host.wake.set()
         for carried in list(host.children.values()):
@@ -352,17 +354,22 @@ class RayBackend:
         self.numbers = itertools.count(1)
         self.paths = [p for p in sys.path if p]
 
-    def open(self) -> str:
-        """Connect (or start a local Ray) and be ready to start children; the address joined."""
-        from supervisor.runtime.ray_cluster import connect
+    def open(self, log: "EventLog") -> dict[str, Any]:
+        """Connect (or start a local Ray), prove every node sees storage; where the team runs, to announce."""
+        from supervisor.runtime.ray_cluster import connect, probe_storage
         from supervisor.runtime.ray_host import ChildHost
 
-        self.ray, address = connect(self.config)
+        config = self.config
+        log.emit("ray_connecting", agent_id=config.team,
+                 address=config.ray.address if config.ray is not None and config.ray.address else "local")
+        try:
+            self.ray, address = connect(config)
+            probe_storage(self.ray, config.storage)
+        except BaseException:
+            self.close()
+            raise
         self.carrier = Carrier(self.ray, self.ray.remote(ChildHost))
-        return address
-
-    def node_count(self) -> int:
-        return sum(1 for node in self.ray.nodes() if node.get("Alive"))
+        return {"ray_address": address, "ray_nodes": sum(1 for node in self.ray.nodes() if node.get("Alive"))}
 
     def close(self, leaving: bool = False) -> None:
         """Leave Ray; `leaving`: the process exits next, which does it faster (`ray_cluster.disconnect`)."""
@@ -441,7 +448,3 @@ class RayBackend:
     def bury(self, pid: int) -> None:
         pass  # its host killed the child's group, on its node
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= 300 else text[:300] + "..."

@@ -37,8 +37,8 @@ QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 class _Keeper:
     """The local Ray's keeper process: its pid, and the pipe whose end-of-file stops it."""
 
-    def __init__(self, pid: int, pipe: int, address: str, temp_dir: Path) -> None:
-        self.pid, self.pipe, self.address, self.temp_dir = pid, pipe, address, temp_dir
+    def __init__(self, pid: int, pipe: int, address: str) -> None:
+        self.pid, self.pipe, self.address = pid, pipe, address
 
 
 _keeper: Optional[_Keeper] = None
@@ -81,7 +81,7 @@ def connect(config: "TeamConfig") -> tuple[Any, str]:
                  namespace=f"agent-supervisor-{config.team}")
     except Exception as exc:  # noqa: BLE001 - Ray's own errors, said in one line
         disconnect(ray)
-        raise SupervisorError(f"ray: cannot connect to {address}: {_one_line(exc)}", 3) from None
+        raise SupervisorError(f"ray: cannot connect to {address}: {one_line(exc)}", 3) from None
     return ray, address
 
 
@@ -139,7 +139,7 @@ def _start_keeper(config: "TeamConfig") -> _Keeper:
                              setsid=True)
     finally:
         os.close(read_end)
-    keeper = _Keeper(pid, write_end, f"127.0.0.1:{port}", temp_dir)
+    keeper = _Keeper(pid, write_end, f"127.0.0.1:{port}")
     deadline = time.monotonic() + BOOT_TIMEOUT
     while not _listening(port):
         if time.monotonic() > deadline or _exited(pid):
@@ -172,9 +172,10 @@ def _exited(pid: int) -> bool:
     return bool(done)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:300] + "...") if len(text) > 300 else text or type(exc).__name__
+def one_line(exc: BaseException) -> str:
+    """A Ray error as one line of at most 300 characters, its kind first (Ray's own run over many lines)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 # ---- where each child runs --------------------------------------------------------------------
@@ -222,7 +223,7 @@ def probe_storage(ray: Any, storage: Path) -> None:
         try:
             answer = ray.get(ref, timeout=PROBE_TIMEOUT)
         except Exception as exc:  # noqa: BLE001
-            raise SupervisorError(f"ray: node {where} could not write to storage {storage}: {_one_line(exc)}", 3) from None
+            raise SupervisorError(f"ray: node {where} could not write to storage {storage}: {one_line(exc)}", 3) from None
         if answer.get("error"):
             raise SupervisorError(f"ray: node {where} cannot write to storage {storage}: {answer['error']}", 3)
         path = Path(str(answer["path"]))

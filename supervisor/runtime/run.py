@@ -85,7 +85,7 @@ def run_team(
             service = ModelService(config) if ModelService.wanted(config) else None
             server = ControlServer(control_socket(config.storage), log, config.team)  # we hold the lock: ours
             log.sinks.append(server.publish)  # watchers see each event as it is written
-            opened = _open_backend(backend, config, log)
+            opened = backend.open(log)
             finished = False  # the run came to its end (not an error on its way out)
             try:
                 arbiter = Arbiter(config, log, resumed, entry=entry or WORKER_ENTRY, own_process=own_process,
@@ -108,7 +108,7 @@ def run_team(
                     if service is not None:
                         service.stop()
             finally:
-                _close_backend(backend, leaving=own_process and finished)
+                backend.close(leaving=own_process and finished)
         finally:
             observers.close()
             log.close()
@@ -129,33 +129,6 @@ def _backend_for(config: TeamConfig) -> "Backend":
                               "cluster (ray.address) do not reach: use provider ollama or openai with a host they "
                               "reach", 2)
     return RayBackend(config)
-
-
-def _open_backend(backend: "Backend", config: TeamConfig, log: "EventLog") -> dict[str, Any]:
-    """Connect a Ray backend (a local Ray is started) and prove every node sees storage; what to announce."""
-    from supervisor.runtime.ray_backend import RayBackend
-
-    if not isinstance(backend, RayBackend):
-        return {}
-    from supervisor.runtime.ray_cluster import probe_storage
-
-    log.emit("ray_connecting", agent_id=config.team,
-             address=config.ray.address if config.ray is not None and config.ray.address else "local")
-    try:
-        address = backend.open()
-        probe_storage(backend.ray, config.storage)
-    except BaseException:
-        backend.close()
-        raise
-    return {"ray_address": address, "ray_nodes": backend.node_count()}
-
-
-def _close_backend(backend: "Backend", leaving: bool) -> None:
-    """`leaving`: the process (the CLI) exits right after the run: what its exit does, it need not wait for."""
-    from supervisor.runtime.ray_backend import RayBackend
-
-    if isinstance(backend, RayBackend):
-        backend.close(leaving=leaving)
 
 
 def _start_service(service: "ModelService", log: "EventLog", team: str) -> None:
