@@ -38,8 +38,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def make_team(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Team]]:
     teams: list[Team] = []
-    # A test that asks for `backend` runs its teams there (both backends, by the fixture's parameters).
-    where = request.getfixturevalue("backend") if "backend" in request.fixturenames else "local"
+    # A test that asks for `backend` runs its teams there (both backends, by the fixture's parameters);
+    # every other test on the local tree, or where AGS_TEST_BACKEND says (`ray`: the whole suite on Ray).
+    default = os.environ.get("AGS_TEST_BACKEND", "local")
+    where = request.getfixturevalue("backend") if "backend" in request.fixturenames else default
 
     def make(**kwargs: object) -> Team:
         kwargs.setdefault("backend", where)
