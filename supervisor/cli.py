@@ -203,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         code = _dispatch(args)
         if args.command == "run":
-            _exit_now(code)
+            exit_now(code)
         return code
     except UserError as exc:
         from supervisor.terminal.text import neutralise
@@ -216,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130  # Ctrl+C outside a run (logs --follow): quiet
 
 
-def _exit_now(code: int) -> None:
+def exit_now(code: int) -> None:
     """End a finished run without the interpreter's ~40 ms teardown.
 
     Everything that matters is already durable (checkpoints fsynced, the event

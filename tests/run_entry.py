@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from supervisor.cli import exit_now
 from supervisor.config import load_config
 from supervisor.runtime.arbiter import Arbiter
 from supervisor.runtime.events import EventLog
@@ -65,4 +66,4 @@ if __name__ == "__main__":
     scans_file = os.environ.get("SCANS_FILE")  # how often the reaper read the whole process table
     if scans_file and seen and seen[0].reaper is not None:
         Path(scans_file).write_text(str(seen[0].reaper.scans))
-    sys.exit(outcome.exit_code)
+    exit_now(outcome.exit_code)  # as the CLI ends a run: own_process=True promised the process ends next

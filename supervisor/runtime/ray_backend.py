@@ -48,6 +48,7 @@ KILLED = -9  # the exit code of a child killed by the supervisor: SIGKILL, as on
 START_TIMEOUT = 300.0  # seconds an actor may take to be placed and to start its child
 KILL_GRACE = 3.0  # seconds a shared host has to kill one child before the whole host is killed
 NODES_FRESH = 10.0  # seconds the list of live nodes is trusted before it is asked for again
+_KEPT: list["Carrier"] = []  # carriers of a process that exits next: their handles must outlive Ray's threads
 SHARED = "shared"
 OWN = "own"
 
@@ -372,10 +373,18 @@ class RayBackend:
         return {"ray_address": address, "ray_nodes": sum(1 for node in self.ray.nodes() if node.get("Alive"))}
 
     def close(self, leaving: bool = False) -> None:
-        """Leave Ray; `leaving`: the process exits next, which does it faster (`ray_cluster.disconnect`)."""
-        if self.carrier is not None:
-            self.carrier.close()
-            self.carrier = None
+        """Leave Ray; `leaving`: the process exits next, which does it faster (`ray_cluster.disconnect`).
+
+        The carrier, and the actor handles it holds, are let go only after Ray is: a handle dropped while a
+        call on it is in flight (every host's `frames` stream is) can abort the process in Ray's own
+        threads (Ray 2.60: `Check failed: it != client_queues_.end()`). When leaving, they are kept to the
+        process's end.
+        """
+        carrier, self.carrier = self.carrier, None
+        if carrier is not None:
+            carrier.close()
+            if leaving:
+                _KEPT.append(carrier)
         from supervisor.runtime.ray_cluster import disconnect
 
         disconnect(self.ray, leaving)
