@@ -13,7 +13,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, Callable, ClassVar, Optional, Union
 
 from protocol.errors import ProtocolError
 
@@ -384,27 +384,46 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 
-def _accepts(annotation: Any, value: Any) -> bool:
-    """Whether `value` fits a field annotation (the small set messages use)."""
+def _checker(annotation: Any) -> Callable[[Any], bool]:
+    """Whether a value fits a field annotation (the small set messages use), as one function made once."""
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
-        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
+        options = [_checker(arg) for arg in typing.get_args(annotation)]
+        return lambda value: any(fits(value) for fits in options)
     if annotation is type(None):
-        return value is None
+        return lambda value: value is None
     if annotation is bool:
-        return isinstance(value, bool)
+        return lambda value: isinstance(value, bool)
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
     if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is object:  # any plain data: the frame decoder has checked it already
-        return True
+        return lambda value: True
     if annotation in (str, dict, list):
-        return isinstance(value, annotation)
-    return False
+        return lambda value: isinstance(value, annotation)
+    return lambda value: False
 
 
-_HINTS: dict[type[Message], dict[str, Any]] = {cls: typing.get_type_hints(cls) for cls in MESSAGE_TYPES.values()}
+@dataclass(frozen=True)
+class _Schema:
+    """What `from_wire` checks of one message type, worked out once: a receiver parses every frame with it."""
+
+    checks: dict[str, Callable[[Any], bool]]
+    floats: frozenset[str]  # fields whose ints become floats
+    required: tuple[str, ...]
+
+    @classmethod
+    def of(cls, message: type[Message]) -> "_Schema":
+        hints = typing.get_type_hints(message)
+        fields_ = dataclasses.fields(message)
+        return cls(checks={f.name: _checker(hints[f.name]) for f in fields_},
+                   floats=frozenset(f.name for f in fields_ if hints[f.name] is float),
+                   required=tuple(f.name for f in fields_
+                                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING))
+
+
+_SCHEMAS: dict[type[Message], _Schema] = {cls: _Schema.of(cls) for cls in MESSAGE_TYPES.values()}
 
 
 def from_wire(data: Any, registry: Optional[dict[str, type[Message]]] = None) -> Message:
@@ -421,24 +440,21 @@ def from_wire(data: Any, registry: Optional[dict[str, type[Message]]] = None) ->
     cls = (MESSAGE_TYPES if registry is None else registry).get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message type {kind!r}")
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        schema = _SCHEMAS[cls] = _Schema.of(cls)
+    checks = schema.checks
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("v", "type"):
+        if key == "v" or key == "type":
             continue
-        if key not in fields_:
+        fits = checks.get(key)
+        if fits is None:
             raise ProtocolError(f"{kind}: unknown field {key!r}")
-        if not _accepts(hints[key], value):
+        if not fits(value):
             raise ProtocolError(f"{kind}.{key}: wrong type {type(value).__name__}")
-        kwargs[key] = float(value) if hints[key] is float else value
-    missing = [
-        name
-        for name, f in fields_.items()
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
+        kwargs[key] = float(value) if key in schema.floats else value
+    missing = [name for name in schema.required if name not in kwargs]
     if missing:
         raise ProtocolError(f"{kind}: missing field(s) {', '.join(missing)}")
     return cls(**kwargs)
