@@ -10,6 +10,7 @@ own, not to pytest's: `start_entry` starts this file as a script for those,
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import subprocess
@@ -61,9 +62,17 @@ if __name__ == "__main__":
     console = Console(sys.stderr)
     config = load_config(sys.argv[1])
     seen: list[Arbiter] = []
-    outcome = run_team(config, entry=sys.argv[2], own_process=True, sinks=[console], on_arbiter=seen.append)
+    frozen: list[int] = []  # objects the cyclic GC no longer walks, at each turn of the loop
+
+    def on_arbiter(arbiter: Arbiter) -> None:
+        seen.append(arbiter)
+        arbiter.reactor.after_each_tick(lambda: frozen.append(gc.get_freeze_count()))
+
+    outcome = run_team(config, entry=sys.argv[2], own_process=True, sinks=[console], on_arbiter=on_arbiter)
     console.finish(outcome, str(config.storage), str(config.source))
     scans_file = os.environ.get("SCANS_FILE")  # how often the reaper read the whole process table
     if scans_file and seen and seen[0].reaper is not None:
         Path(scans_file).write_text(str(seen[0].reaper.scans))
+    if os.environ.get("FROZEN_FILE"):  # the fewest frozen objects the loop ever ran with
+        Path(os.environ["FROZEN_FILE"]).write_text(str(min(frozen, default=0)))
     exit_now(outcome.exit_code)  # as the CLI ends a run: own_process=True promised the process ends next

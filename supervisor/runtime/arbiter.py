@@ -16,6 +16,7 @@ and the terminal renders them.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 from collections import deque
 import selectors
@@ -176,6 +177,9 @@ class Arbiter:
         if self.own_process:
             become_subreaper()
             self.reaper = Reaper(helpers=self.backend.helper_pids)
+            # What is loaded by now lives as long as the process: the cyclic GC need never walk it again.
+            # A full collection of it took ~35 ms of a 32-agent stop when it fell there (in the last frame).
+            gc.freeze()
         self.signals.install()
         try:
             self.reactor.watch(self.signals.fileno(), lambda mask: self._on_signals())
