@@ -137,3 +137,35 @@ def test_a_stop_cancels_a_pending_restart(make_team):
     events = team.events()
     assert len(by_event(events, "worker_restarted")) == 3
     assert by_event(events, "supervisor_stopped")[0]["status"] == "interrupted"
+
+
+def test_on_ray_a_host_that_stops_answering_is_killed_and_its_agents_resume_elsewhere(make_team):
+    """A host that does not kill a hung child within its grace is killed itself, with every child it holds."""
+    import os
+    import signal
+
+    pytest.importorskip("ray", reason="the Ray backend's tests need `pip install '.[ray]'`")
+    team = make_team(agents=2, latency=0.1, max_cycles=12, backend="ray")
+    team.data.update(hang_timeout=2, max_restarts=3)
+    team.write()
+    run = team.start()
+    pids = run.wait_all_started()
+    run.wait_cycles(2)
+    host = psutil.Process(pids["agent-a"]).ppid()
+    assert psutil.Process(pids["agent-b"]).ppid() == host  # the node's agents share one host actor
+    os.kill(host, signal.SIGSTOP)  # it hears nothing more, not even the calls that would kill its children
+    try:
+        assert run.wait() == 0, run.output
+    finally:
+        try:
+            os.kill(host, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    events = run.new_events()
+    assert {e["agent_id"] for e in by_event(events, "worker_hung")} == {"agent-a", "agent-b"}
+    first_exits = {e["agent_id"]: e["exitcode"] for e in reversed(by_event(events, "worker_exited"))}
+    assert first_exits == {"agent-a": -9, "agent-b": -9}  # killed (with their host), not lost
+    for name in team.names:
+        started = by_event(events, "worker_started", name)
+        assert len(started) == 2 and started[1]["resumed"] is True
+        assert team.assert_exactly_once(name, 12).status == "completed"
