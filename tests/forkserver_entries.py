@@ -24,3 +24,13 @@ def has_wave(sock: socket.socket, supervisor_pid: int) -> None:
 
     sock.sendall(b"1" if "wave" in sys.modules else b"0")
     os._exit(0)
+
+
+def deaf(sock: socket.socket, supervisor_pid: int) -> None:
+    """Say it is up, then never read its pipe (an agent's code blocking its loop)."""
+    import time
+
+    detach(supervisor_pid)
+    sock.sendall(b"up")
+    time.sleep(120)
+    os._exit(0)

@@ -60,6 +60,31 @@ def test_children_of_one_host_are_told_apart_and_one_s_end_leaves_the_other_runn
     assert first == [(2, 5)] and second == [(1, 4)] and still == 1
 
 
+def test_a_child_that_does_not_read_holds_up_only_its_own_frames(monkeypatch):
+    import supervisor.runtime.ray_host as ray_host
+
+    monkeypatch.setattr(ray_host, "MAX_UNREAD", 8 * 1024 * 1024)
+
+    async def scenario() -> tuple[list[int], list[Item], list[int]]:
+        host = ChildHost()
+        await host.start(1, "forkserver_entries:deaf", b"", PATHS, {})
+        await host.start(2, "forkserver_entries:wait_for_word", b"", PATHS, {})
+        stream = host.frames()
+        items: list[Item] = []
+        while sorted(items) != [(1, b"up"), (2, b"up")]:
+            items.extend(await stream.__anext__())
+        # 4 MiB for the deaf child fill its pipe many times over; the other's Interrupt must not wait for it
+        first = await asyncio.wait_for(host.push([(1, b"x" * 4 * 1024 * 1024), (2, b"7")]), 5)
+        other = await asyncio.wait_for(_until_exit(stream, 2, []), 10)
+        cut_off = await host.push([(1, b"y" * 5 * 1024 * 1024)])  # more than it may leave unread
+        await host.kill(1)
+        await _until_exit(stream, 1, [])
+        return first, other, cut_off
+
+    first, other, cut_off = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert first == [] and other == [(2, 7)] and cut_off == [1]
+
+
 def test_a_killed_child_reports_sigkill_and_leaves_nothing():
     async def scenario() -> tuple[int, list[Item]]:
         host = ChildHost()

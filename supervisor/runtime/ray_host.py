@@ -36,6 +36,7 @@ BOOT = (
     "getattr(importlib.import_module(module), name)(socket.socket(fileno=fd), int(sys.argv[4]))"
 )
 CHUNK = 256 * 1024
+MAX_UNREAD = 64 * 1024 * 1024  # bytes pushed to one child and not yet read by it: beyond, it is cut off
 Item = tuple[int, "bytes | int"]  # (child, its bytes) or, last, (child, its exit code)
 
 
@@ -46,6 +47,9 @@ class _Hosted:
     pid: int
     sock: socket.socket
     relay: Optional["asyncio.Task[None]"] = field(default=None, repr=False)
+    pending: bytearray = field(default_factory=bytearray, repr=False)  # pushed, not yet all taken by the child
+    writer: Optional["asyncio.Task[None]"] = field(default=None, repr=False)
+    broken: bool = False  # its socket failed, or it left too much unread: nothing more goes to it
 
 
 class ChildHost:
@@ -96,19 +100,39 @@ class ChildHost:
             yield batch
 
     async def push(self, batch: list[tuple[int, bytes]]) -> list[int]:
-        """The supervisor's frames, in order, for each child; the children that no longer read."""
-        loop = asyncio.get_running_loop()
+        """The supervisor's frames, in order for each child; the children that no longer take them.
+
+        Each child has a writer of its own, so one that does not read (its loop blocked by its agent's
+        code) holds up only its own frames, never an Interrupt to the others on this node.
+        """
         gone: list[int] = []
         for child, data in batch:
             hosted = self.children.get(child)
-            if hosted is None or child in gone:
+            if hosted is None or hosted.broken:
+                if child not in gone:
+                    gone.append(child)
+                continue
+            hosted.pending += data
+            if len(hosted.pending) > MAX_UNREAD:
+                hosted.broken = True
+                hosted.pending.clear()
                 gone.append(child)
                 continue
+            if hosted.writer is None or hosted.writer.done():
+                hosted.writer = asyncio.create_task(self._write(hosted))
+        return gone
+
+    async def _write(self, hosted: _Hosted) -> None:
+        loop = asyncio.get_running_loop()
+        while hosted.pending and not hosted.broken:
+            data = bytes(hosted.pending)  # what is being written stays counted as unread until it is
             try:
                 await loop.sock_sendall(hosted.sock, data)
             except OSError:
-                gone.append(child)
-        return gone
+                hosted.broken = True
+                hosted.pending.clear()
+                return
+            del hosted.pending[: len(data)]
 
     async def kill(self, child: int) -> None:
         """SIGKILL the child and its process group, now (its exit code still comes up its stream)."""
