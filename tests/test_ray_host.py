@@ -28,6 +28,18 @@ async def _until_exit(stream: AsyncIterator[list[Item]], child: int, items: list
     return items
 
 
+async def _both_up(first: str, second: str) -> tuple[ChildHost, AsyncIterator[list[Item]]]:
+    """A host with children 1 and 2 started by these entries, once both have said they are up."""
+    host = ChildHost()
+    await host.start(1, first, b"", PATHS, {})
+    await host.start(2, second, b"", PATHS, {})
+    stream = host.frames()
+    items: list[Item] = []
+    while sorted(items) != [(1, b"up"), (2, b"up")]:
+        items.extend(await stream.__anext__())
+    return host, stream
+
+
 def test_the_child_s_bytes_go_up_the_supervisor_s_come_down_and_its_exit_code_comes_last():
     async def scenario() -> list[Item]:
         host = ChildHost()
@@ -43,13 +55,7 @@ def test_the_child_s_bytes_go_up_the_supervisor_s_come_down_and_its_exit_code_co
 
 def test_children_of_one_host_are_told_apart_and_one_s_end_leaves_the_other_running():
     async def scenario() -> tuple[list[Item], list[Item], int]:
-        host = ChildHost()
-        await host.start(1, "forkserver_entries:wait_for_word", b"", PATHS, {})
-        await host.start(2, "forkserver_entries:wait_for_word", b"", PATHS, {})
-        stream = host.frames()
-        items: list[Item] = []
-        while sorted(items) != [(1, b"up"), (2, b"up")]:
-            items.extend(await stream.__anext__())
+        host, stream = await _both_up("forkserver_entries:wait_for_word", "forkserver_entries:wait_for_word")
         assert await host.push([(2, b"5")]) == []
         first = await _until_exit(stream, 2, [])
         still = len(host.children)
@@ -66,13 +72,7 @@ def test_a_child_that_does_not_read_holds_up_only_its_own_frames(monkeypatch):
     monkeypatch.setattr(ray_host, "MAX_UNREAD", 8 * 1024 * 1024)
 
     async def scenario() -> tuple[list[int], list[Item], list[int]]:
-        host = ChildHost()
-        await host.start(1, "forkserver_entries:deaf", b"", PATHS, {})
-        await host.start(2, "forkserver_entries:wait_for_word", b"", PATHS, {})
-        stream = host.frames()
-        items: list[Item] = []
-        while sorted(items) != [(1, b"up"), (2, b"up")]:
-            items.extend(await stream.__anext__())
+        host, stream = await _both_up("forkserver_entries:deaf", "forkserver_entries:wait_for_word")
         # 4 MiB for the deaf child fill its pipe many times over; the other's Interrupt must not wait for it
         first = await asyncio.wait_for(host.push([(1, b"x" * 4 * 1024 * 1024), (2, b"7")]), 5)
         other = await asyncio.wait_for(_until_exit(stream, 2, []), 10)
