@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from supervisor.runtime.backend import ChildProcess, Job
-from supervisor.runtime.ray_carrier import OWN, SHARED, Carrier, Placement, RayChild
+from supervisor.runtime.ray_carrier import Carrier, Placement, RayChild
 
 if TYPE_CHECKING:
     from supervisor.config import TeamConfig
@@ -73,12 +73,12 @@ class RayBackend:
                  address=config.ray.address if config.ray is not None and config.ray.address else "local")
         try:
             self.ray, address = connect(config)
-            probe_storage(self.ray, config.storage)
+            nodes = probe_storage(self.ray, config.storage)
         except BaseException:
             self.close()
             raise
         self.carrier = Carrier(self.ray, self.ray.remote(ChildHost))
-        return {"ray_address": address, "ray_nodes": sum(1 for node in self.ray.nodes() if node.get("Alive"))}
+        return {"ray_address": address, "ray_nodes": nodes}
 
     def close(self, leaving: bool = False) -> None:
         """Leave Ray; `leaving`: the process exits next, which does it faster (`ray_cluster.disconnect`).
@@ -130,8 +130,8 @@ class RayBackend:
 
         wanted = self.config.ray_placement(name)
         if wanted.num_cpus or wanted.num_gpus or wanted.resources:
-            return Placement(OWN, options=actor_options(self.ray, self.config, name))
-        return Placement(SHARED, node=node_id(self.ray, wanted.node) if wanted.node is not None else None)
+            return Placement(options=actor_options(self.ray, self.config, name))
+        return Placement(node=node_id(self.ray, wanted.node) if wanted.node is not None else None)
 
     def _kill(self, child: RayChild) -> None:
         if child.exitcode() is not None or self.carrier is None:

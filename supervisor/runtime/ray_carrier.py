@@ -23,15 +23,13 @@ from typing import Any, Callable, Optional
 
 from supervisor.runtime.forkserver import LOST_STATUS, STATUS
 from supervisor.runtime.process import StatusPipeChild
-from supervisor.runtime.ray_cluster import one_line
+from supervisor.runtime.ray_cluster import live_nodes, one_line
 
 CHUNK = 256 * 1024
 KILLED = -9  # the exit code of a child killed by the supervisor: SIGKILL, as on one machine
 START_TIMEOUT = 300.0  # seconds an actor may take to be placed and to start its child
 KILL_GRACE = 3.0  # seconds a shared host has to kill one child before the whole host is killed
 NODES_FRESH = 10.0  # seconds the list of live nodes is trusted before it is asked for again
-SHARED = "shared"
-OWN = "own"
 
 
 @dataclass(kw_only=True)
@@ -82,9 +80,8 @@ class _Host:
 
 @dataclass(frozen=True)
 class Placement:
-    """Which host a child goes to: its own (with Ray's options), or its node's shared one (None: any node)."""
+    """Which host a child goes to: with Ray's `options`, one of its own; else its `node`'s shared one (None: any)."""
 
-    kind: str
     options: Optional[dict[str, Any]] = None
     node: Optional[str] = None
 
@@ -119,8 +116,8 @@ class Carrier:
     # ---- hosts --------------------------------------------------------------------------------
 
     def _host_for(self, placement: Placement) -> _Host:
-        if placement.kind == OWN:
-            return self._open(self.host_class.options(**(placement.options or {})).remote(), "")
+        if placement.options is not None:
+            return self._open(self.host_class.options(**placement.options).remote(), "")
         node = placement.node or self._least_loaded_node()
         host = self.shared.get(node)
         if host is None:
@@ -141,7 +138,7 @@ class Carrier:
     def _least_loaded_node(self) -> str:
         now = time.monotonic()
         if now - self.nodes_at > NODES_FRESH:
-            self.nodes = [str(n["NodeID"]) for n in self.ray.nodes() if n.get("Alive")]
+            self.nodes = [str(node["NodeID"]) for node in live_nodes(self.ray)]
             self.nodes_at = now
         live = [node for node in self.nodes if node not in self.lost_nodes] or self.nodes
         if not live:

@@ -198,23 +198,31 @@ def actor_options(ray: Any, config: "TeamConfig", name: str) -> dict[str, Any]:
     return options
 
 
+def live_nodes(ray: Any) -> list[dict[str, Any]]:
+    """The cluster's nodes that are alive now, as Ray describes them."""
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
 def node_id(ray: Any, wanted: str) -> str:
     """A node named by its id or its IP address, among the live nodes; one line if none matches."""
-    for node in ray.nodes():
-        if node.get("Alive") and wanted in (node.get("NodeID"), node.get("NodeManagerAddress"), node.get("NodeName")):
+    for node in live_nodes(ray):
+        if wanted in (node.get("NodeID"), node.get("NodeManagerAddress"), node.get("NodeName")):
             return str(node["NodeID"])
     raise SupervisorError(f"ray: no live node {wanted!r} in the cluster", 3)
 
 
-def probe_storage(ray: Any, storage: Path) -> None:
-    """Every live node writes a probe file into `storage`, which must come back here; else exit 3 naming the node."""
+def probe_storage(ray: Any, storage: Path) -> int:
+    """Every live node writes a probe file into `storage`, which must come back here; else exit 3 naming the node.
+
+    Returns how many nodes proved it.
+    """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from supervisor.runtime.ray_host import probe_storage as write_probe
 
     token = secrets.token_hex(8)
     task = ray.remote(write_probe)
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = live_nodes(ray)
     refs = {str(n["NodeID"]): task.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
         node_id=n["NodeID"], soft=False)).remote(os.path.abspath(storage), token) for n in nodes}
     names = {str(n["NodeID"]): str(n.get("NodeManagerAddress") or "") for n in nodes}
@@ -230,6 +238,7 @@ def probe_storage(ray: Any, storage: Path) -> None:
         if path.parent != Path(os.path.abspath(storage)) or not _holds(path, token):
             raise SupervisorError(f"ray: node {where} does not see storage {storage} "
                                   "(it must be a folder every node shares)", 3)
+    return len(refs)
 
 
 def _holds(path: Path, token: str) -> bool:

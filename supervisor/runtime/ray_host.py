@@ -160,10 +160,7 @@ class ChildHost:
                 break
             self.items.put_nowait((child, data))
         code = await exited
-        try:  # what it left behind in its process group, as the supervisor buries it on one machine
-            os.killpg(hosted.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _kill_group(hosted.pid, leader=False)  # what it left behind in its group, as the supervisor buries it locally
         hosted.sock.close()
         self.children.pop(child, None)
         self.killed.discard(child)
@@ -211,10 +208,12 @@ async def _exit_code(pid: int) -> int:
         return 255
 
 
-def _kill_group(pid: int) -> None:
-    for kill, target in ((os.killpg, pid), (os.kill, pid)):
+def _kill_group(pid: int, leader: bool = True) -> None:
+    """SIGKILL the process group `pid` leads and, unless it is already reaped (`leader` False), `pid` itself."""
+    kills = [os.killpg, os.kill] if leader else [os.killpg]
+    for kill in kills:
         try:
-            kill(target, signal.SIGKILL)
+            kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
 
