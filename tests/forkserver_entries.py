@@ -34,3 +34,22 @@ def deaf(sock: socket.socket, supervisor_pid: int) -> None:
     sock.sendall(b"up")
     time.sleep(120)
     os._exit(0)
+
+
+WARMED: list[str] = []  # what the server's warm calls did before it forked
+
+
+def warm_up() -> None:
+    """A forkserver warm call: its work is in every worker forked later."""
+    WARMED.append("warm")
+
+
+def warm_up_and_break() -> None:
+    """A warm call that fails: the server must serve all the same."""
+    raise RuntimeError("no warm-up today")
+
+
+def says_warmed(sock: socket.socket, supervisor_pid: int) -> None:
+    """Say what the server's warm calls did, as this worker found it."""
+    sock.sendall(",".join(WARMED).encode() or b"-")
+    os._exit(0)

@@ -141,3 +141,17 @@ def test_what_the_server_is_asked_to_prepare_is_loaded_in_every_later_worker(ser
     server.prepare("no_such_module_here:run")  # one that fails spoils nothing
     server.prepare("importlib:import_module", "wave")
     assert loaded() == b"1"
+
+
+def test_the_servers_warm_calls_run_before_it_forks_and_one_that_fails_spoils_nothing():
+    server = ForkServer(["forkserver_entries"], ["forkserver_entries:warm_up", "forkserver_entries:warm_up_and_break",
+                                                 "no_such_module_here:run", "forkserver_entries:warm_up"])
+    try:
+        for _ in range(2):  # every worker, not only the first
+            ours, theirs = socket.socketpair()
+            server.start("forkserver_entries:says_warmed", theirs, os.getpid())
+            theirs.close()
+            assert ours.recv(64) == b"warm,warm"
+            ours.close()
+    finally:
+        server.close()

@@ -44,18 +44,19 @@ STATUS = struct.Struct("=i")
 MAX_FD = 1 << 20
 Job = tuple[str, socket.socket, tuple[Any, ...]]  # entry, the worker's end of its pipe, the entry's further arguments
 BOOT = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
-        "from supervisor.runtime.forkserver import serve; serve(int(sys.argv[3]), sys.argv[4])")
+        "from supervisor.runtime.forkserver import serve; serve(int(sys.argv[3]), sys.argv[4], sys.argv[5])")
 
 
 class ForkServer:
     """The supervisor's end: start the server process, then ask it for workers."""
 
-    def __init__(self, preload: list[str]) -> None:
+    def __init__(self, preload: list[str], warm: Iterable[str] = ()) -> None:
+        """`preload`: modules every worker uses; `warm`: "module:function" calls run once they are loaded."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             os.set_inheritable(theirs.fileno(), True)
             paths = json.dumps([p for p in sys.path if p])
-            argv = [sys.executable, "-P", "-c", BOOT, paths, "forkserver", str(theirs.fileno()), ",".join(preload)]
+            argv = [sys.executable, "-P", "-c", BOOT, paths, "forkserver", str(theirs.fileno()), ",".join(preload), ",".join(warm)]
             # Ignored signals stay ignored across exec: the terminal's Ctrl+C never reaches the server or a worker.
             self.pid = os.posix_spawn(sys.executable, argv, dict(os.environ))
         except BaseException:
@@ -169,7 +170,7 @@ def read_status(fd: int) -> Optional[int]:
 # ---- the server process ------------------------------------------------------------------------
 
 
-def serve(conn_fd: int, preload: str) -> None:
+def serve(conn_fd: int, preload: str, warm: str = "") -> None:
     """The forkserver's main loop: fork on request, report each exit, leave with the supervisor."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the terminal's signals are the supervisor's
         signal.signal(signum, signal.SIG_IGN)
@@ -177,6 +178,12 @@ def serve(conn_fd: int, preload: str) -> None:
         try:
             importlib.import_module(name)
         except Exception:  # the worker that needs it will say why, in its own words
+            pass
+    for call in filter(None, warm.split(",")):  # e.g. a worker's start, rehearsed: its code is warm in every worker
+        module, _, function = call.partition(":")
+        try:
+            getattr(importlib.import_module(module), function)()
+        except Exception:  # no warm-up, that is all
             pass
     # Everything loaded so far is shared with every worker. Frozen, the cyclic GC of a worker never walks
     # (and so never writes to, and copies) those objects' pages: less memory per worker, less time faulting.

@@ -31,6 +31,7 @@ GROUP_ENTRY = "supervisor.runtime.group:run_group"
 START_HEADROOM = 16  # descriptors a start may need for a moment (its pipes, the forkserver's reply)
 PROVIDER_PRELOAD = "workers.providers:preload"  # imports the model clients of a team's (provider, api) pairs
 WORKER_PRELOAD = ["workers.entry", "workers.agent_loop", "workers.chat_agent", "protocol.checkpoints", "workers.providers.scripted"]
+WORKER_WARM = ["workers.rehearsal:rehearse"]  # a worker's start and stop, run in the forkserver before it forks one
 
 _server: Optional[ForkServer] = None
 _prepared: list[tuple[str, tuple[Any, ...]]] = []  # what the team asked the server to load: a replacement does it too
@@ -43,7 +44,7 @@ def worker_context() -> ForkServer:
         from supervisor.runtime.signals import signals_ignored
 
         with signals_ignored():
-            _server = ForkServer(WORKER_PRELOAD)
+            _server = ForkServer(WORKER_PRELOAD, WORKER_WARM)
         for call, args in _prepared:
             _server.prepare(call, *args)
     return _server
