@@ -34,6 +34,33 @@ def test_a_workers_tools_die_with_it(make_team, tmp_path, entry, how):
     assert "Traceback" not in stderr
 
 
+def test_an_immediate_stop_leaves_no_tool_behind(make_team, tmp_path):
+    """The orphans of workers killed in an immediate stop are found by the scan as the run ends."""
+    import signal
+    import time
+
+    team = make_team(agents=1, max_cycles=1, immediate_timeout=1)
+    team.write()
+    tools_file = tmp_path / "tools.json"
+    proc = start_entry(team.config, "wire_faults:tools_then_quit_when_immediate", {"TOOLS_FILE": str(tools_file)},
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + HANG
+        while not by_event(team.events(), "worker_started") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        noted = json.loads(tools_file.read_text())
+        proc.send_signal(signal.SIGINT)
+        while not by_event(team.events(), "interrupt_initiated") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)  # immediate: the worker exits at once, its tools left running
+        _, stderr = proc.communicate(timeout=HANG)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, stderr  # it left without its last word: a failed agent
+    assert by_event(team.events(), "worker_exited")[0]["exitcode"] == 1
+    wait_gone(noted["tools"], 2)  # the one that escaped the worker's group too
+
+
 def test_adopted_orphans_are_reaped_while_the_supervisor_runs(make_team, tmp_path):
     """No zombie piles up under the supervisor, as none would under a good PID 1."""
     import signal

@@ -128,6 +128,18 @@ def tools_then_hang(sock: socket.socket, supervisor_pid: int) -> None:
         time.sleep(3600)
 
 
+def tools_then_quit_when_immediate(sock: socket.socket, supervisor_pid: int) -> None:
+    """A worker with tools running that exits, leaving them, when told to stop immediately."""
+    from protocol import IMMEDIATE, FrameDecoder, Interrupt
+
+    _start_tools(sock, supervisor_pid)
+    decoder = FrameDecoder()
+    while True:
+        data = sock.recv(65536)
+        if not data or any(isinstance(m, Interrupt) and m.mode == IMMEDIATE for m in decoder.feed(data)):
+            os._exit(1)
+
+
 def group_speaking_for_others(sock: socket.socket, supervisor_pid: int) -> None:
     """A group entry whose events claim an agent that is not in the group."""
     from protocol import Event

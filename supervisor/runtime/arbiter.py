@@ -553,10 +553,17 @@ class Arbiter:
             self.start_order.agent_completed(child.name, stopping=self.shutdown.mode is not None)
 
     def _bury(self, pid: int) -> None:
-        """A worker's tools die with it: its process group, then any orphan it left."""
+        """A worker's tools die with it: its process group, then any orphan it left.
+
+        In an immediate stop the orphans wait for the one scan as the run ends
+        (within the stop's deadline): a scan reads all of /proc, and the person
+        waiting for the terminal should not pay for more than one.
+        """
         self.backend.bury(pid)
         if self.reaper is not None:  # one scan of the machine for the exits of a moment, not one per exit
             self.reaper.sweep_soon()
+            if self.shutdown.mode == IMMEDIATE:
+                return
             when = self.reaper.next_scan_at()
             if when is not None and self.reactor.when("sweep") is None:
                 self.reactor.at("sweep", when, self._sweep)
