@@ -1,4 +1,4 @@
-"""A worker's start and immediate stop, rehearsed in the forkserver before it forks any worker.
+"""A worker's start and stop, rehearsed in the forkserver before it forks any worker.
 
 CPython 3.11 keeps each function's warm-up counters and specialised
 instructions in its code object, and every call writes to them until the
@@ -7,10 +7,12 @@ worker's code therefore writes to (and so copies, page by page) the code of
 every function on its way to ready, and again on its way out. Run here first,
 `REHEARSALS` times, that code is warm in the shared image: each worker copies
 fewer pages, so it starts on less CPU, holds less private memory, and frees
-less when it exits (measured: `benchmarks/bench_terminal.py --faults`).
+less when it exits (`benchmarks/bench_terminal.py` prints a worker's USS and
+page faults at ready).
 
 The rehearsal is the real `AgentWorker` on a socket pair, with the scripted
-provider and a temporary storage folder: Start, Ready, an immediate Interrupt,
+provider and a temporary storage folder: Start, Ready, a graceful Interrupt
+and, once it is acknowledged, an immediate one (a person's double Ctrl+C),
 Stopped. It starts no thread and leaves no file. A failure only means no
 warm-up; the forkserver serves all the same.
 """
@@ -22,7 +24,7 @@ import socket
 import tempfile
 import time
 
-from protocol import IMMEDIATE, USER, FrameDecoder, Interrupt, Message, Ready, Start, Stopped, encode
+from protocol import GRACEFUL, IMMEDIATE, USER, Ack, FrameDecoder, Interrupt, Message, Ready, Start, Stopped, encode
 from protocol.specs import AgentSpec, LLMSpec
 from workers.agent_loop import AgentWorker
 
@@ -52,20 +54,22 @@ def _once(storage: str) -> bool:
 
 
 async def _start_then_stop(ours: socket.socket, theirs: socket.socket) -> bool:
-    """The worker on `theirs`; on `ours`, the supervisor's side: Ready, an immediate Interrupt, Stopped."""
+    """The worker on `theirs`; on `ours`, the supervisor's: Ready, a graceful then an immediate Interrupt, Stopped."""
     loop = asyncio.get_running_loop()
     running = asyncio.ensure_future(AgentWorker(theirs).run())
     decoder = FrameDecoder()
     seen: list[Message] = []
+    stops = [(GRACEFUL, Ready), (IMMEDIATE, Ack)]  # a person's double Ctrl+C: each mode once what it waits for came
     try:
         while not any(isinstance(m, Stopped) for m in seen):
             data = await asyncio.wait_for(loop.sock_recv(ours, 65536), 5.0)
             if not data:
                 break
-            fresh = decoder.feed(data)
-            seen += fresh
-            if any(isinstance(m, Ready) for m in fresh):
-                interrupt = Interrupt(interrupt_id=1, mode=IMMEDIATE, source=USER, message="rehearsal", issued_at=time.time())
+            seen += decoder.feed(data)
+            while stops and any(isinstance(m, stops[0][1]) for m in seen):
+                mode, _ = stops.pop(0)
+                interrupt = Interrupt(interrupt_id=2 - len(stops), mode=mode, source=USER, message="rehearsal",
+                                      issued_at=time.time())
                 await loop.sock_sendall(ours, encode(interrupt))
         await asyncio.wait_for(running, 5.0)
     finally:
