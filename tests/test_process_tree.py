@@ -219,3 +219,23 @@ def test_the_loop_runs_with_what_was_loaded_before_it_frozen_out_of_the_cyclic_g
                        stderr=subprocess.DEVNULL)
     assert proc.wait(HANG) == 0
     assert int(frozen_file.read_text()) > 10_000  # from the loop's first turn on: the imports, the config, the log
+
+
+def test_workers_run_as_batch_tasks_and_supervisors_do_not(make_team):
+    """A woken worker must never preempt a supervisor (the root, or a group's) in the middle of a fan-out."""
+    import signal
+
+    team = make_team(agents=1, latency=30.0, max_cycles=2, groups={"crew": {"agents": 1}})
+    run = team.start()
+    try:
+        pids = run.wait_all_started()
+        group = by_event(run.new_events(), "group_started", "crew")[0]["pid"]
+        assert {name: os.sched_getscheduler(pid) for name, pid in pids.items()} == {
+            name: os.SCHED_BATCH for name in pids}
+        assert os.sched_getscheduler(run.pid) == os.sched_getscheduler(group) == os.SCHED_OTHER
+        run.signal(signal.SIGINT)
+        run.wait_for(lambda ev: by_event(ev, "interrupt_initiated"), "the graceful stop")
+        run.signal(signal.SIGINT)
+        assert run.wait() == 1, run.output
+    finally:
+        run.kill()
