@@ -13,7 +13,8 @@ view on (TERM=xterm-256color) and with `--plain` beside it.
          the shell's prompt printed after the job, and the terminal's foreground group the shell's again.
          Floor: fork N children blocked on pipes, write 1 byte to each, reap them all (`_floors`).
          Printed beside it: a bare `sleep` job's Ctrl+C to prompt in the same shell, the terminal's share.
-  start  the command typed (exec) to the last `worker_started` event.
+  start  the command typed (exec) to the last `worker_started` event. Then, outside the timing, each
+         worker's unique memory (USS) and its minor page faults so far: what it copied of the forkserver.
          Floor: a fresh interpreter that imports the worker's modules, forks N children, and reads one
          byte from each on a socketpair: exec to every child ready.
 
@@ -119,6 +120,7 @@ def one_run(folder: Path, size: int, plain: bool) -> dict[str, Any]:
         result["start_ms"] = (max(timestamp(e) for e in ready) - typed_at) * 1000.0
         supervisor = int(named(tail.events, "supervisor_started")[0]["pid"])
         tree = [supervisor, *(p.pid for p in descendants(supervisor))]
+        result.update(worker_memory([int(e["pid"]) for e in ready]))  # outside the timed steps
         time.sleep(SETTLE)
         mark = len(terminal.buffer)
         terminal.ctrl_c()
@@ -144,6 +146,19 @@ def one_run(folder: Path, size: int, plain: bool) -> dict[str, Any]:
         terminal.close()
         tail.close()
     return result
+
+
+def worker_memory(pids: list[int]) -> dict[str, float]:
+    """Median unique memory (USS, MB) and minor page faults of the ready workers: what each copied of the shared image."""
+    uss, faults = [], []
+    for pid in pids:
+        try:
+            uss.append(psutil.Process(pid).memory_full_info().uss / 1e6)
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                faults.append(int(stat.read().rsplit(b")", 1)[1].split()[7]))  # minflt, after the command name
+        except (psutil.Error, OSError, ValueError, IndexError):
+            pass
+    return {"worker_uss_mb": statistics.median(uss), "worker_faults": statistics.median(faults)} if uss and faults else {}
 
 
 def _still_running(processes: list[psutil.Process], timeout: float) -> list[str]:
@@ -285,6 +300,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     shell = next(r["shell_round_trip_ms"] for r in runs if "shell_round_trip_ms" in r)
     print(f"A bare job in the same shell (`sleep 600`, Ctrl+C, prompt back): {statistics.median(shell):.1f} ms, "
           "a part of every stop that no supervisor can remove.")
+    for size in sizes:
+        measured = [r for r in runs if r.get("size") == size and "worker_uss_mb" in r]
+        if measured:
+            print(f"N={size}: a worker at ready: USS {statistics.median(r['worker_uss_mb'] for r in measured):.2f} MB, "
+                  f"{statistics.median(r['worker_faults'] for r in measured):.0f} minor page faults (median).")
     odd = [r for r in runs if "size" in r and (r["exit_code"] != 1 or r["left_behind"])]
     for run in odd:
         print(f"  anomaly: N={run['size']} {run['view']}: exit code {run['exit_code']} (expected 1), "
