@@ -70,6 +70,41 @@ def test_timers_fire_earliest_first_and_a_replaced_or_cancelled_one_does_not() -
     reactor.close()
 
 
+def test_a_timer_set_by_a_timer_for_now_fires_on_the_next_tick_not_this_one() -> None:
+    reactor = Reactor()
+    fired: list[str] = []
+    now = time.monotonic()
+
+    def again() -> None:
+        fired.append("again")
+        reactor.at("again", now - 1, again)  # due at once, forever: one run per tick, never a loop within one
+
+    reactor.at("again", now - 1, again)
+    reactor.at("later", now - 0.5, lambda: fired.append("later"))
+    reactor.tick()
+    assert fired == ["again", "later"]
+    reactor.tick()
+    assert fired == ["again", "later", "again"]
+    reactor.close()
+
+
+def test_a_thousand_timers_moved_again_and_again_keep_their_order_and_a_bounded_table() -> None:
+    """Every worker's hang timer moves at each heartbeat: the loop's cost must not grow with the moves."""
+    reactor = Reactor()
+    fired: list[int] = []
+    now = time.monotonic()
+    for beat in range(20):
+        for index in range(1000):
+            reactor.at(f"hang:{index}", now + 60 + beat + index / 1000, lambda index=index: fired.append(index))
+    assert len(reactor._heap) <= 2 * 1000 + 64
+    assert reactor.timeout(now) == pytest.approx(79, abs=0.01)  # the earliest is hang:0's latest move
+    for index in range(0, 1000, 2):
+        reactor.at(f"hang:{index}", now - 1 - index / 1000, lambda index=index: fired.append(index))
+    reactor.tick()
+    assert fired == list(range(998, -1, -2))  # the due ones, earliest first; the others wait
+    reactor.close()
+
+
 def test_a_timer_weeks_away_is_waited_for_in_hour_long_steps() -> None:
     """select() takes at most ~24.8 days in epoll's milliseconds; a longer wait must not overflow it."""
     reactor = Reactor()

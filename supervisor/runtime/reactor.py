@@ -6,11 +6,17 @@ Every wait of the supervisor is a named timer ("graceful", "kill", "reap",
 until a descriptor is ready, runs the descriptors' callbacks first (what is
 waiting in a pipe is read before any deadline is judged), then the timers that
 are due, earliest first. Timers are data, as in OTP, not a poll.
+
+The table is a dict by name beside a heap by time, so a tick costs the same
+with a thousand workers' hang timers as with one: a timer moved or cancelled
+leaves its old heap entry behind, skipped when it comes up (and the heap is
+rebuilt when such entries outnumber the live ones).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import selectors
 import time
 from typing import Any, Callable, Optional
@@ -23,7 +29,9 @@ FdCallback = Callable[[int], None]
 class Reactor:
     def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
-        self._timers: dict[str, tuple[float, Callback]] = {}
+        self._timers: dict[str, tuple[float, Callback, int]] = {}  # name -> (when, callback, its heap entry's number)
+        self._heap: list[tuple[float, int, str]] = []  # (when, number, name), stale entries included
+        self._numbers = itertools.count()
         self._after_tick: list[Callback] = []
 
     # ---- descriptors -----------------------------------------------------------------
@@ -52,7 +60,12 @@ class Reactor:
 
     def at(self, name: str, when: float, callback: Callback) -> None:
         """Run `callback` at monotonic time `when`; a timer of the same name is replaced."""
-        self._timers[name] = (when, callback)
+        number = next(self._numbers)
+        self._timers[name] = (when, callback, number)
+        heapq.heappush(self._heap, (when, number, name))
+        if len(self._heap) > 2 * len(self._timers) + 64:  # mostly moved or cancelled timers: start afresh
+            self._heap = [(when, number, name) for name, (when, _, number) in self._timers.items()]
+            heapq.heapify(self._heap)
 
     def cancel(self, name: str) -> None:
         self._timers.pop(name, None)
@@ -61,6 +74,17 @@ class Reactor:
         timer = self._timers.get(name)
         return None if timer is None else timer[0]
 
+    def _earliest(self) -> Optional[float]:
+        """When the next live timer is due (stale heap entries on top are dropped on the way)."""
+        heap = self._heap
+        while heap:
+            when, number, name = heap[0]
+            timer = self._timers.get(name)
+            if timer is not None and timer[2] == number:
+                return when
+            heapq.heappop(heap)
+        return None
+
     def after_each_tick(self, callback: Callback) -> None:
         self._after_tick.append(callback)
 
@@ -68,9 +92,10 @@ class Reactor:
 
     def timeout(self, now: float) -> Optional[float]:
         """Seconds until the earliest timer, at most MAX_WAIT (epoll counts in 32-bit milliseconds)."""
-        if not self._timers:
+        earliest = self._earliest()
+        if earliest is None:
             return None
-        return min(MAX_WAIT, max(0.0, min(when for when, _ in self._timers.values()) - now))
+        return min(MAX_WAIT, max(0.0, earliest - now))
 
     def tick(self) -> None:
         """Wait for a descriptor or the earliest timer; run what is ready, then what is due.
@@ -98,18 +123,25 @@ class Reactor:
             key.data(mask)
 
     def _any_due(self, now: float) -> bool:
-        return any(when <= now for when, _ in self._timers.values())
+        earliest = self._earliest()
+        return earliest is not None and earliest <= now
 
     def _fire_due(self, now: float) -> None:
-        due = [(when, name) for name, (when, _) in self._timers.items() if when <= now]
-        heapq.heapify(due)
-        while due:
-            when, name = heapq.heappop(due)
-            timer = self._timers.get(name)
-            if timer is None or timer[0] != when:
-                continue  # cancelled or moved by an earlier timer of this tick
-            del self._timers[name]
-            timer[1]()
+        """Every timer due by `now`, earliest first; one a callback sets for `now` or earlier waits for the next tick."""
+        last = next(self._numbers)  # timers set from here on are not this tick's
+        later: list[tuple[float, int, str]] = []
+        while True:
+            earliest = self._earliest()
+            if earliest is None or earliest > now:
+                break
+            entry = heapq.heappop(self._heap)
+            if entry[1] > last:
+                later.append(entry)
+                continue
+            _, callback, _ = self._timers.pop(entry[2])
+            callback()
+        for entry in later:
+            heapq.heappush(self._heap, entry)
 
     def close(self) -> None:
         self.selector.close()
