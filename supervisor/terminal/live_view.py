@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, TextIO, cast
 
 from rich.console import Console as RichConsole
-from rich.console import Group, RenderableType
+from rich.console import ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
+from rich.segment import Segment
 from rich.text import Text
 
 from supervisor.config import TeamConfig
@@ -476,7 +477,7 @@ class LiveConsole(Console):
         with self._lock:
             lines = self._table()
         # While live, an empty last line keeps the cursor off the table: a ^C the terminal echoes lands there.
-        return Group(*lines) if final else Group(*lines, Text(""))
+        return Lines(lines if final else [*lines, Text("")])
 
     def _table(self) -> list[Text]:
         """The table as lines of styled text, every column's width decided here.
@@ -548,6 +549,29 @@ class LiveConsole(Console):
         lines.append(Text(neutralise(self.interrupt_state()), style="bold yellow" if self.interrupt_mode else "dim",
                           no_wrap=True, overflow="ellipsis"))
         return lines
+
+
+class Lines:
+    """Lines already laid out to the width: each is drawn as it is, cut at the edge, never wrapped.
+
+    A Group of Texts would have rich wrap, split and pad every row again;
+    the table's last frame is drawn while the person waits for the terminal.
+    """
+
+    def __init__(self, lines: list[Text]) -> None:
+        self.lines = lines
+
+    def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        for line in self.lines:
+            if line.cell_len > width:
+                line = line.copy()
+                line.truncate(width, overflow=line.overflow or "crop")
+            if line.spans:
+                yield from line.render(console)
+            else:  # rich's Text.render leaves out the line's own style when it has no spans
+                yield Segment(line.plain, console.get_style(line.style) if line.style else None)
+            yield Segment.line()
 
 
 @dataclass(frozen=True)
