@@ -513,3 +513,19 @@ def test_every_column_lines_up_and_nothing_passes_the_terminal_width(tmp_path):
     assert all(cell_len(line) <= 120 for line in lines)
     assert any("…" in line for line in lines if line.startswith("agent-b"))  # cut, with a mark, never wrapped
     assert "[bold]not markup[/bold]" in "".join(lines)  # shown as typed, never read as markup
+
+
+def test_on_a_terminal_narrower_than_the_table_each_line_is_cut_at_the_edge_never_wrapped(tmp_path):
+    """A wrapped row would push the table up a line per row, and the next frame would overwrite the wrong lines."""
+    live = LiveConsole(team_config(tmp_path, groups=True), console=rich_console(), redirect=False)
+    feed(live, {"event": "worker_started", "agent_id": "agent-a", "pid": 11},
+         {"event": "question_asked", "agent_id": "agent-b", "question": "why " * 50})
+    view = live.view(final=True)
+    for width in (60, 30):
+        out = RichConsole(file=io.StringIO(), width=width, height=200, color_system=None)
+        out.print(view)
+        drawn = out.file.getvalue().splitlines()  # type: ignore[attr-defined]
+        assert len(drawn) == len(live.view(final=True).lines), drawn  # type: ignore[attr-defined]
+        assert all(cell_len(line) <= width for line in drawn), drawn
+        assert drawn[0].startswith("team demo") and drawn[1].startswith("agent ")
+    assert drawn[0].endswith("…") and drawn[-1].endswith("…")  # at 30 columns the header and footer say they were cut
