@@ -13,8 +13,9 @@ view on (TERM=xterm-256color) and with `--plain` beside it.
          the shell's prompt printed after the job, and the terminal's foreground group the shell's again.
          Floor: fork N children blocked on pipes, write 1 byte to each, reap them all (`_floors`).
          Printed beside it: a bare `sleep` job's Ctrl+C to prompt in the same shell, the terminal's share.
-  start  the command typed (exec) to the last `worker_started` event. Then, outside the timing, each
-         worker's unique memory (USS) and its minor page faults so far: what it copied of the forkserver.
+  start  the command typed (exec) to the last `worker_started` event.
+  memory in one more run per size, untimed: each worker's unique memory (USS) and its minor page faults
+         once ready, what it copied of the forkserver.
          Floor: a fresh interpreter that imports the worker's modules, forks N children, and reads one
          byte from each on a socketpair: exec to every child ready.
 
@@ -101,8 +102,12 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def one_run(folder: Path, size: int, plain: bool) -> dict[str, Any]:
-    """Start the team in the shell, wait for every worker, double Ctrl+C, until the terminal is back."""
+def one_run(folder: Path, size: int, plain: bool, memory: bool = False) -> dict[str, Any]:
+    """Start the team in the shell, wait for every worker, double Ctrl+C, until the terminal is back.
+
+    `memory`: also read each worker's memory once all are ready. Reading /proc/PID/smaps of every
+    worker slowed the stop that followed by ~7 ms at 32 agents, so such a run's stop is not a sample.
+    """
     shutil.rmtree(folder / "state", ignore_errors=True)
     terminal = ShellTerminal(environment(), str(folder), rows=ROWS, cols=COLS)
     tail = EventTail(folder / "state" / "events.jsonl")
@@ -120,7 +125,8 @@ def one_run(folder: Path, size: int, plain: bool) -> dict[str, Any]:
         result["start_ms"] = (max(timestamp(e) for e in ready) - typed_at) * 1000.0
         supervisor = int(named(tail.events, "supervisor_started")[0]["pid"])
         tree = [supervisor, *(p.pid for p in descendants(supervisor))]
-        result.update(worker_memory([int(e["pid"]) for e in ready]))  # outside the timed steps
+        if memory:
+            result.update(worker_memory([int(e["pid"]) for e in ready]))
         time.sleep(SETTLE)
         mark = len(terminal.buffer)
         terminal.ctrl_c()
@@ -236,6 +242,8 @@ def bench(sizes: list[int], forced: Optional[int]) -> tuple[list[dict[str, Any]]
                              f"exit {result['exit_code']}, left behind {result['left_behind']}")
                 samples["stop_floor"].append(stop_floor(size))  # between the product's runs, same conditions
                 samples["start_floor"].append(start_floor(size))
+            progress(f"N={size}: one more run, for the workers' memory (its times are not samples)")
+            runs.append(one_run(folder, size, plain=True, memory=True))
             for view in ("live", "plain"):
                 rows.append(_row(f"stop, {view} view", size, samples[view], samples["stop_floor"], STOP_TARGET))
             rows.append(_row("start", size, samples["start"], samples["start_floor"], START_TARGET))
