@@ -529,3 +529,14 @@ def test_on_a_terminal_narrower_than_the_table_each_line_is_cut_at_the_edge_neve
         assert all(cell_len(line) <= width for line in drawn), drawn
         assert drawn[0].startswith("team demo") and drawn[1].startswith("agent ")
     assert drawn[0].endswith("…") and drawn[-1].endswith("…")  # at 30 columns the header and footer say they were cut
+
+
+def test_each_cells_style_covers_exactly_its_text(tmp_path):
+    """A row is one Text with each cell's style as a span: shifted by one, a colour would bleed into the padding."""
+    live = LiveConsole(team_config(tmp_path), console=rich_console(), redirect=False)
+    feed(live, {"event": "worker_started", "agent_id": "agent-a", "pid": 11},
+         {"event": "worker_exited", "agent_id": "agent-a", "exitcode": 1, "status": "failed", "reason": "boom"})
+    out = RichConsole(file=io.StringIO(), width=120, height=200, force_terminal=True, color_system="standard")
+    out.print(live.view(final=True))
+    row = next(line for line in out.file.getvalue().splitlines() if "agent-a" in line)  # type: ignore[attr-defined]
+    assert row.startswith("\x1b[1magent-a\x1b[0m ") and "  \x1b[1;31mfailed\x1b[0m  " in row, repr(row)

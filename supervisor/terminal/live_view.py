@@ -35,7 +35,7 @@ from rich.console import Console as RichConsole
 from rich.console import ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.segment import Segment
-from rich.text import Text
+from rich.text import Span, Text
 
 from supervisor.config import TeamConfig
 from supervisor.terminal.console import Console
@@ -586,21 +586,34 @@ class Columns:
         return sum(self.widths) + 2 * (len(self.widths) - 1)
 
     def row(self, cells: list[Text], style: str = "") -> Text:
-        line = Text(style=style, no_wrap=True, overflow="crop")
+        """One Text: the cells' text and padding joined once, their styles as spans at their offsets.
+
+        (Appending cell by cell copied and re-measured the line at each step: most of a frame's layout.)
+        """
+        parts: list[str] = []
+        spans: list[Span] = []
+        offset = 0
+        last = len(self.widths) - 1
         for index, width in enumerate(self.widths):
-            cell = cells[index].copy() if index < len(cells) else Text("")
-            cell.truncate(width, overflow="ellipsis")
-            room = width - cell.cell_len
-            if index:
-                line.append("  ")
-            if index in self.right:
-                line.append(" " * room)
-                line.append_text(cell)
-            else:
-                line.append_text(cell)
-                if index < len(self.widths) - 1:
-                    line.append(" " * room)
-        return line
+            cell = cells[index] if index < len(cells) else Text("")
+            size = cell.cell_len
+            if size > width:
+                cell = cell.copy()
+                cell.truncate(width, overflow="ellipsis")
+                size = cell.cell_len
+            room = width - size
+            lead = ("  " if index else "") + (" " * room if index in self.right else "")
+            plain = cell.plain
+            offset += len(lead)
+            parts += (lead, plain)
+            if cell.style:
+                spans.append(Span(offset, offset + len(plain), cell.style))
+            spans += (Span(start + offset, end + offset, span_style) for start, end, span_style in cell.spans)
+            offset += len(plain)
+            if index not in self.right and index < last:
+                parts.append(" " * room)
+                offset += room
+        return Text("".join(parts), style=style, no_wrap=True, overflow="crop", spans=spans)
 
 
 def _cycle_cell(done: int, total: int, width: int, *, failed: bool = False) -> Text:
