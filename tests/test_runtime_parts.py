@@ -260,3 +260,23 @@ def test_the_live_scan_answers_as_any_over_every_child_would_as_children_come_an
     for child in children.values():
         child.phase = Phase.EXITED
     assert scan.any() is False
+
+
+def test_a_timer_that_raises_loses_no_other_timer() -> None:
+    reactor = Reactor()
+    fired: list[str] = []
+    now = time.monotonic()
+
+    def broken() -> None:
+        raise RuntimeError("a bug in a timer")
+
+    # "first" sets "next" for the past: it is taken off the heap and put aside for the next tick,
+    # then "broken" raises before the tick ends.
+    reactor.at("first", now - 2, lambda: reactor.at("next", now - 3, lambda: fired.append("next")))
+    reactor.at("broken", now - 1, broken)
+    with pytest.raises(RuntimeError):
+        reactor.tick()
+    assert reactor.timeout(time.monotonic()) == 0  # "next" is still waiting, due now (lost, the loop would sleep forever)
+    reactor.tick()
+    assert fired == ["next"]
+    reactor.close()

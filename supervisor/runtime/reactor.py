@@ -130,18 +130,20 @@ class Reactor:
         """Every timer due by `now`, earliest first; one a callback sets for `now` or earlier waits for the next tick."""
         last = next(self._numbers)  # timers set from here on are not this tick's
         later: list[tuple[float, int, str]] = []
-        while True:
-            earliest = self._earliest()
-            if earliest is None or earliest > now:
-                break
-            entry = heapq.heappop(self._heap)
-            if entry[1] > last:
-                later.append(entry)
-                continue
-            _, callback, _ = self._timers.pop(entry[2])
-            callback()
-        for entry in later:
-            heapq.heappush(self._heap, entry)
+        try:
+            while True:
+                earliest = self._earliest()
+                if earliest is None or earliest > now:
+                    break
+                entry = heapq.heappop(self._heap)
+                if entry[1] > last:
+                    later.append(entry)
+                    continue
+                _, callback, _ = self._timers.pop(entry[2])
+                callback()
+        finally:  # even past a callback that raised, the timers put aside are still in the heap
+            for entry in later:
+                heapq.heappush(self._heap, entry)
 
     def close(self) -> None:
         self.selector.close()
