@@ -179,22 +179,18 @@ def serve(conn_fd: int, preload: str, warm: str = "") -> None:
             importlib.import_module(name)
         except Exception:  # the worker that needs it will say why, in its own words
             pass
+    conn = socket.socket(fileno=conn_fd)
+    conn.setblocking(True)
+    server = _Server(conn)
     for call in filter(None, warm.split(",")):  # e.g. a worker's start, rehearsed: its code is warm in every worker
-        module, _, function = call.partition(":")
-        try:
-            getattr(importlib.import_module(module), function)()
-        except Exception:  # no warm-up, that is all
-            pass
+        server.prepare(call, [])
     # Everything loaded so far is shared with every worker. Frozen, the cyclic GC of a worker never walks
     # (and so never writes to, and copies) those objects' pages: less memory per worker, less time faulting.
     gc.freeze()
-    conn = socket.socket(fileno=conn_fd)
-    conn.setblocking(True)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a handler, so the wake-up byte is written
-    server = _Server(conn)
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     poller.register(wake_r, select.POLLIN)
@@ -237,7 +233,7 @@ class _Server:
             request = msgpack.unpackb(data)
             args = list(request.get("args") or [])
             if "call" in request:
-                self._prepare(str(request["call"]), args)
+                self.prepare(str(request["call"]), args)
                 return {"prepared": True}, []
             target = self._resolve(str(request["entry"]))
             if len(fds) != 1:
@@ -248,7 +244,8 @@ class _Server:
             return {"error": f"{type(exc).__name__}: {exc}", "errno": number}, []
         return {"pid": pid}, [status_r]
 
-    def _prepare(self, call: str, args: list[Any]) -> None:
+    def prepare(self, call: str, args: list[Any]) -> None:
+        """Run `call(*args)` ("module:function") for every worker forked later; a failure only means it did not."""
         try:
             self._resolve(call)(*args)
         except Exception:  # noqa: BLE001 - the worker that needs it will say why, in its own words
