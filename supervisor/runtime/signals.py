@@ -44,8 +44,9 @@ class SignalQueue:
     def drain(self) -> list[int]:
         """Empty the wake-up pipe and return the signals received, in order."""
         self._wakeup.clear()
-        received = list(self.pending)
-        self.pending.clear()
+        received = []
+        while self.pending:  # one at a time: a handler may run between any two bytecodes, even here
+            received.append(self.pending.popleft())
         return received
 
     def restore(self, *, run_over: bool = False) -> None:
