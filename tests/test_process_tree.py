@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from harness import HANG, by_event, wait_gone
@@ -62,44 +63,48 @@ def test_an_immediate_stop_leaves_no_tool_behind(make_team, tmp_path):
 
 
 def test_adopted_orphans_are_reaped_while_the_supervisor_runs(make_team, tmp_path):
-    """No zombie piles up under the supervisor, as none would under a good PID 1."""
+    """No zombie piles up under the supervisor, as none would under a good PID 1.
+
+    The worker crashes three times, leaving two tools each time, then runs quietly: after its last
+    crash nothing exits any more, so no later scan of /proc can tidy up what SIGCHLD did not reap.
+    """
     import signal
     import time
-
-    import psutil
 
     team = make_team(agents=1, max_cycles=1)
     team.data["max_restarts"] = 50  # it keeps crashing, leaving orphans each time; the supervisor lives on
     team.write()
     tools_file = tmp_path / "tools.json"
-    proc = start_entry(team.config, "wire_faults:tools_then_crash", {"TOOLS_FILE": str(tools_file)}, stderr=subprocess.DEVNULL)
+    env = {"TOOLS_FILE": str(tools_file), "CRASHES_FILE": str(tmp_path / "crashes")}
+    proc = start_entry(team.config, "wire_faults:tools_then_crash_three_times", env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + HANG
-        while len(by_event(team.events(), "worker_exited")) < 3 and time.monotonic() < deadline:
+        while len(by_event(team.events(), "worker_started")) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert len(by_event(team.events(), "worker_exited")) >= 3
-        supervisor = psutil.Process(proc.pid)
+        assert len(by_event(team.events(), "worker_exited")) == 3
+        last_tools = json.loads(tools_file.read_text())["tools"]  # the third crash's: one in its group, one not
 
-        def zombies() -> list[int]:
-            found = []
-            for child in supervisor.children():
-                try:
-                    if child.status() == psutil.STATUS_ZOMBIE:
-                        found.append(child.pid)
-                except psutil.NoSuchProcess:  # reaped between the listing and the look: not a zombie
-                    pass
-            return found
+        def reaped(pids: list[int]) -> bool:
+            return not any(psutil.pid_exists(pid) for pid in pids)  # a zombie still has its pid
 
-        # Three crashed workers left six tools behind, all adopted; none may linger as a zombie.
         settle = time.monotonic() + 2
-        while zombies() and time.monotonic() < settle:
+        while not reaped(last_tools) and time.monotonic() < settle:
             time.sleep(0.01)
-        assert zombies() == []
+        assert reaped(last_tools)
+        zombies = [c.pid for c in psutil.Process(proc.pid).children() if _status(c) == psutil.STATUS_ZOMBIE]
+        assert zombies == []  # nor any of the earlier crashes' tools
         proc.send_signal(signal.SIGINT)
         assert proc.wait(HANG) in (0, 3)
     finally:
         proc.kill()
         proc.wait()
+
+
+def _status(process: psutil.Process) -> str:
+    try:
+        return process.status()
+    except psutil.NoSuchProcess:  # reaped between the listing and the look
+        return "gone"
 
 
 ORPHAN_SCRIPT = """

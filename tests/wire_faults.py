@@ -121,6 +121,26 @@ def tools_then_crash(sock: socket.socket, supervisor_pid: int) -> None:
     os._exit(1)
 
 
+def tools_then_crash_three_times(sock: socket.socket, supervisor_pid: int) -> None:
+    """Dies leaving tools behind on its first three starts (counted in CRASHES_FILE), then runs quietly."""
+    from protocol import FrameDecoder, Interrupt, Ready
+    from protocol.lineage import detach
+
+    counter = os.environ["CRASHES_FILE"]
+    crashes = int(open(counter).read()) if os.path.exists(counter) else 0
+    if crashes < 3:
+        with open(counter, "w") as f:
+            f.write(str(crashes + 1))
+        tools_then_crash(sock, supervisor_pid)
+    detach(supervisor_pid)
+    sock.sendall(encode(Ready(agent="agent-a", pid=os.getpid(), cycle=0, max_cycles=1, status="running", resumed=False)))
+    decoder = FrameDecoder()
+    while True:  # until told to stop (it leaves without its last word: a failed agent) or the pipe closes
+        data = sock.recv(65536)
+        if not data or any(isinstance(m, Interrupt) for m in decoder.feed(data)):
+            os._exit(1)
+
+
 def tools_then_hang(sock: socket.socket, supervisor_pid: int) -> None:
     """A worker with tools running that stops beating (the supervisor kills it)."""
     _start_tools(sock, supervisor_pid)
