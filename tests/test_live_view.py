@@ -531,6 +531,26 @@ def test_on_a_terminal_narrower_than_the_table_each_line_is_cut_at_the_edge_neve
     assert drawn[0].endswith("…") and drawn[-1].endswith("…")  # at 30 columns the header and footer say they were cut
 
 
+def test_the_lines_above_the_last_frame_are_drawn_byte_for_byte_as_one_wrapped_block():
+    """They skip rich's word-wrapper when they fit, and a line that does not fit is still wrapped, never cut."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from supervisor.terminal.live_view import Lines
+
+    lines = ["[agent-0001] ⏹️  stopped", "", "trailing spaces   ", "漢字かなカナ wide " * 4, "tab\there",
+             "a reply that runs on " * 12, "[bold]not markup[/bold]"]
+    for width in (40, 160):
+        def drawn(above: object) -> str:
+            out = RichConsole(file=io.StringIO(), width=width, height=100, force_terminal=True, color_system="truecolor")
+            out.print(Group(above, Text("the table", style="bold")))
+            return out.file.getvalue()  # type: ignore[attr-defined]
+
+        block = drawn(Text("\n".join(lines)))
+        assert drawn(Lines([Text(line) for line in lines], wrap=True)) == block
+        assert sum("runs on" in line for line in block.splitlines()) > 1  # the long line was wrapped, not cut
+
+
 def test_each_cells_style_covers_exactly_its_text(tmp_path):
     """A row is one Text with each cell's style as a span: shifted by one, a colour would bleed into the padding."""
     live = LiveConsole(team_config(tmp_path), console=rich_console(), redirect=False)

@@ -207,7 +207,8 @@ class LiveConsole(Console):
                 with self._lock:
                     lines, self._pending = self._pending, []
                 final = self.view(final=True)
-                live.update(Group(Text("\n".join(lines)), final) if lines else final)
+                above = Lines([Text(line) for line in "\n".join(lines).split("\n")], wrap=True)
+                live.update(Group(above, final) if lines else final)
         except Exception:
             self.broken = True
         finally:
@@ -556,14 +557,21 @@ class Lines:
 
     A Group of Texts would have rich wrap, split and pad every row again;
     the table's last frame is drawn while the person waits for the terminal.
+    With `wrap` (messages, not the table), a line wider than the terminal is
+    wrapped by rich as before, and only that line: most fit, and for a line
+    that fits, rich's word-wrapper changes nothing but costs the most.
     """
 
-    def __init__(self, lines: list[Text]) -> None:
+    def __init__(self, lines: list[Text], *, wrap: bool = False) -> None:
         self.lines = lines
+        self.wrap = wrap
 
     def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
         for line in self.lines:
+            if self.wrap and (line.cell_len > width or "\t" in line.plain):
+                yield from console.render(line, options)  # wrapped (tabs expanded) as a Text is; ends its line
+                continue
             if line.cell_len > width:
                 line = line.copy()
                 line.truncate(width, overflow=line.overflow or "crop")
