@@ -244,3 +244,43 @@ def test_workers_run_as_batch_tasks_and_supervisors_do_not(make_team):
         assert run.wait() == 1, run.output
     finally:
         run.kill()
+
+
+def test_the_reaper_lists_its_children_from_every_threads_list_as_a_scan_of_proc_would(monkeypatch):
+    """The kernel's per-thread lists name the same children as reading every process's parent, for a fraction of it.
+
+    A child started by a thread that still runs is on that thread's list only; one started by a
+    thread that has ended moved to another's.
+    """
+    import threading
+
+    from supervisor.runtime import reaper
+
+    started: list[subprocess.Popen[bytes]] = [subprocess.Popen(["sleep", "30"])]
+    hold, ready = threading.Event(), threading.Event()
+
+    def start_one(then_wait: bool) -> None:
+        started.append(subprocess.Popen(["sleep", "30"]))
+        if then_wait:
+            ready.set()
+            hold.wait(30)
+
+    ended = threading.Thread(target=start_one, args=(False,))
+    ended.start()
+    ended.join()
+    running = threading.Thread(target=start_one, args=(True,))
+    running.start()
+    try:
+        assert ready.wait(30)
+        mine = {p.pid for p in started}
+        listed = reaper.own_children()
+        assert mine <= set(listed) and len(listed) == len(set(listed))
+        assert sorted(listed) == sorted(reaper.children_of(os.getpid(), reaper.parents()))
+        monkeypatch.setattr(reaper.os.path, "exists", lambda path: False)  # a kernel without the lists: the scan
+        assert sorted(reaper.own_children()) == sorted(listed)
+    finally:
+        hold.set()
+        running.join()
+        for process in started:
+            process.kill()
+            process.wait()

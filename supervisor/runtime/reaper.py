@@ -7,12 +7,15 @@ reaps those orphans, so no zombie piles up in a container and no tool keeps
 running after its agent is gone. This is only for a process the supervisor
 owns (the CLI): a program embedding it may have children of its own.
 
-Finding a live orphan means reading every process's parent (the whole of
-/proc, as `psutil` does), which costs more the busier the machine is. So that
-a stop of N workers does not cost N such scans, a scan is asked for with
-`sweep_soon` and done at most every MIN_SWEEP_INTERVAL (and once more before the
-run ends, with `sweep_if_due`). A dead orphan needs no scan: the kernel names
-it on SIGCHLD (`reap_dead`, one `waitid` per exit).
+Finding a live orphan means listing the supervisor's own children. The
+kernel keeps that list per thread (`/proc/self/task/TID/children`), so a scan
+reads one small file per thread of ours; where a kernel is built without it,
+the scan reads every process's parent instead (the whole of /proc, as `psutil`
+does: ~2 ms with 70 processes, ~20 ms with a thousand). Either way, so that a
+stop of N workers does not cost N scans, a scan is asked for with `sweep_soon`
+and done at most every MIN_SWEEP_INTERVAL (and once more before the run ends,
+with `sweep_if_due`). A dead orphan needs no scan: the kernel names it on
+SIGCHLD (`reap_dead`, one `waitid` per exit).
 """
 
 from __future__ import annotations
@@ -55,6 +58,26 @@ def children_of(pid: int, ppids: dict[int, int]) -> list[int]:
     return [child for child, parent in ppids.items() if parent == pid]
 
 
+def own_children() -> list[int]:
+    """This process's children: the kernel's list for each of its threads, or one scan of /proc without them.
+
+    A child started by a thread is on that thread's list, an adopted orphan on
+    one of them; a thread that ended meanwhile took its file along (its
+    children went to another thread's list).
+    """
+    me = os.getpid()
+    if not os.path.exists(f"/proc/{me}/task/{me}/children"):  # a kernel without CONFIG_PROC_CHILDREN
+        return children_of(me, parents())
+    found: list[int] = []
+    for tid in os.listdir(f"/proc/{me}/task"):
+        try:
+            with open(f"/proc/{me}/task/{tid}/children", "rb") as listing:
+                found.extend(int(pid) for pid in listing.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
 def descendants_of(roots: list[int], ppids: dict[int, int]) -> list[int]:
     """Every descendant of `roots` (not the roots), from one scan's parent map."""
     below: dict[int, list[int]] = {}
@@ -78,7 +101,7 @@ class Reaper:
     def __init__(self, helpers: Callable[[], set[int]] = set, clock: Callable[[], float] = time.monotonic) -> None:
         # Children present now are ours to keep, and so are the helpers of the moment (a forkserver
         # restarted after this was made is a helper, not an orphan).
-        self.keep = set(children_of(os.getpid(), parents()))
+        self.keep = set(own_children())
         self.helpers = helpers
         self.clock = clock
         self.scans = 0
@@ -111,7 +134,7 @@ class Reaper:
         self.scans += 1
         acted: list[int] = []
         keep = self.keep | self.helpers()
-        for pid in children_of(os.getpid(), parents()):
+        for pid in own_children():
             if pid in keep:
                 continue
             try:
