@@ -70,7 +70,7 @@ if __name__ == "__main__":
 
     outcome = run_team(config, entry=sys.argv[2], own_process=True, sinks=[console], on_arbiter=on_arbiter)
     console.finish(outcome, str(config.storage), str(config.source))
-    scans_file = os.environ.get("SCANS_FILE")  # how often the reaper read the whole process table
+    scans_file = os.environ.get("SCANS_FILE")  # how often the reaper looked for live orphans
     if scans_file and seen and seen[0].reaper is not None:
         Path(scans_file).write_text(str(seen[0].reaper.scans))
     if os.environ.get("FROZEN_FILE"):  # the fewest frozen objects the loop ever ran with
