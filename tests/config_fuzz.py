@@ -19,6 +19,7 @@ import os
 import random
 import resource
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -369,6 +370,36 @@ def check_frames(config: Any) -> Optional[str]:
     return None
 
 
+def readings_disagree(path: Path) -> Optional[str]:
+    """Why LibYAML's fast path read a file otherwise than the strict Python loader (None: they agree).
+
+    The fast path may refuse more (the Python loader then reads the file and says why), never less,
+    and what both read must be the same data.
+    """
+    import yaml
+
+    from supervisor.config import loader
+
+    try:
+        info = os.lstat(path)
+        if loader._CSafeLoader is None or not stat.S_ISREG(info.st_mode) or info.st_size > loader.MAX_CONFIG_BYTES:
+            return None  # not a config text: the special files are the loader's own cases
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if "\t" in text:  # such a config goes to the Python loader only
+        return None
+    try:
+        fast = yaml.load(text, Loader=loader._FastLoader)
+    except Exception:  # noqa: BLE001 - refused by the fast path: the Python loader decides
+        return None
+    try:
+        strict = yaml.load(text, Loader=loader._StrictLoader)
+    except Exception as exc:  # noqa: BLE001
+        return f"the fast path read what the strict loader refuses: {str(exc)[:200]!r}"
+    return None if repr(fast) == repr(strict) else "the fast path read other data than the strict loader"
+
+
 def run_case(make: Callable[[Path], Any], folder: Path) -> tuple[str, str]:
     """("loaded" | "refused" | "broken", detail) for one case."""
     from supervisor.config import ConfigError, TeamConfig, load_config
@@ -378,6 +409,9 @@ def run_case(make: Callable[[Path], Any], folder: Path) -> tuple[str, str]:
     signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     try:
         target = make(folder)
+        disagreement = readings_disagree(target) if isinstance(target, Path) else None
+        if disagreement:
+            return "broken", disagreement
         if isinstance(target, tuple):
             config = TeamConfig.from_mapping(target[1], source=folder / "api.yaml")
         else:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from config_fuzz import ALIAS_BOMB
 from protocol import MAX_FRAME_BYTES, Start, decode_payload, encode
 from protocol.specs import AgentSpec, GroupSpec
 from supervisor.config import ConfigError, TeamConfig, load_config
@@ -253,3 +254,57 @@ def test_config_error_escapes_what_it_is_given_and_stays_a_user_error() -> None:
     err = ConfigError("x\x1b.yaml", "llm.\x9bkey", "got 'a\u202eb'")
     assert str(err) == "x\\x1b.yaml: llm.\\x9bkey: got 'a\\u202eb'"
     assert isinstance(err, UserError)
+
+
+FAST_PATH_CASES = [
+    "team: t\nhooks: [{on: after_cycle, call: 'os:getcwd'}]\n",  # `on:` as a string, both ways
+    "a: &x {b: 1}\nc: [*x, *x]\nd: {<<: *x, e: 2}\n",  # aliases and a merge key
+    "{on: 1, 'on': 2}",  # the same key twice once `on` is a string
+    "a: 1\nb: 2\na: 3\n",  # a duplicate key
+    "a: &r [*r]",  # an alias inside its own anchor
+    "x: " + ALIAS_BOMB,  # a billion nodes in a few hundred bytes
+    'x: "\\ud800"',  # half a surrogate pair
+    "x: " + "9" * 200,  # an integer too long
+    "x: " + "[" * 65 + "]" * 65,  # deeper than MAX_YAML_DEPTH
+    "x: " + "[" * 63 + "]" * 63,  # just within it
+    "x: 1\n---\ny: 2\n",  # two documents
+    "",  # none
+]
+
+
+@pytest.mark.parametrize("text", FAST_PATH_CASES)
+def test_libyamls_fast_path_refuses_what_the_python_loader_refuses_and_reads_the_rest_the_same(text: str) -> None:
+    """A config is parsed in C and its graph checked against the rules; it may refuse more, never less.
+
+    (Every fuzzed config of config_fuzz is read both ways too, in test_config_fuzz.)
+    """
+    from supervisor.config import loader
+
+    if loader._CSafeLoader is None:
+        pytest.skip("this PyYAML has no LibYAML: the Python loader is the only one")
+    try:
+        strict: Any = yaml.load(text, Loader=loader._StrictLoader)
+    except Exception:  # noqa: BLE001
+        strict = refused = "refused"
+    else:
+        refused = None
+    try:
+        fast: Any = yaml.load(text, Loader=loader._FastLoader)
+    except Exception:  # noqa: BLE001
+        fast = "refused"
+    if refused:
+        assert fast == "refused"
+    else:
+        assert repr(fast) == repr(strict)
+
+
+def test_a_thousand_agent_config_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reason for the fast path: a big, clean team is read by LibYAML, not by PyYAML's Python scanner."""
+    from supervisor.config import loader
+
+    if loader._CSafeLoader is None:
+        pytest.skip("this PyYAML has no LibYAML")
+    text = "team: t\nstorage: s\nagents:\n" + "".join(f"  - {{name: a{i}, task: x, max_cycles: 1}}\n" for i in range(1000))
+    expected = yaml.load(text, Loader=loader._StrictLoader)
+    monkeypatch.setattr(loader, "_StrictLoader", None)  # the Python loader is not asked
+    assert loader._parse_yaml(text, "team.yaml") == expected
