@@ -308,3 +308,28 @@ def test_a_thousand_agent_config_takes_the_fast_path(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(loader, "_StrictLoader", None)  # the Python loader is not asked
     data = loader._parse_yaml(text, "team.yaml")
     assert len(data["agents"]) == 1000 and data["agents"][999] == {"name": "a999", "task": "x", "max_cycles": 1}
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_node_and_text_limits_count_aliases_exactly_on_both_paths(over: int) -> None:
+    """Exactly at each limit a document loads; one node or one character more and it is refused, both ways."""
+    from supervisor.config import loader
+    from supervisor.config.loader import MAX_YAML_NODES, MAX_YAML_TEXT
+
+    # Nodes: the mapping 1, three keys 3, list a 1 + 999, list b 1 + 98 x 1000 (aliases counted whole), list c 1 + n.
+    nodes = "a: &a [" + ", ".join(["x"] * 999) + "]\nb: [" + ", ".join(["*a"] * 98) + "]\nc: ["
+    nodes += ", ".join(["y"] * (MAX_YAML_NODES - 99_006 + over)) + "]\n"
+    # Characters: the three keys, a 20,000-character value, 835 copies of it by alias, and the rest.
+    blob = "q" * 20_000
+    text = f"a: &a {blob}\nb: [" + ", ".join(["*a"] * 835) + "]\nc: " + "r" * (MAX_YAML_TEXT - 16_720_003 + over) + "\n"
+    loaders = [loader._StrictLoader] + ([loader._FastLoader] if loader._CSafeLoader is not None else [])
+    for document in (nodes, text):
+        for kind in loaders:
+            if over:
+                with pytest.raises(Exception):  # noqa: B017 - the fast path's refusal is any exception
+                    yaml.load(document, Loader=kind)
+            else:
+                assert sorted(yaml.load(document, Loader=kind)) == ["a", "b", "c"]
+    if over:
+        with pytest.raises(ConfigError, match=f"line 1: this value expands to more than {MAX_YAML_TEXT} characters"):
+            loader._parse_yaml(text, "team.yaml")
