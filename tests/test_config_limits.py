@@ -333,3 +333,12 @@ def test_the_node_and_text_limits_count_aliases_exactly_on_both_paths(over: int)
     if over:
         with pytest.raises(ConfigError, match=f"line 1: this value expands to more than {MAX_YAML_TEXT} characters"):
             loader._parse_yaml(text, "team.yaml")
+
+
+def test_a_config_with_a_tab_is_read_by_the_python_loader_alone() -> None:
+    """LibYAML reads a tab inside a plain value that PyYAML's scanner refuses: such a file never takes the fast path."""
+    from supervisor.config import loader
+
+    text = "team: t\nhooks: [{on: after_cycle, call: os.path:joi\tn}]\n"
+    with pytest.raises(ConfigError, match="YAML syntax error at line 2"):
+        loader._parse_yaml(text, "team.yaml")
