@@ -370,8 +370,8 @@ def check_frames(config: Any) -> Optional[str]:
     return None
 
 
-def readings_disagree(path: Path) -> Optional[str]:
-    """Why LibYAML's fast path read a file otherwise than the strict Python loader (None: they agree).
+def readings_disagree(text: str) -> Optional[str]:
+    """Why LibYAML's fast path read `text` otherwise than the strict Python loader (None: they agree).
 
     The fast path may refuse more (the Python loader then reads the file and says why), never less,
     and what both read must be the same data.
@@ -380,14 +380,7 @@ def readings_disagree(path: Path) -> Optional[str]:
 
     from supervisor.config import loader
 
-    try:
-        info = os.lstat(path)
-        if loader._CSafeLoader is None or not stat.S_ISREG(info.st_mode) or info.st_size > loader.MAX_CONFIG_BYTES:
-            return None  # not a config text: the special files are the loader's own cases
-        text = path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError):
-        return None
-    if "\t" in text:  # such a config goes to the Python loader only
+    if loader._CSafeLoader is None or "\t" in text:  # a tab sends a config to the Python loader only
         return None
     try:
         fast = yaml.load(text, Loader=loader._FastLoader)
@@ -400,6 +393,19 @@ def readings_disagree(path: Path) -> Optional[str]:
     return None if repr(fast) == repr(strict) else "the fast path read other data than the strict loader"
 
 
+def config_text(path: Path) -> Optional[str]:
+    """The text of a case that is a config file of a size the loader reads (None for the special files)."""
+    from supervisor.config import loader
+
+    try:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > loader.MAX_CONFIG_BYTES:
+            return None
+        return path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def run_case(make: Callable[[Path], Any], folder: Path) -> tuple[str, str]:
     """("loaded" | "refused" | "broken", detail) for one case."""
     from supervisor.config import ConfigError, TeamConfig, load_config
@@ -409,7 +415,8 @@ def run_case(make: Callable[[Path], Any], folder: Path) -> tuple[str, str]:
     signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     try:
         target = make(folder)
-        disagreement = readings_disagree(target) if isinstance(target, Path) else None
+        text = config_text(target) if isinstance(target, Path) else None
+        disagreement = readings_disagree(text) if text is not None else None
         if disagreement:
             return "broken", disagreement
         if isinstance(target, tuple):

@@ -105,9 +105,8 @@ def _size_of(node: Any, sizes: dict[int, tuple[int, int]]) -> tuple[int, int]:
         _check_scalar(node)
         nodes, chars = 1, len(node.value)
     else:
-        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
         nodes, chars = 1, 0
-        for child in children:
+        for child in _children(node):
             child_nodes, child_chars = sizes[id(child)]
             nodes, chars = nodes + child_nodes, chars + child_chars
     if nodes > MAX_YAML_NODES:
@@ -115,6 +114,11 @@ def _size_of(node: Any, sizes: dict[int, tuple[int, int]]) -> tuple[int, int]:
     if chars > MAX_YAML_TEXT:
         raise _Refused(node.start_mark, f"this value expands to more than {MAX_YAML_TEXT} characters (aliases included)")
     return nodes, chars
+
+
+def _children(node: Any) -> list[Any]:
+    """A collection's nodes in document order: a sequence's items, a mapping's keys and values in turn."""
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
 
 
 def _check_keys(loader: Any, node: yaml.MappingNode) -> None:
@@ -234,12 +238,9 @@ def _check_graph(loader: Any, root: Any) -> None:
             continue
         if isinstance(node, yaml.MappingNode):
             _check_keys(loader, node)
-            children = [n for pair in node.value for n in pair]
-        else:
-            children = list(node.value)
         open_nodes.add(key)
         stack.append((node, depth, True))
-        stack.extend((child, depth + 1, False) for child in reversed(children))
+        stack.extend((child, depth + 1, False) for child in reversed(_children(node)))
 
 
 def _parse_yaml(text: str, label: str) -> Any:
