@@ -238,3 +238,65 @@ def forkserver_floor(n: int) -> dict[str, float]:
     one_round(n)
     return {"boot_ms": boot * 1000.0, "start_ms": (timing["last_byte"] - started) * 1000.0}
 
+
+
+# ---- the start of N agents: fresh interpreter to every child ready (run as a script) ------------
+
+READY_SCRIPT = """
+import asyncio, os, socket, sys, time
+import workers.entry, workers.agent_loop, protocol.checkpoints, workers.providers.scripted  # the worker's preload
+
+
+async def answer(socks):  # one loop; each agent's pipe: read a 100-byte frame, answer one byte
+    loop = asyncio.get_running_loop()
+
+    async def one(sock):
+        sock.setblocking(False)
+        await loop.sock_recv(sock, 100)
+        await loop.sock_sendall(sock, b"r")
+
+    await asyncio.gather(*map(one, socks))
+    return 0
+
+
+n, per_process, use_asyncio = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "asyncio"
+pairs, pids = [], []
+for first in range(0, n, per_process):
+    group = [socket.socketpair() for _ in range(min(per_process, n - first))]
+    pid = os.fork()
+    if pid == 0:
+        if not use_asyncio:
+            group[0][1].sendall(b"r")
+            os._exit(0)
+        os._exit(asyncio.run(answer([theirs for _, theirs in group])))
+    for ours, theirs in group:
+        theirs.close()
+        if use_asyncio:
+            ours.sendall(bytes(100))
+        pairs.append(ours)
+    pids.append(pid)
+for ours in pairs:
+    assert ours.recv(1) == b"r"
+print(time.time(), flush=True)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+
+
+def start_floor(n: int, *, per_process: int = 1, asyncio: bool = False, repo: str = "") -> float:
+    """Exec of a fresh interpreter with the worker's modules to N forked agents ready, in ms.
+
+    Bare (the issue's floor): one child per agent, which writes one byte and leaves. `asyncio`:
+    each child runs an asyncio loop that reads a 100-byte frame on each of its `per_process` agents'
+    pipes and answers it, the least a worker does before it is ready. `repo` goes on PYTHONPATH.
+    """
+    import subprocess
+    import sys
+
+    if not asyncio and per_process != 1:
+        raise ValueError("the bare floor has one child per agent")
+    began = time.time()
+    done = subprocess.run([sys.executable, "-c", READY_SCRIPT, str(n), str(per_process), "asyncio" if asyncio else "bare"],
+                          capture_output=True, text=True, check=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": repo or os.environ.get("PYTHONPATH", "")})
+    return (float(done.stdout.split()[0]) - began) * 1000.0

@@ -17,7 +17,10 @@ view on (TERM=xterm-256color) and with `--plain` beside it.
   memory in one more run per size, untimed: each worker's unique memory (USS) and its minor page faults
          once ready, what it copied of the forkserver.
          Floor: a fresh interpreter that imports the worker's modules, forks N children, and reads one
-         byte from each on a socketpair: exec to every child ready.
+         byte from each on a socketpair: exec to every child ready (`_floors.start_floor`).
+         Printed below the table: the same, but each child runs an asyncio loop that reads a frame and
+         answers it, the least a process per agent costs before the product's own work; the start
+         comes no closer to the fork floor than that (`bench_start_floors.py` has more of these).
 
 Every floor is measured in the same run, on the same machine, between the product's runs. The
 micro-steps of `bench_interrupts.py` (ack, graceful, checkpoint, import) break the time down further.
@@ -30,7 +33,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,28 +55,6 @@ LATENCY = 600.0  # scripted seconds per reply: every reply is in flight at the s
 STOP_TARGET = 4.0  # x the floor
 START_TARGET = 2.0
 ROWS, COLS = 50, 160
-
-START_FLOOR = """
-import os, socket, sys, time
-import workers.entry, workers.agent_loop, protocol.checkpoints, workers.providers.scripted  # the worker's preload
-n = int(sys.argv[1])
-pairs, pids = [], []
-for _ in range(n):
-    ours, theirs = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:
-        theirs.sendall(b"r")
-        os._exit(0)
-    theirs.close()
-    pairs.append(ours)
-    pids.append(pid)
-for ours in pairs:
-    assert ours.recv(1) == b"r"
-print(time.time(), flush=True)
-for pid in pids:
-    os.waitpid(pid, 0)
-"""
-
 
 def progress(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
@@ -205,12 +185,8 @@ def shell_round_trip() -> float:
         terminal.close()
 
 
-def start_floor(size: int) -> float:
-    """Exec of a fresh interpreter with the worker's modules to N forked children ready, in ms."""
-    began = time.time()
-    done = subprocess.run([sys.executable, "-c", START_FLOOR, str(size)], capture_output=True, text=True,
-                          check=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
-    return (float(done.stdout.split()[0]) - began) * 1000.0
+def start_floor(size: int, *, asyncio: bool = False) -> float:
+    return _floors.start_floor(size, asyncio=asyncio, repo=str(REPO))
 
 
 def stop_floor(size: int) -> float:
@@ -229,7 +205,8 @@ def bench(sizes: list[int], forced: Optional[int]) -> tuple[list[dict[str, Any]]
     try:
         for size in sizes:
             (folder / "team.yaml").write_text(json.dumps(team(size), indent=1))
-            samples: dict[str, list[float]] = {"live": [], "plain": [], "start": [], "stop_floor": [], "start_floor": []}
+            samples: dict[str, list[float]] = {"live": [], "plain": [], "start": [], "stop_floor": [], "start_floor": [],
+                                               "asyncio_floor": []}
             for index in range(repeats_for(size, forced)):
                 for plain in (False, True):
                     view = "plain" if plain else "live"
@@ -242,11 +219,13 @@ def bench(sizes: list[int], forced: Optional[int]) -> tuple[list[dict[str, Any]]
                              f"exit {result['exit_code']}, left behind {result['left_behind']}")
                 samples["stop_floor"].append(stop_floor(size))  # between the product's runs, same conditions
                 samples["start_floor"].append(start_floor(size))
+                samples["asyncio_floor"].append(start_floor(size, asyncio=True))
             progress(f"N={size}: one more run, for the workers' memory (its times are not samples)")
             runs.append(one_run(folder, size, plain=True, memory=True))
             for view in ("live", "plain"):
                 rows.append(_row(f"stop, {view} view", size, samples[view], samples["stop_floor"], STOP_TARGET))
             rows.append(_row("start", size, samples["start"], samples["start_floor"], START_TARGET))
+            runs.append({"size": size, "asyncio_floor_ms": statistics.median(samples["asyncio_floor"])})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     runs.append({"shell_round_trip_ms": shell})
@@ -308,12 +287,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     shell = next(r["shell_round_trip_ms"] for r in runs if "shell_round_trip_ms" in r)
     print(f"A bare job in the same shell (`sleep 600`, Ctrl+C, prompt back): {statistics.median(shell):.1f} ms, "
           "a part of every stop that no supervisor can remove.")
+    for row in (r for r in rows if r["step"] == "start"):
+        floor = next(r["asyncio_floor_ms"] for r in runs if r.get("size") == row["agents"] and "asyncio_floor_ms" in r)
+        print(f"N={row['agents']}: children that each run an asyncio loop, read one frame and answer it: {_num(floor)} ms, "
+              f"{floor / row['floor_ms']:.1f}× the fork floor; the start is {row['median_ms'] / floor:.1f}× that.")
     for size in sizes:
         measured = [r for r in runs if r.get("size") == size and "worker_uss_mb" in r]
         if measured:
             print(f"N={size}: a worker at ready: USS {statistics.median(r['worker_uss_mb'] for r in measured):.2f} MB, "
                   f"{statistics.median(r['worker_faults'] for r in measured):.0f} minor page faults (median).")
-    odd = [r for r in runs if "size" in r and (r["exit_code"] != 1 or r["left_behind"])]
+    odd = [r for r in runs if "exit_code" in r and (r["exit_code"] != 1 or r["left_behind"])]
     for run in odd:
         print(f"  anomaly: N={run['size']} {run['view']}: exit code {run['exit_code']} (expected 1), "
               f"{run['left_behind']} process(es) still running 2 s after the prompt: {run['left_behind_what']}")
