@@ -655,7 +655,7 @@ class TeamConfig(BaseModel):
 
     def _own(self, name: str) -> Optional[AgentConfig]:
         """The team's own agent called `name`; None for a group (it takes the team's defaults)."""
-        return next((agent for agent in self.agents if agent.name == name), None)
+        return _index_of(self).own.get(name)
 
     def hang_timeout_of(self, name: str) -> float:
         """A child's own hang_timeout, else the team's."""
@@ -827,6 +827,7 @@ class _Index:
     """Lookups a big team makes once per agent, built once per config (linear scans were O(N^2) at start)."""
 
     agents: dict[str, AgentConfig]
+    own: dict[str, AgentConfig]  # the team's own agents, not its groups'
     senders: dict[str, tuple[str, ...]]
 
 
@@ -845,7 +846,7 @@ def _index_of(config: TeamConfig) -> _Index:
     for sender, targets in config.sends().items():
         for target in targets:
             senders.setdefault(target, []).append(sender)
-    index = _Index(agents={a.name: a for a in config.all_agents()},
+    index = _Index(agents={a.name: a for a in config.all_agents()}, own={a.name: a for a in config.agents},
                    senders={name: tuple(dict.fromkeys(names)) for name, names in senders.items()})
     if len(_INDEXES) >= _INDEXES_KEPT:
         _INDEXES.pop(next(iter(_INDEXES)))
