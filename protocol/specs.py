@@ -17,7 +17,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, TypeVar, Union
+from typing import Any, Callable, ClassVar, Optional, TypeVar, Union
 
 from protocol.errors import ProtocolError
 
@@ -114,20 +114,20 @@ class Spec:
     label: ClassVar[str] = "spec"
 
     def __post_init__(self) -> None:
-        for name, hint, wants_float, inner in _plan(type(self)):
+        for name, check, wants_float, each in _plan(type(self)).fields:
             value = getattr(self, name)
             if wants_float and isinstance(value, int) and not isinstance(value, bool):
                 if not INT_MIN <= value <= INT_MAX:
                     raise SpecError(self.label, name, f"number out of range (got {_short(value)})")
                 value = float(value)  # an int is a number, as in the messages
                 object.__setattr__(self, name, value)
-            if inner is not None and isinstance(value, tuple):
+            if each is not None and isinstance(value, tuple):
                 for index, item in enumerate(value):
-                    problem = _type_problem(inner, item)
+                    problem = each(item)
                     if problem is not None:
                         raise SpecError(self.label, f"{name}[{index}]", problem)
                 continue
-            problem = _type_problem(hint, value)
+            problem = check(value)
             if problem is not None:
                 raise SpecError(self.label, name, problem)
         self._check()
@@ -140,7 +140,7 @@ class Spec:
 
     def to_wire(self) -> dict[str, Any]:
         """Plain msgpack-able data: nested specs become maps, tuples become lists."""
-        return {f.name: _to_wire(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: _to_wire(getattr(self, name)) for name, _, _, _ in _plan(type(self)).fields}
 
     @classmethod
     def from_wire(cls: type[S], data: Any) -> S:
@@ -156,33 +156,42 @@ def _to_wire(value: Any) -> Any:
     return value
 
 
-_HINT_CACHE: dict[type, dict[str, Any]] = {}
+Check = Callable[[Any], Optional[str]]  # why a value does not fit a field (None if it does)
+Decode = Callable[[Any, str, str], Any]  # a field's wire value as the dataclass holds it (value, label, path)
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINT_CACHE:
-        _HINT_CACHE[cls] = typing.get_type_hints(cls)
-    return _HINT_CACHE[cls]
+@dataclass(frozen=True)
+class _Plan:
+    """What checking and decoding a spec class needs, worked out from its annotations once.
 
-
-_PLAN_CACHE: dict[type, list[tuple[str, Any, bool, Any]]] = {}
-
-
-def _plan(cls: type) -> list[tuple[str, Any, bool, Any]]:
-    """Each field's (name, annotation, takes a float, a tuple's item type), read from the annotations once.
-
-    A spec is built per worker start; a 1000-agent team built 10,000 of them at
-    start-up, and reading the annotations anew each time was most of that cost.
+    A spec is built per worker start and decoded by every worker; a 1000-agent
+    team built 10,000 of them at start-up. Reading the annotations each time,
+    then looking each one up in a cache keyed by typing objects (whose hash is
+    Python code), was most of that cost.
     """
-    if cls not in _PLAN_CACHE:
-        hints = _hints(cls)
-        plan = []
+
+    fields: tuple[tuple[str, Check, bool, Optional[Check]], ...]  # name, check, takes a float, a tuple's item check
+    decoders: dict[str, Decode]
+    required: tuple[str, ...]  # the fields without a default
+
+
+_PLAN_CACHE: dict[type, _Plan] = {}
+
+
+def _plan(cls: type) -> _Plan:
+    plan = _PLAN_CACHE.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        fields, decoders, required = [], {}, []
         for f in dataclasses.fields(cls):
             hint = hints[f.name]
             inner = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else None
-            plan.append((f.name, hint, _wants_float(hint), inner))
-        _PLAN_CACHE[cls] = plan
-    return _PLAN_CACHE[cls]
+            fields.append((f.name, _checker(hint), _wants_float(hint), None if inner is None else _checker(inner)))
+            decoders[f.name] = _decoder(hint)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                required.append(f.name)
+        plan = _PLAN_CACHE[cls] = _Plan(tuple(fields), decoders, tuple(required))
+    return plan
 
 
 def warm() -> None:
@@ -197,10 +206,7 @@ def warm() -> None:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
         if cls is not Spec:
-            for _, hint, _, inner in _plan(cls):
-                _unwrap(hint)
-                if inner is not None:
-                    _unwrap(inner)
+            _plan(cls)
 
 
 def _wants_float(annotation: Any) -> bool:
@@ -209,64 +215,65 @@ def _wants_float(annotation: Any) -> bool:
     return annotation is float
 
 
-_OPTIONAL_CACHE: dict[Any, tuple[Any, Any]] = {}
+def _optional_of(annotation: Any) -> Any:
+    """The one non-None type of an Optional annotation; None for any other."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return inner
+    return None
 
 
-def _unwrap(annotation: Any) -> tuple[Any, Any]:
-    """(origin, the one non-None type of an Optional), worked out once per annotation."""
-    if annotation not in _OPTIONAL_CACHE:
-        origin = typing.get_origin(annotation)
-        inner = None
-        if origin in (Union, types.UnionType):
-            (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
-        _OPTIONAL_CACHE[annotation] = (origin, inner)
-    return _OPTIONAL_CACHE[annotation]
+def _wrong(value: Any) -> str:
+    return f"wrong type {type(value).__name__}"
 
 
-def _type_problem(annotation: Any, value: Any) -> Optional[str]:
-    """Why `value` does not fit `annotation` (None if it does), ranges every field shares included."""
-    origin, optional_of = _unwrap(annotation)
+def _checker(annotation: Any) -> Check:
+    """The check of one field's annotation, ranges every field shares included."""
+    optional_of = _optional_of(annotation)
     if optional_of is not None:
-        return None if value is None else _type_problem(optional_of, value)
-    if origin is tuple:  # its items are checked one by one, to name the bad one
-        return None if isinstance(value, tuple) else f"wrong type {type(value).__name__}"
+        inner = _checker(optional_of)
+        return lambda value: None if value is None else inner(value)
+    if typing.get_origin(annotation) is tuple:  # its items are checked one by one, to name the bad one
+        return lambda value: None if isinstance(value, tuple) else _wrong(value)
     if isinstance(annotation, type) and issubclass(annotation, Spec):
-        return None if isinstance(value, annotation) else f"wrong type {type(value).__name__}"
+        return lambda value: None if isinstance(value, annotation) else _wrong(value)
     if annotation is bool:
-        return None if isinstance(value, bool) else f"wrong type {type(value).__name__}"
+        return lambda value: None if isinstance(value, bool) else _wrong(value)
     if annotation is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            return f"wrong type {type(value).__name__}"
-        return None if INT_MIN <= value <= INT_MAX else f"out of the 64-bit range (got {_short(value)})"
+        return _int_problem
     if annotation is float:
-        if not isinstance(value, float):
-            return f"wrong type {type(value).__name__}"
-        return None if math.isfinite(value) else f"must be finite (got {value})"
+        return _float_problem
     if annotation is str:
-        return None if isinstance(value, str) else f"wrong type {type(value).__name__}"
+        return lambda value: None if isinstance(value, str) else _wrong(value)
     if annotation is dict:
-        if not isinstance(value, dict):
-            return f"wrong type {type(value).__name__}"
-        return plain_data_problem(value)
+        return lambda value: plain_data_problem(value) if isinstance(value, dict) else _wrong(value)
     raise TypeError(f"unsupported spec field annotation {annotation!r}")  # pragma: no cover - a bug here
+
+
+def _int_problem(value: Any) -> Optional[str]:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return _wrong(value)
+    return None if INT_MIN <= value <= INT_MAX else f"out of the 64-bit range (got {_short(value)})"
+
+
+def _float_problem(value: Any) -> Optional[str]:
+    if not isinstance(value, float):
+        return _wrong(value)
+    return None if math.isfinite(value) else f"must be finite (got {value})"
 
 
 def _build(cls: type[S], data: Any, label: str, prefix: str) -> S:
     """`cls` from decoded data; errors name the field from the top of the spec (`llm.latency`)."""
     if not isinstance(data, dict):
         raise SpecError(label, prefix, f"wrong type {type(data).__name__}, expected a map")
-    hints = _hints(cls)
-    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    plan = _plan(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in fields_:
+        decode = plan.decoders.get(key) if isinstance(key, str) else None
+        if decode is None:
             raise SpecError(label, prefix, f"unknown field {_short(key)}")
-        kwargs[key] = _from_wire(hints[key], value, label, _join(prefix, key))
-    missing = [
-        name
-        for name, f in fields_.items()
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
+        kwargs[key] = value if decode is _as_is else decode(value, label, _join(prefix, key))  # most fields: as they are
+    missing = [name for name in plan.required if name not in kwargs]
     if missing:
         raise SpecError(label, prefix, f"missing field(s) {', '.join(missing)}")
     try:
@@ -275,22 +282,31 @@ def _build(cls: type[S], data: Any, label: str, prefix: str) -> S:
         raise SpecError(label, _join(prefix, exc.path), exc.problem) from None
 
 
-def _from_wire(annotation: Any, value: Any, label: str, path: str) -> Any:
-    """One field's wire value as the dataclass holds it: nested specs built, lists made tuples."""
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        if value is None:
-            return None
-        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
-        origin = typing.get_origin(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, Spec):
-        return _build(annotation, value, label, path)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise SpecError(label, path, f"wrong type {type(value).__name__}, expected a list")
-        (inner, _) = typing.get_args(annotation)
-        return tuple(_from_wire(inner, item, label, f"{path}[{index}]") for index, item in enumerate(value))
+def _as_is(value: Any, label: str, path: str) -> Any:
     return value
+
+
+def _decoder(annotation: Any) -> Decode:
+    """How one field's wire value becomes what the dataclass holds: nested specs built, lists made tuples."""
+    optional_of = _optional_of(annotation)
+    if optional_of is not None:
+        inner = _decoder(optional_of)
+        if inner is _as_is:
+            return _as_is
+        return lambda value, label, path: None if value is None else inner(value, label, path)
+    if isinstance(annotation, type) and issubclass(annotation, Spec):
+        spec_class = annotation
+        return lambda value, label, path: _build(spec_class, value, label, path)
+    if typing.get_origin(annotation) is tuple:
+        each = _decoder(typing.get_args(annotation)[0])
+
+        def decode_list(value: Any, label: str, path: str) -> Any:
+            if not isinstance(value, list):
+                raise SpecError(label, path, f"wrong type {type(value).__name__}, expected a list")
+            return tuple(each(item, label, f"{path}[{index}]") for index, item in enumerate(value))
+
+        return decode_list
+    return _as_is
 
 
 # ---- range checks ----------------------------------------------------------------
