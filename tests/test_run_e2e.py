@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from harness import HANG, REPO, by_event, cli, fill_up, wait_gone
+from supervisor.runtime.arbiter import START_BATCH
 
 SEED_INITIATED = {"timestamp", "event", "source", "mode", "message", "agent_id"}
 SEED_COMPLETED = {"timestamp", "event", "checkpoint_id", "agent_id", "total_interrupts", "graceful_interrupts", "immediate_interrupts"}
@@ -155,6 +156,31 @@ def test_two_ctrl_c_cancel_in_flight_calls_and_keep_checkpoints_valid(make_team,
     completed = by_event(events, "interrupt_completed")
     assert {e["mode"] for e in completed} == {"IMMEDIATE"}
     assert all(e["immediate_interrupts"] == 1 and e["total_interrupts"] == 2 for e in completed)
+
+
+def test_a_stop_during_a_big_start_is_taken_at_once_and_the_agents_not_started_never_start(make_team):
+    """The workers are forked batch by batch; a Ctrl+C between two batches ends the start there.
+
+    The first worker_started is logged between the first two batches (once, it came only after the
+    last fork): the SIGINT sent then stops the team with most of it never started. Every started
+    worker stops gracefully and is reaped; the others leave nothing in storage.
+    """
+    team = make_team(agents=1, latency=1.0, max_cycles=100)
+    team.names = [f"agent-{i:03d}" for i in range(5 * START_BATCH + 8)]
+    team.data["agents"] = [{"name": n, "task": f"Count, as {n}.", "max_cycles": 100} for n in team.names]
+    team.write()
+    run = team.start()
+    run.wait_for(lambda events: by_event(events, "worker_started"), "the first worker to be ready")
+    run.signal(signal.SIGINT)
+    assert run.wait() == 0, run.output
+    events = run.new_events()
+    started = {e["agent_id"] for e in by_event(events, "worker_started")}
+    assert START_BATCH <= len(started) < len(team.names), len(started)
+    assert {e["agent_id"] for e in by_event(events, "worker_exited")} == started
+    assert all(e["status"] == "interrupted" for e in by_event(events, "worker_exited"))
+    assert not any((team.storage / name).exists() for name in set(team.names) - started)
+    stopped = by_event(events, "supervisor_stopped")[0]
+    assert (stopped["status"], stopped["exit_code"]) == ("interrupted", 0)
 
 
 def test_sigterm_is_graceful_with_source_system(make_team, backend):

@@ -97,15 +97,17 @@ class Reactor:
             return None
         return min(MAX_WAIT, max(0.0, earliest - now))
 
-    def tick(self) -> None:
+    def tick(self, wait: bool = True) -> None:
         """Wait for a descriptor or the earliest timer; run what is ready, then what is due.
+
+        `wait=False`: only what is ready or due now (a look between two batches of a big start).
 
         Before a timer is judged, whatever became ready meanwhile is read too: a
         wait that ended on the first ready descriptor (as it does after the
         process was stopped and continued) must not leave the others' news unread
         while their deadlines are judged.
         """
-        self._serve(self.selector.select(self.timeout(time.monotonic())))
+        self._serve(self.selector.select(self.timeout(time.monotonic()) if wait else 0))
         if self._any_due(time.monotonic()):
             self._serve(self.selector.select(0))
         self._fire_due(time.monotonic())
