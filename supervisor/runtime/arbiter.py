@@ -512,15 +512,24 @@ class Arbiter:
     # ---- liveness ---------------------------------------------------------------------------------
 
     def _expect_beat(self, child: Child) -> None:
-        """Any message is a sign of life; silence for the child's hang_timeout is a hang."""
+        """Any message is a sign of life; silence for the child's hang_timeout is a hang.
+
+        The hang timer is set once and not moved by each message (a timer pushed per read was
+        1000 pushes a second from a 1000-agent team's heartbeats alone): when it fires, a child
+        heard from since is given a timer at its new deadline instead.
+        """
         child.last_heartbeat = time.monotonic()
-        if child.running and not child.killed and child.failure is None:
-            self.reactor.at(f"hang:{child.name}", child.last_heartbeat + self.hang_timeouts[child.name],
-                            lambda: self._hung(child))
+        timer = f"hang:{child.name}"
+        if self.reactor.when(timer) is None and child.running and not child.killed and child.failure is None:
+            self.reactor.at(timer, child.last_heartbeat + self.hang_timeouts[child.name], lambda: self._hung(child))
 
     def _hung(self, child: Child) -> None:
         """A worker silent for its hang_timeout is killed, process group and all, and fails."""
         if not child.running or child.killed or child.failure is not None:
+            return
+        due = child.last_heartbeat + self.hang_timeouts[child.name]
+        if due > time.monotonic():  # heard from since the timer was set: not silent long enough yet
+            self.reactor.at(f"hang:{child.name}", due, lambda: self._hung(child))
             return
         silent = time.monotonic() - child.last_heartbeat
         child.failure = f"hung: no heartbeat for {silent:.1f}s (hang_timeout {self.hang_timeouts[child.name]:g}s)"
