@@ -27,6 +27,7 @@ from protocol import (
 )
 from supervisor.config import GROUP, TeamConfig
 from supervisor.runtime.children import (
+    BACKLOG_READ,
     Child,
     MessageRate,
     Phase,
@@ -375,6 +376,19 @@ def test_messages_are_counted_per_one_second_window() -> None:
     assert rate.count(2, now=10.5) == 5
     assert rate.count(1, now=11.0) == 1  # a new window at exactly one second
     assert rate.count(4, now=11.9) == 5
+
+
+def test_a_child_is_flooding_when_a_full_pipe_waits_at_every_read_for_a_second() -> None:
+    rate = MessageRate()
+    assert not rate.keeps_ahead(BACKLOG_READ, now=10.0)
+    assert not rate.keeps_ahead(BACKLOG_READ, now=10.4)
+    assert not rate.keeps_ahead(BACKLOG_READ, now=10.9)  # three reads, but not a second yet
+    assert rate.keeps_ahead(BACKLOG_READ, now=11.0)
+    calm = MessageRate()
+    for now in (10.0, 10.6, 11.2):  # a full pipe after each long pause of the loop, drained in between
+        assert not calm.keeps_ahead(5000, now=now)
+        assert not calm.keeps_ahead(40, now=now + 0.1)
+    assert not calm.keeps_ahead(BACKLOG_READ - 1, now=12.0) and calm.backlog_reads == 0
 
 
 def test_exit_code_zero_without_a_word_is_described_as_an_exit() -> None:

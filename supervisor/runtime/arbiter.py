@@ -43,7 +43,7 @@ from protocol import (
 )
 from protocol.messages import addressed
 from supervisor.config import AGENT, GROUP, TeamConfig
-from supervisor.runtime.children import Child, LiveScan, Phase, StopIntent, classify_exit
+from supervisor.runtime.children import BACKLOG_READ, Child, LiveScan, Phase, StopIntent, classify_exit
 from supervisor.errors import UserError
 from supervisor.runtime.control import AgentsRequest, AnswerRequest, ControlQueue, InterruptRequest, ReloadRequest
 from supervisor.runtime.control_desk import ControlDesk
@@ -486,8 +486,13 @@ class Arbiter:
         received_at = time.time()
         if messages:
             self._expect_beat(child)
-            if child.rate.count(len(messages), time.monotonic()) > MAX_MESSAGES_PER_SECOND:
+            now = time.monotonic()
+            if child.rate.count(len(messages), now) > MAX_MESSAGES_PER_SECOND:
                 self._protocol_failure(child, f"flooding: more than {MAX_MESSAGES_PER_SECOND} messages a second")
+                return
+            if child.rate.keeps_ahead(len(messages), now):
+                self._protocol_failure(child, f"flooding: {BACKLOG_READ} messages or more waiting at every read "
+                                              f"for {now - child.rate.backlog_since:.1f} s")
                 return
         for message in messages:
             if child.broke_protocol:
