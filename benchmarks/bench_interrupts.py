@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _floors  # noqa: E402  (needs HERE on sys.path)
-from harness import TeamRun, agents, timestamp  # noqa: E402
+from harness import TeamRun, agents, positive_ints, timestamp  # noqa: E402
 
 TEAM = "bench"
 SETTLE = 0.3  # seconds between "every worker ready" and Ctrl+C: workers are idle in their LLM call
@@ -675,12 +675,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     output.add_argument("--markdown", action="store_true", help="the table as Markdown, for the README")
     parser.add_argument("--json-out", metavar="FILE", help="also write the JSON document (with raw samples) to FILE")
     args = parser.parse_args(argv)
-    try:
-        worker_counts = [int(part) for part in args.workers.split(",") if part.strip()]
-    except ValueError:
-        parser.error(f"--workers: expected comma-separated integers, got {args.workers!r}")
-    if not worker_counts or min(worker_counts) < 1 or (args.repeat is not None and args.repeat < 1):
-        parser.error("--workers and --repeat need positive integers")
+    worker_counts = positive_ints(parser, "--workers", args.workers)
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat needs a positive integer")
 
     began = time.perf_counter()
     rows, notes, raw = bench(worker_counts, args.repeat)

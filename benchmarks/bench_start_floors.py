@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _floors  # noqa: E402  (needs HERE on sys.path)
-from harness import REPO as ROOT  # noqa: E402  (importing it writes the bytecode the floors import)
+from harness import REPO as ROOT, positive_ints  # noqa: E402  (importing it writes the bytecode the floors import)
 
 REPO = str(ROOT)
 
@@ -65,13 +65,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each row (default 3)")
     parser.add_argument("--markdown", action="store_true", help="the table as Markdown")
     args = parser.parse_args(argv)
-    try:
-        sizes = [int(part) for part in args.sizes.split(",") if part.strip()]
-        per_process = [int(part) for part in args.per_process.split(",") if part.strip()]
-    except ValueError:
-        parser.error("--sizes and --per-process take comma-separated integers")
-    if not sizes or not per_process or min(sizes + per_process) < 1 or args.repeat < 1:
-        parser.error("--sizes, --per-process and --repeat need positive integers")
+    sizes = positive_ints(parser, "--sizes", args.sizes)
+    per_process = positive_ints(parser, "--per-process", args.per_process)
+    if args.repeat < 1:
+        parser.error("--repeat needs a positive integer")
     print(render(measure(sizes, per_process, args.repeat), args.markdown))
     return 0
 

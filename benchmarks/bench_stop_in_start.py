@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 
 from _terminal import ShellTerminal  # noqa: E402  (needs HERE on sys.path)
 from bench_terminal import COLS, ROWS, _process, _still_running, descendants, environment  # noqa: E402
-from harness import EventTail, agents, named  # noqa: E402
+from harness import EventTail, agents, named, positive_ints  # noqa: E402
 
 LATENCY = 1.0  # scripted seconds per reply: a started agent finishes its reply before it stops
 
@@ -78,12 +78,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per size (default 3)")
     parser.add_argument("--markdown", action="store_true", help="the table as Markdown")
     args = parser.parse_args(argv)
-    try:
-        sizes = [int(part) for part in args.sizes.split(",") if part.strip()]
-    except ValueError:
-        parser.error(f"--sizes: expected comma-separated integers, got {args.sizes!r}")
-    if not sizes or min(sizes) < 1 or args.repeat < 1:
-        parser.error("--sizes and --repeat need positive integers")
+    sizes = positive_ints(parser, "--sizes", args.sizes)
+    if args.repeat < 1:
+        parser.error("--repeat needs a positive integer")
     folder = Path(tempfile.mkdtemp(prefix="bench-stop-in-start-"))
     rows = []
     try:

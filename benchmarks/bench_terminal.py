@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 
 import _floors  # noqa: E402  (needs HERE on sys.path)
 from _terminal import ShellTerminal  # noqa: E402
-from harness import REPO, EventTail, agents, named, timestamp  # noqa: E402
+from harness import REPO, EventTail, agents, named, positive_ints, timestamp  # noqa: E402
 
 DEFAULT_SIZES = "1,8,32"
 SECOND_AFTER = 0.020  # seconds between the two Ctrl+C
@@ -270,12 +270,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="the table as Markdown, for the README")
     parser.add_argument("--json-out", metavar="FILE", help="also write every run and row as JSON to FILE")
     args = parser.parse_args(argv)
-    try:
-        sizes = [int(part) for part in args.sizes.split(",") if part.strip()]
-    except ValueError:
-        parser.error(f"--sizes: expected comma-separated integers, got {args.sizes!r}")
-    if not sizes or min(sizes) < 1 or (args.repeat is not None and args.repeat < 1):
-        parser.error("--sizes and --repeat need positive integers")
+    sizes = positive_ints(parser, "--sizes", args.sizes)
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat needs a positive integer")
     if shutil.which("bash") is None:
         parser.error("needs bash: the product runs as a job of a job-control shell")
     began = time.perf_counter()

@@ -15,6 +15,7 @@ measures the runs a user sees after a first one, not Python compiling the superv
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -32,6 +33,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from supervisor.vocabulary import parse_timestamp  # noqa: E402  (needs REPO on sys.path)
+
+def positive_ints(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    """A comma-separated list of positive integers from the command line, or the parser's one-line error."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        parser.error(f"{option}: expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 1:
+        parser.error(f"{option} needs positive integers")
+    return values
+
 
 def compile_bytecode() -> None:
     """Write `__pycache__` for the project's packages, as a user's first run does.
