@@ -33,7 +33,7 @@ class StopIntent(Enum):
     WITH_SIBLING = "with_sibling"  # stopped at once so that it restarts with a sibling (the strategy)
 
 
-BACKLOG_READ = 2000  # messages in one read: hours of a healthy worker's heartbeats, or a full pipe
+BACKLOG_READ = 2000  # messages in one read: half an hour of a healthy worker's heartbeats, or a full pipe
 BACKLOG_READS = 3  # such reads in a row, over at least a second: a child that keeps ahead of the loop
 
 
