@@ -359,6 +359,25 @@ def test_an_immediate_stop_draws_its_last_frame_once_with_the_unshown_lines_abov
     assert "interrupted" in plain[plain.index("team demo"):]
 
 
+def test_the_last_frame_says_not_started_of_agents_whose_worker_never_came(tmp_path):
+    """A stop during a big team's start leaves the agents not forked by then without a worker: not "starting"."""
+    stream = io.StringIO()
+    live = drawing(tmp_path, stream)
+    try:
+        feed(live, {"event": "worker_started", "agent_id": "agent-a", "pid": 1, "cycle": 0},
+             {"event": "interrupt_initiated", "agent_id": "demo", "mode": "GRACEFUL", "source": "USER",
+              "trigger": "Ctrl+C", "message": "User requested graceful shutdown (Ctrl+C)"},
+             {"event": "worker_exited", "agent_id": "agent-a", "pid": 1, "exitcode": 0, "status": "interrupted"})
+        before = len(stream.getvalue())
+    finally:
+        live.stop()
+    last = screen_lines(stream.getvalue()[before:])
+    rows = {line.split()[0]: line for line in last if line.startswith("agent-")}
+    assert "interrupted" in rows["agent-a"] and "not started" not in rows["agent-a"]
+    for name in ("agent-b", "agent-c"):
+        assert "not started" in rows[name] and "starting" not in rows[name], rows[name]
+
+
 def test_a_graceful_stop_pauses_the_drawer_once_so_a_second_ctrl_c_is_handled_at_once(tmp_path):
     """No frame in the moment after the first Ctrl+C (a frame then delayed the second by 20-40 ms); then it moves on."""
     live = drawing(tmp_path)

@@ -44,8 +44,10 @@ from supervisor.vocabulary import event_number
 
 PLAIN_TERMS = frozenset({"", "dumb", "unknown"})
 FINAL = frozenset({"completed", "interrupted", "failed"})
+NOT_STARTED = "not started"  # in the last frame: a stop came before its worker (a big team starts batch by batch)
 STATUS_STYLE = {
     "starting": "dim",
+    NOT_STARTED: "dim",
     "running": "green",
     "stopping": "yellow",
     "completed": "bold green",
@@ -206,6 +208,9 @@ class LiveConsole(Console):
                 # (Printing them first would redraw the old table under them, a second layout.)
                 with self._lock:
                     lines, self._pending = self._pending, []
+                    for row in self.rows.values():
+                        if row.status == "starting":  # the run is over and no worker ever came for it
+                            row.status, row.last = NOT_STARTED, "the run ended before it started"
                 final = self.view(final=True)
                 above = Lines([Text(line) for line in "\n".join(lines).split("\n")], wrap=True)
                 live.update(Group(above, final) if lines else final)
