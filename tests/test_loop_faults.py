@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -42,12 +44,20 @@ def test_a_paused_supervisor_does_not_kill_its_healthy_workers(make_team):
         team.assert_exactly_once(name, 12)
 
 
-def run_flooding_team(team, *extra_env: str) -> subprocess.Popen[str]:
+@contextmanager
+def flooding_team(team) -> Iterator[subprocess.Popen[str]]:
+    """The team run by a supervisor process whose workers flood; killed on the way out if a test failed."""
     env = {**os.environ, "PYTHONPATH": f"{HERE}:{HERE.parent}"}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(HERE / "run_entry.py"), str(team.config), "wire_faults:flood"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:  # a supervisor left decoding floods would spin on a core for good
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("agents", [2, 16])
@@ -56,16 +66,16 @@ def test_a_flooding_worker_is_stopped_as_broken_and_memory_stays_flat(make_team,
     import psutil
 
     team = make_team(agents=agents, max_cycles=2, restart="temporary")
-    proc = run_flooding_team(team)
-    supervisor, peak = psutil.Process(proc.pid), 0
-    deadline = time.monotonic() + HANG
-    while proc.poll() is None and time.monotonic() < deadline:  # the supervisor's own resident memory, sampled
-        try:
-            peak = max(peak, supervisor.memory_info().rss)
-        except psutil.Error:
-            break
-        time.sleep(0.01)
-    _, err = proc.communicate(timeout=HANG)
+    with flooding_team(team) as proc:
+        supervisor, peak = psutil.Process(proc.pid), 0
+        deadline = time.monotonic() + HANG
+        while proc.poll() is None and time.monotonic() < deadline:  # the supervisor's own resident memory, sampled
+            try:
+                peak = max(peak, supervisor.memory_info().rss)
+            except psutil.Error:
+                break
+            time.sleep(0.01)
+        _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 3, err
     errors = by_event(team.events(), "protocol_error")
     assert sorted(e["agent_id"] for e in errors) == team.names
@@ -78,13 +88,13 @@ def test_ctrl_c_is_served_while_workers_flood(make_team):
     team = make_team(agents=2, max_cycles=2, restart="permanent", graceful_timeout=2, immediate_timeout=1)
     team.data["max_restarts"] = 1000
     team.write()
-    proc = run_flooding_team(team)
-    deadline = time.monotonic() + HANG
-    while not (team.storage / "events.jsonl").exists() or not by_event(team.events(), "protocol_error"):
-        assert proc.poll() is None and time.monotonic() < deadline, "no flooding worker was ever caught"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGINT)
-    proc.communicate(timeout=HANG)
+    with flooding_team(team) as proc:
+        deadline = time.monotonic() + HANG
+        while not (team.storage / "events.jsonl").exists() or not by_event(team.events(), "protocol_error"):
+            assert proc.poll() is None and time.monotonic() < deadline, "no flooding worker was ever caught"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=HANG)
     initiated = [e for e in by_event(team.events(), "interrupt_initiated") if e.get("agent_id") == team.team]
     assert [(e["source"], e["mode"]) for e in initiated][:1] == [("USER", "GRACEFUL")]
     pids = [e["pid"] for e in by_event(team.events(), "worker_exited")]
