@@ -27,6 +27,7 @@ from protocol.specs import (
     HookSpec,
     LLMSpec,
     ModelServerSpec,
+    PriceSpec,
     Spec,
     SpecError,
 )
@@ -35,7 +36,7 @@ from supervisor.runtime.process import WorkerProcess
 LLM = LLMSpec(
     provider="ollama", latency=0.0, cost_per_reply=0.5, system_prompt="Sé breve. 日本語 🚀",
     host="http://127.0.0.1:11434", model="llama3.1:8b", options={"num_ctx": 4096, "stop": ["\n"]},
-    request_timeout=30.0, price_per_1k_tokens=0.002,
+    request_timeout=30.0, price_per_1k_tokens=0.002, price=PriceSpec(input_per_1m=0.15, output_per_1m=0.6),
 )
 AGENT = AgentSpec(
     agent="counter-a", task="Count.\nThen stop.", max_cycles=10, storage="/tmp/state", llm=LLM,
@@ -110,7 +111,7 @@ def leaves(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     for key, value in data.items():
         here = (*path, key)
         found.append(here)
-        if isinstance(value, dict) and key in ("llm", "checkpoint"):
+        if isinstance(value, dict) and key in ("llm", "checkpoint", "price"):
             found += leaves(value, here)
         elif isinstance(value, list) and value and isinstance(value[0], dict):
             for index, item in enumerate(value):
@@ -158,13 +159,14 @@ def assert_refused(kind: str, wire: Any, field: str, phrase: str = "") -> None:
         CLASSES[kind].from_wire(wire)
     text = str(info.value)
     assert isinstance(info.value, SpecError)
+    assert text.startswith(f"{CLASSES[kind].label}: "), text  # the whole spec's label, however deep the field
     assert f": {field}: " in text or text.endswith(f": {field}"), text
     assert phrase in text and "\n" not in text, text
 
 
 @pytest.mark.parametrize(("kind", "path", "bad"), _wrong_type_cases())
 def test_every_field_of_the_wrong_type_is_refused_by_name(kind: str, path: tuple[Any, ...], bad: Any) -> None:
-    assert_refused(kind, replaced(kind, path, bad), dotted(path), "wrong type")
+    assert_refused(kind, replaced(kind, path, bad), dotted(path), f"wrong type {type(bad).__name__}")
 
 
 OUT_OF_RANGE = [
@@ -188,7 +190,9 @@ OUT_OF_RANGE = [
     ("agent", ("llm", "cost_per_reply"), -1, "must be >= 0"),
     ("agent", ("llm", "request_timeout"), 0, "must be > 0"),
     ("agent", ("llm", "price_per_1k_tokens"), -1e-9, "must be >= 0"),
-    ("agent", ("llm", "latency"), 10**400, "out of range"),
+    ("agent", ("llm", "latency"), 10**400, "number out of range (got an integer beyond 128 bits)"),
+    ("agent", ("max_cycles",), 2**64, "out of the 64-bit range (got 18446744073709551616)"),
+    ("agent", ("budget_usd",), -(2**63), "must be > 0 (got -9.223372036854776e+18)"),  # the lowest int is a number
     ("agent", ("llm", "options"), {"num_ctx": math.inf}, "not finite at num_ctx"),
     ("agent", ("checkpoint", "every"), 0, "must be >= 1"),
     ("agent", ("checkpoint", "keep"), -3, "must be >= 1"),
@@ -235,6 +239,23 @@ def test_unknown_and_missing_fields_and_non_maps_are_refused(kind: str) -> None:
             CLASSES[kind].from_wire(not_a_map)
 
 
+def test_a_nested_specs_unknown_and_missing_fields_are_named_with_its_path() -> None:
+    wire = replaced("agent", ("llm", "surprise"), 1)
+    with pytest.raises(SpecError, match=r"^agent spec: llm: unknown field 'surprise'$"):
+        AgentSpec.from_wire(wire)
+    wire = copy.deepcopy(WIRES["agent"])
+    del wire["llm"]["price"]["input_per_1m"], wire["llm"]["price"]["output_per_1m"]
+    with pytest.raises(SpecError, match=r"^agent spec: llm\.price: missing field\(s\) input_per_1m, output_per_1m$"):
+        AgentSpec.from_wire(wire)
+
+
+def test_the_widest_integers_fit_their_fields() -> None:
+    wire = replaced("agent", ("max_cycles",), 2**64 - 1)
+    wire["budget_usd"] = 2**64 - 1  # a number field takes the widest int too, as a float
+    spec = AgentSpec.from_wire(wire)
+    assert spec.max_cycles == 2**64 - 1 and spec.budget_usd == float(2**64 - 1)
+
+
 def test_nested_specs_and_list_items_must_be_maps_and_lists() -> None:
     assert_refused("agent", replaced("agent", ("llm",), "scripted"), "llm", "wrong type str, expected a map")
     assert_refused("agent", replaced("agent", ("hooks",), {"on": "after_cycle"}), "hooks", "wrong type dict, expected a list")
@@ -256,6 +277,14 @@ def test_the_sender_cannot_build_a_spec_the_receiver_would_refuse() -> None:
         CheckpointSpec(keep=0)
     with pytest.raises(SpecError, match=r"^agent spec: params: integer out of the 64-bit range at n$"):
         AgentSpec(agent="a", task="t", max_cycles=1, storage="s", llm=LLM, params={"n": 2**64})
+    with pytest.raises(SpecError, match=r"^llm spec: latency: number out of range \(got an integer beyond 128 bits\)$"):
+        LLMSpec(provider="scripted", host="h", model="m", latency=10**400)
+    with pytest.raises(SpecError, match=r"^agent spec: python_path\[1\]: wrong type int$"):
+        AgentSpec(agent="a", task="t", max_cycles=1, storage="s", llm=LLM, python_path=("/x", 3))  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match=r"^agent spec: llm: wrong type str$"):
+        AgentSpec(agent="a", task="t", max_cycles=1, storage="s", llm="scripted")  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match=r"^llm spec: price: wrong type dict$"):
+        LLMSpec(provider="scripted", host="h", model="m", price={"input_per_1m": 1.0})  # type: ignore[arg-type]
     with pytest.raises(SpecError, match=r"^agent spec: hooks: wrong type list$"):
         AgentSpec(agent="a", task="t", max_cycles=1, storage="s", llm=LLM, hooks=[])  # type: ignore[arg-type]
     with pytest.raises(SpecError, match=r"^hook spec: priority: wrong type bool$"):

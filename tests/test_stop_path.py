@@ -384,6 +384,11 @@ def test_a_child_is_flooding_when_a_full_pipe_waits_at_every_read_for_a_second()
     assert not rate.keeps_ahead(BACKLOG_READ, now=10.4)
     assert not rate.keeps_ahead(BACKLOG_READ, now=10.9)  # three reads, but not a second yet
     assert rate.keeps_ahead(BACKLOG_READ, now=11.0)
+    exactly = MessageRate()  # the third full read, a second after the first: caught there
+    assert not exactly.keeps_ahead(BACKLOG_READ, now=20.0) and not exactly.keeps_ahead(BACKLOG_READ, now=20.5)
+    assert exactly.keeps_ahead(BACKLOG_READ, now=21.0)
+    two = MessageRate()  # two full reads, however far apart, are not yet a streak
+    assert not two.keeps_ahead(BACKLOG_READ, now=30.0) and not two.keeps_ahead(BACKLOG_READ, now=35.0)
     calm = MessageRate()
     for now in (10.0, 10.6, 11.2):  # a full pipe after each long pause of the loop, drained in between
         assert not calm.keeps_ahead(5000, now=now)
