@@ -105,6 +105,15 @@ class ShellTerminal:
             time.sleep(0.0005)
         return seen
 
+    def last_exit_code(self, timeout: float = 5.0) -> int:
+        """The exit code of the job that just gave the terminal back, as the shell reports it (-1 if it did not)."""
+        mark = len(self.buffer)
+        self.type('echo "rc=$?"')
+        self.wait_for(b"rc=", timeout, mark)
+        self.wait_for(b"\n", timeout, self.buffer.find(b"rc=", mark))
+        line = self.buffer[self.buffer.find(b"rc=", mark):].split(b"\n")[0]
+        return int(line[3:].strip() or -1)
+
     def close(self) -> None:
         try:
             self.type("exit")

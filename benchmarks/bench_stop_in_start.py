@@ -59,14 +59,10 @@ def one_run(folder: Path, size: int) -> dict[str, Any]:
         if back is None:
             raise RuntimeError(f"N={size}: the terminal did not come back after a Ctrl+C")
         tail.poll()
-        mark = len(terminal.buffer)
-        terminal.type('echo "rc=$?"')
-        terminal.wait_for(b"rc=", 5.0, mark)
-        terminal.wait_for(b"\n", 5.0, terminal.buffer.find(b"rc=", mark))
-        line = terminal.buffer[terminal.buffer.find(b"rc=", mark):].split(b"\n")[0]
+        exit_code = terminal.last_exit_code()
         left = _still_running([p for p in map(_process, tree) if p is not None], timeout=2.0)
         return {"size": size, "stop_ms": (back - pressed) * 1000.0, "started": len(named(tail.events, "worker_started")),
-                "exit_code": int(line[3:].strip() or -1), "left_behind": len(left)}
+                "exit_code": exit_code, "left_behind": len(left)}
     finally:
         terminal.close()
         tail.close()

@@ -119,12 +119,7 @@ def one_run(folder: Path, size: int, plain: bool, memory: bool = False) -> dict[
         if back is None:
             raise RuntimeError(f"N={size}: the terminal did not come back after a double Ctrl+C")
         result["stop_ms"] = (back - second) * 1000.0
-        mark = len(terminal.buffer)
-        terminal.type('echo "rc=$?"')
-        terminal.wait_for(b"rc=", 5.0, mark)
-        terminal.wait_for(b"\n", 5.0, terminal.buffer.find(b"rc=", mark))
-        line = terminal.buffer[terminal.buffer.find(b"rc=", mark):].split(b"\n")[0]
-        result["exit_code"] = int(line[3:].strip() or -1)
+        result["exit_code"] = terminal.last_exit_code()
         left = _still_running([p for p in map(_process, tree) if p is not None], timeout=2.0)
         result["left_behind"] = len(left)
         result["left_behind_what"] = left

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from supervisor.vocabulary import parse_timestamp  # noqa: E402  (needs REPO on sys.path)
 
+
 def positive_ints(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
     """A comma-separated list of positive integers from the command line, or the parser's one-line error."""
     try:
