@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _floors  # noqa: E402  (needs HERE on sys.path)
-from harness import REPO as ROOT, positive_ints  # noqa: E402  (importing it writes the bytecode the floors import)
+from harness import REPO as ROOT, positive_ints, render_table  # noqa: E402  (importing it writes the bytecode the floors import)
 
 REPO = str(ROOT)
 
@@ -49,15 +49,6 @@ def measure(sizes: list[int], per_process: list[int], repeat: int) -> list[list[
 HEADERS = ["agents", "shape", "median ms", "min–max ms", "×fork floor"]
 
 
-def render(rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        return "\n".join(["| " + " | ".join(HEADERS) + " |", "| --: | --- | --: | --: | --: |",
-                          *("| " + " | ".join(row) + " |" for row in rows)])
-    widths = [max(len(row[i]) for row in [HEADERS, *rows]) for i in range(len(HEADERS))]
-    return "\n".join("  ".join(cell.ljust(w) if i == 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                     for row in [HEADERS, *rows])
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="32,128,1000", help="team sizes, comma-separated (default 32,128,1000)")
@@ -69,7 +60,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     per_process = positive_ints(parser, "--per-process", args.per_process)
     if args.repeat < 1:
         parser.error("--repeat needs a positive integer")
-    print(render(measure(sizes, per_process, args.repeat), args.markdown))
+    print(render_table(HEADERS, measure(sizes, per_process, args.repeat), args.markdown, left=frozenset({1})))
     return 0
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 
 from _terminal import ShellTerminal  # noqa: E402  (needs HERE on sys.path)
 from bench_terminal import COLS, ROWS, _process, _still_running, descendants, environment  # noqa: E402
-from harness import EventTail, agents, named, positive_ints  # noqa: E402
+from harness import EventTail, agents, named, positive_ints, render_table  # noqa: E402
 
 LATENCY = 1.0  # scripted seconds per reply: a started agent finishes its reply before it stops
 
@@ -90,12 +90,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     headers = ["agents", "Ctrl+C to prompt, median ms", "min–max ms", "reply in flight ms", "workers started",
                "exit codes", "left behind"]
-    if args.markdown:
-        print("| " + " | ".join(headers) + " |\n| --: | --: | --: | --: | --- | --- | --: |")
-        print("\n".join("| " + " | ".join(row) + " |" for row in rows))
-    else:
-        widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-        print("\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [headers, *rows]))
+    print(render_table(headers, rows, args.markdown, left=frozenset({4, 5})))
     return 0
 
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 
 import _floors  # noqa: E402  (needs HERE on sys.path)
 from _terminal import ShellTerminal  # noqa: E402
-from harness import REPO, EventTail, agents, named, positive_ints, timestamp  # noqa: E402
+from harness import REPO, EventTail, agents, named, positive_ints, render_table, timestamp  # noqa: E402
 
 DEFAULT_SIZES = "1,8,32"
 SECOND_AFTER = 0.020  # seconds between the two Ctrl+C
@@ -248,13 +248,7 @@ def cells(row: dict[str, Any]) -> list[str]:
 
 
 def render(rows: list[dict[str, Any]], markdown: bool) -> str:
-    table = [cells(row) for row in rows]
-    if markdown:
-        lines = ["| " + " | ".join(HEADERS) + " |", "| --- | --: | --: | --: | --: | --: | --- | --- |"]
-        return "\n".join(lines + ["| " + " | ".join(line) + " |" for line in table])
-    widths = [max(len(line[i]) for line in [HEADERS, *table]) for i in range(len(HEADERS))]
-    fmt = lambda line: "  ".join(c.rjust(w) if 1 <= i <= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths)))  # noqa: E731
-    return "\n".join([fmt(HEADERS), "  ".join("-" * w for w in widths), *(fmt(line).rstrip() for line in table)])
+    return render_table(HEADERS, [cells(row) for row in rows], markdown, left=frozenset({0, 6, 7}))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -46,6 +46,19 @@ def positive_ints(parser: argparse.ArgumentParser, option: str, text: str) -> li
     return values
 
 
+def render_table(headers: list[str], rows: list[list[str]], markdown: bool, left: frozenset[int] = frozenset()) -> str:
+    """A benchmark's table: Markdown for the README, or aligned text; the columns in `left` are text, the rest numbers."""
+    if markdown:
+        align = " | ".join("---" if i in left else "--:" for i in range(len(headers)))
+        return "\n".join(["| " + " | ".join(headers) + " |", f"| {align} |", *("| " + " | ".join(row) + " |" for row in rows)])
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in rows)])
+
+
 def compile_bytecode() -> None:
     """Write `__pycache__` for the project's packages, as a user's first run does.
 
