@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,79 @@ def test_a_rotation_that_fails_loses_no_line_and_is_said(tmp_path: Path) -> None
     size = (tmp_path / "events.jsonl").stat().st_size
     assert len(warnings) <= size // 1000  # tried again only after another max_bytes, not at every line
     assert log.failure is None  # the run does not fail over it
+
+
+def test_a_rotation_finishing_while_the_reader_opens_the_files_loses_no_file(tmp_path: Path, monkeypatch: Any) -> None:
+    """The writer's cascade, staged on real files: the reader lists the names mid-rotation, the rotation ends.
+
+    The writer renames `.2` to `.3`, `.1` to `.2`, then the live file to `.1`, then creates a new one. A
+    reader that lists the names between the second and third step sees no `.1`; if the rotation ends
+    before it opens the live name, it opens the new file, and every name it opened still names what it
+    opened. The file now at `.1` must be read all the same, between the two it did open.
+    """
+    import supervisor.tools.events as tools_events
+
+    for name, n in (("events.jsonl.3", 0), ("events.jsonl.2", 1), ("events.jsonl", 2)):  # `.1` already moved to `.2`
+        (tmp_path / name).write_text(line(n) + "\n")
+    listed = tools_events.rotated_numbers
+    staged = []
+
+    def list_then_finish_the_rotation(folder: int, name: str) -> list[int]:
+        numbers = listed(folder, name)
+        if not staged:
+            staged.append(numbers)
+            os.rename(tmp_path / "events.jsonl", tmp_path / "events.jsonl.1")
+            (tmp_path / "events.jsonl").write_text(line(3) + "\n")
+        return numbers
+
+    monkeypatch.setattr(tools_events, "rotated_numbers", list_then_finish_the_rotation)
+    assert [event["n"] for _, event in read_events(tmp_path / "events.jsonl")] == [0, 1, 2, 3]
+    assert sorted(staged[0]) == [2, 3]  # it did list mid-rotation
+
+
+def test_logs_follow_keeps_every_line_once_while_the_writer_rotates_as_fast_as_it_can(tmp_path: Path,
+                                                                                      monkeypatch: Any) -> None:
+    """A real writer thread rotating every few lines, a real follower polling: each line once, in order."""
+    import supervisor.tools.events as tools_events
+
+    monkeypatch.setattr(tools_events, "POLL_SECONDS", 0.0005)
+    total = 600  # about 75 files: fewer than `keep`, so none is dropped however far the follower falls behind
+    files = JsonlFiles(tmp_path, Rotation(max_bytes=600, keep=100))
+    files.msg(line(0))
+
+    def write() -> None:
+        for n in range(1, total):
+            files.msg(line(n))
+        files.close()
+
+    writer = threading.Thread(target=write)
+    seen: list[int] = []
+    writer.start()
+    try:
+        give_up = time.monotonic() + 60  # a lost line would have it wait for ever
+        for _, event in tools_events.follow_events(tmp_path / "events.jsonl",
+                                                   lambda: len(seen) >= total or time.monotonic() > give_up):
+            seen.append(event["n"])
+    finally:
+        writer.join()
+    assert seen == list(range(total))
+
+
+def test_a_stream_that_never_holds_still_is_read_as_it_is_with_a_warning(tmp_path: Path, monkeypatch: Any) -> None:
+    """Rotations without end while the files are opened: after its patience the reader reads what it has and says so."""
+    import supervisor.tools.events as tools_events
+
+    write_lines(tmp_path, 30, Rotation(max_bytes=1000, keep=20)).close()
+    listed = tools_events.rotated_numbers
+    calls = []
+
+    def never_the_same(folder: int, name: str) -> list[int]:
+        calls.append(1)
+        return listed(folder, name) + ([9999] if len(calls) % 2 else [])  # a name that comes and goes
+
+    monkeypatch.setattr(tools_events, "rotated_numbers", never_the_same)
+    monkeypatch.setattr(tools_events, "OPEN_PATIENCE", 0.05)
+    warnings: list[str] = []
+    assert [event["n"] for _, event in read_events(tmp_path / "events.jsonl", warnings.append)] == list(range(30))
+    assert len(calls) > 2  # it did try again
+    assert warnings == ["events.jsonl: rotated all the while its files were opened; a line may be missed or read twice"]

@@ -36,7 +36,7 @@ MAX_DEPTH = 64  # events are flat records with a few small lists and objects in 
 _TOO_LONG = f"longer than {MAX_LINE_BYTES >> 20} MiB"
 STARTED = "supervisor_started"  # the line that opens a run: runs are numbered by it, from 1
 MAX_PARTS = 100  # rotated files read at most (the newest); the writer keeps at most this many
-OPEN_TRIES = 10  # a rotation while the files are being opened: open them again
+OPEN_PATIENCE = 5.0  # seconds of rotations while the files are being opened before taking them as they are
 
 
 class Position(NamedTuple):
@@ -63,30 +63,42 @@ def open_stream(path: Path, warn: Callable[[str], None] = _warn) -> list[Part]:
     """The stream's files, open, oldest first: `path.N` ... `path.1`, then `path` (each one that is there).
 
     Never through a symlink (UntrustedStorage), never a FIFO (OSError). The
-    names are checked again once all are open: if a rotation moved them in
-    between, they are opened again, so each file is read once and in order.
+    writer rotates by renaming one name after another, so a reader can list the
+    names midway and open them after the rotation has ended, missing a file or
+    taking one twice. Once all are open, the folder is looked at again: the
+    same names must be there, each naming what was opened, or they are opened
+    again (after a pause that grows, so a busy writer gets to finish).
     """
     folder = open_folder(path.parent)
     if folder is None:
         return []
     try:
-        for _ in range(OPEN_TRIES):
-            parts = _open_parts(folder, path, warn)
-            if all(_names(folder, part) for part in parts):
-                return parts
+        give_up, pause = time.monotonic() + OPEN_PATIENCE, 0.001
+        while True:
+            listed = sorted(rotated_numbers(folder, path.name), reverse=True)
+            parts, skipped = _open_parts(folder, path, listed[-MAX_PARTS:])
+            if _still_the_stream(folder, path.name, listed, parts, skipped):
+                break
+            if time.monotonic() > give_up:
+                warn(f"{path.name}: rotated all the while its files were opened; a line may be missed or read twice")
+                break
             for part in parts:
                 part.handle.close()
-        return _open_parts(folder, path, warn)
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+        if len(listed) > MAX_PARTS:
+            warn(f"{len(listed) - MAX_PARTS} rotated files older than {path.name}.{listed[-MAX_PARTS]} not read")
+        for name, why in skipped.items():
+            warn(f"{name}: {why}; skipped")
+        return parts
     finally:
         os.close(folder)
 
 
-def _open_parts(folder: int, path: Path, warn: Callable[[str], None]) -> list[Part]:
-    numbers = sorted(rotated_numbers(folder, path.name), reverse=True)
-    if len(numbers) > MAX_PARTS:
-        warn(f"{len(numbers) - MAX_PARTS} rotated files older than {path.name}.{numbers[-MAX_PARTS]} not read")
-        numbers = numbers[-MAX_PARTS:]
+def _open_parts(folder: int, path: Path, numbers: list[int]) -> tuple[list[Part], dict[str, str]]:
+    """The files `path.N` for each of `numbers`, then `path`, open; and the names found that are not the run's, why."""
     parts: list[Part] = []
+    skipped: dict[str, str] = {}
     try:
         for name in [*(f"{path.name}.{number}" for number in numbers), path.name]:
             try:
@@ -97,14 +109,38 @@ def _open_parts(folder: int, path: Path, warn: Callable[[str], None]) -> list[Pa
                 if name == path.name:
                     raise  # the live file: the tool says what is wrong with it
                 # A rotated name that is a symlink, a FIFO, a folder: not the run's, skipped.
-                warn(f"{name}: {exc if isinstance(exc, UntrustedStorage) else exc.strerror or exc}; skipped")
+                skipped[name] = str(exc if isinstance(exc, UntrustedStorage) else exc.strerror or exc)
                 continue
             parts.append(Part(open(fd, "rb"), name, _inode(os.fstat(fd))))
     except BaseException:
         for part in parts:
             part.handle.close()
         raise
-    return parts
+    return parts, skipped
+
+
+def _still_the_stream(folder: int, name: str, listed: list[int], parts: list[Part], skipped: dict[str, str]) -> bool:
+    """Whether the folder still holds what was opened: the same rotated names, each naming the same file.
+
+    A rename by the writer either moves a name that was opened onto another
+    file, takes it away, or adds a name (its new `.1`, its new live file).
+    """
+    if sorted(rotated_numbers(folder, name), reverse=True) != listed:
+        return False
+    names = {part.name for part in parts} | skipped.keys()
+    if (name in names) != _exists(folder, name):
+        return False  # the live file came or went
+    if any(f"{name}.{number}" not in names for number in listed[-MAX_PARTS:]):
+        return False  # a name that was listed was not there to open: it has come back since
+    return all(_names(folder, part) for part in parts)
+
+
+def _exists(folder: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _names(folder: int, part: Part) -> bool:
