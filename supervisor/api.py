@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 from protocol import GRACEFUL, MODES
 from supervisor.config import TeamConfig, load_config
 from supervisor.runtime.control import AgentsRequest, AnswerRequest, ControlQueue, InterruptRequest, ReloadRequest
+from supervisor.vocabulary import NOT_STARTED
 
 if TYPE_CHECKING:
     from supervisor.runtime.arbiter import Arbiter
@@ -173,7 +174,7 @@ class TeamRunner:
         if arbiter is not None:
             snapshot = arbiter.status()
         else:
-            rows = [{"agent": a.name, "status": "not started", "cycle": 0, "max_cycles": a.max_cycles,
+            rows = [{"agent": a.name, "status": NOT_STARTED, "cycle": 0, "max_cycles": a.max_cycles,
                      "checkpoint_id": None, "budget_spent_usd": 0.0} for a in self.config.all_agents()]
             snapshot = {"team": self.config.team, "stopping": None, "agents": rows}
         return {**snapshot, "running": self.running, "exit_code": self.exit_code}

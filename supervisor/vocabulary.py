@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 LEVELS = ("debug", "info", "warning", "error", "critical")  # `logs --level L` shows L and everything above it
+NOT_STARTED = "not started"  # an agent's status when its worker never came: held by `after`, or a stop during the start
 ISO_RE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|\+00:00)\Z")
 
 

@@ -368,6 +368,16 @@ def by_event(events: list[dict[str, Any]], name: str, agent: Optional[str] = Non
     return [e for e in events if e["event"] == name and agent in (None, e.get("agent_id"))]
 
 
+def closing_statuses(output: str, names: list[str]) -> dict[str, str]:
+    """Each agent's status as the closing statistics print it: `  NAME  STATUS  cycles C/M  CHECKPOINT`."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().split("  ") if cell.strip()]
+        if line.startswith("  ") and len(cells) >= 3 and cells[0] in names and cells[2].startswith("cycles "):
+            rows[cells[0]] = cells[1]
+    return rows
+
+
 def fill_up(folder: Path) -> Path:
     """Write a file in `folder` until its file system has no room left; returns it (delete it to free the disk)."""
     filler = folder / "filler"

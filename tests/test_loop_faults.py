@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from harness import HANG, REPO, by_event, gone
+from harness import HANG, REPO, by_event, closing_statuses, gone
 
 HERE = Path(__file__).resolve().parent
 PAUSE = 5.0  # seconds the supervisor is stopped: longer than the hang timeout below
@@ -183,3 +183,6 @@ def test_running_out_of_descriptors_stops_the_team_in_one_line_without_a_restart
     assert 0 < len(by_event(events, "worker_started")) < 16
     said = [line for line in done.stdout.splitlines() if "EMFILE" in line]
     assert len(said) == 1 and "ulimit -n" in said[0] and "Traceback" not in done.stdout + done.stderr
+    started = {e["agent_id"] for e in by_event(events, "worker_started")}
+    rows = closing_statuses(done.stdout, team.names)
+    assert [rows[name] for name in team.names if name not in started] == ["failed"] + ["not started"] * (15 - len(started))

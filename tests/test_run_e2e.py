@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from harness import HANG, REPO, by_event, cli, fill_up, wait_gone
+from harness import HANG, REPO, by_event, cli, closing_statuses, fill_up, wait_gone
 from supervisor.runtime.arbiter import START_BATCH
 
 SEED_INITIATED = {"timestamp", "event", "source", "mode", "message", "agent_id"}
@@ -181,6 +181,8 @@ def test_a_stop_during_a_big_start_is_taken_at_once_and_the_agents_not_started_n
     assert not any((team.storage / name).exists() for name in set(team.names) - started)
     stopped = by_event(events, "supervisor_stopped")[0]
     assert (stopped["status"], stopped["exit_code"]) == ("interrupted", 0)
+    rows = closing_statuses(run.output, team.names)  # the closing statistics say what happened to each
+    assert rows == {name: "interrupted" if name in started else "not started" for name in team.names}
 
 
 def test_sigterm_is_graceful_with_source_system(make_team, backend):

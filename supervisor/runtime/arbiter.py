@@ -63,6 +63,7 @@ from supervisor.runtime.signals import HANDLED, SignalQueue
 from supervisor.runtime.slots import SlotBank, SlotRelay, SlotRoute
 from supervisor.runtime.start_order import StartOrder
 from supervisor.runtime.uplink import Uplink
+from supervisor.vocabulary import NOT_STARTED
 
 READ_SHARE_BYTES = 256 * 1024  # one child's share of one loop pass; more waits for the next
 LAST_WORDS_BYTES = 16 * 1024 * 1024  # what an exited child may still have left in its pipe
@@ -236,7 +237,7 @@ class Arbiter:
         A big team takes seconds to start (about 5 s for 1000 agents on 2 cores). Started in one go,
         a Ctrl+C pressed meanwhile waited for the last worker, then stopped them all; and no worker's
         Ready was read until then. Now a stop takes effect within a batch, and the children not started
-        by then never start (status interrupted); the first workers' Ready are read while the later
+        by then never start (status "not started"); the first workers' Ready are read while the later
         ones are forked.
         """
         for at in range(0, len(children), START_BATCH):
@@ -245,7 +246,7 @@ class Arbiter:
                 if self.shutdown.mode is not None or self.out_of_resources:
                     for child in children[at:]:
                         if child.phase is Phase.PENDING:
-                            child.phase, child.status = Phase.EXITED, INTERRUPTED
+                            child.phase, child.status = Phase.EXITED, NOT_STARTED
                     return
             self._start_batch([child for child in children[at:at + START_BATCH] if child.phase is Phase.PENDING])
 
@@ -274,7 +275,7 @@ class Arbiter:
         """
         self.reactor.cancel(f"kill:{child.name}")
         if self.out_of_resources and child.phase is Phase.PENDING:  # it would fail as the last one did
-            child.phase, child.status = Phase.EXITED, INTERRUPTED
+            child.phase, child.status = Phase.EXITED, NOT_STARTED
             if spawned is not None and not isinstance(spawned, OSError):  # started ahead of the failure: unused
                 spawned.kill_tree()
                 spawned.close()
@@ -721,7 +722,7 @@ class Arbiter:
         for name, missing in self.start_order.never_started().items():
             record = self.children.get(name) or self.members.get(name)
             if record is not None and record.phase in (Phase.HELD, Phase.PENDING):
-                record.status = "not started"
+                record.status = NOT_STARTED
             self.log.emit("agent_not_started", level="warning", agent_id=name, after=missing)
 
 

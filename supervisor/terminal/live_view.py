@@ -40,11 +40,10 @@ from rich.text import Span, Text
 from supervisor.config import TeamConfig
 from supervisor.terminal.console import Console
 from supervisor.terminal.text import neutralise
-from supervisor.vocabulary import event_number
+from supervisor.vocabulary import NOT_STARTED, event_number
 
 PLAIN_TERMS = frozenset({"", "dumb", "unknown"})
 FINAL = frozenset({"completed", "interrupted", "failed"})
-NOT_STARTED = "not started"  # in the last frame: a stop came before its worker (a big team starts batch by batch)
 STATUS_STYLE = {
     "starting": "dim",
     NOT_STARTED: "dim",
@@ -57,7 +56,6 @@ STATUS_STYLE = {
     "waiting": "cyan",
     "queued": "blue",
     "held": "dim",
-    "not started": "dim",
 }
 BAR_WIDTH = 10
 STATUS_WIDTH = len("interrupted")
@@ -429,7 +427,7 @@ class LiveConsole(Console):
         elif name == "agent_released":
             row.status, row.last = "starting", "released"
         elif name == "agent_not_started":
-            row.status, row.last = "not started", "after " + ", ".join(str(a) for a in event.get("after") or [])
+            row.status, row.last = NOT_STARTED, "after " + ", ".join(str(a) for a in event.get("after") or [])
 
     def _track_team(self, name: str, event: dict[str, Any]) -> None:
         if name == "interrupt_initiated":

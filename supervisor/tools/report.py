@@ -37,7 +37,7 @@ from supervisor.terminal.text import neutralise
 from supervisor.tools.events import STARTED, EventReader, name_of
 from supervisor.tools.stores import storage_error
 from supervisor.tools.text import error, print_lines, short_time, warn
-from supervisor.vocabulary import event_number, parse_timestamp
+from supervisor.vocabulary import NOT_STARTED, event_number, parse_timestamp
 
 # Geometry in CSS pixels; the browser test finds the lanes by LANE_PITCH.
 WIDTH = 1200
@@ -99,7 +99,7 @@ class Lane:
     cycles: list[Cycle] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     alive: list[list[Optional[float]]] = field(default_factory=list)  # [started, exited or None]
-    status: str = "not started"
+    status: str = NOT_STARTED
     last_cycle: Optional[int] = None
     tokens: Optional[int] = None  # None: the provider reports none
     cost_usd: float = 0.0

@@ -13,9 +13,8 @@ from protocol.messages import GRACEFUL, IMMEDIATE, RUNNING, SOURCES
 from supervisor.terminal.console import RULE
 from supervisor.tools.events import name_of
 from supervisor.tools.text import short_time
-from supervisor.vocabulary import event_number
+from supervisor.vocabulary import NOT_STARTED, event_number
 
-NOT_STARTED = "not started"
 
 
 class InterruptSummary:

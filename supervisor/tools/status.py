@@ -19,7 +19,8 @@ from supervisor.config import TeamConfig
 from supervisor.storage import EVENTS_FILE, run_is_live
 from supervisor.tools.control import live_status, watch
 from supervisor.tools.events import read_events
-from supervisor.tools.stats import NOT_STARTED, UNKNOWN
+from supervisor.tools.stats import UNKNOWN
+from supervisor.vocabulary import NOT_STARTED
 from supervisor.tools.stores import checkpoint_store, storage_error
 from supervisor.tools.text import print_json, print_lines, short_time, show_value, table
 
