@@ -153,3 +153,40 @@ def test_the_forkserver_preloads_the_module_make_provider_picks(kind, api, modul
     assert provider_module(kind, api) == module
     preload([[kind, api]])
     assert module is None or module in sys.modules
+
+
+LEAN_PRELOAD = """
+import json, sys
+from workers.providers import preload
+preload([["ollama", "ollama"], ["openai", "openai"]])
+import httpx, ollama, openai
+try:
+    httpx.main()
+    said = None
+except RuntimeError as exc:
+    said = str(exc)
+print(json.dumps({"loaded": sorted(m for m in ("click", "pygments", "rich") if m in sys.modules), "said": said,
+                  "clients": [hasattr(ollama, "AsyncClient"), hasattr(openai, "AsyncOpenAI")]}))
+"""
+
+
+@pytest.mark.e2e  # a fresh interpreter: this one has imported httpx long ago
+def test_the_model_clients_come_without_httpx_command_line_client() -> None:
+    """httpx imports its CLI (click, pygments, rich: 6.5 MB) when click is there; no worker should carry it."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from harness import REPO
+
+    if importlib.util.find_spec("click") is None:
+        pytest.skip("without click installed, httpx never loads its command-line client")
+    done = subprocess.run([sys.executable, "-P", "-c", LEAN_PRELOAD], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["loaded"] == []
+    assert found["clients"] == [True, True]
+    assert "not loaded in an agent-supervisor worker" in found["said"]

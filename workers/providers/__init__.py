@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional
 
 from protocol.specs import LLMSpec
 from workers.providers.base import Provider, ProviderError, Reply, ToolCall
+from workers.providers.httpx_cli import keep_httpx_cli_out
 from workers.slots import Slots
 
 
@@ -26,6 +27,7 @@ def make_provider(
 ) -> Provider:
     """The provider named by an agent's merged `llm` config; `slots`: the supervisor's, for a capped server."""
     module = provider_module(llm.provider, llm.api)
+    keep_httpx_cli_out()  # before a model client imports httpx (the forkserver's `preload` has done it already)
     if module == "workers.providers.scripted":
         from workers.providers.scripted import ScriptedProvider
 
@@ -43,6 +45,7 @@ def make_provider(
 
 def preload(kinds: list[list[str]]) -> None:
     """Import the providers of these (`provider`, `api`) pairs now: run in the forkserver, for every later worker."""
+    keep_httpx_cli_out()
     for kind, api in kinds:
         module = provider_module(kind, api)
         if module is not None:
