@@ -9,6 +9,8 @@ import sys
 import tempfile
 import threading
 
+import pytest
+
 from workers import rehearsal
 
 
@@ -29,3 +31,66 @@ def test_a_rehearsal_leaves_the_process_as_it_found_it(monkeypatch):
     assert after == before
     assert set(os.listdir(tempfile.gettempdir())) <= temp
     assert asyncio._get_running_loop() is None
+
+
+# ---- a model client's first calls (workers/providers/first_call.py) ------------------------------
+
+
+def _open_descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _process_state() -> tuple:
+    return (threading.active_count(), os.getcwd(), dict(os.environ), asyncio._get_running_loop())
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai"])
+def test_a_model_clients_first_calls_are_rehearsed_on_a_local_server_that_is_gone_after(kind):
+    """Every call answered by the product's own model API; no thread, socket or loop left for the forks."""
+    from protocol.specs import LLMSpec
+    from workers.providers import first_call
+
+    def spec(url: str) -> LLMSpec:
+        if kind == "ollama":
+            return LLMSpec(provider="ollama", host=url, model=first_call.MODEL)
+        return LLMSpec(provider="openai", host=url, base_url=url + "/v1", model=first_call.MODEL, api="openai")
+
+    state, descriptors = _process_state(), _open_descriptors()
+    assert first_call.rehearse(spec, 3) == 3
+    assert _process_state() == state
+    assert _open_descriptors() == descriptors
+
+
+def test_a_rehearsal_the_server_refuses_ends_at_once_with_nothing_left():
+    from protocol.specs import LLMSpec
+    from workers.providers import first_call
+
+    state, descriptors = _process_state(), _open_descriptors()
+    assert first_call.rehearse(lambda url: LLMSpec(provider="ollama", host=url, model="no-such-model")) == 0
+    assert _process_state() == state
+    assert _open_descriptors() == descriptors
+
+
+PRELOADED = """
+import json, os, sys, threading
+from workers.providers import preload
+fds = len(os.listdir("/proc/self/fd"))
+preload([["ollama", "ollama"], ["openai", "openai"]])
+print(json.dumps({"threads": threading.active_count(), "fds": len(os.listdir("/proc/self/fd")) - fds,
+                  "loaded": [m in sys.modules for m in ("anyio._backends._asyncio", "sniffio",
+                                                        "openai.resources.chat.completions.completions", "jiter")]}))
+"""
+
+
+@pytest.mark.e2e  # a fresh interpreter, as the forkserver is
+def test_the_forkserver_preload_leaves_what_a_first_call_loads_loaded_and_no_thread_or_descriptor():
+    """What the first call imports on its own is there before any worker is forked; the server is gone."""
+    import json
+    import subprocess
+
+    from harness import REPO
+
+    done = subprocess.run([sys.executable, "-P", "-c", PRELOADED], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"threads": 1, "fds": 0, "loaded": [True, True, True, True]}

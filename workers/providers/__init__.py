@@ -49,7 +49,9 @@ def preload(kinds: list[list[str]]) -> None:
     for kind, api in kinds:
         module = provider_module(kind, api)
         if module is not None:
-            importlib.import_module(module)
+            warm = getattr(importlib.import_module(module), "warm", None)
+            if warm is not None:
+                warm()  # e.g. the TLS context its clients share (`tls.py`)
 
 
 __all__ = ["Provider", "ProviderError", "Reply", "ToolCall", "make_provider", "preload", "provider_module"]

@@ -20,12 +20,15 @@ import random
 import time
 from typing import Any, Optional, Sequence
 
+import httpx
 import ollama
 
 from protocol.specs import LLMSpec
 from workers.providers.base import ProviderError, Reply, ToolCall
 from workers.providers.pool import ServerPool
 from workers.providers.retries import RetryReport, Transient, network_failure, status_failure, with_retries
+from workers.providers.first_call import MODEL as REHEARSAL_MODEL, rehearse
+from workers.providers.tls import SharedContext
 from workers.slots import Slots
 from workers.providers.window import context_budget, estimate_tokens, fit_context
 
@@ -45,6 +48,14 @@ def classify(exc: BaseException, host: str, model: str) -> Exception:
         return status_failure(code, host, exc.error)
     return network_failure(exc, host) or ProviderError(f"{type(exc).__name__}: {exc}")
 
+TLS = SharedContext(httpx.create_ssl_context)  # ollama's client is httpx's
+
+
+def warm() -> None:
+    """In the forkserver: the TLS context every worker's clients share (`tls.py`), and their first calls made."""
+    TLS.get()
+    rehearse(lambda url: LLMSpec(provider="ollama", host=url, model=REHEARSAL_MODEL))
+
 
 class OllamaProvider:
     def __init__(self, llm: LLMSpec, on_retry: Optional[RetryReport] = None, slots: Optional[Slots] = None) -> None:
@@ -56,7 +67,8 @@ class OllamaProvider:
         self.on_retry = on_retry or (lambda report: None)
         self.slots = slots  # the supervisor's slots of a capped server
         self.pool = ServerPool(llm, llm.hosts or (llm.host,), slots)
-        self.clients = {url: ollama.AsyncClient(host=url, timeout=self.timeout) for url in self.pool.urls.values()}
+        self.clients = {url: ollama.AsyncClient(host=url, timeout=self.timeout, **TLS.client_arguments())
+                        for url in self.pool.urls.values()}
         self.rng = random.Random()
         self.context_budget = context_budget(self.options, ("num_predict",))
 

@@ -23,6 +23,8 @@ import asyncio
 import json
 import os
 import random
+import ssl
+import sys
 import time
 from typing import Any, Optional, Sequence, TypeGuard
 
@@ -39,6 +41,8 @@ from workers.providers.retries import (
     status_failure,
     with_retries,
 )
+from workers.providers.first_call import MODEL as REHEARSAL_MODEL, rehearse
+from workers.providers.tls import SharedContext
 from workers.providers.pool import ServerPool
 from workers.slots import Slots
 from workers.providers.window import context_budget, fit_context
@@ -61,6 +65,27 @@ def api_key(llm: LLMSpec) -> Optional[str]:
     return key
 
 
+def _library_tls() -> ssl.SSLContext:
+    """The default context of the httpx the openai client is built on (httpx2 now, httpx before), as it makes it."""
+    library = sys.modules[openai.DefaultAsyncHttpxClient.__mro__[1].__module__.partition(".")[0]]
+    return library.create_ssl_context()  # type: ignore[no-any-return]
+
+
+TLS = SharedContext(_library_tls)
+
+
+def warm() -> None:
+    """In the forkserver: the TLS context every worker's clients share (`tls.py`), and their first calls made."""
+    TLS.get()
+    rehearse(lambda url: LLMSpec(provider="openai", host=url, base_url=url + "/v1", model=REHEARSAL_MODEL, api="openai"))
+
+
+def _http_client() -> dict[str, Any]:
+    """openai's own default HTTP client, on the shared TLS context; nothing if there is none."""
+    arguments = TLS.client_arguments()
+    return {"http_client": openai.DefaultAsyncHttpxClient(**arguments)} if arguments else {}
+
+
 class OpenAIProvider:
     def __init__(self, llm: LLMSpec, on_retry: Optional[RetryReport] = None, slots: Optional[Slots] = None) -> None:
         if not llm.base_url:  # the spec requires it for the openai api
@@ -78,7 +103,8 @@ class OpenAIProvider:
         self.context_budget = context_budget(dict(llm.options), ("max_completion_tokens", "max_tokens"))
         try:  # max_retries=0: the retries are ours (one policy, reported, cancellable)
             self.clients = {url: openai.AsyncOpenAI(base_url=url, api_key=self.key or NO_KEY, max_retries=0,
-                                                    timeout=self.timeout) for url in self.pool.urls.values()}
+                                                    timeout=self.timeout, **_http_client())
+                            for url in self.pool.urls.values()}
         except Exception as exc:  # noqa: BLE001 - the client's own checks: one line, the key masked
             raise ProviderError(self.masked(f"cannot set up the openai client: {detail(exc)}")) from None
 
