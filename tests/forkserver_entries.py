@@ -53,3 +53,13 @@ def says_warmed(sock: socket.socket, supervisor_pid: int) -> None:
     """Say what the server's warm calls did, as this worker found it."""
     sock.sendall(",".join(WARMED).encode() or b"-")
     os._exit(0)
+
+
+def hold_until(path: str) -> None:
+    """A prepare call that lasts until the test creates `path` (a model client's slow import, say)."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    WARMED.append("held")

@@ -143,6 +143,20 @@ def test_what_the_server_is_asked_to_prepare_is_loaded_in_every_later_worker(ser
     assert loaded() == b"1"
 
 
+def test_a_prepare_does_not_wait_for_the_server_and_the_next_start_reads_its_reply_first(server, tmp_path):
+    """The supervisor goes on while the server prepares; the start after it gets its own reply, and the preparation."""
+    let_go = tmp_path / "let-go"
+    server.prepare("forkserver_entries:hold_until", str(let_go))
+    assert server.unanswered == 1 and not let_go.exists()  # returned while the server is still in the call
+    let_go.touch()
+    ours, theirs = socket.socketpair()
+    pid, status = server.start("forkserver_entries:says_warmed", theirs, os.getpid())
+    theirs.close()
+    assert ours.recv(64) == b"held" and server.unanswered == 0
+    os.set_blocking(status, False)
+    assert exit_code(status) == 0
+
+
 def test_the_servers_warm_calls_run_before_it_forks_and_one_that_fails_spoils_nothing():
     server = ForkServer(["forkserver_entries"], ["forkserver_entries:warm_up", "forkserver_entries:warm_up_and_break",
                                                  "no_such_module_here:run", "forkserver_entries:warm_up"])

@@ -66,6 +66,7 @@ class ForkServer:
             theirs.close()
         ours.settimeout(REPLY_TIMEOUT)
         self.conn = ours
+        self.unanswered = 0  # prepare requests whose replies are still to be read, before any start's
 
     def prepare(self, call: str, *args: Any) -> None:
         """Have the server run `call(*args)` ("module:function") now, for every worker forked later.
@@ -74,12 +75,16 @@ class ForkServer:
         worker's own code decides which model client an agent loads, and loading it here means no
         worker imports it (and httpx, pydantic) on its own. A failure is the worker's to report, in its
         own words, when it needs what was not prepared; nothing is raised here.
+
+        The reply is not waited for: the server's work (a model client's import and rehearsed calls,
+        a few hundred ms) goes on while the supervisor opens its files and sockets. The replies come
+        in the order of the requests, so the next start reads it first (`_reply`).
         """
         try:
             self.conn.send(msgpack.packb({"call": call, "args": list(args)}))
-            self.conn.recv(MAX_REQUEST)
         except OSError:
-            pass  # a dead server is found, and replaced, by the next start
+            return  # a dead server is found, and replaced, by the next start
+        self.unanswered += 1
 
     def start(self, entry: str, sock: socket.socket, *args: Any) -> tuple[int, int]:
         """Fork a worker that runs `entry(sock, *args)`: its pid and the read end of its status pipe.
@@ -128,6 +133,10 @@ class ForkServer:
 
     def _reply(self) -> tuple[int, int] | OSError:
         try:
+            while self.unanswered:  # a prepare's reply: it only says the server got that far
+                self.unanswered -= 1
+                if not self.conn.recv(MAX_REQUEST):
+                    return ConnectionRefusedError(errno.ECONNREFUSED, "the forkserver is gone")
             reply, fds, _, _ = socket.recv_fds(self.conn, MAX_REQUEST, 1)
         except OSError as exc:
             return self._gone(exc)
