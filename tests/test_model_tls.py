@@ -10,7 +10,6 @@ that certificate, as the libraries' defaults do.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import ssl
