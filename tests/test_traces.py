@@ -90,8 +90,10 @@ def _attributes(pairs: Any) -> dict[str, Any]:
 
 
 def test_one_trace_per_run_nests_run_cycle_and_model_call(make_team: Callable[..., Team]) -> None:
-    team = make_team(agents=2, max_cycles=50, groups={"crew": {"agents": 1}})
-    with OllamaDouble() as double, Collector() as collector:
+    # Every agent is still mid-run at the Ctrl+C: the group's agent starts later than the others, and a warm
+    # client against the double finishes 50 quick cycles before it (10 ms a reply, 1000 cycles: 10 s at least).
+    team = make_team(agents=2, max_cycles=1000, groups={"crew": {"agents": 1}})
+    with OllamaDouble(latency=0.01) as double, Collector() as collector:
         team.data["llm"] = {"provider": "ollama", "host": double.host, "model": MODEL, "request_timeout": 5}
         team.write()
         run = team.start(env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})  # on by the standard variable alone
