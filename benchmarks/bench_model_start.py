@@ -21,21 +21,18 @@ in the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import psutil
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent / "tests"))  # the model doubles; benchmarks/harness.py comes first
 
 import _floors  # noqa: E402
-from harness import REPO, TeamRun, agents, positive_ints, render_table, timestamp  # noqa: E402
+from harness import REPO, TeamRun, agents, machine, positive_ints, render_table, timestamp  # noqa: E402
 from ollama_double import MODEL, OllamaDouble  # noqa: E402
 from openai_double import OpenAIDouble  # noqa: E402
 
@@ -138,9 +135,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     began = time.monotonic()
     rows = bench(positive_ints(parser, "--sizes", args.sizes), args.repeat, args.latency)
     print(render_table(HEADERS, [cells(row) for row in rows], args.markdown))
-    print(f"\n{psutil.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; {time.monotonic() - began:.0f} s. "
-          f"scripted: no server, so its first call is its first cycle, at ready.")
+    print(f"\n{machine()}; {time.monotonic() - began:.0f} s. "
+          "scripted: no server, so its first call is its first cycle, at ready.")
     return 0
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from bench_interrupts import ExitWatch, _last_ts, _ms  # noqa: E402
-from harness import TeamRun, agents  # noqa: E402
+from harness import TeamRun, agents, machine  # noqa: E402
 from ollama_double import MODEL, OllamaDouble  # noqa: E402
 
 GOALS = {1: 20.0, 32: 30.0}  # ms beyond the call
@@ -97,8 +97,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("| --- | --: | --: | --: | --- | --- |")
     for step, size, median, low, high, goal_text, verdict in rows:
         print(f"| {step} | {size} | {median:.1f} | {low:.1f}–{high:.1f} | {goal_text} | {verdict} |")
-    print(f"\n{os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
-          f"each model call {args.latency:g} s.")
+    print(f"\n{machine()}; each model call {args.latency:g} s.")
     return 0
 
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 
 import _floors  # noqa: E402  (needs HERE on sys.path)
 from _terminal import ShellTerminal  # noqa: E402
-from harness import REPO, EventTail, agents, named, positive_ints, render_table, timestamp  # noqa: E402
+from harness import REPO, EventTail, agents, machine, named, positive_ints, render_table, timestamp  # noqa: E402
 
 DEFAULT_SIZES = "1,8,32"
 SECOND_AFTER = 0.020  # seconds between the two Ctrl+C
@@ -268,8 +268,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows, runs = bench(sizes, args.repeat)
     print(render(rows, args.markdown))
     print()
-    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; {time.perf_counter() - began:.0f} s.")
+    print(f"{machine()}; {time.perf_counter() - began:.0f} s.")
     shell = next(r["shell_round_trip_ms"] for r in runs if "shell_round_trip_ms" in r)
     print(f"A bare job in the same shell (`sleep 600`, Ctrl+C, prompt back): {statistics.median(shell):.1f} ms, "
           "a part of every stop that no supervisor can remove.")

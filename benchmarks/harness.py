@@ -46,6 +46,12 @@ def positive_ints(parser: argparse.ArgumentParser, option: str, text: str) -> li
     return values
 
 
+def machine() -> str:
+    """The machine a table was measured on, for the line under it: cores, Python, load average."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average {load}"
+
+
 def render_table(headers: list[str], rows: list[list[str]], markdown: bool, left: frozenset[int] = frozenset()) -> str:
     """A benchmark's table: Markdown for the README, or aligned text; the columns in `left` are text, the rest numbers."""
     if markdown:
