@@ -94,3 +94,15 @@ def test_the_forkserver_preload_leaves_what_a_first_call_loads_loaded_and_no_thr
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"threads": 1, "fds": 0, "loaded": [True, True, True, True]}
+
+
+def test_a_proxy_in_the_environment_does_not_take_the_rehearsed_calls(monkeypatch):
+    """HTTP_PROXY names a port nobody listens on: the calls to 127.0.0.1 still reach the local server."""
+    from protocol.specs import LLMSpec
+    from workers.providers import first_call
+
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    state = _process_state()
+    assert first_call.rehearse(lambda url: LLMSpec(provider="ollama", host=url, model=first_call.MODEL), 2) == 2
+    assert _process_state() == state  # the variables are back

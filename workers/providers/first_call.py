@@ -23,8 +23,10 @@ A failure, or a rehearsal past `DEADLINE`, only means no warm-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from protocol.specs import LLMSpec
 from workers.model_server import Emit, ModelHTTPServer, Stats
@@ -32,6 +34,7 @@ from workers.model_server import Emit, ModelHTTPServer, Stats
 REHEARSALS = 10  # CPython 3.11 specialises a function after 8 calls: ten calls leave the path warm
 DEADLINE = 5.0  # seconds for all of them
 MODEL = "rehearsal"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 class _Ok:
@@ -61,13 +64,24 @@ def rehearse(spec_for: Callable[[str], LLMSpec], times: int = REHEARSALS) -> int
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:
-        return asyncio.run(asyncio.wait_for(_calls(spec_for(server.host), times), DEADLINE))
+        with _no_proxy():
+            return asyncio.run(asyncio.wait_for(_calls(spec_for(server.host), times), DEADLINE))
     except Exception:  # noqa: BLE001 - no warm-up; the workers make their first calls cold, as before
         return 0
     finally:
         server.shutdown()
         server.server_close()
         thread.join(DEADLINE)
+
+
+@contextlib.contextmanager
+def _no_proxy() -> Iterator[None]:
+    """The clients read proxy variables when they are made: calls to 127.0.0.1 must not go through a proxy."""
+    saved = {name: os.environ.pop(name) for name in PROXY_VARIABLES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 async def _calls(spec: LLMSpec, times: int) -> int:

@@ -48,6 +48,7 @@ def classify(exc: BaseException, host: str, model: str) -> Exception:
         return status_failure(code, host, exc.error)
     return network_failure(exc, host) or ProviderError(f"{type(exc).__name__}: {exc}")
 
+
 TLS = SharedContext(httpx.create_ssl_context)  # ollama's client is httpx's
 
 
