@@ -376,3 +376,29 @@ def test_every_signal_a_handler_saw_is_drained_once_even_under_a_storm() -> None
         signal.signal(signal.SIGUSR1, previous)
     assert seen == 2000
     assert drained == [signal.SIGUSR1] * seen
+
+
+LEAN_STRUCTLOG = """
+import json, sys
+import supervisor.runtime.events
+loaded = [name for name in ("rich", "rich.traceback", "rich.pretty", "pygments") if name in sys.modules]
+import rich.traceback  # still importable: the live view and anyone else may use it
+print(json.dumps({"loaded": loaded, "later": "rich.traceback" in sys.modules,
+                  "hidden_left": [n for n, m in sys.modules.items() if m is None and n.startswith("rich")]}))
+"""
+
+
+@pytest.mark.e2e  # a fresh interpreter: this one has long imported structlog and rich
+def test_the_event_log_imports_structlog_without_richs_tracebacks_and_leaves_rich_importable() -> None:
+    """structlog loads rich's traceback renderer and pretty-printer for console output we never use."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from harness import REPO
+
+    done = subprocess.run([sys.executable, "-P", "-c", LEAN_STRUCTLOG], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"loaded": [], "later": True, "hidden_left": []}

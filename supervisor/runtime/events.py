@@ -32,8 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
-import structlog
-from structlog.typing import EventDict
+from supervisor.runtime.lean_imports import without_rich_tracebacks
+
+with without_rich_tracebacks():  # structlog's console tracebacks are never used: JSON Lines only
+    import structlog
+    from structlog.typing import EventDict
 
 from protocol.storage_files import open_file, open_folder
 from supervisor.storage import EVENTS_FILE, METRICS_FILE, rotated_numbers
