@@ -368,6 +368,17 @@ def by_event(events: list[dict[str, Any]], name: str, agent: Optional[str] = Non
     return [e for e in events if e["event"] == name and agent in (None, e.get("agent_id"))]
 
 
+def fresh_python(script: str, *args: str, env: Optional[dict[str, str]] = None) -> Any:
+    """Run `script` in a fresh interpreter (`-P`, the repo on its path, `env` or ours); its last line, as JSON.
+
+    For what only a new process shows: what an import loads, what is made once per process.
+    """
+    done = subprocess.run([sys.executable, "-P", "-c", script, *args], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env={**(os.environ if env is None else env), "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def closing_statuses(output: str, names: list[str]) -> dict[str, str]:
     """Each agent's status as the closing statistics print it: `  NAME  STATUS  cycles C/M  CHECKPOINT`."""
     rows = {}

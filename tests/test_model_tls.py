@@ -14,7 +14,6 @@ import json
 import os
 import ssl
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from harness import REPO
+from harness import fresh_python
 
 
 class _NotFound(BaseHTTPRequestHandler):
@@ -94,10 +93,8 @@ asyncio.run(main())
 
 def _calls(url: str, **env: str) -> dict[str, list]:
     environment = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
-    done = subprocess.run([sys.executable, "-P", "-c", CALLS, url], capture_output=True, text=True, timeout=60, cwd=REPO,
-                          env={**environment, "PYTHONPATH": str(REPO), **env})
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    found: dict[str, list] = fresh_python(CALLS, url, env={**environment, **env})
+    return found
 
 
 @pytest.mark.e2e  # a fresh interpreter per case: the TLS context is made once per process, from its environment

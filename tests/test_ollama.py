@@ -174,19 +174,12 @@ print(json.dumps({"loaded": sorted(m for m in ("click", "pygments", "rich") if m
 def test_the_model_clients_come_without_httpx_command_line_client() -> None:
     """httpx imports its CLI (click, pygments, rich: 6.5 MB) when click is there; no worker should carry it."""
     import importlib.util
-    import json
-    import os
-    import subprocess
-    import sys
 
-    from harness import REPO
+    from harness import fresh_python
 
     if importlib.util.find_spec("click") is None:
         pytest.skip("without click installed, httpx never loads its command-line client")
-    done = subprocess.run([sys.executable, "-P", "-c", LEAN_PRELOAD], capture_output=True, text=True, timeout=60,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout)
+    found = fresh_python(LEAN_PRELOAD)
     assert found["loaded"] == []
     assert found["clients"] == [True, True]
     assert "not loaded in an agent-supervisor worker" in found["said"]

@@ -85,15 +85,9 @@ print(json.dumps({"threads": threading.active_count(), "fds": len(os.listdir("/p
 @pytest.mark.e2e  # a fresh interpreter, as the forkserver is
 def test_the_forkserver_preload_leaves_what_a_first_call_loads_loaded_and_no_thread_or_descriptor():
     """What the first call imports on its own is there before any worker is forked; the server is gone."""
-    import json
-    import subprocess
+    from harness import fresh_python
 
-    from harness import REPO
-
-    done = subprocess.run([sys.executable, "-P", "-c", PRELOADED], capture_output=True, text=True, timeout=60,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"threads": 1, "fds": 0, "loaded": [True, True, True, True]}
+    assert fresh_python(PRELOADED) == {"threads": 1, "fds": 0, "loaded": [True, True, True, True]}
 
 
 def test_a_proxy_in_the_environment_does_not_take_the_rehearsed_calls(monkeypatch):

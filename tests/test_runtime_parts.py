@@ -391,14 +391,6 @@ print(json.dumps({"loaded": loaded, "later": "rich.traceback" in sys.modules,
 @pytest.mark.e2e  # a fresh interpreter: this one has long imported structlog and rich
 def test_the_event_log_imports_structlog_without_richs_tracebacks_and_leaves_rich_importable() -> None:
     """structlog loads rich's traceback renderer and pretty-printer for console output we never use."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from harness import fresh_python
 
-    from harness import REPO
-
-    done = subprocess.run([sys.executable, "-P", "-c", LEAN_STRUCTLOG], capture_output=True, text=True, timeout=60,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"loaded": [], "later": True, "hidden_left": []}
+    assert fresh_python(LEAN_STRUCTLOG) == {"loaded": [], "later": True, "hidden_left": []}
