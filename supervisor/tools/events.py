@@ -128,27 +128,19 @@ def _still_the_stream(folder: int, name: str, listed: list[int], parts: list[Par
     if sorted(rotated_numbers(folder, name), reverse=True) != listed:
         return False
     names = {part.name for part in parts} | skipped.keys()
-    if (name in names) != _exists(folder, name):
+    if (name in names) != (_inode_at(folder, name) is not None):
         return False  # the live file came or went
     if any(f"{name}.{number}" not in names for number in listed[-MAX_PARTS:]):
         return False  # a name that was listed was not there to open: it has come back since
-    return all(_names(folder, part) for part in parts)
+    return all(_inode_at(folder, part.name) == part.inode for part in parts)
 
 
-def _exists(folder: int, name: str) -> bool:
+def _inode_at(folder: int, name: str) -> Optional[tuple[int, int]]:
+    """What `name` names in the folder now (never followed), or None if nothing does."""
     try:
-        os.stat(name, dir_fd=folder, follow_symlinks=False)
+        return _inode(os.stat(name, dir_fd=folder, follow_symlinks=False))
     except FileNotFoundError:
-        return False
-    return True
-
-
-def _names(folder: int, part: Part) -> bool:
-    """Whether the part's name still names the file that was opened."""
-    try:
-        return _inode(os.stat(part.name, dir_fd=folder, follow_symlinks=False)) == part.inode
-    except FileNotFoundError:
-        return False
+        return None
 
 
 class EventReader:
