@@ -110,3 +110,19 @@ def test_ssl_cert_file_is_honoured_as_by_the_libraries_own_default(https_server)
     found = _calls(url, SSL_CERT_FILE=str(cert))
     assert found["shared"] == [True, True]
     assert found["said"] == ["ResponseError", "NotFoundError"]  # through TLS, to the server's 404
+
+
+def test_a_library_that_cannot_make_the_shared_context_is_asked_once_and_its_clients_make_their_own() -> None:
+    from workers.providers.tls import SharedContext
+
+    calls = []
+
+    def failing() -> ssl.SSLContext:
+        calls.append(1)
+        raise ssl.SSLError("no CA bundle here")
+
+    shared = SharedContext(failing)
+    assert [shared.client_arguments() for _ in range(3)] == [{}, {}, {}]
+    assert calls == [1]
+    made = SharedContext(ssl.create_default_context)
+    assert made.get() is made.get() and made.client_arguments() == {"verify": made.get()}

@@ -24,16 +24,17 @@ class SharedContext:
     """The default TLS context of one client library, made on first use and kept."""
 
     def __init__(self, factory: Callable[[], ssl.SSLContext]) -> None:
-        self._factory = factory
+        self._factory: Optional[Callable[[], ssl.SSLContext]] = factory  # None once it has been called
         self._context: Optional[ssl.SSLContext] = None
 
     def get(self) -> Optional[ssl.SSLContext]:
         """The context; None if the library could not make one (its clients then make their own)."""
-        if self._context is None:
+        if self._factory is not None:
+            factory, self._factory = self._factory, None  # tried once: a failure is not paid again per client
             try:
-                self._context = self._factory()
+                self._context = factory()
             except Exception:  # noqa: BLE001 - no sharing, nothing worse: each client tries for itself
-                return None
+                pass
         return self._context
 
     def client_arguments(self) -> dict[str, Any]:
