@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from harness import Team
+from harness import PACKED, Team
 from tools_state import write_team
 
 E2E_FIXTURES = frozenset({"make_team", "mounts", "backend"})
@@ -28,9 +28,9 @@ UNIT_BUDGET_S = 0.5
 _unit_seconds: dict[str, float] = {}
 
 
-@pytest.fixture(params=["local", "ray"])
+@pytest.fixture(params=["local", "ray", PACKED])
 def backend(request: pytest.FixtureRequest) -> str:
-    """Where the team's children run: the tests that matter run on both backends."""
+    """Where the team's children run: the tests that matter run on both backends, and with agents sharing processes."""
     if request.param == "ray":
         pytest.importorskip("ray", reason="the Ray backend's tests need `pip install '.[ray]'`")
     return str(request.param)

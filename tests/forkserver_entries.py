@@ -63,3 +63,31 @@ def hold_until(path: str) -> None:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     WARMED.append("held")
+
+
+def pack_of_words(socks: list[socket.socket], status_fds: list[int], supervisor_pid: int) -> None:
+    """A pack's entry: each agent says up and what it holds; a byte on an agent's pipe ends that agent.
+
+    The agent writes the code the byte names on its own status pipe, as `workers.entry.run_pack` does;
+    the last one ends the process by that code instead.
+    """
+    import select
+    import struct
+
+    detach(supervisor_pid)
+    held = sorted(int(name) for name in os.listdir("/proc/self/fd"))
+    for sock in socks:
+        sock.sendall(f"up {len(held)}".encode().ljust(8))
+    running = dict(enumerate(socks))
+    while running:
+        ready, _, _ = select.select(list(running.values()), [], [])
+        for index, sock in list(running.items()):
+            if sock not in ready:
+                continue
+            code = int(sock.recv(1) or b"0")
+            del running[index]
+            if not running:
+                os._exit(code)
+            os.write(status_fds[index], struct.pack("=i", code))
+            os.close(status_fds[index])
+            sock.close()

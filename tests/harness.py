@@ -43,6 +43,9 @@ def stream_files(path: Path) -> list[Path]:
     return [f for f in files if f.is_file()]  # missing, or a device a test put there on purpose
 
 
+PACKED = "packed"  # the `backend` of a team on the local tree whose agents share processes (agents_per_process)
+
+
 class Team:
     def __init__(
         self,
@@ -81,7 +84,9 @@ class Team:
             self.names += names
             agents = [{"name": n, "task": f"Count, as {n}.", "max_cycles": max_cycles} for n in names]
             self.data.setdefault("groups", []).append({"name": group, **keys, "agents": agents})
-        if backend != "local":
+        if backend == PACKED:
+            self.data["agents_per_process"] = 2  # the default three agents: a pack of two, and one alone
+        elif backend != "local":
             self.data["backend"] = backend
         if restart is not None:
             self.data["restart"] = restart

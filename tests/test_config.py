@@ -521,6 +521,22 @@ def test_hang_timeout_defaults_to_the_teams_and_an_agent_may_override_it(tmp_pat
         )
 
 
+def test_agents_per_process_is_a_count_the_forkserver_can_pass_in_one_message(tmp_path):
+    from supervisor.config import TeamConfig
+    from supervisor.config.models import MAX_AGENTS_PER_PROCESS
+    from supervisor.runtime.forkserver import MAX_PACK
+
+    agents = [{"name": "a", "task": "t", "max_cycles": 1}]
+    make = lambda **keys: TeamConfig.from_mapping({"team": "t", "storage": "s", "agents": agents, **keys},  # noqa: E731
+                                                 source=tmp_path / "t.yaml")
+    assert (make().agents_per_process, make(agents_per_process=8).agents_per_process) == (1, 8)
+    assert MAX_AGENTS_PER_PROCESS <= MAX_PACK  # a pack's pipes travel in one forkserver request
+    for wrong, said in ((0, "must be >= 1"), (MAX_AGENTS_PER_PROCESS + 1, f"must be <= {MAX_AGENTS_PER_PROCESS}"),
+                        ("8", "must be an integer"), (2.5, "must be an integer")):
+        with pytest.raises(ConfigError, match=rf"agents_per_process: {said}"):
+            make(agents_per_process=wrong)
+
+
 # ---- groups (nested teams) -----------------------------------------------------
 
 GROUPS = """\

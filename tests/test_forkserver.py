@@ -122,12 +122,38 @@ def test_starts_asked_for_ahead_come_back_in_order_and_one_failure_spoils_no_oth
     assert isinstance(results[7], OSError) and "no_such_module" in str(results[7])
     started = [(index, result) for index, result in enumerate(results) if index != 7]
     assert all(isinstance(result, tuple) for _, result in started)
-    for index, (pid, status) in started:
+    for index, (pid, (status,)) in started:
         ours = pairs[index][0]
         assert ours.recv(2) == b"up"  # job i's worker holds job i's pipe: the replies are in request order
         ours.sendall(str(index % 10).encode())
         os.set_blocking(status, False)
         assert exit_code(status) == index % 10
+
+
+def test_a_pack_is_one_process_with_a_pipe_and_a_status_pipe_per_agent_and_nothing_else(server):
+    """Agents that share a process (`agents_per_process`): each leaves with its own code, the rest with the process's."""
+    pairs = [socket.socketpair() for _ in range(4)]
+    lone, lone_theirs = socket.socketpair()
+    jobs = [("forkserver_entries:pack_of_words", [theirs for _, theirs in pairs], (os.getpid(),)),
+            (ENTRY, lone_theirs, (os.getpid(),))]
+    (pid, statuses), (lone_pid, (lone_status,)) = list(server.start_many(jobs))
+    for _, theirs in (*pairs, (lone, lone_theirs)):
+        theirs.close()
+    assert len(statuses) == 4 and pid != lone_pid and psutil.Process(pid).ppid() == server.pid
+    # Its descriptors: the standard three, its four pipes and four status pipes, the listing's own; none of the server's.
+    assert {ours.recv(8) for ours, _ in pairs} == {b"up 12".ljust(8)}
+    for status in (*statuses, lone_status):
+        os.set_blocking(status, False)
+    pairs[2][0].sendall(b"3")
+    assert exit_code(statuses[2]) == 3  # it left alone: its own code, while its siblings run on
+    assert psutil.pid_exists(pid) and read_status(statuses[0]) is None
+    pairs[0][0].sendall(b"4")
+    assert exit_code(statuses[0]) == 4
+    os.kill(pid, signal.SIGKILL)
+    assert (exit_code(statuses[1]), exit_code(statuses[3])) == (-signal.SIGKILL, -signal.SIGKILL)
+    assert read_status(lone_status) is None  # the lone worker is a process of its own
+    lone.sendall(b"0")
+    assert exit_code(lone_status) == 0
 
 
 def test_what_the_server_is_asked_to_prepare_is_loaded_in_every_later_worker(server):

@@ -8,7 +8,7 @@ from datetime import datetime
 import psutil
 import pytest
 
-from harness import by_event
+from harness import PACKED, by_event
 from supervisor.config import RestartPolicy
 from supervisor.runtime.restarts import FIRST_DELAY, MAX_DELAY, RestartBook, restarts_with, wants_restart
 from run_entry import run_with_entry, start_entry
@@ -64,7 +64,10 @@ def test_a_killed_worker_is_restarted_and_resumes_from_its_checkpoint(make_team,
     assert len(started) == 2 and started[1]["resumed"] is True and started[1]["cycle"] >= 3
     for name in team.names:
         assert team.assert_exactly_once(name, 10).status == "completed"
-    assert by_event(events, "worker_restarted", "agent-a") == []  # one_for_one
+    # one_for_one: the others run on, but for an agent that shared the killed process (agents_per_process)
+    sharing = {name for name in team.names if pids[name] == pids["agent-b"]}
+    assert sharing == ({"agent-a", "agent-b"} if backend == PACKED else {"agent-b"})
+    assert {e["agent_id"] for e in by_event(events, "worker_restarted")} == sharing
 
 
 def test_beyond_its_restart_limit_an_agent_fails_and_the_run_exits_3(make_team):

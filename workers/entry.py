@@ -15,10 +15,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import sys
+
+from typing import TYPE_CHECKING
 
 from protocol.lineage import detach
 from protocol.specs import warm
+
+if TYPE_CHECKING:
+    from workers.agent_loop import AgentWorker
 
 
 def run_worker(sock: socket.socket, supervisor_pid: int) -> None:
@@ -40,6 +46,65 @@ def run_worker(sock: socket.socket, supervisor_pid: int) -> None:
     except BaseException as exc:  # a worker never dies with a traceback on a terminal
         _report_crash(sock, exc)
     _leave(code)
+
+
+EXIT_CODE = struct.Struct("=i")  # as the forkserver writes an exit code on a status pipe
+
+
+def run_pack(socks: list[socket.socket], status_fds: list[int], supervisor_pid: int) -> None:
+    """Target of a pack's process: several agents, each on its own pipe, in one loop (`agents_per_process`).
+
+    An agent that ends while others still run closes its pipe and writes its own
+    exit code on its status pipe, as the forkserver would for a process; the
+    last one ends the process, whose exit code the forkserver writes to it.
+    """
+    detach(supervisor_pid)
+    yield_to_the_supervisor()
+    running = set(range(len(socks)))  # the agents that have not said their exit code yet
+    try:
+        from workers.agent_loop import AgentWorker
+
+        async def one(index: int) -> int:
+            worker = AgentWorker(socks[index])
+            try:
+                code = await worker.run()
+            except Exception as exc:  # outside the agent loop's own care: one frame, no traceback
+                _say_crash(worker, exc)
+                code = 70
+            if running == {index} and worker.leave_at_once:
+                _leave(code)  # the last one, nothing to tidy: the process goes, the forkserver says its code
+            if worker.link is not None:
+                await worker.link.close()  # its last words out before its exit is seen (a second close is a no-op)
+            _say_exit(status_fds[index], code)
+            running.discard(index)
+            return code
+
+        async def main() -> int:
+            codes = await asyncio.gather(*(one(index) for index in range(len(socks))))
+            return codes[-1]
+
+        code = asyncio.run(main())
+    except BaseException as exc:  # an agent's code ended the interpreter's loop: every agent still here says so
+        for index in sorted(running):
+            _report_crash(socks[index], exc)
+        code = 70
+    _leave(code)
+
+
+def _say_exit(fd: int, code: int) -> None:
+    """An agent's exit code on its status pipe, and the pipe let go: its exit as the supervisor sees it."""
+    try:
+        os.write(fd, EXIT_CODE.pack(code))
+    except OSError:
+        pass  # the supervisor is gone, or has stopped waiting: nobody to tell
+    os.close(fd)
+
+
+def _say_crash(worker: "AgentWorker", exc: BaseException) -> None:
+    from protocol import Error
+    from workers.agent_loop import describe_exception
+
+    worker._send(Error(kind="crash", message=describe_exception(exc), fatal=True))
 
 
 def yield_to_the_supervisor() -> None:

@@ -93,6 +93,7 @@ MAX_RAY_RESOURCES = 64
 MAX_RAY_ADDRESS = 512
 MIN_EVENTS_BYTES = 1000  # smaller would rotate at nearly every line
 MAX_EVENTS_KEEP = 100  # readers hold every rotated file open at once
+MAX_AGENTS_PER_PROCESS = 64  # a pack's pipes travel in one message to the forkserver (its MAX_PACK)
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -439,6 +440,9 @@ class TeamConfig(BaseModel):
     # Where the children run: this machine's process tree, or a Ray cluster (`ray` says which, and how).
     backend: Backend = "local"
     ray: Optional[RayConfig] = None
+    # Agents that share one worker process. 1, the default: each agent has a process of its own. More: a
+    # big team starts faster and on less memory, and its agents share a fate (docs/how-it-works.md).
+    agents_per_process: int = Field(1, ge=1, le=MAX_AGENTS_PER_PROCESS)
     agents: list[AgentConfig]
     # Nested teams, each run by a sub-supervisor process (one level deep).
     groups: list[GroupConfig] = Field(default_factory=list)

@@ -259,7 +259,8 @@ class Arbiter:
         def start_frame(index: int) -> bytes:
             return encode(Start(agent=children[index].name, spec=self._spec(children[index])))
 
-        for child, spawned in zip(children, self.backend.start_many(jobs, start_frame)):
+        pack = self.config.agents_per_process
+        for child, spawned in zip(children, self.backend.start_many(jobs, start_frame, pack)):
             if isinstance(spawned, ConnectionRefusedError):  # the forkserver died under this start: the one-by-one path
                 self._start(child)
             else:
@@ -580,9 +581,8 @@ class Arbiter:
                 member = self.members.get(name)
                 if member is not None and member.status not in (COMPLETED, FAILED, INTERRUPTED):
                     member.status = status  # the group died before its agent said its last word
-        pid = worker.pid
         worker.close()
-        self._bury(pid)
+        self._bury(worker)
         for name in ([child.name] if child.kind == AGENT else self.speaks_for[child.name]):
             self.slots.gone(name)  # the slots its calls held are free for the next in line
             self.mail.gone(name)
@@ -590,14 +590,14 @@ class Arbiter:
         if child.kind == AGENT and status == COMPLETED:
             self.start_order.agent_completed(child.name, stopping=self.shutdown.mode is not None)
 
-    def _bury(self, pid: int) -> None:
+    def _bury(self, worker: ChildProcess) -> None:
         """A worker's tools die with it: its process group, then any orphan it left.
 
         In an immediate stop the orphans wait for the one scan as the run ends
         (within the stop's deadline): a scan reads all of /proc, and the person
         waiting for the terminal should not pay for more than one.
         """
-        self.backend.bury(pid)
+        self.backend.bury(worker)
         if self.reaper is not None:  # one scan of the machine for the exits of a moment, not one per exit
             self.reaper.sweep_soon()
             if self.shutdown.mode == IMMEDIATE:

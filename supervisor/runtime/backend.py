@@ -72,11 +72,12 @@ class Backend(Protocol):
         """Let go of what `open` took; `leaving`: this process exits next, so what its exit does need not be waited for."""
         ...
 
-    def start_many(self, jobs: list[Job], first: Optional[Callable[[int], bytes]] = None
+    def start_many(self, jobs: list[Job], first: Optional[Callable[[int], bytes]] = None, pack: int = 1
                    ) -> Iterator["ChildProcess | OSError"]:
         """Start each job, in order: its child, or the OSError that stopped it.
 
         `first(i)`: job i's first frame (its Start), handed over with the start so the child finds it waiting.
+        `pack`: the config's `agents_per_process`, for a backend that can run several agents in one process.
         A `ConnectionRefusedError` means the starter itself died under this start: the caller retries the
         job alone, through `start`, after `starter_died`.
         """
@@ -104,8 +105,8 @@ class Backend(Protocol):
         """Our own processes that are not children and must outlive every sweep for orphans."""
         ...
 
-    def bury(self, pid: int) -> None:
-        """What a child left behind once it has exited (its process group's tools)."""
+    def bury(self, child: ChildProcess) -> None:
+        """What a child left behind once it has exited and been closed (its process group's tools)."""
         ...
 
 
@@ -120,11 +121,11 @@ class LocalBackend:
     def close(self, leaving: bool = False) -> None:
         pass
 
-    def start_many(self, jobs: list[Job], first: Optional[Callable[[int], bytes]] = None
+    def start_many(self, jobs: list[Job], first: Optional[Callable[[int], bytes]] = None, pack: int = 1
                    ) -> Iterator["ChildProcess | OSError"]:
         from supervisor.runtime.process import WorkerProcess
 
-        return WorkerProcess.start_many(jobs, first)
+        return WorkerProcess.start_many(jobs, first, pack)
 
     def start(self, name: str, entry: str) -> ChildProcess:
         from supervisor.runtime.process import WorkerProcess
@@ -147,6 +148,8 @@ class LocalBackend:
         """Forked by a forkserver that has died since: its status went with it."""
         from supervisor.runtime.process import LOST_STATUS, ended_within, forkserver_pid
 
+        if _sibling_killed(child, said_last_word):
+            return True
         forkserver = getattr(child, "forkserver", None)
         if forkserver is None:
             return False
@@ -156,6 +159,9 @@ class LocalBackend:
         return not said_last_word and child.exitcode() == LOST_STATUS and ended_within(forkserver, 0.5)
 
     def lost_reason(self, child: ChildProcess) -> str:
+        pack = getattr(child, "pack", None)
+        if pack is not None and pack.killed_for not in (None, getattr(child, "name", None)):
+            return f"lost with its process, killed for {pack.killed_for} (agents_per_process)"
         return "lost with its forkserver"
 
     def helper_pids(self) -> set[int]:
@@ -163,8 +169,18 @@ class LocalBackend:
 
         return helper_pids()
 
-    def bury(self, pid: int) -> None:
+    def bury(self, child: ChildProcess) -> None:
+        pack = getattr(child, "pack", None)
+        if pack is not None and pack.open > 0:
+            return  # its process still runs the other agents of its pack: the last one out buries it
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(child.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _sibling_killed(child: ChildProcess, said_last_word: bool) -> bool:
+    """A pack's agent that went only because its process was killed for another of its agents."""
+    pack = getattr(child, "pack", None)
+    return (pack is not None and pack.killed_for not in (None, getattr(child, "name", None))
+            and not getattr(child, "killed", False) and not said_last_word)

@@ -15,6 +15,11 @@ with the read end of a status pipe on which the forkserver writes the exit
 code when it reaps that worker. A worker whose forkserver died before saying
 reads end-of-file there instead: its status is lost (`LOST_STATUS`).
 
+A pack is one process for several agents (`agents_per_process`): its request
+passes one pipe per agent, and its reply brings one status pipe per agent. The
+process holds their write ends too, so an agent that leaves before the others
+says its own exit code; the process's exit code goes to every one of them.
+
 The forkserver leaves as soon as the connection closes (the supervisor is
 gone, even by SIGKILL), with `os._exit`, no interpreter teardown; its workers
 follow by their parent-death signal (`protocol.lineage`).
@@ -32,6 +37,7 @@ import signal
 import socket
 import struct
 import sys
+from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
@@ -42,7 +48,10 @@ WINDOW = 32  # start requests in flight at once
 REPLY_TIMEOUT = 30.0  # seconds a start may wait for the forkserver before it counts as gone
 STATUS = struct.Struct("=i")
 MAX_FD = 1 << 20
-Job = tuple[str, socket.socket, tuple[Any, ...]]  # entry, the worker's end of its pipe, the entry's further arguments
+MAX_PACK = 64  # agents in one process at most: their pipes travel in one message (the kernel takes 253)
+# entry, the worker's end of its pipe (a list of them: a pack, one process for several agents), the entry's further arguments
+Job = tuple[str, "socket.socket | list[socket.socket]", tuple[Any, ...]]
+Started = tuple[int, list[int]]  # a start's pid and the read ends of its status pipes, one per agent
 BOOT = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
         "from supervisor.runtime.forkserver import serve; serve(int(sys.argv[3]), sys.argv[4], sys.argv[5])")
 
@@ -95,10 +104,11 @@ class ForkServer:
         result = next(self.start_many([(entry, sock, args)]))
         if isinstance(result, BaseException):
             raise result
-        return result
+        pid, (status,) = result
+        return pid, status
 
-    def start_many(self, jobs: Iterable[Job], window: int = WINDOW) -> Iterator[tuple[int, int] | OSError]:
-        """Each job's (pid, status pipe) or its OSError, in order, with up to `window` requests ahead.
+    def start_many(self, jobs: Iterable[Job], window: int = WINDOW) -> Iterator[Started | OSError]:
+        """Each job's (pid, status pipes) or its OSError, in order, with up to `window` requests ahead.
 
         While the caller sets up one worker, the server is already forking the
         next ones: on two cores a team's start is the slower of the two, not
@@ -106,23 +116,26 @@ class ForkServer:
         for: the server holds its own reference by then.
         """
         queue = iter(jobs)
-        in_flight = 0  # sent, reply not read yet
+        in_flight: deque[int] = deque()  # sent, reply not read yet: how many status pipes each brings
         gone: Optional[OSError] = None  # a send failed: that job and every later one get this
         while True:
-            while gone is None and in_flight < window:
+            while gone is None and len(in_flight) < window:
                 job = next(queue, None)
                 if job is None:
                     break
                 entry, sock, args = job
+                request: dict[str, Any] = {"entry": entry, "args": list(args)}
+                socks = sock if isinstance(sock, list) else [sock]
+                if isinstance(sock, list):
+                    request["pack"] = True
                 try:
-                    socket.send_fds(self.conn, [msgpack.packb({"entry": entry, "args": list(args)})], [sock.fileno()])
+                    socket.send_fds(self.conn, [msgpack.packb(request)], [s.fileno() for s in socks])
                 except OSError as exc:
                     gone = self._gone(exc)
                     break
-                in_flight += 1
+                in_flight.append(len(socks))
             if in_flight:
-                in_flight -= 1
-                yield self._reply()  # replies come in the order of the requests
+                yield self._reply(in_flight.popleft())  # replies come in the order of the requests
             elif gone is not None:
                 yield gone  # the job whose request failed
                 for _ in queue:
@@ -131,25 +144,26 @@ class ForkServer:
             else:
                 return
 
-    def _reply(self) -> tuple[int, int] | OSError:
+    def _reply(self, statuses: int) -> Started | OSError:
+        """The next start's reply, which brings `statuses` status pipes."""
         try:
             while self.unanswered:  # a prepare's reply: it only says the server got that far
                 self.unanswered -= 1
                 if not self.conn.recv(MAX_REQUEST):
                     return ConnectionRefusedError(errno.ECONNREFUSED, "the forkserver is gone")
-            reply, fds, _, _ = socket.recv_fds(self.conn, MAX_REQUEST, 1)
+            reply, fds, _, _ = socket.recv_fds(self.conn, MAX_REQUEST, statuses)
         except OSError as exc:
             return self._gone(exc)
         if not reply:
             return ConnectionRefusedError(errno.ECONNREFUSED, "the forkserver is gone")
         answer = msgpack.unpackb(reply)
-        if "error" in answer or len(fds) != 1:
+        if "error" in answer or len(fds) != statuses:
             for fd in fds:
                 os.close(fd)
             if "error" in answer:
                 return OSError(answer.get("errno") or errno.EINVAL, answer["error"])
-            return ConnectionRefusedError(errno.ECONNREFUSED, "the forkserver answered without a status pipe")
-        return int(answer["pid"]), fds[0]
+            return ConnectionRefusedError(errno.ECONNREFUSED, "the forkserver answered without its status pipes")
+        return int(answer["pid"]), list(fds)
 
     @staticmethod
     def _gone(exc: OSError) -> OSError:
@@ -215,13 +229,13 @@ def serve(conn_fd: int, preload: str, warm: str = "") -> None:
 class _Server:
     def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
-        self.statuses: dict[int, int] = {}  # pid -> the write end of its status pipe
+        self.statuses: dict[int, list[int]] = {}  # pid -> the write ends of its status pipes (one per agent)
         self.resolved: dict[str, Callable[..., Any]] = {}  # "module:function" -> it: entries and prepare calls
 
     def serve_one(self) -> bool:
         """Answer one request; False when the connection has closed."""
         try:
-            data, fds, _, _ = socket.recv_fds(self.conn, MAX_REQUEST, 1)
+            data, fds, _, _ = socket.recv_fds(self.conn, MAX_REQUEST, MAX_PACK)
         except InterruptedError:
             return True
         except OSError:
@@ -245,13 +259,14 @@ class _Server:
                 self.prepare(str(request["call"]), args)
                 return {"prepared": True}, []
             target = self._resolve(str(request["entry"]))
-            if len(fds) != 1:
-                raise OSError(errno.EINVAL, "a start request carries exactly one descriptor")
-            pid, status_r = self._fork(target, fds[0], args)
+            pack = bool(request.get("pack"))
+            if not fds or (len(fds) != 1 and not pack):
+                raise OSError(errno.EINVAL, "a start request carries one descriptor, or a pack's one per agent")
+            pid, status_rs = self._fork(target, fds, args, pack)
         except Exception as exc:  # noqa: BLE001 - said to the supervisor, which turns it into one line
             number = exc.errno if isinstance(exc, OSError) else None
             return {"error": f"{type(exc).__name__}: {exc}", "errno": number}, []
-        return {"pid": pid}, [status_r]
+        return {"pid": pid}, status_rs
 
     def prepare(self, call: str, args: list[Any]) -> None:
         """Run `call(*args)` ("module:function") for every worker forked later; a failure only means it did not."""
@@ -267,31 +282,45 @@ class _Server:
             self.resolved[dotted] = getattr(importlib.import_module(module), name)
         return self.resolved[dotted]
 
-    def _fork(self, target: Callable[..., Any], sock_fd: int, args: list[Any]) -> tuple[int, int]:
-        status_r, status_w = os.pipe()
+    def _fork(self, target: Callable[..., Any], sock_fds: list[int], args: list[Any], pack: bool) -> tuple[int, list[int]]:
+        pipes: list[tuple[int, int]] = []
         try:
+            for _ in sock_fds:
+                pipes.append(os.pipe())
             pid = os.fork()
         except OSError:
-            os.close(status_r)
-            os.close(status_w)
+            for pair in pipes:
+                os.close(pair[0])
+                os.close(pair[1])
             raise
+        writes = [w for _, w in pipes]
         if pid == 0:
-            self._become_worker(target, sock_fd, args)
-        self.statuses[pid] = status_w  # kept until the reap, when the exit code goes in
-        return pid, status_r
+            self._become_worker(target, sock_fds, writes if pack else None, args)
+        self.statuses[pid] = writes  # kept until the reap, when the exit code goes in
+        return pid, [r for r, _ in pipes]
 
-    def _become_worker(self, target: Callable[..., Any], sock_fd: int, args: list[Any]) -> None:
-        """In the child: drop everything of the server's, run the entry, never return."""
+    def _become_worker(self, target: Callable[..., Any], sock_fds: list[int], status_fds: Optional[list[int]],
+                       args: list[Any]) -> None:
+        """In the child: drop everything of the server's, run the entry, never return.
+
+        `status_fds`: a pack's, the write ends of its agents' status pipes, which it keeps.
+        """
         code = 70
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.conn.detach()
-            # Every descriptor but the standard three and the worker's pipe is the server's (its connection,
-            # its wake-up pipe, a status pipe per worker): one close_range, not a close per sibling.
-            os.closerange(3, sock_fd)
-            os.closerange(sock_fd + 1, MAX_FD)
-            target(socket.socket(fileno=sock_fd), *args)
+            # Every descriptor but the standard three and the worker's own is the server's (its connection,
+            # its wake-up pipe, a status pipe per worker): a close_range per gap, not a close per sibling.
+            low = 3
+            for fd in sorted((*sock_fds, *(status_fds or ()))):
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, MAX_FD)
+            if status_fds is None:
+                target(socket.socket(fileno=sock_fds[0]), *args)
+            else:
+                target([socket.socket(fileno=fd) for fd in sock_fds], status_fds, *args)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -318,11 +347,10 @@ class _Server:
                 return
             if pid == 0:
                 return
-            fd = self.statuses.pop(pid, None)
-            if fd is None:
-                continue
-            try:
-                os.write(fd, STATUS.pack(os.waitstatus_to_exitcode(status)))
-            except OSError:
-                pass
-            os.close(fd)
+            code = STATUS.pack(os.waitstatus_to_exitcode(status))
+            for fd in self.statuses.pop(pid, ()):
+                try:
+                    os.write(fd, code)  # a pack's agent that left first has said its own: that one is read first
+                except OSError:
+                    pass
+                os.close(fd)

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from protocol import FrameDecoder, Message, ProtocolError, encode
-from supervisor.runtime.forkserver import LOST_STATUS, ForkServer, read_status
+from supervisor.runtime.forkserver import LOST_STATUS, MAX_PACK, ForkServer, Job, read_status
 
 if TYPE_CHECKING:
     from supervisor.config import TeamConfig
 
 WORKER_ENTRY = "workers.entry:run_worker"
+PACK_ENTRY = "workers.entry:run_pack"  # several agents in one process (`agents_per_process`)
 GROUP_ENTRY = "supervisor.runtime.group:run_group"
 START_HEADROOM = 16  # descriptors a start may need for a moment (its pipes, the forkserver's reply)
 PROVIDER_PRELOAD = "workers.providers:preload"  # imports the model clients of a team's (provider, api) pairs
@@ -301,12 +302,41 @@ class StatusPipeChild(FramedPipe):
             self.status_fd = -1
 
 
+@dataclass(eq=False)
+class Pack:
+    """Agents that share one worker process (`agents_per_process`), each on its own pipe and status pipe.
+
+    One process for several agents starts them and holds them for less (a Python process per agent
+    costs more CPU to start than forking it, see docs/benchmarks.md), at the price of a shared fate:
+    an agent that blocks the loop, crashes the interpreter or is killed takes its siblings with it.
+    """
+
+    pid: int
+    size: int
+    open: int  # members not closed yet by the loop: the process and its group are buried after the last
+    killed_for: Optional[str] = None  # the member whose kill took the process, and its siblings with it
+
+
+def _chunks(jobs: list[tuple[str, str]], pack: int) -> Iterator[tuple[int, int]]:
+    """(first index, size) of each start request: runs of worker jobs, `pack` at most; any other job alone."""
+    at = 0
+    while at < len(jobs):
+        size = 1
+        if jobs[at][1] == WORKER_ENTRY:
+            while size < pack and at + size < len(jobs) and jobs[at + size][1] == WORKER_ENTRY:
+                size += 1
+        yield at, size
+        at += size
+
+
 @dataclass(kw_only=True)
 class WorkerProcess(StatusPipeChild):
     """One running child (a worker, or a group's sub-supervisor) forked by our forkserver."""
 
     pid: int
     forkserver: Optional[int] = None  # the forkserver that started it: it dies with that one
+    pack: Optional["Pack"] = None  # the agents it shares its process with, if any
+    killed: bool = False  # its own kill was asked for (not a pack sibling's)
 
     @classmethod
     def start(cls, name: str, entry: str = WORKER_ENTRY) -> "WorkerProcess":
@@ -316,13 +346,16 @@ class WorkerProcess(StatusPipeChild):
         return result
 
     @classmethod
-    def start_many(cls, jobs: list[tuple[str, str]],
-                   first: Optional[Callable[[int], bytes]] = None) -> Iterator["WorkerProcess | OSError"]:
+    def start_many(cls, jobs: list[tuple[str, str]], first: Optional[Callable[[int], bytes]] = None,
+                   pack: int = 1) -> Iterator["WorkerProcess | OSError"]:
         """Start each (name, entry): its process or the OSError that stopped it, in order, forked ahead.
 
         `first(i)`: a frame for job i, made as its request is, written into its pipe before the worker exists, so the worker finds
         it waiting when it starts. Sent afterwards, each woke a freshly forked worker that then took
         the supervisor's core from it (1.9 ms per start at 1000 agents, profiled).
+
+        `pack`: up to this many agents in a row (jobs of `WORKER_ENTRY`) share one process, each on
+        its own pipe (`Pack`).
         """
         server = worker_context()
         if replace_dead_forkserver():
@@ -330,45 +363,64 @@ class WorkerProcess(StatusPipeChild):
         made: list[tuple[socket.socket, socket.socket]] = []  # the pipes of the requests made so far
         short: list[OSError] = []  # why requests stopped early: too few descriptors left
         left: list[bytes] = []  # the part of each first frame still to write
+        chunks = list(_chunks(jobs, max(1, min(pack, MAX_PACK))))
 
-        def requests() -> Iterator[tuple[str, socket.socket, tuple[int]]]:
-            for _, entry in jobs:
+        def pipe_for(index: int) -> socket.socket:
+            ours, theirs = _pipe_pair()
+            made.append((ours, theirs))
+            if first is not None:
+                ours.setblocking(False)
+                frame = first(index)
                 try:
-                    pair = _pipe_pair()
+                    written = ours.send(frame)
+                except BlockingIOError:
+                    written = 0
+                left.append(frame[written:])  # what the pipe did not take waits in the outbox
+            return theirs
+
+        def requests() -> Iterator[Job]:
+            for at, size in chunks:
+                try:
+                    theirs = [pipe_for(at + i) for i in range(size)]
                 except OSError as exc:
                     short.append(exc)
                     return  # the later jobs would fail alike
-                made.append(pair)
-                if first is not None:
-                    pair[0].setblocking(False)
-                    frame = first(len(made) - 1)
-                    try:
-                        written = pair[0].send(frame)
-                    except BlockingIOError:
-                        written = 0
-                    left.append(frame[written:])  # what the pipe did not take waits in the outbox
-                yield entry, pair[1], (os.getpid(),)
+                if size == 1:
+                    yield jobs[at][1], theirs[0], (os.getpid(),)
+                else:
+                    yield PACK_ENTRY, theirs, (os.getpid(),)
 
         results = server.start_many(requests())
         started_at = time.monotonic()
-        for index, (name, _) in enumerate(jobs):
+        for at, size in chunks:
             result = next(results, None)
-            if result is None:
-                yield short[0] if short else OSError(errno.EMFILE, "too few open files left to start a worker")
+            if result is None or len(made) < at + size:
+                failure = short[0] if short else OSError(errno.EMFILE, "too few open files left to start a worker")
+                for index in range(at, at + size):
+                    if index < len(made):
+                        made[index][0].close()
+                        made[index][1].close()
+                    yield failure
                 continue
-            ours, theirs = made[index]
-            theirs.close()  # the server holds its own reference by now
+            for index in range(at, at + size):
+                made[index][1].close()  # the server holds its own reference by now
             if isinstance(result, BaseException):
-                ours.close()
-                yield result
+                for index in range(at, at + size):
+                    made[index][0].close()
+                    yield result
                 continue
-            pid, status_fd = result
-            os.set_blocking(status_fd, False)
-            ours.setblocking(False)
-            worker = cls(name=name, pid=pid, status_fd=status_fd, sock=ours, started_at=started_at, forkserver=server.pid)
-            if first is not None and left[index]:
-                worker.send_frame(left[index])
-            yield worker
+            pid, status_fds = result
+            shared = Pack(pid=pid, size=size, open=size) if size > 1 else None
+            for i, status_fd in enumerate(status_fds):
+                index = at + i
+                os.set_blocking(status_fd, False)
+                ours = made[index][0]
+                ours.setblocking(False)
+                worker = cls(name=jobs[index][0], pid=pid, status_fd=status_fd, sock=ours, started_at=started_at,
+                             forkserver=server.pid, pack=shared)
+                if first is not None and left[index]:
+                    worker.send_frame(left[index])
+                yield worker
             started_at = time.monotonic()
 
     def kill_tree(self, ppids: Optional[dict[int, int]] = None) -> None:
@@ -378,6 +430,9 @@ class WorkerProcess(StatusPipeChild):
         """
         from supervisor.runtime.reaper import kill_descendants
 
+        self.killed = True
+        if self.pack is not None and self.pack.killed_for is None:
+            self.pack.killed_for = self.name  # its siblings go too: they are told apart from it at their exits
         kill_descendants(self.pid, ppids)
         try:
             os.killpg(self.pid, signal.SIGKILL)
@@ -388,5 +443,10 @@ class WorkerProcess(StatusPipeChild):
         except (ProcessLookupError, PermissionError):
             pass
 
+    def close(self) -> None:
+        if self.pack is not None and self.sock.fileno() != -1:
+            self.pack.open -= 1
+        super().close()
 
-__all__ = ["FramedPipe", "GROUP_ENTRY", "LOST_STATUS", "StatusPipeChild", "WORKER_ENTRY", "WorkerProcess", "ProtocolError", "worker_context"]
+
+__all__ = ["FramedPipe", "GROUP_ENTRY", "PACK_ENTRY", "Pack", "LOST_STATUS", "StatusPipeChild", "WORKER_ENTRY", "WorkerProcess", "ProtocolError", "worker_context"]

@@ -99,8 +99,9 @@ class RayBackend:
 
     # ---- the seam -----------------------------------------------------------------------------
 
-    def start_many(self, jobs: list[Job], first: Optional[Callable[[int], bytes]] = None
+    def start_many(self, jobs: list[Job], first: Optional[Callable[[int], bytes]] = None, pack: int = 1
                    ) -> Iterator["ChildProcess | OSError"]:
+        """Each job in an actor of its own: `pack` is the process tree's (a Ray actor holds one agent)."""
         for index, (name, entry) in enumerate(jobs):
             try:
                 yield self._start(name, entry, first(index) if first is not None else b"")
@@ -162,6 +163,6 @@ class RayBackend:
 
         return local_ray_pids()
 
-    def bury(self, pid: int) -> None:
+    def bury(self, child: ChildProcess) -> None:
         pass  # its host killed the child's group, on its node
 
