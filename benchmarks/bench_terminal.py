@@ -1,6 +1,6 @@
 """What a person at a terminal sees: start-up and the double Ctrl+C, next to the machine's floor.
 
-Run: `python benchmarks/bench_terminal.py [--sizes 1,8,32] [--repeat R] [--markdown] [--json-out FILE]`
+Run: `python benchmarks/bench_terminal.py [--sizes 1,8,32] [--repeat R] [--agents-per-process K] [--markdown] [--json-out FILE]`
 (the full table: `--sizes 1,8,32,128,512,1000`; 1000 agents need `ulimit -n` of about 3100, which the
 supervisor raises to by itself when the hard limit allows).
 
@@ -21,6 +21,9 @@ view on (TERM=xterm-256color) and with `--plain` beside it.
          Printed below the table: the same, but each child runs an asyncio loop that reads a frame and
          answers it, the least a process per agent costs before the product's own work; the start
          comes no closer to the fork floor than that (`bench_start_floors.py` has more of these).
+
+`--agents-per-process K` runs each team with the config's `agents_per_process: K` (default 1, a process
+per agent): the floors stay a process per agent, so the table says how much closer packing comes.
 
 Every floor is measured in the same run, on the same machine, between the product's runs. The
 micro-steps of `bench_interrupts.py` (ack, graceful, checkpoint, import) break the time down further.
@@ -60,12 +63,13 @@ def progress(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
-def team(size: int) -> dict[str, Any]:
+def team(size: int, per_process: int = 1) -> dict[str, Any]:
     return {
         "team": "bench",
         "storage": "state",
         "llm": {"provider": "scripted", "latency": LATENCY},
         "shutdown": {"graceful_timeout": 60, "immediate_timeout": 5},
+        **({"agents_per_process": per_process} if per_process > 1 else {}),
         "agents": agents(size, task="Count from 1 upwards.", max_cycles=1000, name="agent-{:04d}"),
     }
 
@@ -106,7 +110,7 @@ def one_run(folder: Path, size: int, plain: bool, memory: bool = False) -> dict[
         supervisor = int(named(tail.events, "supervisor_started")[0]["pid"])
         tree = [supervisor, *(p.pid for p in descendants(supervisor))]
         if memory:
-            result.update(worker_memory([int(e["pid"]) for e in ready]))
+            result.update(worker_memory(sorted({int(e["pid"]) for e in ready})))  # a pack's agents share one
         time.sleep(SETTLE)
         mark = len(terminal.buffer)
         terminal.ctrl_c()
@@ -192,14 +196,14 @@ def repeats_for(size: int, forced: Optional[int]) -> int:
     return forced if forced is not None else (3 if size <= 32 else 1)
 
 
-def bench(sizes: list[int], forced: Optional[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def bench(sizes: list[int], forced: Optional[int], per_process: int = 1) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     runs: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     shell = [shell_round_trip() for _ in range(3)]
     folder = Path(tempfile.mkdtemp(prefix="bench-terminal-"))
     try:
         for size in sizes:
-            (folder / "team.yaml").write_text(json.dumps(team(size), indent=1))
+            (folder / "team.yaml").write_text(json.dumps(team(size, per_process), indent=1))
             samples: dict[str, list[float]] = {"live": [], "plain": [], "start": [], "stop_floor": [], "start_floor": [],
                                                "asyncio_floor": []}
             for index in range(repeats_for(size, forced)):
@@ -256,20 +260,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"team sizes, comma-separated (default {DEFAULT_SIZES}; "
                         "the full table: 1,8,32,128,512,1000)")
     parser.add_argument("--repeat", type=int, help="runs per size and view (default 3 up to 32 agents, else 1)")
+    parser.add_argument("--agents-per-process", type=int, default=1, metavar="K",
+                        help="the teams' agents_per_process (default 1: a process per agent)")
     parser.add_argument("--markdown", action="store_true", help="the table as Markdown, for the README")
     parser.add_argument("--json-out", metavar="FILE", help="also write every run and row as JSON to FILE")
     args = parser.parse_args(argv)
     sizes = positive_ints(parser, "--sizes", args.sizes)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat needs a positive integer")
+    if args.agents_per_process < 1:
+        parser.error("--agents-per-process needs a positive integer")
     if shutil.which("bash") is None:
         parser.error("needs bash: the product runs as a job of a job-control shell")
     began = time.perf_counter()
-    rows, runs = bench(sizes, args.repeat)
+    rows, runs = bench(sizes, args.repeat, args.agents_per_process)
     print(render(rows, args.markdown))
     print()
-    print(f"{machine()}; {time.perf_counter() - began:.0f} s.")
-    shell = next(r["shell_round_trip_ms"] for r in runs if "shell_round_trip_ms" in r)
+    packed = f"; agents_per_process: {args.agents_per_process}" if args.agents_per_process > 1 else ""
+    print(f"{machine()}{packed}; {time.perf_counter() - began:.0f} s.")
+    shell = [ms for ms in next(r["shell_round_trip_ms"] for r in runs if "shell_round_trip_ms" in r) if ms == ms]  # not NaN
     print(f"A bare job in the same shell (`sleep 600`, Ctrl+C, prompt back): {statistics.median(shell):.1f} ms, "
           "a part of every stop that no supervisor can remove.")
     for row in (r for r in rows if r["step"] == "start"):
@@ -279,7 +288,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     for size in sizes:
         measured = [r for r in runs if r.get("size") == size and "worker_uss_mb" in r]
         if measured:
-            print(f"N={size}: a worker at ready: USS {statistics.median(r['worker_uss_mb'] for r in measured):.2f} MB, "
+            per = min(args.agents_per_process, size)
+            holds = f" holding {per} agents" if per > 1 else ""
+            print(f"N={size}: a worker process{holds} at ready: USS {statistics.median(r['worker_uss_mb'] for r in measured):.2f} MB, "
                   f"{statistics.median(r['worker_faults'] for r in measured):.0f} minor page faults (median).")
     odd = [r for r in runs if "exit_code" in r and (r["exit_code"] != 1 or r["left_behind"])]
     for run in odd:

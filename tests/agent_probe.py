@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from workers.agent import Agent, Step
+from workers.chat_agent import ChatAgent
 
 
 class Probe(Agent):
@@ -72,3 +73,20 @@ class TraceProbe(Agent):
         self.state["traceparent"] = self.traceparent
         self.state["environ"] = os.environ.get("TRACEPARENT")
         return f"cycle {k}: traced"
+
+
+class Blocker(ChatAgent):
+    """Blocks its worker's whole event loop once, in cycle `block_at` (a call that never yields).
+
+    `marker`: a file it creates first, so that the run after the kill goes through.
+    """
+
+    async def cycle(self, k: int) -> Step:
+        import time
+        from pathlib import Path
+
+        marker = Path(str(self.params["marker"]))
+        if k == self.params.get("block_at") and not marker.exists():
+            marker.touch()
+            time.sleep(float(self.params.get("block_s", 60)))  # type: ignore[arg-type]
+        return await super().cycle(k)
