@@ -183,3 +183,24 @@ def test_the_model_clients_come_without_httpx_command_line_client() -> None:
     assert found["loaded"] == []
     assert found["clients"] == [True, True]
     assert "not loaded in an agent-supervisor worker" in found["said"]
+
+
+def test_the_model_server_takes_a_burst_of_connections_before_it_accepts_any():
+    """A team's agents connect at once (a pack's, a big team's first calls): none may wait for a SYN retry.
+
+    socketserver listens with a backlog of 5; the kernel drops a connection beyond it, and the client's
+    SYN is retried a second later. The server here never accepts: the backlog alone must hold them all.
+    """
+    from workers.model_server import ModelHTTPServer
+
+    server = ModelHTTPServer(("127.0.0.1", 0), backend=None)  # type: ignore[arg-type]  # nothing is served
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            client = socket.create_connection(server.server_address, timeout=0.5)  # a dropped SYN: timeout
+            clients.append(client)
+        assert len(clients) == 64
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()

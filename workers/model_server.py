@@ -227,6 +227,9 @@ class OllamaAPI(BaseHTTPRequestHandler):
 class ModelHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a team's agents that connect at once (a pack's, a restart's, a
+    # big team's first calls) overflowed it, and each connection dropped waited a second for the SYN's retry.
+    request_queue_size = 1024  # the kernel caps it at net.core.somaxconn
 
     def __init__(self, address: tuple[str, int], backend: Backend,
                  handler: type[BaseHTTPRequestHandler] = OllamaAPI) -> None:
