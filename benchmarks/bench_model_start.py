@@ -1,6 +1,6 @@
 """A team's start on a real model client, next to the same team on the scripted provider and the fork floor.
 
-Run: `python benchmarks/bench_model_start.py [--sizes 1,32,256] [--repeat 2] [--markdown]`
+Run: `python benchmarks/bench_model_start.py [--sizes 1,32,256] [--repeat 2] [--agents-per-process K] [--markdown]`
 
 `bench_terminal.py` starts its teams on the `scripted` provider, which imports no model client and makes
 no HTTP call. A team on `ollama` or `openai` is what users run: each worker makes a client (httpx, a TLS
@@ -12,7 +12,8 @@ product's own model API over a scripted backend, in this process), each generati
   ready       exec to the last `worker_started`.
   first call  exec to the moment the server has received every agent's first request: the team is
               at work.
-  cpu         the CPU one worker has used by then (median, /proc/PID/schedstat).
+  cpu         the CPU one agent's worker has used by then (median, /proc/PID/schedstat; with
+              `--agents-per-process K`, a process's CPU shared out among its agents).
 
 The floor beside them is `_floors.start_floor` (fork N preloaded children, each says ready), measured
 in the same run.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections import Counter
 import sys
 import time
 from pathlib import Path
@@ -39,8 +41,12 @@ from openai_double import OpenAIDouble  # noqa: E402
 PROVIDERS = ("scripted", "ollama", "openai")
 
 
+PER_PROCESS = 1  # the teams' agents_per_process (--agents-per-process)
+
+
 def config(size: int, llm: dict[str, Any]) -> dict[str, Any]:
     return {"team": "bench", "llm": llm, "shutdown": {"graceful_timeout": 60, "immediate_timeout": 5},
+            **({"agents_per_process": PER_PROCESS} if PER_PROCESS > 1 else {}),
             "agents": agents(size, task="Count from 1 upwards.", max_cycles=1000)}
 
 
@@ -53,11 +59,12 @@ def llm_of(provider: str, ollama: OllamaDouble, openai: OpenAIDouble, latency: f
 
 
 def worker_cpu_ms(pids: list[int]) -> Optional[float]:
+    """The median CPU of an agent's worker, in ms; a process that several agents share, shared out among them."""
     used = []
-    for pid in pids:
+    for pid, agents_in_it in Counter(pids).items():
         try:
             with open(f"/proc/{pid}/schedstat", "rb") as stat:
-                used.append(int(stat.read().split()[0]) / 1e6)
+                used.extend([int(stat.read().split()[0]) / 1e6 / agents_in_it] * agents_in_it)
         except (OSError, ValueError, IndexError):
             pass
     return statistics.median(used) if used else None
@@ -130,12 +137,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sizes", default="1,32,256", help="team sizes, comma-separated (default 1,32,256)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per size and provider (default 2)")
     parser.add_argument("--latency", type=float, default=600.0, help="seconds each generation is held (default 600)")
+    parser.add_argument("--agents-per-process", type=int, default=1, metavar="K",
+                        help="the teams' agents_per_process (default 1: a process per agent)")
     parser.add_argument("--markdown", action="store_true", help="the table as Markdown, for the README")
     args = parser.parse_args(argv)
+    if args.agents_per_process < 1:
+        parser.error("--agents-per-process needs a positive integer")
+    global PER_PROCESS
+    PER_PROCESS = args.agents_per_process
     began = time.monotonic()
     rows = bench(positive_ints(parser, "--sizes", args.sizes), args.repeat, args.latency)
     print(render_table(HEADERS, [cells(row) for row in rows], args.markdown))
-    print(f"\n{machine()}; {time.monotonic() - began:.0f} s. "
+    packed = f"; agents_per_process: {PER_PROCESS}" if PER_PROCESS > 1 else ""
+    print(f"\n{machine()}{packed}; {time.monotonic() - began:.0f} s. "
           "scripted: no server, so its first call is its first cycle, at ready.")
     return 0
 

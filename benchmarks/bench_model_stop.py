@@ -1,6 +1,6 @@
 """A graceful stop with every agent's model call in flight over HTTP: how long after the last call ends?
 
-Run: `python benchmarks/bench_model_stop.py [--sizes 1,32] [--repeat 3] [--latency 1.0]`
+Run: `python benchmarks/bench_model_stop.py [--sizes 1,32] [--repeat 3] [--latency 1.0] [--agents-per-process K]`
 
 A real `python -m supervisor` run whose agents use the `ollama` provider (the official client, real
 HTTP, streamed replies) against a test double of an Ollama server in this process (tests/ollama_double.py:
@@ -34,7 +34,7 @@ from ollama_double import MODEL, OllamaDouble  # noqa: E402
 GOALS = {1: 20.0, 32: 30.0}  # ms beyond the call
 
 
-def config(size: int, provider: str, host: str, latency: float) -> dict[str, Any]:
+def config(size: int, provider: str, host: str, latency: float, per_process: int = 1) -> dict[str, Any]:
     llm: dict[str, Any] = ({"provider": "ollama", "host": host, "model": MODEL} if provider == "ollama"
                            else {"provider": "scripted", "latency": latency})
     return {
@@ -42,17 +42,18 @@ def config(size: int, provider: str, host: str, latency: float) -> dict[str, Any
         "storage": "state",
         "llm": llm,
         "shutdown": {"graceful_timeout": 60, "immediate_timeout": 5},
+        **({"agents_per_process": per_process} if per_process > 1 else {}),
         "agents": agents(size, task="Count from 1 upwards.", max_cycles=1000),
     }
 
 
-def one_stop(size: int, provider: str, host: str, latency: float) -> dict[str, Any]:
-    with TeamRun(config(size, provider, host, latency), "bench-model-stop-", "/tmp") as run:
+def one_stop(size: int, provider: str, host: str, latency: float, per_process: int = 1) -> dict[str, Any]:
+    with TeamRun(config(size, provider, host, latency, per_process), "bench-model-stop-", "/tmp") as run:
         assert run.proc is not None
         ready = run.wait_started(size)
         # Every worker's first call is in flight now; wait a third of a call so none is just starting.
         time.sleep(latency / 3)
-        tree = run.process_tree([int(e["pid"]) for e in ready])
+        tree = run.process_tree(sorted({int(e["pid"]) for e in ready}))  # a pack's agents share a pid
         watch = ExitWatch([run.proc.pid, *tree])
         try:
             began = time.time()
@@ -72,7 +73,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sizes", default="1,32")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--latency", type=float, default=1.0, help="seconds each model call takes (default 1)")
+    parser.add_argument("--agents-per-process", type=int, default=1, metavar="K",
+                        help="the teams' agents_per_process (default 1: a process per agent)")
     args = parser.parse_args(argv)
+    if args.agents_per_process < 1:
+        parser.error("--agents-per-process needs a positive integer")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     rows = []
     with OllamaDouble(latency=args.latency) as double:
@@ -80,7 +85,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             samples: dict[str, list[float]] = {"ollama": [], "scripted": []}
             for index in range(args.repeat):
                 for provider in ("ollama", "scripted"):
-                    result = one_stop(size, provider, double.host, args.latency)
+                    result = one_stop(size, provider, double.host, args.latency, args.agents_per_process)
                     print(f"[bench] N={size} {provider} run {index + 1}: +{result['beyond_call_ms']:.1f} ms beyond "
                           f"the call, exit {result['exit_code']}", file=sys.stderr, flush=True)
                     if result["exit_code"] != 0 or result["beyond_call_ms"] is None:
@@ -97,7 +102,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("| --- | --: | --: | --: | --- | --- |")
     for step, size, median, low, high, goal_text, verdict in rows:
         print(f"| {step} | {size} | {median:.1f} | {low:.1f}–{high:.1f} | {goal_text} | {verdict} |")
-    print(f"\n{machine()}; each model call {args.latency:g} s.")
+    packed = f"; agents_per_process: {args.agents_per_process}" if args.agents_per_process > 1 else ""
+    print(f"\n{machine()}; each model call {args.latency:g} s{packed}.")
     return 0
 
 

@@ -14,6 +14,9 @@ view on (TERM=xterm-256color) and with `--plain` beside it.
          Floor: fork N children blocked on pipes, write 1 byte to each, reap them all (`_floors`).
          Printed beside it: a bare `sleep` job's Ctrl+C to prompt in the same shell, the terminal's share.
   start  the command typed (exec) to the last `worker_started` event.
+  graceful  one Ctrl+C with every agent's reply in flight (1 s replies, live view): the end of the last
+         cycle (its `cycle_completed`) to the terminal being back, what the stop adds beyond the work it
+         waits for. The goal is absolute (30 ms at 32 agents), so no floor.
   memory in one more run per size, untimed: each worker's unique memory (USS) and its minor page faults
          once ready, what it copied of the forkserver.
          Floor: a fresh interpreter that imports the worker's modules, forks N children, and reads one
@@ -57,17 +60,19 @@ SETTLE = 0.5  # seconds between every worker ready and the first Ctrl+C
 LATENCY = 600.0  # scripted seconds per reply: every reply is in flight at the stop
 STOP_TARGET = 4.0  # x the floor
 START_TARGET = 2.0
+GRACEFUL_LATENCY = 1.0  # scripted seconds per reply in the graceful runs: the stop waits for the calls in flight
+GRACEFUL_TARGET_MS = 30.0  # beyond the last cycle
 ROWS, COLS = 50, 160
 
 def progress(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
-def team(size: int, per_process: int = 1) -> dict[str, Any]:
+def team(size: int, per_process: int = 1, latency: float = LATENCY) -> dict[str, Any]:
     return {
         "team": "bench",
         "storage": "state",
-        "llm": {"provider": "scripted", "latency": LATENCY},
+        "llm": {"provider": "scripted", "latency": latency},
         "shutdown": {"graceful_timeout": 60, "immediate_timeout": 5},
         **({"agents_per_process": per_process} if per_process > 1 else {}),
         "agents": agents(size, task="Count from 1 upwards.", max_cycles=1000, name="agent-{:04d}"),
@@ -127,6 +132,40 @@ def one_run(folder: Path, size: int, plain: bool, memory: bool = False) -> dict[
         left = _still_running([p for p in map(_process, tree) if p is not None], timeout=2.0)
         result["left_behind"] = len(left)
         result["left_behind_what"] = left
+    finally:
+        terminal.close()
+        tail.close()
+    return result
+
+
+def graceful_run(folder: Path, size: int) -> dict[str, Any]:
+    """Start the team (1 s replies) with the live view, one Ctrl+C once every worker is ready, until the terminal is back.
+
+    Measured: the terminal back minus the end of the last cycle the stop waited for (its `cycle_completed`,
+    written as the supervisor reads the reply): what a graceful stop adds beyond the work in flight.
+    """
+    shutil.rmtree(folder / "state", ignore_errors=True)
+    terminal = ShellTerminal(environment(), str(folder), rows=ROWS, cols=COLS)
+    tail = EventTail(folder / "state" / "events.jsonl")
+    result: dict[str, Any] = {"size": size, "view": "live", "step": "graceful"}
+    try:
+        terminal.type(f"{sys.executable} -m supervisor team.yaml")
+        deadline = time.monotonic() + 120 + 0.2 * size
+        while tail.poll() is not None and len(named(tail.events, "worker_started")) < size:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"N={size}: not every worker started (graceful run)")
+            terminal.read(0.02)
+        mark = len(terminal.buffer)
+        pressed = time.time()
+        terminal.ctrl_c()
+        back = terminal.back(60.0 + 0.05 * size, mark)
+        if back is None:
+            raise RuntimeError(f"N={size}: the terminal did not come back after a Ctrl+C")
+        back_wall = time.time() - (time.perf_counter() - back)
+        result["exit_code"] = terminal.last_exit_code()
+        tail.poll()
+        ends = [timestamp(e) for e in named(tail.events, "cycle_completed") if timestamp(e) >= pressed]
+        result["graceful_ms"] = (back_wall - max(ends)) * 1000.0 if ends else float("nan")
     finally:
         terminal.close()
         tail.close()
@@ -205,7 +244,7 @@ def bench(sizes: list[int], forced: Optional[int], per_process: int = 1) -> tupl
         for size in sizes:
             (folder / "team.yaml").write_text(json.dumps(team(size, per_process), indent=1))
             samples: dict[str, list[float]] = {"live": [], "plain": [], "start": [], "stop_floor": [], "start_floor": [],
-                                               "asyncio_floor": []}
+                                               "asyncio_floor": [], "graceful": []}
             for index in range(repeats_for(size, forced)):
                 for plain in (False, True):
                     view = "plain" if plain else "live"
@@ -219,11 +258,19 @@ def bench(sizes: list[int], forced: Optional[int], per_process: int = 1) -> tupl
                 samples["stop_floor"].append(stop_floor(size))  # between the product's runs, same conditions
                 samples["start_floor"].append(start_floor(size))
                 samples["asyncio_floor"].append(start_floor(size, asyncio=True))
+                (folder / "team.yaml").write_text(json.dumps(team(size, per_process, GRACEFUL_LATENCY), indent=1))
+                progress(f"N={size} run {index + 1}: graceful, live")
+                result = graceful_run(folder, size)
+                runs.append(result)
+                samples["graceful"].append(result["graceful_ms"])
+                progress(f"  graceful +{result['graceful_ms']:.1f} ms beyond the last cycle, exit {result['exit_code']}")
+                (folder / "team.yaml").write_text(json.dumps(team(size, per_process), indent=1))
             progress(f"N={size}: one more run, for the workers' memory (its times are not samples)")
             runs.append(one_run(folder, size, plain=True, memory=True))
             for view in ("live", "plain"):
                 rows.append(_row(f"stop, {view} view", size, samples[view], samples["stop_floor"], STOP_TARGET))
             rows.append(_row("start", size, samples["start"], samples["start_floor"], START_TARGET))
+            rows.append(_absolute_row("graceful, live view, beyond the cycle", size, samples["graceful"], GRACEFUL_TARGET_MS))
             runs.append({"size": size, "asyncio_floor_ms": statistics.median(samples["asyncio_floor"])})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -239,6 +286,14 @@ def _row(step: str, size: int, samples: list[float], floor: list[float], target:
             "result": "—" if ratio is None else ("PASS" if ratio <= target else "MISS"), "samples": samples}
 
 
+def _absolute_row(step: str, size: int, samples: list[float], target_ms: float) -> dict[str, Any]:
+    """A row whose goal is a time, not a ratio: no floor."""
+    median = statistics.median(samples)
+    return {"step": step, "agents": size, "median_ms": median, "min_ms": min(samples), "max_ms": max(samples),
+            "floor_ms": None, "ratio": None, "target": f"≤ {target_ms:g} ms",
+            "result": "PASS" if median <= target_ms else "MISS", "samples": samples}
+
+
 HEADERS = ["step", "agents", "median ms", "min–max ms", "floor ms", "×floor", "target", "result"]
 
 
@@ -248,7 +303,8 @@ def _num(value: float) -> str:
 
 def cells(row: dict[str, Any]) -> list[str]:
     return [row["step"], str(row["agents"]), _num(row["median_ms"]), f"{_num(row['min_ms'])}–{_num(row['max_ms'])}",
-            _num(row["floor_ms"]), "—" if row["ratio"] is None else f"{row['ratio']:.1f}×", row["target"], row["result"]]
+            "—" if row["floor_ms"] is None else _num(row["floor_ms"]), "—" if row["ratio"] is None else f"{row['ratio']:.1f}×",
+            row["target"], row["result"]]
 
 
 def render(rows: list[dict[str, Any]], markdown: bool) -> str:
@@ -292,8 +348,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             holds = f" holding {per} agents" if per > 1 else ""
             print(f"N={size}: a worker process{holds} at ready: USS {statistics.median(r['worker_uss_mb'] for r in measured):.2f} MB, "
                   f"{statistics.median(r['worker_faults'] for r in measured):.0f} minor page faults (median).")
-    odd = [r for r in runs if "exit_code" in r and (r["exit_code"] != 1 or r["left_behind"])]
+    odd = [r for r in runs if "exit_code" in r and r.get("step") != "graceful" and (r["exit_code"] != 1 or r["left_behind"])]
+    odd += [r for r in runs if r.get("step") == "graceful" and r["exit_code"] != 0]
     for run in odd:
+        if run.get("step") == "graceful":
+            print(f"  anomaly: N={run['size']} graceful: exit code {run['exit_code']} (expected 0)")
+            continue
         print(f"  anomaly: N={run['size']} {run['view']}: exit code {run['exit_code']} (expected 1), "
               f"{run['left_behind']} process(es) still running 2 s after the prompt: {run['left_behind_what']}")
     if args.json_out:

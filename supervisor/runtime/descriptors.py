@@ -62,7 +62,7 @@ def make_room(processes: int) -> OpenFiles:
     if limits.soft != resource.RLIM_INFINITY and limits.soft < need:
         hard = "unlimited" if limits.hard == resource.RLIM_INFINITY else str(limits.hard)
         raise SupervisorError(
-            f"a team of {processes} agent processes needs about {need} open files, but the limit here is "
+            f"a team of {processes} agents needs about {need} open files, but the limit here is "
             f"{limits.soft} (hard limit {hard}): raise it with `ulimit -n {need}` and run again",
             EXIT_CONFIG,
         )

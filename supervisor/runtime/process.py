@@ -312,7 +312,6 @@ class Pack:
     """
 
     pid: int
-    size: int
     open: int  # members not closed yet by the loop: the process and its group are buried after the last
     killed_for: Optional[str] = None  # the member whose kill took the process, and its siblings with it
 
@@ -410,7 +409,7 @@ class WorkerProcess(StatusPipeChild):
                     yield result
                 continue
             pid, status_fds = result
-            shared = Pack(pid=pid, size=size, open=size) if size > 1 else None
+            shared = Pack(pid=pid, open=size) if size > 1 else None
             for i, status_fd in enumerate(status_fds):
                 index = at + i
                 os.set_blocking(status_fd, False)
