@@ -24,3 +24,15 @@ def test_chaos(make_team, capsys):
     with capsys.disabled():
         print(f"\nchaos: {TRIALS} trials; injected {dict(sorted(injected.items()))}; held {dict(sorted(held.items()))}")
     assert held["exactly_once"] == TRIALS
+
+
+PACKED_TRIALS = 10
+
+
+def test_chaos_with_agents_that_share_processes(make_team, capsys):
+    """The same faults on teams whose agents share processes: a kill of one takes its siblings, and resume holds."""
+    injected, held = run_chaos(make_team, PACKED_TRIALS, 20261130, team_keys={"agents_per_process": 2})
+    with capsys.disabled():
+        print(f"\nchaos, packs of 2: {PACKED_TRIALS} trials; injected {dict(sorted(injected.items()))}; "
+              f"held {dict(sorted(held.items()))}")
+    assert held["exactly_once"] == PACKED_TRIALS

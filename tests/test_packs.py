@@ -67,3 +67,16 @@ def test_a_hang_kills_the_whole_pack_and_only_the_hung_agent_is_charged(make_tea
     for name in team.names:
         team.assert_exactly_once(name, 5)
     assert run.descendants() == []
+
+
+def test_a_groups_agents_share_processes_under_the_groups_own_forkserver(make_team):
+    team = make_team(agents=1, latency=0.05, max_cycles=4, groups={"crew": {"agents": 3}})
+    team.data["agents_per_process"] = 2
+    team.write()
+    run = team.start()
+    pids = run.wait_all_started()
+    assert pids["crew-a"] == pids["crew-b"] != pids["crew-c"]  # the group packs its own agents
+    assert run.wait() == 0, run.output
+    for name in team.names:
+        team.assert_exactly_once(name, 4)
+    assert run.descendants() == []
