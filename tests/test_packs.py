@@ -80,3 +80,35 @@ def test_a_groups_agents_share_processes_under_the_groups_own_forkserver(make_te
     for name in team.names:
         team.assert_exactly_once(name, 4)
     assert run.descendants() == []
+
+
+def test_an_agent_that_leaves_its_pack_closes_its_model_client_at_once(make_team):
+    """Its connection to the model server goes when it does, not when the pack's last agent does."""
+    import psutil
+
+    from harness import cli
+    from ollama_double import MODEL, OllamaDouble
+
+    team = _pack(make_team, max_cycles=1000)
+    with OllamaDouble(latency=0.05) as double:
+        team.data["llm"] = {"provider": "ollama", "host": double.host, "model": MODEL}
+        team.write()
+        run = team.start()
+        pids = run.wait_all_started()
+        port = double.httpd.server_address[1]
+        pack = psutil.Process(pids["agent-a"])
+
+        def to_the_server() -> int:  # keep-alive connections: each agent holds one between its calls too
+            return sum(1 for c in pack.net_connections(kind="tcp")
+                       if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+        run.wait_cycles(2, "agent-a")
+        run.wait_cycles(2, "agent-b")
+        assert to_the_server() == 2
+        done = cli("stop", str(team.config), "agent-a")
+        assert done.returncode == 0, done.stderr
+        (left,) = by_event(run.new_events(), "worker_exited", "agent-a")
+        assert pack.is_running() and left["pid"] == pack.pid  # agent-b runs on in it
+        assert to_the_server() == 1
+        run.ctrl_c()
+        assert run.wait() == 0, run.output

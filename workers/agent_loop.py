@@ -150,8 +150,10 @@ class SavedCheckpoint(NamedTuple):
 class AgentWorker:
     """Runs one agent's spec to completion or interruption, talking over `link`."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, shares_process: bool = False) -> None:
+        """`shares_process`: other agents run on in this process after this one (a pack): what it opened, it closes."""
         self._sock = sock
+        self._shares_process = shares_process
         self.link: Optional[SupervisorLink] = None
         self.interrupts = InterruptState()
         self._started: asyncio.Future[Start] = asyncio.get_running_loop().create_future()
@@ -347,7 +349,7 @@ class AgentWorker:
                 return self._fail("agent", str(exc), convo.cycle, convo.budget_spent_usd)
             return await self._cycles(store, instance, context, convo, max_cycles, spec.checkpoint.every)
         finally:
-            if not self._done_talking:  # else the client goes with the process
+            if not self._done_talking or self._shares_process:  # else the client goes with the process
                 await provider.aclose()
 
     async def _make_agent(self, context: AgentContext) -> Agent:

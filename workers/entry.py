@@ -65,7 +65,7 @@ def run_pack(socks: list[socket.socket], status_fds: list[int], supervisor_pid: 
         from workers.agent_loop import AgentWorker
 
         async def one(index: int) -> int:
-            worker = AgentWorker(socks[index])
+            worker = AgentWorker(socks[index], shares_process=True)
             try:
                 code = await worker.run()
             except Exception as exc:  # outside the agent loop's own care: one frame, no traceback
