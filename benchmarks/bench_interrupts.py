@@ -1,6 +1,6 @@
 """How fast the supervisor reacts to Ctrl+C, next to what the machine allows.
 
-Run: `python benchmarks/bench_interrupts.py [--workers 1,8,32,128] [--repeat R] [--json | --markdown]`
+Run: `python benchmarks/bench_interrupts.py [--workers 1,8,32,128] [--repeat R] [--agents-per-process K] [--json | --markdown]`
 
 Every step is measured twice in the same run: once through the real product
 (`python -m supervisor CONFIG` as a subprocess, synchronised on the lines of
@@ -670,6 +670,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,8,32,128", help="team sizes, comma-separated (default 1,8,32,128)")
     parser.add_argument("--repeat", type=int, help="runs per team size (default 3 for N<=32, 1 for 128)")
+    parser.add_argument("--agents-per-process", type=int, default=1, metavar="K",
+                        help="the teams' agents_per_process (default 1: a process per agent; the floors stay so)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON document on stdout instead of the table")
     output.add_argument("--markdown", action="store_true", help="the table as Markdown, for the README")
@@ -678,6 +680,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     worker_counts = positive_ints(parser, "--workers", args.workers)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat needs a positive integer")
+    if args.agents_per_process < 1:
+        parser.error("--agents-per-process needs a positive integer")
+    if args.agents_per_process > 1:
+        TEAM_EXTRA["agents_per_process"] = args.agents_per_process
 
     began = time.perf_counter()
     rows, notes, raw = bench(worker_counts, args.repeat)
