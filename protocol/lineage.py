@@ -17,11 +17,15 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import struct
 import sys
 from typing import Callable, Optional, cast
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+# An exit code on a child's status pipe: the forkserver writes it when it reaps the child, and an agent
+# that leaves a shared process before the others (`agents_per_process`) writes its own.
+EXIT_STATUS = struct.Struct("=i")
 
 
 def _load_prctl() -> Optional[Callable[..., int]]:

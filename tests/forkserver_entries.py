@@ -72,7 +72,8 @@ def pack_of_words(socks: list[socket.socket], status_fds: list[int], supervisor_
     the last one ends the process by that code instead.
     """
     import select
-    import struct
+
+    from protocol.lineage import EXIT_STATUS
 
     detach(supervisor_pid)
     held = sorted(int(name) for name in os.listdir("/proc/self/fd"))
@@ -88,6 +89,6 @@ def pack_of_words(socks: list[socket.socket], status_fds: list[int], supervisor_
             del running[index]
             if not running:
                 os._exit(code)
-            os.write(status_fds[index], struct.pack("=i", code))
+            os.write(status_fds[index], EXIT_STATUS.pack(code))
             os.close(status_fds[index])
             sock.close()

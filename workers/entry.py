@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import struct
 import sys
 
 from typing import TYPE_CHECKING
 
-from protocol.lineage import detach
+from protocol.lineage import EXIT_STATUS, detach
 from protocol.specs import warm
 
 if TYPE_CHECKING:
-    from workers.agent_loop import AgentWorker
+    from protocol import Error
 
 
 def run_worker(sock: socket.socket, supervisor_pid: int) -> None:
@@ -48,9 +47,6 @@ def run_worker(sock: socket.socket, supervisor_pid: int) -> None:
     _leave(code)
 
 
-EXIT_CODE = struct.Struct("=i")  # as the forkserver writes an exit code on a status pipe
-
-
 def run_pack(socks: list[socket.socket], status_fds: list[int], supervisor_pid: int) -> None:
     """Target of a pack's process: several agents, each on its own pipe, in one loop (`agents_per_process`).
 
@@ -69,7 +65,10 @@ def run_pack(socks: list[socket.socket], status_fds: list[int], supervisor_pid: 
             try:
                 code = await worker.run()
             except Exception as exc:  # outside the agent loop's own care: one frame, no traceback
-                _say_crash(worker, exc)
+                if worker.link is not None:  # the link owns the socket now: the frame goes after what it holds
+                    worker.link.send(_crash(exc))
+                else:
+                    _report_crash(socks[index], exc)
                 code = 70
             if running == {index} and worker.leave_at_once:
                 _leave(code)  # the last one, nothing to tidy: the process goes, the forkserver says its code
@@ -94,17 +93,10 @@ def run_pack(socks: list[socket.socket], status_fds: list[int], supervisor_pid: 
 def _say_exit(fd: int, code: int) -> None:
     """An agent's exit code on its status pipe, and the pipe let go: its exit as the supervisor sees it."""
     try:
-        os.write(fd, EXIT_CODE.pack(code))
+        os.write(fd, EXIT_STATUS.pack(code))
     except OSError:
         pass  # the supervisor is gone, or has stopped waiting: nobody to tell
     os.close(fd)
-
-
-def _say_crash(worker: "AgentWorker", exc: BaseException) -> None:
-    from protocol import Error
-    from workers.agent_loop import describe_exception
-
-    worker._send(Error(kind="crash", message=describe_exception(exc), fatal=True))
 
 
 def yield_to_the_supervisor() -> None:
@@ -136,17 +128,24 @@ def _leave(code: int) -> None:
 
 def _report_crash(sock: socket.socket, exc: BaseException) -> None:
     """Best effort, for a failure outside the agent loop: one frame, no traceback."""
-    from protocol import Error, encode
-    from workers.agent_loop import describe_exception
+    from protocol import encode
 
     if sock.fileno() == -1:
         return
     try:
         sock.setblocking(True)
         sock.settimeout(1.0)
-        sock.sendall(encode(Error(kind="crash", message=describe_exception(exc), fatal=True)))
+        sock.sendall(encode(_crash(exc)))
     except Exception:
         pass
+
+
+def _crash(exc: BaseException) -> "Error":
+    """The frame that says a worker failed outside its agent loop: one line, no traceback."""
+    from protocol import Error
+    from workers.agent_loop import describe_exception
+
+    return Error(kind="crash", message=describe_exception(exc), fatal=True)
 
 
 # The forkserver imports this module before it forks any worker: what every worker would work out for

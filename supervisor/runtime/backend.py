@@ -159,9 +159,9 @@ class LocalBackend:
         return not said_last_word and child.exitcode() == LOST_STATUS and ended_within(forkserver, 0.5)
 
     def lost_reason(self, child: ChildProcess) -> str:
-        pack = getattr(child, "pack", None)
-        if pack is not None and pack.killed_for not in (None, getattr(child, "name", None)):
-            return f"lost with its process, killed for {pack.killed_for} (agents_per_process)"
+        sibling = _killed_for_a_sibling(child)
+        if sibling is not None:
+            return f"lost with its process, killed for {sibling} (agents_per_process)"
         return "lost with its forkserver"
 
     def helper_pids(self) -> set[int]:
@@ -179,8 +179,14 @@ class LocalBackend:
             pass
 
 
+def _killed_for_a_sibling(child: ChildProcess) -> Optional[str]:
+    """The agent whose kill took `child`'s process, if `child` shares it (a pack) and is not that agent."""
+    pack = getattr(child, "pack", None)
+    if pack is None or pack.killed_for in (None, getattr(child, "name", None)):
+        return None
+    return str(pack.killed_for)
+
+
 def _sibling_killed(child: ChildProcess, said_last_word: bool) -> bool:
     """A pack's agent that went only because its process was killed for another of its agents."""
-    pack = getattr(child, "pack", None)
-    return (pack is not None and pack.killed_for not in (None, getattr(child, "name", None))
-            and not getattr(child, "killed", False) and not said_last_word)
+    return _killed_for_a_sibling(child) is not None and not getattr(child, "killed", False) and not said_last_word

@@ -35,18 +35,18 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgpack
 
+from protocol.lineage import EXIT_STATUS
+
 LOST_STATUS = 255  # the exit code of a worker whose forkserver died before reporting it
 MAX_REQUEST = 65536
 WINDOW = 32  # start requests in flight at once
 REPLY_TIMEOUT = 30.0  # seconds a start may wait for the forkserver before it counts as gone
-STATUS = struct.Struct("=i")
 MAX_FD = 1 << 20
 MAX_PACK = 64  # agents in one process at most: their pipes travel in one message (the kernel takes 253)
 # entry, the worker's end of its pipe (a list of them: a pack, one process for several agents), the entry's further arguments
@@ -182,11 +182,11 @@ class ForkServer:
 def read_status(fd: int) -> Optional[int]:
     """A worker's exit code from its status pipe: None while it runs, LOST_STATUS if nobody will say."""
     try:
-        data = os.read(fd, STATUS.size)
+        data = os.read(fd, EXIT_STATUS.size)
     except BlockingIOError:
         return None
-    if len(data) == STATUS.size:
-        return int(STATUS.unpack(data)[0])
+    if len(data) == EXIT_STATUS.size:
+        return int(EXIT_STATUS.unpack(data)[0])
     return LOST_STATUS
 
 
@@ -347,7 +347,7 @@ class _Server:
                 return
             if pid == 0:
                 return
-            code = STATUS.pack(os.waitstatus_to_exitcode(status))
+            code = EXIT_STATUS.pack(os.waitstatus_to_exitcode(status))
             for fd in self.statuses.pop(pid, ()):
                 try:
                     os.write(fd, code)  # a pack's agent that left first has said its own: that one is read first

@@ -311,7 +311,6 @@ class Pack:
     an agent that blocks the loop, crashes the interpreter or is killed takes its siblings with it.
     """
 
-    pid: int
     open: int  # members not closed yet by the loop: the process and its group are buried after the last
     killed_for: Optional[str] = None  # the member whose kill took the process, and its siblings with it
 
@@ -393,7 +392,7 @@ class WorkerProcess(StatusPipeChild):
         started_at = time.monotonic()
         for at, size in chunks:
             result = next(results, None)
-            if result is None or len(made) < at + size:
+            if result is None:  # the requests stopped before this one: too few descriptors left
                 failure = short[0] if short else OSError(errno.EMFILE, "too few open files left to start a worker")
                 for index in range(at, at + size):
                     if index < len(made):
@@ -409,7 +408,7 @@ class WorkerProcess(StatusPipeChild):
                     yield result
                 continue
             pid, status_fds = result
-            shared = Pack(pid=pid, open=size) if size > 1 else None
+            shared = Pack(open=size) if size > 1 else None
             for i, status_fd in enumerate(status_fds):
                 index = at + i
                 os.set_blocking(status_fd, False)

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from supervisor.runtime.forkserver import LOST_STATUS, STATUS
+from protocol.lineage import EXIT_STATUS
+from supervisor.runtime.forkserver import LOST_STATUS
 from supervisor.runtime.process import StatusPipeChild
 from supervisor.runtime.ray_cluster import live_nodes, one_line
 
@@ -207,7 +208,7 @@ class Carrier:
             carried.down.cancel()
         carried.bridge.close()  # the loop reads the child's last words, then end-of-file
         try:
-            os.write(carried.status_w, STATUS.pack(code))
+            os.write(carried.status_w, EXIT_STATUS.pack(code))
         except OSError:
             pass
         os.close(carried.status_w)
