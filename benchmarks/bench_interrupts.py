@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _floors  # noqa: E402  (needs HERE on sys.path)
-from harness import TeamRun, agents, positive_ints, timestamp  # noqa: E402
+from harness import TeamRun, add_agents_per_process, agents, packing, positive_ints, timestamp  # noqa: E402
 
 TEAM = "bench"
 SETTLE = 0.3  # seconds between "every worker ready" and Ctrl+C: workers are idle in their LLM call
@@ -670,8 +670,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,8,32,128", help="team sizes, comma-separated (default 1,8,32,128)")
     parser.add_argument("--repeat", type=int, help="runs per team size (default 3 for N<=32, 1 for 128)")
-    parser.add_argument("--agents-per-process", type=int, default=1, metavar="K",
-                        help="the teams' agents_per_process (default 1: a process per agent; the floors stay so)")
+    add_agents_per_process(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON document on stdout instead of the table")
     output.add_argument("--markdown", action="store_true", help="the table as Markdown, for the README")
@@ -680,10 +679,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     worker_counts = positive_ints(parser, "--workers", args.workers)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat needs a positive integer")
-    if args.agents_per_process < 1:
-        parser.error("--agents-per-process needs a positive integer")
-    if args.agents_per_process > 1:
-        TEAM_EXTRA["agents_per_process"] = args.agents_per_process
+    TEAM_EXTRA.update(packing(args.agents_per_process))
 
     began = time.perf_counter()
     rows, notes, raw = bench(worker_counts, args.repeat)

@@ -34,7 +34,8 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent / "tests"))  # the model doubles; benchmarks/harness.py comes first
 
 import _floors  # noqa: E402
-from harness import REPO, TeamRun, agents, machine, positive_ints, render_table, timestamp  # noqa: E402
+from harness import (REPO, TeamRun, add_agents_per_process, agents, machine, packing,  # noqa: E402
+                     packing_said, positive_ints, render_table, timestamp)
 from ollama_double import MODEL, OllamaDouble  # noqa: E402
 from openai_double import OpenAIDouble  # noqa: E402
 
@@ -46,7 +47,7 @@ PER_PROCESS = 1  # the teams' agents_per_process (--agents-per-process)
 
 def config(size: int, llm: dict[str, Any]) -> dict[str, Any]:
     return {"team": "bench", "llm": llm, "shutdown": {"graceful_timeout": 60, "immediate_timeout": 5},
-            **({"agents_per_process": PER_PROCESS} if PER_PROCESS > 1 else {}),
+            **packing(PER_PROCESS),
             "agents": agents(size, task="Count from 1 upwards.", max_cycles=1000)}
 
 
@@ -137,19 +138,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sizes", default="1,32,256", help="team sizes, comma-separated (default 1,32,256)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per size and provider (default 2)")
     parser.add_argument("--latency", type=float, default=600.0, help="seconds each generation is held (default 600)")
-    parser.add_argument("--agents-per-process", type=int, default=1, metavar="K",
-                        help="the teams' agents_per_process (default 1: a process per agent)")
+    add_agents_per_process(parser)
     parser.add_argument("--markdown", action="store_true", help="the table as Markdown, for the README")
     args = parser.parse_args(argv)
-    if args.agents_per_process < 1:
-        parser.error("--agents-per-process needs a positive integer")
     global PER_PROCESS
     PER_PROCESS = args.agents_per_process
     began = time.monotonic()
     rows = bench(positive_ints(parser, "--sizes", args.sizes), args.repeat, args.latency)
     print(render_table(HEADERS, [cells(row) for row in rows], args.markdown))
-    packed = f"; agents_per_process: {PER_PROCESS}" if PER_PROCESS > 1 else ""
-    print(f"\n{machine()}{packed}; {time.monotonic() - began:.0f} s. "
+    print(f"\n{machine()}{packing_said(PER_PROCESS)}; {time.monotonic() - began:.0f} s. "
           "scripted: no server, so its first call is its first cycle, at ready.")
     return 0
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from bench_interrupts import ExitWatch, _last_ts, _ms  # noqa: E402
-from harness import TeamRun, agents, machine  # noqa: E402
+from harness import TeamRun, add_agents_per_process, agents, machine, packing, packing_said  # noqa: E402
 from ollama_double import MODEL, OllamaDouble  # noqa: E402
 
 GOALS = {1: 20.0, 32: 30.0}  # ms beyond the call
@@ -42,7 +42,7 @@ def config(size: int, provider: str, host: str, latency: float, per_process: int
         "storage": "state",
         "llm": llm,
         "shutdown": {"graceful_timeout": 60, "immediate_timeout": 5},
-        **({"agents_per_process": per_process} if per_process > 1 else {}),
+        **packing(per_process),
         "agents": agents(size, task="Count from 1 upwards.", max_cycles=1000),
     }
 
@@ -73,11 +73,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sizes", default="1,32")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--latency", type=float, default=1.0, help="seconds each model call takes (default 1)")
-    parser.add_argument("--agents-per-process", type=int, default=1, metavar="K",
-                        help="the teams' agents_per_process (default 1: a process per agent)")
+    add_agents_per_process(parser)
     args = parser.parse_args(argv)
-    if args.agents_per_process < 1:
-        parser.error("--agents-per-process needs a positive integer")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     rows = []
     with OllamaDouble(latency=args.latency) as double:
@@ -102,8 +99,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("| --- | --: | --: | --: | --- | --- |")
     for step, size, median, low, high, goal_text, verdict in rows:
         print(f"| {step} | {size} | {median:.1f} | {low:.1f}–{high:.1f} | {goal_text} | {verdict} |")
-    packed = f"; agents_per_process: {args.agents_per_process}" if args.agents_per_process > 1 else ""
-    print(f"\n{machine()}; each model call {args.latency:g} s{packed}.")
+    print(f"\n{machine()}; each model call {args.latency:g} s{packing_said(args.agents_per_process)}.")
     return 0
 
 

@@ -52,7 +52,8 @@ sys.path.insert(0, str(HERE))
 
 import _floors  # noqa: E402  (needs HERE on sys.path)
 from _terminal import ShellTerminal  # noqa: E402
-from harness import REPO, EventTail, agents, machine, named, positive_ints, render_table, timestamp  # noqa: E402
+from harness import (REPO, EventTail, add_agents_per_process, agents, machine, named, packing,  # noqa: E402
+                     packing_said, positive_ints, render_table, timestamp)
 
 DEFAULT_SIZES = "1,8,32"
 SECOND_AFTER = 0.020  # seconds between the two Ctrl+C
@@ -74,7 +75,7 @@ def team(size: int, per_process: int = 1, latency: float = LATENCY) -> dict[str,
         "storage": "state",
         "llm": {"provider": "scripted", "latency": latency},
         "shutdown": {"graceful_timeout": 60, "immediate_timeout": 5},
-        **({"agents_per_process": per_process} if per_process > 1 else {}),
+        **packing(per_process),
         "agents": agents(size, task="Count from 1 upwards.", max_cycles=1000, name="agent-{:04d}"),
     }
 
@@ -91,6 +92,18 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def start_team(terminal: ShellTerminal, tail: EventTail, size: int, plain: bool) -> list[dict[str, Any]]:
+    """Type the command into the shell and read the terminal until every worker is ready; their `worker_started`."""
+    terminal.type(f"{sys.executable} -m supervisor team.yaml" + (" --plain" if plain else ""))
+    deadline = time.monotonic() + 120 + 0.2 * size
+    while tail.poll() is not None and len(named(tail.events, "worker_started")) < size:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"N={size}: not every worker started; the terminal shows:\n"
+                               + terminal.buffer[-2000:].decode("utf-8", "replace"))
+        terminal.read(0.02)
+    return named(tail.events, "worker_started")
+
+
 def one_run(folder: Path, size: int, plain: bool, memory: bool = False) -> dict[str, Any]:
     """Start the team in the shell, wait for every worker, double Ctrl+C, until the terminal is back.
 
@@ -103,14 +116,7 @@ def one_run(folder: Path, size: int, plain: bool, memory: bool = False) -> dict[
     result: dict[str, Any] = {"size": size, "view": "plain" if plain else "live"}
     try:
         typed_at = time.time()
-        terminal.type(f"{sys.executable} -m supervisor team.yaml" + (" --plain" if plain else ""))
-        deadline = time.monotonic() + 120 + 0.2 * size
-        while tail.poll() is not None and len(named(tail.events, "worker_started")) < size:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"N={size}: not every worker started; the terminal shows:\n"
-                                   + terminal.buffer[-2000:].decode("utf-8", "replace"))
-            terminal.read(0.02)
-        ready = named(tail.events, "worker_started")
+        ready = start_team(terminal, tail, size, plain)
         result["start_ms"] = (max(timestamp(e) for e in ready) - typed_at) * 1000.0
         supervisor = int(named(tail.events, "supervisor_started")[0]["pid"])
         tree = [supervisor, *(p.pid for p in descendants(supervisor))]
@@ -149,12 +155,7 @@ def graceful_run(folder: Path, size: int) -> dict[str, Any]:
     tail = EventTail(folder / "state" / "events.jsonl")
     result: dict[str, Any] = {"size": size, "view": "live", "step": "graceful"}
     try:
-        terminal.type(f"{sys.executable} -m supervisor team.yaml")
-        deadline = time.monotonic() + 120 + 0.2 * size
-        while tail.poll() is not None and len(named(tail.events, "worker_started")) < size:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"N={size}: not every worker started (graceful run)")
-            terminal.read(0.02)
+        start_team(terminal, tail, size, plain=False)
         mark = len(terminal.buffer)
         pressed = time.time()
         terminal.ctrl_c()
@@ -318,24 +319,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"team sizes, comma-separated (default {DEFAULT_SIZES}; "
                         "the full table: 1,8,32,128,512,1000)")
     parser.add_argument("--repeat", type=int, help="runs per size and view (default 3 up to 32 agents, else 1)")
-    parser.add_argument("--agents-per-process", type=int, default=1, metavar="K",
-                        help="the teams' agents_per_process (default 1: a process per agent)")
+    add_agents_per_process(parser)
     parser.add_argument("--markdown", action="store_true", help="the table as Markdown, for the README")
     parser.add_argument("--json-out", metavar="FILE", help="also write every run and row as JSON to FILE")
     args = parser.parse_args(argv)
     sizes = positive_ints(parser, "--sizes", args.sizes)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat needs a positive integer")
-    if args.agents_per_process < 1:
-        parser.error("--agents-per-process needs a positive integer")
     if shutil.which("bash") is None:
         parser.error("needs bash: the product runs as a job of a job-control shell")
     began = time.perf_counter()
     rows, runs = bench(sizes, args.repeat, args.agents_per_process)
     print(render(rows, args.markdown))
     print()
-    packed = f"; agents_per_process: {args.agents_per_process}" if args.agents_per_process > 1 else ""
-    print(f"{machine()}{packed}; {time.perf_counter() - began:.0f} s.")
+    print(f"{machine()}{packing_said(args.agents_per_process)}; {time.perf_counter() - began:.0f} s.")
     shell = [ms for ms in next(r["shell_round_trip_ms"] for r in runs if "shell_round_trip_ms" in r) if ms == ms]  # not NaN
     print(f"A bare job in the same shell (`sleep 600`, Ctrl+C, prompt back): {statistics.median(shell):.1f} ms, "
           "a part of every stop that no supervisor can remove.")

@@ -46,6 +46,32 @@ def positive_ints(parser: argparse.ArgumentParser, option: str, text: str) -> li
     return values
 
 
+def add_agents_per_process(parser: argparse.ArgumentParser) -> None:
+    """`--agents-per-process K`, the teams' `agents_per_process` (default 1: a process per agent)."""
+    parser.add_argument("--agents-per-process", type=_positive_int, default=1, metavar="K",
+                        help="the teams' agents_per_process (default 1: a process per agent; the floors stay so)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs a positive integer, got {text!r}")
+    return value
+
+
+def packing(per_process: int) -> dict[str, Any]:
+    """The config keys for `per_process` agents to a process: none for 1, the default."""
+    return {"agents_per_process": per_process} if per_process > 1 else {}
+
+
+def packing_said(per_process: int) -> str:
+    """What the line under a table adds when the teams' agents shared processes."""
+    return f"; agents_per_process: {per_process}" if per_process > 1 else ""
+
+
 def machine() -> str:
     """The machine a table was measured on, for the line under it: cores, Python, load average."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
