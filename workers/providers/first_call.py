@@ -87,13 +87,12 @@ def _no_proxy() -> Iterator[None]:
 async def _calls(spec: LLMSpec, times: int) -> int:
     from workers.providers import make_provider
 
-    provider: Any = make_provider(spec)
+    provider = make_provider(spec)
     answered = 0
     try:
         for cycle in range(1, times + 1):
             await provider.chat([{"role": "user", "content": "rehearsal"}], cycle=cycle)
             answered += 1
     finally:
-        for client in provider.clients.values():  # no connection left open: the server's threads can end
-            await client.close()
+        await provider.aclose()  # no connection left open: the server's threads can end
     return answered
